@@ -1,0 +1,1418 @@
+//! The command table: every command ringkv serves with its arity, flags, key positions
+//! and documentation. `COMMAND`, `COMMAND INFO` and `COMMAND DOCS` answer from it, the
+//! server checks arity against it, and routing reads key positions from it. Pure data.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// Command flags, as Redis names them in `COMMAND` replies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandFlags(u32);
+
+impl CommandFlags {
+    /// May modify the keyspace.
+    pub const WRITE: Self = Self(1);
+    /// Only reads the keyspace.
+    pub const READONLY: Self = Self(1 << 1);
+    /// May grow memory use: refused with `-OOM` when over `maxmemory`.
+    pub const DENYOOM: Self = Self(1 << 2);
+    /// Administrative.
+    pub const ADMIN: Self = Self(1 << 3);
+    /// Constant or logarithmic time.
+    pub const FAST: Self = Self(1 << 4);
+    /// Allowed before authentication.
+    pub const NO_AUTH: Self = Self(1 << 5);
+    /// Allowed while the node loads its data.
+    pub const LOADING: Self = Self(1 << 6);
+    /// Allowed on a stale replica.
+    pub const STALE: Self = Self(1 << 7);
+    /// Not allowed inside MULTI.
+    pub const NO_MULTI: Self = Self(1 << 8);
+    /// Not allowed from scripts.
+    pub const NOSCRIPT: Self = Self(1 << 9);
+    /// Runs while other connections are held off (MULTI/EXEC and multi-key atomic writes).
+    pub const EXCLUSIVE: Self = Self(1 << 10);
+    const NONE: Self = Self(0);
+
+    const NAMES: [(Self, &'static str); 10] = [
+        (Self::WRITE, "write"),
+        (Self::READONLY, "readonly"),
+        (Self::DENYOOM, "denyoom"),
+        (Self::ADMIN, "admin"),
+        (Self::NOSCRIPT, "noscript"),
+        (Self::LOADING, "loading"),
+        (Self::STALE, "stale"),
+        (Self::FAST, "fast"),
+        (Self::NO_AUTH, "no_auth"),
+        (Self::NO_MULTI, "no_multi"),
+    ];
+
+    /// True when every flag in `other` is set.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The union of two flag sets.
+    pub const fn with(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+
+    /// The Redis names of the flags set, for `COMMAND`.
+    pub fn names(self) -> impl Iterator<Item = &'static str> {
+        Self::NAMES
+            .into_iter()
+            .filter(move |(flag, _)| self.contains(*flag))
+            .map(|(_, name)| name)
+    }
+}
+
+/// Where a command's keys are: arguments `first..=last` every `step` (`last` < 0 counts
+/// from the end). `first == 0` means the command takes no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPositions {
+    /// Index of the first key, 0 for none.
+    pub first: i32,
+    /// Index of the last key; negative counts from the end (-1 = last argument).
+    pub last: i32,
+    /// Distance between keys.
+    pub step: i32,
+}
+
+impl KeyPositions {
+    /// Indices of the keys in a command of `argc` arguments.
+    pub fn indices(self, argc: usize) -> impl Iterator<Item = usize> {
+        let argc = argc as i64;
+        let first = self.first as i64;
+        let last = if self.last < 0 {
+            argc + self.last as i64
+        } else {
+            (self.last as i64).min(argc - 1)
+        };
+        let step = self.step.max(1) as usize;
+        let range = if first == 0 || last < first {
+            0..0
+        } else {
+            first as usize..last as usize + 1
+        };
+        range.step_by(step)
+    }
+}
+
+/// One command (or subcommand) of the table.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Lower-case name; subcommands are `container|sub`.
+    pub name: &'static str,
+    /// Exact argument count if positive, minimum if negative (the name counts).
+    pub arity: i32,
+    /// Flags.
+    pub flags: CommandFlags,
+    /// Key positions.
+    pub keys: KeyPositions,
+    /// Redis's command group (`string`, `generic`, …).
+    pub group: &'static str,
+    /// The Redis version that introduced it.
+    pub since: &'static str,
+    /// One-line description.
+    pub summary: &'static str,
+    /// Time complexity.
+    pub complexity: &'static str,
+    /// Subcommands, for containers such as CONFIG.
+    pub subcommands: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    /// True when `argc` arguments (the name included) satisfy the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        if self.arity >= 0 {
+            argc == self.arity as usize
+        } else {
+            argc >= self.arity.unsigned_abs() as usize
+        }
+    }
+
+    /// The name as users type it in errors (`config|get`).
+    pub fn full_name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Redis ACL categories implied by the group and flags, for `COMMAND`.
+    pub fn acl_categories(&self) -> Vec<&'static str> {
+        let mut cats = Vec::new();
+        if self.flags.contains(CommandFlags::WRITE) {
+            cats.push("@write");
+        }
+        if self.flags.contains(CommandFlags::READONLY) {
+            cats.push("@read");
+        }
+        cats.push(match self.group {
+            "string" => "@string",
+            "hash" => "@hash",
+            "generic" => "@keyspace",
+            "connection" => "@connection",
+            "transactions" => "@transaction",
+            _ => "@admin",
+        });
+        cats.push(if self.flags.contains(CommandFlags::FAST) {
+            "@fast"
+        } else {
+            "@slow"
+        });
+        if self.flags.contains(CommandFlags::ADMIN) {
+            cats.push("@dangerous");
+        }
+        cats.dedup();
+        cats
+    }
+}
+
+// One row of the table: positional arguments keep each row on one line.
+#[allow(clippy::too_many_arguments)]
+const fn cmd(
+    name: &'static str,
+    arity: i32,
+    flags: CommandFlags,
+    (first, last, step): (i32, i32, i32),
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+    complexity: &'static str,
+) -> CommandSpec {
+    CommandSpec {
+        name,
+        arity,
+        flags,
+        keys: KeyPositions { first, last, step },
+        group,
+        since,
+        summary,
+        complexity,
+        subcommands: &[],
+    }
+}
+
+const W: CommandFlags = CommandFlags::WRITE;
+const WD: CommandFlags = CommandFlags::WRITE.with(CommandFlags::DENYOOM);
+const WDF: CommandFlags = WD.with(CommandFlags::FAST);
+const WF: CommandFlags = CommandFlags::WRITE.with(CommandFlags::FAST);
+const R: CommandFlags = CommandFlags::READONLY;
+const RF: CommandFlags = CommandFlags::READONLY.with(CommandFlags::FAST);
+const CONN: CommandFlags = CommandFlags::FAST
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE)
+    .with(CommandFlags::NOSCRIPT);
+const ADMIN: CommandFlags = CommandFlags::ADMIN
+    .with(CommandFlags::NOSCRIPT)
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE);
+const INFO: CommandFlags = CommandFlags::LOADING.with(CommandFlags::STALE);
+const TX: CommandFlags = CommandFlags::NOSCRIPT
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE)
+    .with(CommandFlags::FAST)
+    .with(CommandFlags::NO_MULTI);
+const NOKEY: (i32, i32, i32) = (0, 0, 0);
+const KEY1: (i32, i32, i32) = (1, 1, 1);
+const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
+const O1: &str = "O(1)";
+const ON: &str = "O(N)";
+
+/// Every command ringkv serves, in no particular order.
+pub static COMMANDS: &[CommandSpec] = &[
+    // connection
+    cmd(
+        "ping",
+        -1,
+        CONN,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        "Returns the server's liveliness response.",
+        O1,
+    ),
+    cmd(
+        "echo",
+        2,
+        CommandFlags::FAST
+            .with(CommandFlags::LOADING)
+            .with(CommandFlags::STALE),
+        NOKEY,
+        "connection",
+        "1.0.0",
+        "Returns the given string.",
+        O1,
+    ),
+    cmd(
+        "hello",
+        -1,
+        CONN.with(CommandFlags::NO_AUTH),
+        NOKEY,
+        "connection",
+        "6.0.0",
+        "Handshakes with the server.",
+        O1,
+    ),
+    cmd(
+        "auth",
+        -2,
+        CONN.with(CommandFlags::NO_AUTH),
+        NOKEY,
+        "connection",
+        "1.0.0",
+        "Authenticates the connection.",
+        ON,
+    ),
+    cmd(
+        "select",
+        2,
+        CONN,
+        NOKEY,
+        "connection",
+        "1.0.0",
+        "Changes the selected database.",
+        O1,
+    ),
+    cmd(
+        "quit",
+        -1,
+        CONN.with(CommandFlags::NO_AUTH),
+        NOKEY,
+        "connection",
+        "1.0.0",
+        "Closes the connection.",
+        O1,
+    ),
+    cmd(
+        "reset",
+        1,
+        CONN.with(CommandFlags::NO_AUTH),
+        NOKEY,
+        "connection",
+        "6.2.0",
+        "Resets the connection.",
+        O1,
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "client|id",
+                2,
+                CONN,
+                NOKEY,
+                "connection",
+                "5.0.0",
+                "Returns the unique client ID of the connection.",
+                O1,
+            ),
+            cmd(
+                "client|setname",
+                3,
+                CONN,
+                NOKEY,
+                "connection",
+                "2.6.9",
+                "Sets the connection name.",
+                O1,
+            ),
+            cmd(
+                "client|getname",
+                2,
+                CONN,
+                NOKEY,
+                "connection",
+                "2.6.9",
+                "Returns the name of the connection.",
+                O1,
+            ),
+            cmd(
+                "client|list",
+                -2,
+                ADMIN,
+                NOKEY,
+                "connection",
+                "2.4.0",
+                "Lists open connections.",
+                ON,
+            ),
+            cmd(
+                "client|info",
+                2,
+                CONN,
+                NOKEY,
+                "connection",
+                "6.2.0",
+                "Returns information about the connection.",
+                O1,
+            ),
+            cmd(
+                "client|setinfo",
+                4,
+                CONN,
+                NOKEY,
+                "connection",
+                "7.2.0",
+                "Sets information specific to the client or connection.",
+                O1,
+            ),
+            cmd(
+                "client|kill",
+                -3,
+                ADMIN,
+                NOKEY,
+                "connection",
+                "2.4.0",
+                "Terminates open connections.",
+                ON,
+            ),
+            cmd(
+                "client|no-evict",
+                3,
+                ADMIN,
+                NOKEY,
+                "connection",
+                "7.0.0",
+                "Sets the client eviction mode of the connection.",
+                O1,
+            ),
+            cmd(
+                "client|help",
+                2,
+                INFO,
+                NOKEY,
+                "connection",
+                "5.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "client",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "connection",
+            "2.4.0",
+            "A container for client connection commands.",
+            "Depends on subcommand.",
+        )
+    },
+    // strings
+    cmd(
+        "get",
+        2,
+        RF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Returns the string value of a key.",
+        O1,
+    ),
+    cmd(
+        "set",
+        -3,
+        WD,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "setnx",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Set the string value of a key only when the key doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "setex",
+        4,
+        WD,
+        KEY1,
+        "string",
+        "2.0.0",
+        "Sets the string value and expiration time of a key. Creates the key if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "psetex",
+        4,
+        WD,
+        KEY1,
+        "string",
+        "2.6.0",
+        "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "mget",
+        -2,
+        RF,
+        ALLKEYS,
+        "string",
+        "1.0.0",
+        "Atomically returns the string values of one or more keys.",
+        ON,
+    ),
+    cmd(
+        "mset",
+        -3,
+        WD.with(CommandFlags::EXCLUSIVE),
+        (1, -1, 2),
+        "string",
+        "1.0.1",
+        "Atomically creates or modifies the string values of one or more keys.",
+        ON,
+    ),
+    cmd(
+        "msetnx",
+        -3,
+        WD.with(CommandFlags::EXCLUSIVE),
+        (1, -1, 2),
+        "string",
+        "1.0.1",
+        "Atomically modifies the string values of one or more keys only when all keys don't exist.",
+        ON,
+    ),
+    cmd(
+        "getset",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Returns the previous string value of a key after setting it to a new value.",
+        O1,
+    ),
+    cmd(
+        "getdel",
+        2,
+        WF,
+        KEY1,
+        "string",
+        "6.2.0",
+        "Returns the string value of a key after deleting the key.",
+        O1,
+    ),
+    cmd(
+        "getex",
+        -2,
+        WF,
+        KEY1,
+        "string",
+        "6.2.0",
+        "Returns the string value of a key after setting its expiration time.",
+        O1,
+    ),
+    cmd(
+        "append",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "2.0.0",
+        "Appends a string to the value of a key. Creates the key if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "strlen",
+        2,
+        RF,
+        KEY1,
+        "string",
+        "2.2.0",
+        "Returns the length of a string value.",
+        O1,
+    ),
+    cmd(
+        "getrange",
+        4,
+        R,
+        KEY1,
+        "string",
+        "2.4.0",
+        "Returns a substring of the string stored at a key.",
+        ON,
+    ),
+    cmd(
+        "setrange",
+        4,
+        WD,
+        KEY1,
+        "string",
+        "2.2.0",
+        "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "incr",
+        2,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "decr",
+        2,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "incrby",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "decrby",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "incrbyfloat",
+        3,
+        WDF,
+        KEY1,
+        "string",
+        "2.6.0",
+        "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.",
+        O1,
+    ),
+    // keys
+    cmd(
+        "del",
+        -2,
+        W,
+        ALLKEYS,
+        "generic",
+        "1.0.0",
+        "Deletes one or more keys.",
+        ON,
+    ),
+    cmd(
+        "unlink",
+        -2,
+        WF,
+        ALLKEYS,
+        "generic",
+        "4.0.0",
+        "Asynchronously deletes one or more keys.",
+        ON,
+    ),
+    cmd(
+        "exists",
+        -2,
+        RF,
+        ALLKEYS,
+        "generic",
+        "1.0.0",
+        "Determines whether one or more keys exist.",
+        ON,
+    ),
+    cmd(
+        "type",
+        2,
+        RF,
+        KEY1,
+        "generic",
+        "1.0.0",
+        "Determines the type of value stored at a key.",
+        O1,
+    ),
+    cmd(
+        "touch",
+        -2,
+        RF,
+        ALLKEYS,
+        "generic",
+        "3.2.1",
+        "Returns the number of existing keys out of those specified after updating the time they were last accessed.",
+        ON,
+    ),
+    cmd(
+        "rename",
+        3,
+        W.with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "generic",
+        "1.0.0",
+        "Renames a key and overwrites the destination.",
+        O1,
+    ),
+    cmd(
+        "renamenx",
+        3,
+        WF.with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "generic",
+        "1.0.0",
+        "Renames a key only when the target key name doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "copy",
+        -3,
+        WD.with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "generic",
+        "6.2.0",
+        "Copies the value of a key to a new key.",
+        ON,
+    ),
+    cmd(
+        "expire",
+        -3,
+        WF,
+        KEY1,
+        "generic",
+        "1.0.0",
+        "Sets the expiration time of a key in seconds.",
+        O1,
+    ),
+    cmd(
+        "pexpire",
+        -3,
+        WF,
+        KEY1,
+        "generic",
+        "2.6.0",
+        "Sets the expiration time of a key in milliseconds.",
+        O1,
+    ),
+    cmd(
+        "expireat",
+        -3,
+        WF,
+        KEY1,
+        "generic",
+        "1.2.0",
+        "Sets the expiration time of a key to a Unix timestamp.",
+        O1,
+    ),
+    cmd(
+        "pexpireat",
+        -3,
+        WF,
+        KEY1,
+        "generic",
+        "2.6.0",
+        "Sets the expiration time of a key to a Unix milliseconds timestamp.",
+        O1,
+    ),
+    cmd(
+        "ttl",
+        2,
+        RF,
+        KEY1,
+        "generic",
+        "1.0.0",
+        "Returns the expiration time in seconds of a key.",
+        O1,
+    ),
+    cmd(
+        "pttl",
+        2,
+        RF,
+        KEY1,
+        "generic",
+        "2.6.0",
+        "Returns the expiration time in milliseconds of a key.",
+        O1,
+    ),
+    cmd(
+        "expiretime",
+        2,
+        RF,
+        KEY1,
+        "generic",
+        "7.0.0",
+        "Returns the expiration time of a key as a Unix timestamp.",
+        O1,
+    ),
+    cmd(
+        "pexpiretime",
+        2,
+        RF,
+        KEY1,
+        "generic",
+        "7.0.0",
+        "Returns the expiration time of a key as a Unix milliseconds timestamp.",
+        O1,
+    ),
+    cmd(
+        "persist",
+        2,
+        WF,
+        KEY1,
+        "generic",
+        "2.2.0",
+        "Removes the expiration time of a key.",
+        O1,
+    ),
+    cmd(
+        "keys",
+        2,
+        R,
+        NOKEY,
+        "generic",
+        "1.0.0",
+        "Returns all key names that match a pattern.",
+        ON,
+    ),
+    cmd(
+        "scan",
+        -2,
+        R,
+        NOKEY,
+        "generic",
+        "2.8.0",
+        "Iterates over the key names in the database.",
+        "O(1) for every call. O(N) for a complete iteration.",
+    ),
+    cmd(
+        "randomkey",
+        1,
+        R,
+        NOKEY,
+        "generic",
+        "1.0.0",
+        "Returns a random key name from the database.",
+        O1,
+    ),
+    cmd(
+        "dbsize",
+        1,
+        RF,
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Returns the number of keys in the database.",
+        O1,
+    ),
+    cmd(
+        "flushdb",
+        -1,
+        W,
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Remove all keys from the current database.",
+        ON,
+    ),
+    cmd(
+        "flushall",
+        -1,
+        W,
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Removes all keys from all databases.",
+        ON,
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "object|encoding",
+                3,
+                R,
+                (2, 2, 1),
+                "generic",
+                "2.2.3",
+                "Returns the internal encoding of a Redis object.",
+                O1,
+            ),
+            cmd(
+                "object|freq",
+                3,
+                R,
+                (2, 2, 1),
+                "generic",
+                "4.0.0",
+                "Returns the logarithmic access frequency counter of a Redis object.",
+                O1,
+            ),
+            cmd(
+                "object|idletime",
+                3,
+                R,
+                (2, 2, 1),
+                "generic",
+                "2.2.3",
+                "Returns the time since the last access to a Redis object.",
+                O1,
+            ),
+            cmd(
+                "object|refcount",
+                3,
+                R,
+                (2, 2, 1),
+                "generic",
+                "2.2.3",
+                "Returns the reference count of a value of a key.",
+                O1,
+            ),
+            cmd(
+                "object|help",
+                2,
+                INFO,
+                NOKEY,
+                "generic",
+                "6.2.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "object",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "generic",
+            "2.2.3",
+            "A container for object introspection commands.",
+            "Depends on subcommand.",
+        )
+    },
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "memory|usage",
+                -3,
+                R,
+                (2, 2, 1),
+                "server",
+                "4.0.0",
+                "Estimates the memory usage of a key.",
+                ON,
+            ),
+            cmd(
+                "memory|help",
+                2,
+                INFO,
+                NOKEY,
+                "server",
+                "4.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "memory",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "server",
+            "4.0.0",
+            "A container for memory diagnostics commands.",
+            "Depends on subcommand.",
+        )
+    },
+    // hashes
+    cmd(
+        "hset",
+        -4,
+        WDF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Creates or modifies the value of a field in a hash.",
+        ON,
+    ),
+    cmd(
+        "hsetnx",
+        4,
+        WDF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Sets the value of a field in a hash only when the field doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "hget",
+        3,
+        RF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns the value of a field in a hash.",
+        O1,
+    ),
+    cmd(
+        "hmget",
+        -3,
+        RF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns the values of all fields in a hash.",
+        ON,
+    ),
+    cmd(
+        "hmset",
+        -4,
+        WDF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Sets the values of multiple fields.",
+        ON,
+    ),
+    cmd(
+        "hgetall",
+        2,
+        R,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns all fields and values in a hash.",
+        ON,
+    ),
+    cmd(
+        "hdel",
+        -3,
+        WF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Deletes one or more fields and their values from a hash. Deletes the hash if no fields remain.",
+        ON,
+    ),
+    cmd(
+        "hexists",
+        3,
+        RF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Determines whether a field exists in a hash.",
+        O1,
+    ),
+    cmd(
+        "hlen",
+        2,
+        RF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns the number of fields in a hash.",
+        O1,
+    ),
+    cmd(
+        "hstrlen",
+        3,
+        RF,
+        KEY1,
+        "hash",
+        "3.2.0",
+        "Returns the length of the value of a field.",
+        O1,
+    ),
+    cmd(
+        "hkeys",
+        2,
+        R,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns all fields in a hash.",
+        ON,
+    ),
+    cmd(
+        "hvals",
+        2,
+        R,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Returns all values in a hash.",
+        ON,
+    ),
+    cmd(
+        "hincrby",
+        4,
+        WDF,
+        KEY1,
+        "hash",
+        "2.0.0",
+        "Increments the integer value of a field in a hash by a number. Uses 0 as initial value if the field doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "hincrbyfloat",
+        4,
+        WDF,
+        KEY1,
+        "hash",
+        "2.6.0",
+        "Increments the floating point value of a field by a number. Uses 0 as initial value if the field doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "hscan",
+        -3,
+        R,
+        KEY1,
+        "hash",
+        "2.8.0",
+        "Iterates over fields and values of a hash.",
+        "O(1) for every call. O(N) for a complete iteration.",
+    ),
+    cmd(
+        "hrandfield",
+        -2,
+        R,
+        KEY1,
+        "hash",
+        "6.2.0",
+        "Returns one or more random fields from a hash.",
+        ON,
+    ),
+    // transactions
+    cmd(
+        "multi",
+        1,
+        TX,
+        NOKEY,
+        "transactions",
+        "1.2.0",
+        "Starts a transaction.",
+        O1,
+    ),
+    cmd(
+        "exec",
+        1,
+        CommandFlags::NOSCRIPT
+            .with(CommandFlags::LOADING)
+            .with(CommandFlags::STALE)
+            .with(CommandFlags::EXCLUSIVE),
+        NOKEY,
+        "transactions",
+        "1.2.0",
+        "Executes all commands in a transaction.",
+        "Depends on commands in the transaction",
+    ),
+    cmd(
+        "discard",
+        1,
+        TX,
+        NOKEY,
+        "transactions",
+        "2.0.0",
+        "Discards a transaction.",
+        ON,
+    ),
+    cmd(
+        "watch",
+        -2,
+        TX.with(CommandFlags::READONLY),
+        ALLKEYS,
+        "transactions",
+        "2.2.0",
+        "Monitors changes to keys to determine the execution of a transaction.",
+        ON,
+    ),
+    cmd(
+        "unwatch",
+        1,
+        TX,
+        NOKEY,
+        "transactions",
+        "2.2.0",
+        "Forgets about watched keys of a transaction.",
+        O1,
+    ),
+    // server
+    cmd(
+        "info",
+        -1,
+        INFO,
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Returns information and statistics about the server.",
+        O1,
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "config|get",
+                -3,
+                ADMIN,
+                NOKEY,
+                "server",
+                "2.0.0",
+                "Returns the effective values of configuration parameters.",
+                ON,
+            ),
+            cmd(
+                "config|set",
+                -4,
+                ADMIN,
+                NOKEY,
+                "server",
+                "2.0.0",
+                "Sets configuration parameters in-flight.",
+                ON,
+            ),
+            cmd(
+                "config|resetstat",
+                2,
+                ADMIN,
+                NOKEY,
+                "server",
+                "2.0.0",
+                "Resets the server's statistics.",
+                O1,
+            ),
+            cmd(
+                "config|help",
+                2,
+                INFO,
+                NOKEY,
+                "server",
+                "5.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "config",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "server",
+            "2.0.0",
+            "A container for server configuration commands.",
+            "Depends on subcommand.",
+        )
+    },
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "command|count",
+                2,
+                INFO,
+                NOKEY,
+                "server",
+                "2.8.13",
+                "Returns a count of commands.",
+                O1,
+            ),
+            cmd(
+                "command|info",
+                -2,
+                INFO,
+                NOKEY,
+                "server",
+                "2.8.13",
+                "Returns information about one, multiple or all commands.",
+                ON,
+            ),
+            cmd(
+                "command|docs",
+                -2,
+                INFO,
+                NOKEY,
+                "server",
+                "7.0.0",
+                "Returns documentary information about one, multiple or all commands.",
+                ON,
+            ),
+            cmd(
+                "command|list",
+                -2,
+                INFO,
+                NOKEY,
+                "server",
+                "7.0.0",
+                "Returns a list of command names.",
+                ON,
+            ),
+            cmd(
+                "command|getkeys",
+                -3,
+                INFO,
+                NOKEY,
+                "server",
+                "2.8.13",
+                "Extracts the key names from an arbitrary command.",
+                ON,
+            ),
+            cmd(
+                "command|help",
+                2,
+                INFO,
+                NOKEY,
+                "server",
+                "5.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "command",
+            -1,
+            INFO,
+            NOKEY,
+            "server",
+            "2.8.13",
+            "Returns detailed information about all commands.",
+            ON,
+        )
+    },
+    cmd(
+        "time",
+        1,
+        CONN,
+        NOKEY,
+        "server",
+        "2.6.0",
+        "Returns the server time.",
+        O1,
+    ),
+    cmd(
+        "lastsave",
+        1,
+        CONN,
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Returns the Unix timestamp of the last successful save to disk.",
+        O1,
+    ),
+    cmd(
+        "shutdown",
+        -1,
+        ADMIN.with(CommandFlags::NO_MULTI),
+        NOKEY,
+        "server",
+        "1.0.0",
+        "Synchronously saves the database(s) to disk and shuts down the Redis server.",
+        ON,
+    ),
+];
+
+fn index() -> &'static HashMap<&'static [u8], &'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static [u8], &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut map = HashMap::new();
+        for spec in COMMANDS {
+            map.insert(spec.name.as_bytes(), spec);
+            for sub in spec.subcommands {
+                map.insert(sub.name.as_bytes(), sub);
+            }
+        }
+        map
+    })
+}
+
+/// Finds a command by name, case-insensitively, without allocating.
+pub fn lookup_command(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut lower = [0u8; 32];
+    if name.len() > lower.len() || name.contains(&b'|') {
+        return None;
+    }
+    for (dst, src) in lower.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    index().get(&lower[..name.len()]).copied()
+}
+
+/// Finds a subcommand of `container` (`CONFIG`, `GET` → `config|get`), case-insensitively.
+pub fn lookup_subcommand(container: &CommandSpec, sub: &[u8]) -> Option<&'static CommandSpec> {
+    let mut full = [0u8; 64];
+    let prefix = container.name.len();
+    if prefix + 1 + sub.len() > full.len() {
+        return None;
+    }
+    full[..prefix].copy_from_slice(container.name.as_bytes());
+    full[prefix] = b'|';
+    for (dst, src) in full[prefix + 1..].iter_mut().zip(sub) {
+        *dst = src.to_ascii_lowercase();
+    }
+    index()
+        .get(&full[..prefix + 1 + sub.len()])
+        .copied()
+        .filter(|spec| container.subcommands.iter().any(|s| std::ptr::eq(s, *spec)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_is_case_insensitive_and_finds_subcommands() {
+        assert_eq!(lookup_command(b"GeT").unwrap().name, "get");
+        assert!(lookup_command(b"config|get").is_none());
+        let config = lookup_command(b"CONFIG").unwrap();
+        assert_eq!(
+            lookup_subcommand(config, b"Get").unwrap().name,
+            "config|get"
+        );
+        assert!(lookup_subcommand(config, b"nope").is_none());
+    }
+
+    #[test]
+    fn names_are_unique_and_lower_case() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in COMMANDS
+            .iter()
+            .chain(COMMANDS.iter().flat_map(|c| c.subcommands))
+        {
+            assert!(seen.insert(spec.name), "duplicate {}", spec.name);
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+            assert!(
+                spec.flags.contains(CommandFlags::WRITE)
+                    || !spec.flags.contains(CommandFlags::DENYOOM),
+                "{} is denyoom but not a write",
+                spec.name
+            );
+        }
+    }
+
+    #[test]
+    fn key_positions_match_redis() {
+        let keys = |name: &[u8], argc| {
+            lookup_command(name)
+                .unwrap()
+                .keys
+                .indices(argc)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys(b"get", 2), vec![1]);
+        assert_eq!(keys(b"mset", 5), vec![1, 3]);
+        assert_eq!(keys(b"del", 4), vec![1, 2, 3]);
+        assert_eq!(keys(b"rename", 3), vec![1, 2]);
+        assert_eq!(keys(b"copy", 5), vec![1, 2]);
+        assert_eq!(keys(b"ping", 1), Vec::<usize>::new());
+        let memory = lookup_command(b"memory").unwrap();
+        assert_eq!(
+            lookup_subcommand(memory, b"usage")
+                .unwrap()
+                .keys
+                .indices(3)
+                .collect::<Vec<_>>(),
+            vec![2]
+        );
+    }
+}

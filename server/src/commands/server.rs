@@ -1,0 +1,742 @@
+//! Server commands: INFO, CONFIG, COMMAND, TIME, LASTSAVE, SHUTDOWN.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering::Relaxed;
+
+use ringkv_protocol::{
+    Args, COMMANDS, CommandSpec, ReplyWriter, lookup_command, lookup_subcommand,
+};
+use ringkv_store::{EvictionPolicy, glob_match};
+
+use super::connection::REDIS_COMPAT_VERSION;
+use super::{CmdError, CmdResult, help, is, lossy};
+use crate::config::{Config, parse_memory};
+use crate::dispatch::Ctx;
+use crate::node::{Node, unix_ms};
+
+/// ringkv's own version, shown in INFO next to the Redis version it speaks.
+pub const RINGKV_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.2}{}", UNITS[unit])
+    }
+}
+
+/// Resident memory and CPU seconds (user, system) of this process, from /proc.
+fn process_usage() -> (u64, f64, f64) {
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096);
+    let (user, system) = std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            // Fields after the command name, which ends with ')'.
+            let rest = &s[s.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let ticks = |i: usize| fields.get(i)?.parse::<f64>().ok();
+            Some((ticks(11)? / 100.0, ticks(12)? / 100.0))
+        })
+        .unwrap_or((0.0, 0.0));
+    (rss, user, system)
+}
+
+const DEFAULT_SECTIONS: [&str; 9] = [
+    "server",
+    "clients",
+    "memory",
+    "persistence",
+    "stats",
+    "replication",
+    "cpu",
+    "cluster",
+    "keyspace",
+];
+
+/// Writes the INFO text for `sections` (empty = default).
+pub fn write_info(node: &Node, sections: &[String]) -> String {
+    let wanted = |name: &str| {
+        sections.is_empty()
+            || sections
+                .iter()
+                .any(|s| s == name || s == "all" || s == "everything" || s == "default")
+    };
+    let config = node.config.read().clone();
+    let stats = node.store.stats();
+    let (rss, cpu_user, cpu_sys) = process_usage();
+    let used = node.store.used_memory() as u64;
+    let mut text = String::new();
+    let mut section = |name: &str, body: String| {
+        if wanted(&name.to_ascii_lowercase()) {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            let _ = write!(text, "# {name}\r\n{body}");
+        }
+    };
+    let uptime = node.started.elapsed().as_secs();
+    section(
+        "Server",
+        format!(
+            "redis_version:{REDIS_COMPAT_VERSION}\r\nringkv_version:{RINGKV_VERSION}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\nredis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\nmultiplexing_api:epoll\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\nserver_time_usec:{}\r\nuptime_in_seconds:{uptime}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\nexecutable:{}\r\nconfig_file:{}\r\n",
+            std::env::consts::OS,
+            std::env::consts::ARCH,
+            std::process::id(),
+            node.run_id,
+            node.port.load(Relaxed),
+            unix_ms() * 1000,
+            uptime / 86400,
+            config.hz,
+            config.hz,
+            std::env::current_exe()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            config
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        ),
+    );
+    section(
+        "Clients",
+        format!(
+            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n",
+            node.clients.len(),
+            config.maxclients,
+        ),
+    );
+    section(
+        "Memory",
+        format!(
+            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n",
+            human_bytes(used),
+            human_bytes(rss),
+            config.maxmemory,
+            human_bytes(config.maxmemory),
+            node.store.policy(),
+            if used > 0 {
+                rss as f64 / used as f64
+            } else {
+                0.0
+            },
+        ),
+    );
+    section(
+        "Persistence",
+        format!(
+            "loading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\n",
+            node.started_unix,
+        ),
+    );
+    let s = &node.stats;
+    section(
+        "Stats",
+        format!(
+            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\ntotal_protocol_errors:{}\r\n",
+            s.connections_received.load(Relaxed),
+            s.commands_processed.load(Relaxed),
+            s.instantaneous_ops.load(Relaxed),
+            s.net_input_bytes.load(Relaxed),
+            s.net_output_bytes.load(Relaxed),
+            s.rejected_connections.load(Relaxed),
+            stats.expired,
+            stats.evicted,
+            stats.hits,
+            stats.misses,
+            s.error_replies.load(Relaxed),
+            s.protocol_errors.load(Relaxed),
+        ),
+    );
+    section(
+        "Replication",
+        format!(
+            "role:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n",
+            node.run_id
+        ),
+    );
+    section(
+        "CPU",
+        format!("used_cpu_sys:{cpu_sys:.6}\r\nused_cpu_user:{cpu_user:.6}\r\n"),
+    );
+    section("Cluster", "cluster_enabled:0\r\n".to_string());
+    let keyspace = if stats.keys > 0 {
+        format!(
+            "db0:keys={},expires={},avg_ttl=0\r\n",
+            stats.keys, stats.volatile
+        )
+    } else {
+        String::new()
+    };
+    section("Keyspace", keyspace);
+    text
+}
+
+/// INFO [section ...]
+pub fn info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let sections: Vec<String> = args
+        .iter()
+        .skip(1)
+        .map(|a| lossy(a).to_ascii_lowercase())
+        .collect();
+    let unknown_only = !sections.is_empty()
+        && sections.iter().all(|s| {
+            !DEFAULT_SECTIONS.contains(&s.as_str())
+                && !["all", "everything", "default"].contains(&s.as_str())
+        });
+    let text = if unknown_only {
+        String::new()
+    } else {
+        write_info(ctx.node, &sections)
+    };
+    ctx.out.verbatim(text.as_bytes());
+    Ok(())
+}
+
+/// Changes one option on a copy of the configuration; `Err` is the reason it was refused.
+type SetOption = fn(&mut Config, &str) -> Result<(), String>;
+
+/// A configuration option: how to read it and how to change it.
+struct ConfigOption {
+    name: &'static str,
+    get: fn(&Config) -> String,
+    /// Changes the copy; `None` for options fixed at start.
+    set: Option<SetOption>,
+}
+
+fn set_number<T: std::str::FromStr>(slot: &mut T, text: &str) -> Result<(), String> {
+    *slot = text
+        .parse()
+        .map_err(|_| "argument couldn't be parsed into an integer".to_string())?;
+    Ok(())
+}
+
+fn set_memory(slot: &mut u64, text: &str) -> Result<(), String> {
+    *slot = parse_memory(text).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+const OPTIONS: &[ConfigOption] = &[
+    ConfigOption {
+        name: "port",
+        get: |c| c.port.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "bind",
+        get: |c| c.bind.clone(),
+        set: None,
+    },
+    ConfigOption {
+        name: "io-threads",
+        get: |c| c.io_threads.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "shards",
+        get: |c| c.shards.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "maxmemory",
+        get: |c| c.maxmemory.to_string(),
+        set: Some(|c, v| set_memory(&mut c.maxmemory, v)),
+    },
+    ConfigOption {
+        name: "maxmemory-policy",
+        get: |c| c.maxmemory_policy.to_string(),
+        set: Some(|c, v| {
+            c.maxmemory_policy = v.parse::<EvictionPolicy>().map_err(|_| {
+                format!(
+                    "argument(s) must be one of the following: {}",
+                    EvictionPolicy::ALL.map(|p| p.name()).join(", ")
+                )
+            })?;
+            Ok(())
+        }),
+    },
+    ConfigOption {
+        name: "maxmemory-samples",
+        get: |c| c.maxmemory_samples.to_string(),
+        set: Some(|c, v| {
+            set_number(&mut c.maxmemory_samples, v)?;
+            if !(1..=64).contains(&c.maxmemory_samples) {
+                return Err("argument must be between 1 and 64 inclusive".into());
+            }
+            Ok(())
+        }),
+    },
+    ConfigOption {
+        name: "lfu-log-factor",
+        get: |c| c.lfu_log_factor.to_string(),
+        set: Some(|c, v| set_number(&mut c.lfu_log_factor, v)),
+    },
+    ConfigOption {
+        name: "lfu-decay-time",
+        get: |c| c.lfu_decay_time.to_string(),
+        set: Some(|c, v| set_number(&mut c.lfu_decay_time, v)),
+    },
+    ConfigOption {
+        name: "requirepass",
+        get: |c| c.requirepass.clone(),
+        set: Some(|c, v| {
+            c.requirepass = v.to_string();
+            Ok(())
+        }),
+    },
+    ConfigOption {
+        name: "maxclients",
+        get: |c| c.maxclients.to_string(),
+        set: Some(|c, v| set_number(&mut c.maxclients, v)),
+    },
+    ConfigOption {
+        name: "timeout",
+        get: |c| c.timeout.to_string(),
+        set: Some(|c, v| set_number(&mut c.timeout, v)),
+    },
+    ConfigOption {
+        name: "loglevel",
+        get: |c| c.loglevel.clone(),
+        set: Some(|c, v| {
+            if !["debug", "verbose", "notice", "warning", "nothing"].contains(&v) {
+                return Err("argument(s) must be one of the following: debug, verbose, notice, warning, nothing".into());
+            }
+            c.loglevel = v.to_string();
+            Ok(())
+        }),
+    },
+    ConfigOption {
+        name: "proto-max-bulk-len",
+        get: |c| c.proto_max_bulk_len.to_string(),
+        set: Some(|c, v| set_memory(&mut c.proto_max_bulk_len, v)),
+    },
+    ConfigOption {
+        name: "proto-max-multibulk-len",
+        get: |c| c.proto_max_multibulk_len.to_string(),
+        set: Some(|c, v| set_number(&mut c.proto_max_multibulk_len, v)),
+    },
+    ConfigOption {
+        name: "proto-inline-max-size",
+        get: |c| c.proto_inline_max_size.to_string(),
+        set: Some(|c, v| set_memory(&mut c.proto_inline_max_size, v)),
+    },
+    ConfigOption {
+        name: "client-query-buffer-limit",
+        get: |c| c.client_query_buffer_limit.to_string(),
+        set: Some(|c, v| set_memory(&mut c.client_query_buffer_limit, v)),
+    },
+    ConfigOption {
+        name: "hz",
+        get: |c| c.hz.to_string(),
+        set: Some(|c, v| {
+            set_number(&mut c.hz, v)?;
+            c.hz = c.hz.clamp(1, 500);
+            Ok(())
+        }),
+    },
+];
+
+/// CONFIG with no subcommand.
+pub fn config_help_or_arity(_: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    Err(CmdError::WrongArity("config"))
+}
+
+/// CONFIG GET pattern [pattern ...]
+pub fn config_get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let config = ctx.node.config.read().clone();
+    let passthrough = ctx.node.passthrough.lock().clone();
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut push = |name: &str, value: String| {
+        if !found.iter().any(|(n, _)| n == name)
+            && args
+                .iter()
+                .skip(2)
+                .any(|p| glob_match(p, name.as_bytes(), true))
+        {
+            found.push((name.to_string(), value));
+        }
+    };
+    for option in OPTIONS {
+        push(option.name, (option.get)(&config));
+    }
+    let mut names: Vec<_> = passthrough.into_iter().collect();
+    names.sort();
+    for (name, value) in names {
+        push(&name, value);
+    }
+    ctx.out.map(found.len());
+    for (name, value) in &found {
+        ctx.out.bulk(name.as_bytes());
+        ctx.out.bulk(value.as_bytes());
+    }
+    Ok(())
+}
+
+/// CONFIG SET parameter value [parameter value ...]: all or nothing, as Redis 7.
+pub fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() % 2 != 0 {
+        return Err(CmdError::WrongArity("config|set"));
+    }
+    let mut updated = ctx.node.config.read().clone();
+    let mut passthrough = Vec::new();
+    for pair in (2..args.len()).step_by(2) {
+        let name = lossy(args.get(pair)).to_ascii_lowercase();
+        let value = lossy(args.get(pair + 1));
+        let failed = |reason: &str| {
+            CmdError::Custom(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{name}') - {reason}"
+            ))
+        };
+        if let Some(option) = OPTIONS.iter().find(|o| o.name == name) {
+            let set = option
+                .set
+                .ok_or_else(|| failed("can't set immutable config"))?;
+            set(&mut updated, &value).map_err(|reason| failed(&reason))?;
+        } else if ctx.node.passthrough.lock().contains_key(&name) {
+            passthrough.push((name, value));
+        } else {
+            return Err(CmdError::Custom(format!(
+                "ERR Unknown option or number of arguments for CONFIG SET - '{name}'"
+            )));
+        }
+    }
+    let loglevel_changed = updated.loglevel != ctx.node.config.read().loglevel;
+    let store = &ctx.node.store;
+    store.set_maxmemory(updated.maxmemory);
+    if store.policy() != updated.maxmemory_policy {
+        store.set_policy(updated.maxmemory_policy);
+    }
+    store.set_samples(updated.maxmemory_samples);
+    store.set_lfu_params(updated.lfu_log_factor, updated.lfu_decay_time);
+    if loglevel_changed && let Some(reload) = &ctx.node.log_reload {
+        let _ = reload(&updated.log_filter());
+    }
+    *ctx.node.config.write() = updated;
+    ctx.node.passthrough.lock().extend(passthrough);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// CONFIG RESETSTAT
+pub fn config_resetstat(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let stats = &ctx.node.stats;
+    for counter in [
+        &stats.connections_received,
+        &stats.rejected_connections,
+        &stats.commands_processed,
+        &stats.net_input_bytes,
+        &stats.net_output_bytes,
+        &stats.protocol_errors,
+        &stats.error_replies,
+    ] {
+        counter.store(0, Relaxed);
+    }
+    ctx.node.store.reset_stats();
+    ctx.out.ok();
+    Ok(())
+}
+
+/// CONFIG HELP
+pub fn config_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        "CONFIG",
+        &[
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+        ],
+    );
+    Ok(())
+}
+
+fn write_command_info(out: &mut ReplyWriter<'_>, spec: &CommandSpec) {
+    out.array(10);
+    out.bulk(spec.name.as_bytes());
+    out.int(spec.arity as i64);
+    let flags: Vec<&str> = spec.flags.names().collect();
+    out.set(flags.len());
+    for flag in flags {
+        out.simple(flag);
+    }
+    out.int(spec.keys.first as i64);
+    out.int(spec.keys.last as i64);
+    out.int(spec.keys.step as i64);
+    let categories = spec.acl_categories();
+    out.set(categories.len());
+    for category in categories {
+        out.simple(category);
+    }
+    out.array(0);
+    if spec.keys.first == 0 {
+        out.array(0);
+    } else {
+        out.array(1);
+        out.map(3);
+        out.bulk(b"flags");
+        let access: &[&str] = if spec.flags.contains(ringkv_protocol::CommandFlags::WRITE) {
+            &["RW", "UPDATE"]
+        } else {
+            &["RO", "ACCESS"]
+        };
+        out.set(access.len());
+        for flag in access {
+            out.simple(flag);
+        }
+        out.bulk(b"begin_search");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"index");
+        out.bulk(b"spec");
+        out.map(1);
+        out.bulk(b"index");
+        out.int(spec.keys.first as i64);
+        out.bulk(b"find_keys");
+        out.map(2);
+        out.bulk(b"type");
+        out.bulk(b"range");
+        out.bulk(b"spec");
+        out.map(3);
+        out.bulk(b"lastkey");
+        let last = if spec.keys.last < 0 {
+            spec.keys.last
+        } else {
+            spec.keys.last - spec.keys.first
+        };
+        out.int(last as i64);
+        out.bulk(b"keystep");
+        out.int(spec.keys.step as i64);
+        out.bulk(b"limit");
+        out.int(0);
+    }
+    out.array(spec.subcommands.len());
+    for sub in spec.subcommands {
+        write_command_info(out, sub);
+    }
+}
+
+fn write_command_docs(out: &mut ReplyWriter<'_>, spec: &CommandSpec) {
+    out.bulk(spec.name.as_bytes());
+    let fields = if spec.subcommands.is_empty() { 4 } else { 5 };
+    out.map(fields);
+    out.bulk(b"summary");
+    out.bulk(spec.summary.as_bytes());
+    out.bulk(b"since");
+    out.bulk(spec.since.as_bytes());
+    out.bulk(b"group");
+    out.bulk(spec.group.as_bytes());
+    out.bulk(b"complexity");
+    out.bulk(spec.complexity.as_bytes());
+    if !spec.subcommands.is_empty() {
+        out.bulk(b"subcommands");
+        out.map(spec.subcommands.len());
+        for sub in spec.subcommands {
+            write_command_docs(out, sub);
+        }
+    }
+}
+
+/// Finds `name` or `container|sub`.
+fn find_spec(name: &[u8]) -> Option<&'static CommandSpec> {
+    match name.iter().position(|&c| c == b'|') {
+        Some(bar) => lookup_subcommand(lookup_command(&name[..bar])?, &name[bar + 1..]),
+        None => lookup_command(name),
+    }
+}
+
+/// COMMAND
+pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() > 1 {
+        return Err(CmdError::UnknownSubcommand {
+            sub: lossy(args.get(1)),
+            container: "COMMAND".into(),
+        });
+    }
+    ctx.out.array(COMMANDS.len());
+    for spec in COMMANDS {
+        write_command_info(ctx.out, spec);
+    }
+    Ok(())
+}
+
+/// COMMAND COUNT
+pub fn command_count(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    ctx.out.int(COMMANDS.len() as i64);
+    Ok(())
+}
+
+/// COMMAND INFO [name ...]
+pub fn command_info(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() == 2 {
+        ctx.out.array(COMMANDS.len());
+        for spec in COMMANDS {
+            write_command_info(ctx.out, spec);
+        }
+        return Ok(());
+    }
+    ctx.out.array(args.len() - 2);
+    for name in args.iter().skip(2) {
+        match find_spec(name) {
+            Some(spec) => write_command_info(ctx.out, spec),
+            None => ctx.out.null_array(),
+        }
+    }
+    Ok(())
+}
+
+/// COMMAND DOCS [name ...]
+pub fn command_docs(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() == 2 {
+        ctx.out.map(COMMANDS.len());
+        for spec in COMMANDS {
+            write_command_docs(ctx.out, spec);
+        }
+        return Ok(());
+    }
+    let found: Vec<&CommandSpec> = args.iter().skip(2).filter_map(find_spec).collect();
+    ctx.out.map(found.len());
+    for spec in found {
+        write_command_docs(ctx.out, spec);
+    }
+    Ok(())
+}
+
+/// COMMAND LIST [FILTERBY PATTERN p | ACLCAT c | MODULE m]
+pub fn command_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let filter: Box<dyn Fn(&CommandSpec) -> bool> = match args.len() {
+        2 => Box::new(|_| true),
+        5 if is(args.get(2), "FILTERBY") => {
+            let value = args.get(4).to_vec();
+            if is(args.get(3), "PATTERN") {
+                Box::new(move |s| glob_match(&value, s.name.as_bytes(), true))
+            } else if is(args.get(3), "ACLCAT") {
+                let wanted = format!("@{}", lossy(&value).to_ascii_lowercase());
+                Box::new(move |s| s.acl_categories().contains(&wanted.as_str()))
+            } else if is(args.get(3), "MODULE") {
+                Box::new(|_| false)
+            } else {
+                return Err(CmdError::Syntax);
+            }
+        }
+        _ => return Err(CmdError::Syntax),
+    };
+    let names: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|s| filter(s))
+        .map(|s| s.name)
+        .collect();
+    ctx.out.array(names.len());
+    for name in names {
+        ctx.out.bulk(name.as_bytes());
+    }
+    Ok(())
+}
+
+/// COMMAND GETKEYS command [arg ...]
+pub fn command_getkeys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let Some(mut spec) = lookup_command(args.get(2)) else {
+        return Err(CmdError::Custom("ERR Invalid command specified".into()));
+    };
+    let argc = args.len() - 2;
+    if !spec.subcommands.is_empty() && argc >= 2 {
+        spec = lookup_subcommand(spec, args.get(3))
+            .ok_or_else(|| CmdError::Custom("ERR Invalid command specified".into()))?;
+    }
+    if !spec.arity_ok(argc) {
+        return Err(CmdError::Custom(
+            "ERR Invalid number of arguments specified for command".into(),
+        ));
+    }
+    let keys: Vec<usize> = spec.keys.indices(argc).collect();
+    if keys.is_empty() {
+        return Err(CmdError::Custom(
+            "ERR The command has no key arguments".into(),
+        ));
+    }
+    ctx.out.array(keys.len());
+    for index in keys {
+        ctx.out.bulk(args.get(index + 2));
+    }
+    Ok(())
+}
+
+/// COMMAND HELP
+pub fn command_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        "COMMAND",
+        &[
+            "(no subcommand)",
+            "    Return details about all commands.",
+            "COUNT",
+            "    Return the total number of commands in this server.",
+            "LIST",
+            "    Return a list of all commands in this server.",
+            "INFO [<command-name> ...]",
+            "    Return details about multiple commands.",
+            "DOCS [<command-name> ...]",
+            "    Return documentation details about multiple commands.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full command.",
+        ],
+    );
+    Ok(())
+}
+
+/// TIME
+pub fn time(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let micros = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    ctx.out.array(2);
+    ctx.out.bulk_int((micros / 1_000_000) as i64);
+    ctx.out.bulk_int((micros % 1_000_000) as i64);
+    Ok(())
+}
+
+/// LASTSAVE (the start time until persistence exists)
+pub fn lastsave(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    ctx.out.int(ctx.node.started_unix as i64);
+    Ok(())
+}
+
+/// SHUTDOWN [NOSAVE|SAVE] [NOW] [FORCE] [ABORT]
+pub fn shutdown(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (mut save, mut nosave) = (false, false);
+    for arg in args.iter().skip(1) {
+        if is(arg, "ABORT") {
+            return Err(CmdError::Custom("ERR No shutdown in progress.".into()));
+        } else if is(arg, "SAVE") {
+            save = true;
+        } else if is(arg, "NOSAVE") {
+            nosave = true;
+        } else if !is(arg, "NOW") && !is(arg, "FORCE") {
+            return Err(CmdError::Syntax);
+        }
+    }
+    if save && nosave {
+        return Err(CmdError::Syntax);
+    }
+    tracing::info!(
+        client = ctx.conn.handle.id,
+        "SHUTDOWN requested by a client"
+    );
+    ctx.node.begin_shutdown();
+    // Like Redis: no reply; the connection closes.
+    ctx.conn.close = true;
+    Ok(())
+}

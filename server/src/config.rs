@@ -1,0 +1,302 @@
+//! Node configuration: clap flags with Redis's names, an optional TOML file, and the
+//! CONFIG GET/SET registry. Defaults make `ringkv-server` with no arguments a working
+//! single node on 127.0.0.1:6379.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+use ringkv_store::EvictionPolicy;
+use serde::Deserialize;
+
+/// A config value that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A memory size such as `100mb` that does not parse.
+    #[error("argument must be a memory value")]
+    BadMemory,
+    /// A value outside what the option accepts.
+    #[error("{0}")]
+    Invalid(String),
+    /// An option ringkv does not know.
+    #[error("Unknown option or number of arguments for CONFIG SET - '{0}'")]
+    Unknown(String),
+}
+
+/// Parses a Redis memory size: `1024`, `100kb`, `100mb`, `1gb`, `1k` (1000), `1m`, `1g`.
+pub fn parse_memory(text: &str) -> Result<u64, ConfigError> {
+    let lower = text.trim().to_ascii_lowercase();
+    let split = lower
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(lower.len());
+    let (digits, unit) = lower.split_at(split);
+    let number: u64 = digits.parse().map_err(|_| ConfigError::BadMemory)?;
+    let multiplier: u64 = match unit {
+        "" | "b" => 1,
+        "k" => 1000,
+        "kb" => 1024,
+        "m" => 1000 * 1000,
+        "mb" => 1024 * 1024,
+        "g" => 1000 * 1000 * 1000,
+        "gb" => 1024 * 1024 * 1024,
+        _ => return Err(ConfigError::BadMemory),
+    };
+    number.checked_mul(multiplier).ok_or(ConfigError::BadMemory)
+}
+
+fn memory_arg(text: &str) -> Result<u64, String> {
+    parse_memory(text).map_err(|e| e.to_string())
+}
+
+fn policy_arg(text: &str) -> Result<EvictionPolicy, String> {
+    text.parse()
+        .map_err(|e: ringkv_store::UnknownPolicy| e.to_string())
+}
+
+/// The node's configuration.
+#[derive(Debug, Clone, Parser, Deserialize)]
+#[command(
+    name = "ringkv-server",
+    version,
+    about = "A ringkv node: a Redis-compatible cache that speaks RESP2 and RESP3."
+)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// TOML file with any of these options (flags given on the command line win).
+    #[arg(long)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// TCP port (0 picks a free one).
+    #[arg(long, default_value_t = 6379)]
+    pub port: u16,
+    /// Addresses to listen on, space-separated.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub bind: String,
+    /// Memory limit for data (`100mb`, `1gb`); 0 = none.
+    #[arg(long, default_value = "0", value_parser = memory_arg)]
+    #[serde(deserialize_with = "de_memory")]
+    pub maxmemory: u64,
+    /// What to evict when over maxmemory.
+    #[arg(long = "maxmemory-policy", default_value = "noeviction", value_parser = policy_arg)]
+    #[serde(deserialize_with = "de_policy")]
+    pub maxmemory_policy: EvictionPolicy,
+    /// Keys sampled per eviction round.
+    #[arg(long = "maxmemory-samples", default_value_t = 5)]
+    pub maxmemory_samples: u32,
+    /// Password every client must AUTH with; empty = none.
+    #[arg(long, default_value = "")]
+    pub requirepass: String,
+    /// Most simultaneous clients.
+    #[arg(long, default_value_t = 10000)]
+    pub maxclients: usize,
+    /// Close a client idle this many seconds; 0 = never.
+    #[arg(long, default_value_t = 0)]
+    pub timeout: u64,
+    /// debug, verbose, notice or warning (Redis's names) or a tracing filter.
+    #[arg(long, default_value = "notice")]
+    pub loglevel: String,
+    /// Largest bulk argument accepted.
+    #[arg(long = "proto-max-bulk-len", default_value = "512mb", value_parser = memory_arg)]
+    #[serde(deserialize_with = "de_memory")]
+    pub proto_max_bulk_len: u64,
+    /// Most arguments one command may carry.
+    #[arg(long = "proto-max-multibulk-len", default_value_t = i32::MAX as u64)]
+    pub proto_max_multibulk_len: u64,
+    /// Longest inline command (and `*`/`$` header line).
+    #[arg(long = "proto-inline-max-size", default_value = "64kb", value_parser = memory_arg)]
+    #[serde(deserialize_with = "de_memory")]
+    pub proto_inline_max_size: u64,
+    /// Largest query buffer one client may accumulate before it is disconnected.
+    #[arg(long = "client-query-buffer-limit", default_value = "1gb", value_parser = memory_arg)]
+    #[serde(deserialize_with = "de_memory")]
+    pub client_query_buffer_limit: u64,
+    /// LFU counter growth: higher means slower growth.
+    #[arg(long = "lfu-log-factor", default_value_t = 10)]
+    pub lfu_log_factor: u32,
+    /// Minutes for the LFU counter to decay by one.
+    #[arg(long = "lfu-decay-time", default_value_t = 1)]
+    pub lfu_decay_time: u32,
+    /// Active expiry runs this many times a second.
+    #[arg(long, default_value_t = 10)]
+    pub hz: u32,
+    /// Keyspace shards (a power of two).
+    #[arg(long, default_value_t = 256)]
+    pub shards: usize,
+    /// Worker threads; 0 = one per core.
+    #[arg(long = "io-threads", default_value_t = 0)]
+    pub io_threads: usize,
+}
+
+fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Mem {
+        Number(u64),
+        Text(String),
+    }
+    match Mem::deserialize(d)? {
+        Mem::Number(n) => Ok(n),
+        Mem::Text(t) => parse_memory(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+fn de_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EvictionPolicy, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map_err(serde::de::Error::custom)
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::parse_from(["ringkv-server"])
+    }
+}
+
+impl Config {
+    /// Flags over the TOML file over defaults.
+    pub fn load() -> anyhow::Result<Config> {
+        use anyhow::Context;
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Config::command().get_matches();
+        let flags = Config::from_arg_matches(&matches)?;
+        let Some(path) = flags.config.clone() else {
+            return Ok(flags);
+        };
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        let mut merged: Config = toml::from_str(&text)
+            .with_context(|| format!("parsing config file {}", path.display()))?;
+        // Re-apply every flag the user typed, so the command line wins over the file.
+        let mut args: Vec<std::ffi::OsString> = vec!["ringkv-server".into()];
+        for id in matches.ids() {
+            if matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine) {
+                let raw: Vec<_> = matches
+                    .get_raw(id.as_str())
+                    .map(|v| v.map(|s| s.to_os_string()).collect())
+                    .unwrap_or_default();
+                let flag = Config::command()
+                    .get_arguments()
+                    .find(|a| a.get_id() == id)
+                    .and_then(|a| a.get_long().map(str::to_string));
+                if let Some(flag) = flag {
+                    for value in raw {
+                        args.push(format!("--{flag}").into());
+                        args.push(value);
+                    }
+                }
+            }
+        }
+        merged.update_from(args);
+        merged.config = Some(path);
+        Ok(merged)
+    }
+
+    /// A configuration from command-line style arguments (the first is the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Config, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Config::try_parse_from(args)
+    }
+
+    /// Parser limits derived from this configuration.
+    pub fn limits(&self) -> ringkv_protocol::Limits {
+        ringkv_protocol::Limits {
+            max_bulk_len: self.proto_max_bulk_len.min(usize::MAX as u64) as usize,
+            max_multibulk_len: self.proto_max_multibulk_len.min(usize::MAX as u64) as usize,
+            max_inline_len: self.proto_inline_max_size.min(usize::MAX as u64) as usize,
+        }
+    }
+
+    /// The tracing filter for `loglevel`.
+    pub fn log_filter(&self) -> String {
+        match self.loglevel.as_str() {
+            "debug" => "debug".into(),
+            "verbose" => "info".into(),
+            "notice" => "info".into(),
+            "warning" => "warn".into(),
+            "nothing" => "off".into(),
+            other => other.into(),
+        }
+    }
+}
+
+/// Redis options ringkv accepts and echoes without acting on them, with Redis's defaults,
+/// so tools that tune them keep working.
+pub const PASSTHROUGH_OPTIONS: &[(&str, &str)] = &[
+    ("activerehashing", "yes"),
+    ("appendfsync", "everysec"),
+    ("appendonly", "no"),
+    (
+        "client-output-buffer-limit",
+        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+    ),
+    ("databases", "1"),
+    ("dbfilename", "dump.rdb"),
+    ("hash-max-listpack-entries", "128"),
+    ("hash-max-listpack-value", "64"),
+    ("hash-max-ziplist-entries", "128"),
+    ("hash-max-ziplist-value", "64"),
+    ("latency-tracking", "yes"),
+    ("lazyfree-lazy-eviction", "no"),
+    ("lazyfree-lazy-expire", "no"),
+    ("lazyfree-lazy-server-del", "no"),
+    ("lazyfree-lazy-user-del", "no"),
+    ("lazyfree-lazy-user-flush", "no"),
+    ("list-compress-depth", "0"),
+    ("list-max-listpack-size", "-2"),
+    ("list-max-ziplist-size", "-2"),
+    ("maxmemory-eviction-tenacity", "10"),
+    ("notify-keyspace-events", ""),
+    ("protected-mode", "no"),
+    ("repl-diskless-sync", "yes"),
+    ("save", ""),
+    ("set-max-intset-entries", "512"),
+    ("set-max-listpack-entries", "128"),
+    ("slowlog-log-slower-than", "10000"),
+    ("slowlog-max-len", "128"),
+    ("stop-writes-on-bgsave-error", "yes"),
+    ("tcp-backlog", "511"),
+    ("tcp-keepalive", "300"),
+    ("zset-max-listpack-entries", "128"),
+    ("zset-max-listpack-value", "64"),
+    ("zset-max-ziplist-entries", "128"),
+    ("zset-max-ziplist-value", "64"),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_with_redis_units() {
+        assert_eq!(parse_memory("100mb").unwrap(), 100 * 1024 * 1024);
+        assert_eq!(parse_memory("1gb").unwrap(), 1 << 30);
+        assert_eq!(parse_memory("1k").unwrap(), 1000);
+        assert_eq!(parse_memory("42").unwrap(), 42);
+        assert_eq!(parse_memory("1GB").unwrap(), 1 << 30);
+        assert!(parse_memory("lots").is_err());
+        assert!(parse_memory("99999999999999999999gb").is_err());
+    }
+
+    #[test]
+    fn a_node_with_no_arguments_is_a_local_cache() {
+        let config = Config::default();
+        assert_eq!(config.port, 6379);
+        assert_eq!(config.bind, "127.0.0.1");
+        assert_eq!(config.maxmemory, 0);
+        assert_eq!(config.proto_max_bulk_len, 512 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_toml_file_uses_redis_option_names() {
+        let config: Config = toml::from_str(
+            "port = 7000\nmaxmemory = \"100mb\"\nmaxmemory-policy = \"allkeys-lru\"\n",
+        )
+        .unwrap();
+        assert_eq!(config.port, 7000);
+        assert_eq!(config.maxmemory, 100 * 1024 * 1024);
+        assert_eq!(config.maxmemory_policy, EvictionPolicy::AllKeysLru);
+        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,250 @@
+//! One task per connection: read into a buffer, parse every complete command, execute
+//! them under the store gate, encode all replies, one write. Replies are flushed in chunks
+//! when a batch produces a lot, so a client that stops reading holds at most one chunk and
+//! stalls only itself. A protocol error answers `-ERR Protocol error: …` and closes this
+//! connection only.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use ringkv_protocol::{Args, Batch, Protocol, ReplyWriter, RequestParser};
+use ringkv_store::WatchTicket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::dispatch::{self, Gate};
+use crate::node::{ClientHandle, Node, unix_ms};
+
+/// Replies are written out once a batch has produced this much.
+const REPLY_CHUNK: usize = 256 * 1024;
+/// Read buffer size to start with.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Per-connection state that commands read and change.
+#[derive(Debug)]
+pub struct ConnState {
+    /// The registry entry (CLIENT LIST/KILL).
+    pub handle: Arc<ClientHandle>,
+    /// RESP2 or RESP3.
+    pub protocol: Protocol,
+    /// True once AUTH succeeded or when no password is set.
+    pub authenticated: bool,
+    /// Queued MULTI commands, re-encoded as RESP, and how many.
+    multi: Option<(Vec<u8>, usize)>,
+    /// A queued command was refused: EXEC must abort.
+    multi_error: bool,
+    /// WATCHed keys.
+    pub watches: Vec<WatchTicket>,
+    /// Close after the replies are written (QUIT, SHUTDOWN).
+    pub close: bool,
+    /// Commands run (flushed into the node's counter per batch).
+    pub commands: u64,
+    /// Last command's route index.
+    pub last_command: usize,
+}
+
+impl ConnState {
+    /// A new connection's state.
+    pub fn new(handle: Arc<ClientHandle>, needs_auth: bool) -> Self {
+        ConnState {
+            handle,
+            protocol: Protocol::Resp2,
+            authenticated: !needs_auth,
+            multi: None,
+            multi_error: false,
+            watches: Vec::new(),
+            close: false,
+            commands: 0,
+            last_command: usize::MAX,
+        }
+    }
+
+    /// True between MULTI and EXEC/DISCARD.
+    pub fn in_multi(&self) -> bool {
+        self.multi.is_some()
+    }
+
+    /// Enters MULTI.
+    pub fn begin_multi(&mut self) {
+        self.multi = Some((Vec::new(), 0));
+        self.multi_error = false;
+        self.handle.multi.store(1, Relaxed);
+    }
+
+    /// Leaves MULTI, returning the queued commands (as RESP) and whether one was refused.
+    pub fn take_multi(&mut self) -> Option<((Vec<u8>, usize), bool)> {
+        self.handle.multi.store(0, Relaxed);
+        let queued = self.multi.take()?;
+        Some((queued, std::mem::replace(&mut self.multi_error, false)))
+    }
+
+    /// Marks the open transaction as failed (a queued command was refused).
+    pub fn flag_transaction_error(&mut self) {
+        if self.multi.is_some() {
+            self.multi_error = true;
+        }
+    }
+
+    /// Queues a command for EXEC.
+    pub fn queue(&mut self, args: &Args<'_>) {
+        if let Some((buf, count)) = &mut self.multi {
+            let mut w = ReplyWriter::new(buf, Protocol::Resp2);
+            w.array(args.len());
+            for arg in args.iter() {
+                w.bulk(arg);
+            }
+            *count += 1;
+            self.handle.multi.store(*count as u64 + 1, Relaxed);
+        }
+    }
+
+    /// Drops every WATCH.
+    pub fn unwatch_all(&mut self, node: &Node) {
+        for ticket in self.watches.drain(..) {
+            node.store.unwatch(ticket);
+        }
+    }
+}
+
+/// Serves one client until it leaves, misbehaves, is killed or the node shuts down.
+pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let local = stream.local_addr().unwrap_or(peer);
+    let maxclients = node.config.read().maxclients;
+    let Some(handle) = node.clients.register(peer, local, maxclients) else {
+        node.stats.rejected_connections.fetch_add(1, Relaxed);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    };
+    node.stats.connections_received.fetch_add(1, Relaxed);
+    tracing::debug!(client = handle.id, %peer, "client connected");
+    let needs_auth = !node.config.read().requirepass.is_empty();
+    let mut conn = ConnState::new(handle.clone(), needs_auth);
+    let reason = run(&node, &mut stream, &mut conn).await;
+    conn.unwatch_all(&node);
+    node.clients.unregister(handle.id);
+    tracing::debug!(client = handle.id, %peer, reason, "client disconnected");
+}
+
+async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'static str {
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::new(node.config.read().limits());
+    let mut batch = Batch::new();
+    let mut shutdown = node.shutdown.subscribe();
+    let handle = conn.handle.clone();
+    loop {
+        let (idle_timeout, query_limit, limits) = {
+            let config = node.config.read();
+            (
+                config.timeout,
+                config.client_query_buffer_limit,
+                config.limits(),
+            )
+        };
+        parser.set_limits(limits);
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        let read = async {
+            if idle_timeout == 0 {
+                Some(stream.read_buf(&mut input).await)
+            } else {
+                tokio::time::timeout(
+                    Duration::from_secs(idle_timeout),
+                    stream.read_buf(&mut input),
+                )
+                .await
+                .ok()
+            }
+        };
+        let read = tokio::select! {
+            read = read => read,
+            _ = handle.killed() => return "killed",
+            _ = shutdown.wait_for(|down| *down) => return "shutdown",
+        };
+        match read {
+            None => return "idle timeout",
+            Some(Ok(0)) => return "closed by peer",
+            Some(Ok(n)) => {
+                node.stats.net_input_bytes.fetch_add(n as u64, Relaxed);
+            }
+            Some(Err(_)) => return "read error",
+        }
+        let parsed = parser.parse(&input, &mut batch);
+        let mut next = 0;
+        while next < batch.len() {
+            {
+                let now = unix_ms();
+                let mut gate = Gate::new(&node.store);
+                let mut out = ReplyWriter::new(&mut output, conn.protocol);
+                while next < batch.len() && out.len() < REPLY_CHUNK && !conn.close {
+                    let args = batch.command(&input, next);
+                    next += 1;
+                    dispatch::execute(node, conn, &mut gate, &mut out, args, now);
+                }
+            }
+            if write_out(node, stream, &mut output).await.is_err() {
+                return "write error";
+            }
+            if conn.close {
+                return "quit";
+            }
+        }
+        node.stats
+            .commands_processed
+            .fetch_add(std::mem::take(&mut conn.commands), Relaxed);
+        handle.last_interaction_ms.store(node.uptime_ms(), Relaxed);
+        handle.last_command.store(conn.last_command, Relaxed);
+        batch.clear();
+        match parsed {
+            Ok(parsed) => {
+                input.advance(parsed.consumed);
+                if parsed.need > 0 {
+                    // Reserve what a half-arrived value still needs, but never trust a
+                    // declared length for more than a bounded step.
+                    input.reserve(parsed.need.min(16 << 20));
+                }
+            }
+            Err(error) => {
+                node.stats.protocol_errors.fetch_add(1, Relaxed);
+                ReplyWriter::new(&mut output, conn.protocol)
+                    .error(&format!("ERR Protocol error: {error}"));
+                let _ = write_out(node, stream, &mut output).await;
+                return "protocol error";
+            }
+        }
+        if input.len() as u64 > query_limit {
+            tracing::warn!(
+                client = handle.id,
+                "closing client that reached max query buffer length"
+            );
+            return "query buffer limit";
+        }
+    }
+}
+
+async fn write_out(
+    node: &Node,
+    stream: &mut TcpStream,
+    output: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    if output.is_empty() {
+        return Ok(());
+    }
+    stream.write_all(output).await?;
+    node.stats
+        .net_output_bytes
+        .fetch_add(output.len() as u64, Relaxed);
+    output.clear();
+    // Do not keep a huge buffer alive after one large reply.
+    if output.capacity() > 4 * REPLY_CHUNK {
+        output.shrink_to(READ_CHUNK);
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! From a parsed command to its reply: name lookup, arity, authentication, MULTI
+//! queueing, the `maxmemory` check and the store gate. Handlers live in `commands/`.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::sync::atomic::Ordering::Relaxed;
+
+use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+use ringkv_protocol::{
+    Args, COMMANDS, CommandFlags, CommandSpec, Protocol, ReplyWriter, lookup_subcommand,
+};
+use ringkv_store::Store;
+
+use crate::commands::{self, CmdError, Handler};
+use crate::connection::ConnState;
+use crate::node::Node;
+
+/// One command the dispatcher knows: its table entry and its handler.
+pub struct Route {
+    /// The command table entry.
+    pub spec: &'static CommandSpec,
+    /// The handler.
+    pub handler: Handler,
+    /// Position in [`routes`] (recorded as a client's last command).
+    pub index: usize,
+}
+
+struct Routes {
+    by_name: HashMap<&'static [u8], usize, foldhash::fast::RandomState>,
+    all: Vec<Route>,
+}
+
+fn routes() -> &'static Routes {
+    static ROUTES: OnceLock<Routes> = OnceLock::new();
+    ROUTES.get_or_init(|| {
+        let mut all = Vec::new();
+        let mut by_name = HashMap::default();
+        let specs = COMMANDS
+            .iter()
+            .chain(COMMANDS.iter().flat_map(|c| c.subcommands));
+        for spec in specs {
+            let handler = commands::handler(spec.name).unwrap_or(commands::unimplemented);
+            by_name.insert(spec.name.as_bytes(), all.len());
+            all.push(Route {
+                spec,
+                handler,
+                index: all.len(),
+            });
+        }
+        Routes { by_name, all }
+    })
+}
+
+/// The route of a command by exact table name (`get`, `config|get`).
+pub fn route_by_name(name: &str) -> Option<&'static Route> {
+    let routes = routes();
+    routes.by_name.get(name.as_bytes()).map(|&i| &routes.all[i])
+}
+
+/// The name of the route at `index`, for CLIENT LIST's `cmd=`.
+pub fn route_name(index: usize) -> &'static str {
+    routes().all.get(index).map_or("NULL", |r| r.spec.name)
+}
+
+fn lookup(name: &[u8]) -> Option<&'static Route> {
+    let mut lower = [0u8; 32];
+    if name.len() > lower.len() {
+        return None;
+    }
+    for (dst, src) in lower.iter_mut().zip(name) {
+        *dst = src.to_ascii_lowercase();
+    }
+    let routes = routes();
+    routes
+        .by_name
+        .get(&lower[..name.len()])
+        .map(|&i| &routes.all[i])
+}
+
+/// The store gate as one batch holds it: shared normally, exclusive while an EXEC or a
+/// multi-key atomic command runs.
+pub struct Gate<'a> {
+    store: &'a Store,
+    shared: Option<RwLockReadGuard<'a, ()>>,
+    exclusive: Option<RwLockWriteGuard<'a, ()>>,
+}
+
+impl<'a> Gate<'a> {
+    /// Takes the gate shared.
+    pub fn new(store: &'a Store) -> Self {
+        Gate {
+            store,
+            shared: Some(store.shared()),
+            exclusive: None,
+        }
+    }
+
+    fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        if self.exclusive.is_some() {
+            return f();
+        }
+        self.shared = None;
+        self.exclusive = Some(self.store.exclusive());
+        let result = f();
+        self.exclusive = None;
+        self.shared = Some(self.store.shared());
+        result
+    }
+}
+
+/// Everything a handler may use.
+pub struct Ctx<'a, 'b> {
+    /// The node.
+    pub node: &'a Node,
+    /// This connection.
+    pub conn: &'a mut ConnState,
+    /// Where the reply goes.
+    pub out: &'a mut ReplyWriter<'b>,
+    /// Unix milliseconds, fixed for the batch.
+    pub now: u64,
+}
+
+/// Resolves the command, and its subcommand for containers; `Err` is the reply.
+fn resolve(args: &Args<'_>) -> Result<&'static Route, CmdError> {
+    let name = args.get(0);
+    let Some(route) = lookup(name) else {
+        return Err(CmdError::UnknownCommand(describe_unknown(args)));
+    };
+    let spec = route.spec;
+    if spec.subcommands.is_empty() || args.len() < 2 {
+        if !spec.arity_ok(args.len()) {
+            return Err(CmdError::WrongArity(spec.name));
+        }
+        return Ok(route);
+    }
+    let Some(sub) = lookup_subcommand(spec, args.get(1)) else {
+        if spec.name == "command" && spec.arity_ok(args.len()) {
+            return Ok(route);
+        }
+        return Err(CmdError::UnknownSubcommand {
+            sub: String::from_utf8_lossy(args.get(1)).into_owned(),
+            container: spec.name.to_ascii_uppercase(),
+        });
+    };
+    if !sub.arity_ok(args.len()) {
+        return Err(CmdError::WrongArity(sub.name));
+    }
+    route_by_name(sub.name).ok_or(CmdError::WrongArity(sub.name))
+}
+
+/// Redis's "unknown command" text: the name and up to 128 bytes of arguments.
+fn describe_unknown(args: &Args<'_>) -> String {
+    let mut described = String::new();
+    for arg in args.iter().skip(1) {
+        if described.len() >= 128 {
+            break;
+        }
+        let text = String::from_utf8_lossy(arg);
+        let room = 128 - described.len();
+        let cut: String = text.chars().take(room).collect();
+        described.push('\'');
+        described.push_str(&cut);
+        described.push_str("' ");
+    }
+    let name: String = String::from_utf8_lossy(args.get(0))
+        .chars()
+        .take(128)
+        .collect();
+    format!("'{name}', with args beginning with: {described}")
+}
+
+fn is_transaction_control(name: &str) -> bool {
+    matches!(
+        name,
+        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+    )
+}
+
+/// Runs one command from a connection's batch and writes its reply.
+pub fn execute(
+    node: &Node,
+    conn: &mut ConnState,
+    gate: &mut Gate<'_>,
+    out: &mut ReplyWriter<'_>,
+    args: Args<'_>,
+    now: u64,
+) {
+    conn.commands += 1;
+    let route = match resolve(&args) {
+        Ok(route) => route,
+        Err(error) => {
+            conn.flag_transaction_error();
+            return write_error(node, out, &error);
+        }
+    };
+    let flags = route.spec.flags;
+    conn.last_command = route.index;
+    if !conn.authenticated && !flags.contains(CommandFlags::NO_AUTH) {
+        conn.flag_transaction_error();
+        return write_error(node, out, &CmdError::NoAuth);
+    }
+    if conn.in_multi() && !is_transaction_control(route.spec.name) {
+        if flags.contains(CommandFlags::NO_MULTI) {
+            conn.flag_transaction_error();
+            return write_error(
+                node,
+                out,
+                &CmdError::Custom("ERR Command not allowed inside a transaction".into()),
+            );
+        }
+        if flags.contains(CommandFlags::DENYOOM) && node.store.ensure_memory(now).is_err() {
+            conn.flag_transaction_error();
+            return write_error(node, out, &CmdError::OutOfMemory);
+        }
+        conn.queue(&args);
+        out.simple("QUEUED");
+        return;
+    }
+    let exclusive = flags.contains(CommandFlags::EXCLUSIVE);
+    let result = if exclusive {
+        gate.run_exclusive(|| run(node, conn, out, route, args, now))
+    } else {
+        run(node, conn, out, route, args, now)
+    };
+    if let Err(error) = result {
+        write_error(node, out, &error);
+    }
+}
+
+/// Runs a resolved command: the memory check, then the handler. EXEC calls this for each
+/// queued command while it holds the gate exclusively.
+pub fn run(
+    node: &Node,
+    conn: &mut ConnState,
+    out: &mut ReplyWriter<'_>,
+    route: &Route,
+    args: Args<'_>,
+    now: u64,
+) -> Result<(), CmdError> {
+    if route.spec.flags.contains(CommandFlags::DENYOOM) {
+        node.store
+            .ensure_memory(now)
+            .map_err(|_| CmdError::OutOfMemory)?;
+    }
+    let mut ctx = Ctx {
+        node,
+        conn,
+        out,
+        now,
+    };
+    (route.handler)(&mut ctx, args)
+}
+
+/// Runs a command queued by MULTI (already resolved once; resolved again because its
+/// arguments now live in the transaction's own buffer).
+pub fn run_queued(
+    node: &Node,
+    conn: &mut ConnState,
+    out: &mut ReplyWriter<'_>,
+    args: Args<'_>,
+    now: u64,
+) {
+    let result = resolve(&args).and_then(|route| run(node, conn, out, route, args, now));
+    if let Err(error) = result {
+        write_error(node, out, &error);
+    }
+}
+
+/// Writes an error reply and counts it.
+pub fn write_error(node: &Node, out: &mut ReplyWriter<'_>, error: &CmdError) {
+    node.stats.error_replies.fetch_add(1, Relaxed);
+    out.error(&error.to_string());
+}
+
+/// True when the reply protocol is RESP3.
+pub fn is_resp3(out: &ReplyWriter<'_>) -> bool {
+    out.protocol() == Protocol::Resp3
+}

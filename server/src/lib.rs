@@ -1,0 +1,154 @@
+//! The ringkv node: listeners, the connection loop, command dispatch, INFO and CONFIG.
+//! [`Server::bind`] then [`Server::run`]; the binary adds flags, logging and signals.
+
+mod commands;
+mod config;
+mod connection;
+mod dispatch;
+mod node;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+pub use commands::{CmdError, write_info};
+pub use config::{Config, ConfigError, parse_memory};
+pub use node::{LogReload, Node, unix_ms};
+
+/// How long shutdown waits for connections to finish their current batch.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A node bound to its listeners, not yet serving.
+pub struct Server {
+    node: Arc<Node>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Binds every `--bind` address on `--port` (port 0 picks a free port, the same for
+    /// every address).
+    pub async fn bind(config: Config, log_reload: Option<LogReload>) -> anyhow::Result<Server> {
+        let mut port = config.port;
+        let mut listeners = Vec::new();
+        for host in config.bind.split_whitespace() {
+            // Redis marks optional addresses with a leading '-'.
+            let (optional, host) = match host.strip_prefix('-') {
+                Some(h) => (true, h),
+                None => (false, host),
+            };
+            let addr = format!(
+                "{}:{port}",
+                if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_string()
+                }
+            );
+            match TcpListener::bind(&addr).await {
+                Ok(listener) => {
+                    port = listener.local_addr()?.port();
+                    listeners.push(listener);
+                }
+                Err(e) if optional => {
+                    tracing::warn!(%addr, error = %e, "skipping optional bind address")
+                }
+                Err(e) => return Err(e).with_context(|| format!("listening on {addr}")),
+            }
+        }
+        anyhow::ensure!(
+            !listeners.is_empty(),
+            "no address to listen on (bind = {:?})",
+            config.bind
+        );
+        let node = Arc::new(Node::new(config, log_reload));
+        node.port.store(port as u64, Relaxed);
+        Ok(Server { node, listeners })
+    }
+
+    /// The addresses being listened on.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The shared node state.
+    pub fn node(&self) -> Arc<Node> {
+        self.node.clone()
+    }
+
+    /// Serves until SHUTDOWN or [`Node::begin_shutdown`], then drains connections.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let node = self.node;
+        let cron = tokio::spawn(run_cron(node.clone()));
+        let mut accepts = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            let node = node.clone();
+            accepts.spawn(async move {
+                let mut shutdown = node.shutdown.subscribe();
+                loop {
+                    let accepted = tokio::select! {
+                        accepted = listener.accept() => accepted,
+                        _ = shutdown.wait_for(|down| *down) => return,
+                    };
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            tokio::spawn(connection::serve(node.clone(), stream, peer));
+                        }
+                        Err(e) => {
+                            // Out of file descriptors and the like: back off, keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            });
+        }
+        tracing::info!(addrs = ?node.port.load(Relaxed), "ready to accept connections");
+        while accepts.join_next().await.is_some() {}
+        cron.abort();
+        // Connections see the shutdown flag and close after their current batch.
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while !node.clients.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tracing::info!("ringkv is now ready to exit, bye bye...");
+        Ok(())
+    }
+}
+
+/// Background work `hz` times a second: active expiry with bounded work per tick, and
+/// the instantaneous ops/s sample.
+async fn run_cron(node: Arc<Node>) {
+    let mut last_commands = node.stats.commands_processed.load(Relaxed);
+    let mut last_sample = Instant::now();
+    loop {
+        let hz = node.config.read().hz.clamp(1, 500);
+        tokio::time::sleep(Duration::from_millis(1000 / hz as u64)).await;
+        let started = Instant::now();
+        // Up to a quarter of a tick is spent expiring; more passes while many keys expire.
+        let budget = Duration::from_millis(250 / hz as u64);
+        loop {
+            let report = node.store.active_expire(unix_ms(), 4096);
+            let busy = report.examined > 0 && report.expired * 10 > report.examined;
+            if !busy || started.elapsed() > budget {
+                break;
+            }
+        }
+        if last_sample.elapsed() >= Duration::from_secs(1) {
+            let commands = node.stats.commands_processed.load(Relaxed);
+            let elapsed = last_sample.elapsed().as_secs_f64();
+            node.stats.instantaneous_ops.store(
+                ((commands - last_commands) as f64 / elapsed) as u64,
+                Relaxed,
+            );
+            last_commands = commands;
+            last_sample = Instant::now();
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `ringkv-server`: flags and config file, logging, signals, then the node.
+
+use anyhow::Context;
+use ringkv_server::{Config, Server};
+use tracing_subscriber::{EnvFilter, reload};
+
+fn main() -> anyhow::Result<()> {
+    let config = Config::load()?;
+    let filter = EnvFilter::try_new(config.log_filter())
+        .with_context(|| format!("invalid loglevel {:?}", config.loglevel))?;
+    let (filter, reload_handle) = reload::Layer::new(filter);
+    use tracing_subscriber::prelude::*;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .init();
+    let log_reload: ringkv_server::LogReload = Box::new(move |level: &str| {
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        reload_handle.reload(filter).map_err(|e| e.to_string())
+    });
+
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.io_threads > 0 {
+        runtime.worker_threads(config.io_threads);
+    }
+    let runtime = runtime
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let server = Server::bind(config, Some(log_reload)).await?;
+        tracing::info!(addrs = ?server.local_addrs(), version = env!("CARGO_PKG_VERSION"), "ringkv node starting");
+        let node = server.node();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("received a shutdown signal, shutting down");
+            node.begin_shutdown();
+        });
+        server.run().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}

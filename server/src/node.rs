@@ -1,0 +1,235 @@
+//! State shared by every connection of a node: the store, the live configuration, the
+//! client registry and server statistics.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use parking_lot::{Mutex, RwLock};
+use ringkv_store::Store;
+use tokio::sync::{Notify, watch};
+
+use crate::config::{Config, PASSTHROUGH_OPTIONS};
+
+/// The current time in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Server-wide counters for INFO stats.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Connections accepted.
+    pub connections_received: AtomicU64,
+    /// Connections refused at `maxclients`.
+    pub rejected_connections: AtomicU64,
+    /// Commands run.
+    pub commands_processed: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Protocol errors (connections closed for malformed input).
+    pub protocol_errors: AtomicU64,
+    /// Error replies sent.
+    pub error_replies: AtomicU64,
+    /// Operations per second over the last sampling window.
+    pub instantaneous_ops: AtomicU64,
+}
+
+/// One connected client, as CLIENT LIST and CLIENT KILL see it.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// CLIENT ID.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: SocketAddr,
+    /// When it connected.
+    pub created: Instant,
+    /// CLIENT SETNAME.
+    pub name: Mutex<String>,
+    /// CLIENT SETINFO lib-name and lib-ver.
+    pub lib: Mutex<(String, String)>,
+    /// Milliseconds since node start of its last command.
+    pub last_interaction_ms: AtomicU64,
+    /// Index of its last command in the dispatch table.
+    pub last_command: AtomicUsize,
+    /// 2 or 3.
+    pub resp: AtomicU8,
+    /// In MULTI (queued count + 1), or 0.
+    pub multi: AtomicU64,
+    /// CLIENT NO-EVICT.
+    pub no_evict: AtomicBool,
+    killed: AtomicBool,
+    kill_notify: Notify,
+}
+
+impl ClientHandle {
+    /// Asks the connection to close.
+    pub fn kill(&self) {
+        self.killed.store(true, Relaxed);
+        self.kill_notify.notify_one();
+    }
+
+    /// True once killed.
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Relaxed)
+    }
+
+    /// Resolves when the client is killed.
+    pub async fn killed(&self) {
+        while !self.is_killed() {
+            self.kill_notify.notified().await;
+        }
+    }
+}
+
+/// Every live client.
+#[derive(Debug, Default)]
+pub struct Clients {
+    map: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    next_id: AtomicU64,
+}
+
+impl Clients {
+    /// Registers a client unless `max` are already connected.
+    pub fn register(
+        &self,
+        addr: SocketAddr,
+        laddr: SocketAddr,
+        max: usize,
+    ) -> Option<Arc<ClientHandle>> {
+        let mut map = self.map.lock();
+        if map.len() >= max {
+            return None;
+        }
+        let id = self.next_id.fetch_add(1, Relaxed) + 1;
+        let handle = Arc::new(ClientHandle {
+            id,
+            addr,
+            laddr,
+            created: Instant::now(),
+            name: Mutex::new(String::new()),
+            lib: Mutex::new((String::new(), String::new())),
+            last_interaction_ms: AtomicU64::new(0),
+            last_command: AtomicUsize::new(usize::MAX),
+            resp: AtomicU8::new(2),
+            multi: AtomicU64::new(0),
+            no_evict: AtomicBool::new(false),
+            killed: AtomicBool::new(false),
+            kill_notify: Notify::new(),
+        });
+        map.insert(id, handle.clone());
+        Some(handle)
+    }
+
+    /// Forgets a client that disconnected.
+    pub fn unregister(&self, id: u64) {
+        self.map.lock().remove(&id);
+    }
+
+    /// A snapshot, ordered by id.
+    pub fn list(&self) -> Vec<Arc<ClientHandle>> {
+        let mut all: Vec<_> = self.map.lock().values().cloned().collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// Connected clients.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Applies a new log filter (installed by the binary, which owns the subscriber).
+pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
+
+/// A node's shared state.
+pub struct Node {
+    /// The keyspace.
+    pub store: Store,
+    /// Live configuration (CONFIG SET changes it).
+    pub config: RwLock<Config>,
+    /// Values of Redis options accepted for compatibility only.
+    pub passthrough: Mutex<HashMap<String, String>>,
+    /// Connected clients.
+    pub clients: Clients,
+    /// Counters.
+    pub stats: ServerStats,
+    /// When the node started.
+    pub started: Instant,
+    /// Unix seconds at start (LASTSAVE until persistence exists).
+    pub started_unix: u64,
+    /// Random run id, as INFO shows it.
+    pub run_id: String,
+    /// The port actually listened on.
+    pub port: AtomicU64,
+    /// Flips to true when the node shuts down.
+    pub shutdown: watch::Sender<bool>,
+    /// Applies `loglevel` changes.
+    pub log_reload: Option<LogReload>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Node {
+    /// A node for `config`.
+    pub fn new(config: Config, log_reload: Option<LogReload>) -> Node {
+        let store = Store::builder()
+            .shards(config.shards)
+            .maxmemory(config.maxmemory)
+            .policy(config.maxmemory_policy)
+            .samples(config.maxmemory_samples)
+            .build();
+        store.set_lfu_params(config.lfu_log_factor, config.lfu_decay_time);
+        let run_id = (0..40)
+            .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0'))
+            .collect();
+        Node {
+            store,
+            port: AtomicU64::new(config.port as u64),
+            config: RwLock::new(config),
+            passthrough: Mutex::new(
+                PASSTHROUGH_OPTIONS
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            clients: Clients::default(),
+            stats: ServerStats::default(),
+            started: Instant::now(),
+            started_unix: unix_ms() / 1000,
+            run_id,
+            shutdown: watch::channel(false).0,
+            log_reload,
+        }
+    }
+
+    /// Starts a graceful shutdown.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Milliseconds since start.
+    pub fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+}

@@ -1,0 +1,17 @@
+//! ringkv: a sharded, Redis-compatible key-value cache.
+//!
+//! This facade re-exports the embeddable parts: the keyspace ([`store`]) and the protocol
+//! layer ([`protocol`]). The node binary is `ringkv-server` (crate `ringkv-server`).
+//!
+//! ```
+//! use ringkv::store::{Store, Value};
+//!
+//! let store = Store::builder().build();
+//! let now = 1_000;
+//! store.write(b"greeting", now, |slot| slot.set(Value::Str(b"hello".to_vec()), Some(0)));
+//! let value = store.read(b"greeting", now, |v| v.cloned());
+//! assert_eq!(value, Some(Value::Str(b"hello".to_vec())));
+//! ```
+
+pub use ringkv_protocol as protocol;
+pub use ringkv_store as store;
