@@ -244,4 +244,85 @@ mod tests {
         assert_eq!(format_double(1e21), "1000000000000000000000");
         assert_eq!(format_double(f64::INFINITY), "inf");
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+        use redis_protocol::resp2::types::OwnedFrame;
+
+        #[derive(Debug, Clone)]
+        enum Reply {
+            Bulk(Vec<u8>),
+            Int(i64),
+            Simple(String),
+            Null,
+            Array(Vec<Reply>),
+        }
+
+        fn reply_strategy() -> impl Strategy<Value = Reply> {
+            let leaf = prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..64).prop_map(Reply::Bulk),
+                any::<i64>().prop_map(Reply::Int),
+                "[a-zA-Z0-9 ]{0,20}".prop_map(Reply::Simple),
+                Just(Reply::Null),
+            ];
+            leaf.prop_recursive(3, 40, 6, |inner| {
+                proptest::collection::vec(inner, 0..6).prop_map(Reply::Array)
+            })
+        }
+
+        fn write(w: &mut ReplyWriter<'_>, reply: &Reply) {
+            match reply {
+                Reply::Bulk(b) => w.bulk(b),
+                Reply::Int(i) => w.int(*i),
+                Reply::Simple(s) => w.simple(s),
+                Reply::Null => w.null(),
+                Reply::Array(items) => {
+                    w.array(items.len());
+                    items.iter().for_each(|i| write(w, i));
+                }
+            }
+        }
+
+        fn expected(reply: &Reply) -> OwnedFrame {
+            match reply {
+                Reply::Bulk(b) => OwnedFrame::BulkString(b.clone()),
+                Reply::Int(i) => OwnedFrame::Integer(*i),
+                Reply::Simple(s) => OwnedFrame::SimpleString(s.clone().into_bytes()),
+                Reply::Null => OwnedFrame::Null,
+                Reply::Array(items) => OwnedFrame::Array(items.iter().map(expected).collect()),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn resp2_replies_decode_to_what_was_written(reply in reply_strategy()) {
+                let mut out = Vec::new();
+                write(&mut ReplyWriter::new(&mut out, Protocol::Resp2), &reply);
+                let (frame, used) = redis_protocol::resp2::decode::decode(&out).unwrap().unwrap();
+                prop_assert_eq!(used, out.len());
+                prop_assert_eq!(frame, expected(&reply));
+            }
+
+            #[test]
+            fn resp3_replies_are_complete_frames(reply in reply_strategy(), pairs in 0usize..4, d in any::<f64>()) {
+                let mut out = Vec::new();
+                let mut w = ReplyWriter::new(&mut out, Protocol::Resp3);
+                w.map(pairs);
+                for i in 0..pairs {
+                    w.bulk(format!("k{i}").as_bytes());
+                    write(&mut w, &reply);
+                }
+                w.double(d);
+                w.boolean(d > 0.0);
+                w.verbatim(b"text");
+                let mut offset = 0;
+                for _ in 0..4 {
+                    let (_, used) = redis_protocol::resp3::decode::complete::decode(&out[offset..]).unwrap().unwrap();
+                    offset += used;
+                }
+                prop_assert_eq!(offset, out.len());
+            }
+        }
+    }
 }

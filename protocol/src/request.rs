@@ -604,4 +604,94 @@ mod tests {
             assert_eq!(parse_i64(bad), None, "{:?}", String::from_utf8_lossy(bad));
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        fn encode(commands: &[Vec<Vec<u8>>]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for command in commands {
+                out.extend_from_slice(format!("*{}\r\n", command.len()).as_bytes());
+                for arg in command {
+                    out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+                    out.extend_from_slice(arg);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            out
+        }
+
+        /// Parses `input` delivered in two reads split at `cut`, as a connection would.
+        fn parse_in_two_reads(input: &[u8], cut: usize) -> Vec<Vec<Vec<u8>>> {
+            let mut parser = RequestParser::default();
+            let mut commands = Vec::new();
+            let mut buffer = input[..cut].to_vec();
+            let mut rest = &input[cut..];
+            loop {
+                let mut batch = Batch::new();
+                let parsed = parser.parse(&buffer, &mut batch).expect("valid input");
+                commands.extend((0..batch.len()).map(|i| batch.command(&buffer, i).to_owned_vec()));
+                buffer.drain(..parsed.consumed);
+                if rest.is_empty() {
+                    break;
+                }
+                buffer.extend_from_slice(rest);
+                rest = &[];
+            }
+            commands
+        }
+
+        fn command_strategy() -> impl Strategy<Value = Vec<Vec<Vec<u8>>>> {
+            let arg = proptest::collection::vec(any::<u8>(), 0..40);
+            let command = proptest::collection::vec(arg, 1..5);
+            proptest::collection::vec(command, 1..6)
+        }
+
+        proptest! {
+            #[test]
+            fn any_bytes_never_panic_and_never_over_consume(input in proptest::collection::vec(any::<u8>(), 0..600)) {
+                let mut parser = RequestParser::default();
+                let mut batch = Batch::new();
+                if let Ok(parsed) = parser.parse(&input, &mut batch) {
+                    prop_assert!(parsed.consumed <= input.len());
+                }
+                for i in 0..batch.len() {
+                    prop_assert!(!batch.command(&input, i).is_empty());
+                }
+            }
+
+            #[test]
+            fn resp_headers_with_junk_never_panic(counts in proptest::collection::vec((any::<bool>(), -3i64..40, proptest::collection::vec(any::<u8>(), 0..12)), 0..20)) {
+                let mut input = Vec::new();
+                for (array, n, junk) in counts {
+                    input.extend_from_slice(format!("{}{n}\r\n", if array { '*' } else { '$' }).as_bytes());
+                    input.extend_from_slice(&junk);
+                }
+                let mut parser = RequestParser::default();
+                let mut batch = Batch::new();
+                let _ = parser.parse(&input, &mut batch);
+            }
+
+            #[test]
+            fn commands_parse_back_exactly_whatever_the_read_boundaries(commands in command_strategy(), cut_seed in any::<usize>()) {
+                let input = encode(&commands);
+                let cut = cut_seed % (input.len() + 1);
+                prop_assert_eq!(parse_in_two_reads(&input, cut), commands.clone());
+                // The general-purpose decoder agrees on every frame.
+                let mut offset = 0;
+                for command in &commands {
+                    let (frame, used) = redis_protocol::resp2::decode::decode(&input[offset..]).unwrap().unwrap();
+                    let redis_protocol::resp2::types::OwnedFrame::Array(items) = frame else { panic!("not an array") };
+                    let args: Vec<Vec<u8>> = items.into_iter().map(|f| match f {
+                        redis_protocol::resp2::types::OwnedFrame::BulkString(b) => b,
+                        other => panic!("unexpected {other:?}"),
+                    }).collect();
+                    prop_assert_eq!(&args, command);
+                    offset += used;
+                }
+                prop_assert_eq!(offset, input.len());
+            }
+        }
+    }
 }

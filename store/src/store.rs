@@ -1037,3 +1037,6 @@ impl Store {
         false
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,341 @@
+//! The store against a naive model, and eviction and expiry invariants.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::{EvictionPolicy, HashValue, Store, Value};
+
+fn s(v: &[u8]) -> Value {
+    Value::Str(v.to_vec())
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Set {
+        key: u8,
+        len: usize,
+        ttl: Option<u64>,
+    },
+    Append {
+        key: u8,
+        len: usize,
+    },
+    HashSet {
+        key: u8,
+        field: u8,
+    },
+    HashDel {
+        key: u8,
+        field: u8,
+    },
+    Get {
+        key: u8,
+    },
+    Del {
+        key: u8,
+    },
+    Expire {
+        key: u8,
+        ttl: u64,
+    },
+    Persist {
+        key: u8,
+    },
+    Advance {
+        ms: u64,
+    },
+    Sweep,
+}
+
+fn op_strategy() -> impl Strategy<Value = Op> {
+    let key = 0u8..12;
+    prop_oneof![
+        (key.clone(), 0usize..300, proptest::option::of(1u64..200))
+            .prop_map(|(key, len, ttl)| Op::Set { key, len, ttl }),
+        (key.clone(), 0usize..100).prop_map(|(key, len)| Op::Append { key, len }),
+        (key.clone(), 0u8..4).prop_map(|(key, field)| Op::HashSet { key, field }),
+        (key.clone(), 0u8..4).prop_map(|(key, field)| Op::HashDel { key, field }),
+        key.clone().prop_map(|key| Op::Get { key }),
+        key.clone().prop_map(|key| Op::Del { key }),
+        (key.clone(), 1u64..200).prop_map(|(key, ttl)| Op::Expire { key, ttl }),
+        key.prop_map(|key| Op::Persist { key }),
+        (0u64..150).prop_map(|ms| Op::Advance { ms }),
+        Just(Op::Sweep),
+    ]
+}
+
+/// The model: key → (value, deadline or 0).
+type Model = BTreeMap<Vec<u8>, (Value, u64)>;
+
+fn live(model: &Model, key: &[u8], now: u64) -> Option<Value> {
+    model
+        .get(key)
+        .filter(|(_, at)| *at == 0 || *at > now)
+        .map(|(v, _)| v.clone())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn the_store_behaves_like_a_map_with_deadlines(ops in proptest::collection::vec(op_strategy(), 1..120)) {
+        let store = Store::builder().shards(4).seed(7).build();
+        let mut model = Model::new();
+        let mut now = 1_000_000u64;
+        for op in ops {
+            match op {
+                Op::Set { key, len, ttl } => {
+                    let value = s(&vec![key; len]);
+                    let at = ttl.map_or(0, |t| now + t);
+                    store.write(&[key], now, |slot| slot.set(value.clone(), Some(at)));
+                    model.insert(vec![key], (value, at));
+                }
+                Op::Append { key, len } => {
+                    let suffix = vec![b'+'; len];
+                    let applied = store.write(&[key], now, |slot| match slot.value_mut() {
+                        Some(Value::Str(v)) => { v.extend_from_slice(&suffix); true }
+                        _ => false,
+                    });
+                    let expect = matches!(live(&model, &[key], now), Some(Value::Str(_)));
+                    prop_assert_eq!(applied, expect);
+                    if applied && let Some((Value::Str(v), _)) = model.get_mut(&vec![key]) {
+                        v.extend_from_slice(&suffix);
+                    }
+                }
+                Op::HashSet { key, field } => {
+                    let ok = store.write(&[key], now, |slot| {
+                        if slot.value().is_none() {
+                            slot.set(Value::Hash(Box::default()), Some(0));
+                        }
+                        match slot.value_mut() {
+                            Some(Value::Hash(h)) => { h.insert(&[field], b"x"); true }
+                            _ => false,
+                        }
+                    });
+                    match live(&model, &[key], now) {
+                        None => {
+                            let mut h = HashValue::new();
+                            h.insert(&[field], b"x");
+                            model.insert(vec![key], (Value::Hash(Box::new(h)), 0));
+                            prop_assert!(ok);
+                        }
+                        Some(Value::Hash(_)) => {
+                            if let Some((Value::Hash(h), _)) = model.get_mut(&vec![key]) { h.insert(&[field], b"x"); }
+                            prop_assert!(ok);
+                        }
+                        Some(_) => prop_assert!(!ok),
+                    }
+                }
+                Op::HashDel { key, field } => {
+                    store.write(&[key], now, |slot| {
+                        if let Some(Value::Hash(h)) = slot.value_mut() { h.remove(&[field]); }
+                    });
+                    if let Some(Value::Hash(_)) = live(&model, &[key], now) {
+                        let (Value::Hash(h), _) = model.get_mut(&vec![key]).unwrap() else { unreachable!() };
+                        h.remove(&[field]);
+                        // Redis never keeps an empty hash; neither may the store.
+                        if h.is_empty() { model.remove(&vec![key]); }
+                    }
+                }
+                Op::Get { key } => {
+                    let got = store.read(&[key], now, |v| v.cloned());
+                    prop_assert_eq!(got, live(&model, &[key], now));
+                }
+                Op::Del { key } => {
+                    let removed = store.remove(&[key], now);
+                    prop_assert_eq!(removed, live(&model, &[key], now).is_some());
+                    model.remove(&vec![key]);
+                }
+                Op::Expire { key, ttl } => {
+                    let set = store.write(&[key], now, |slot| slot.set_expires_at(Some(now + ttl)));
+                    prop_assert_eq!(set, live(&model, &[key], now).is_some());
+                    if set { model.get_mut(&vec![key]).unwrap().1 = now + ttl; }
+                }
+                Op::Persist { key } => {
+                    store.write(&[key], now, |slot| slot.set_expires_at(None));
+                    if live(&model, &[key], now).is_some() { model.get_mut(&vec![key]).unwrap().1 = 0; }
+                }
+                Op::Advance { ms } => now += ms,
+                Op::Sweep => { store.active_expire(now, 1000); }
+            }
+            // Expired entries may linger until touched, never more than the model holds.
+            prop_assert!(store.len() <= model.len());
+        }
+        for key in 0u8..12 {
+            prop_assert_eq!(store.read(&[key], now, |v| v.cloned()), live(&model, &[key], now));
+            store.remove(&[key], now);
+        }
+        store.active_expire(now + 1_000_000, 10_000);
+        // Accounting returns exactly to zero once every key is gone.
+        prop_assert_eq!(store.len(), 0);
+        prop_assert_eq!(store.used_memory(), 0);
+    }
+}
+
+fn fill(store: &Store, count: usize, now: u64, ttl: impl Fn(usize) -> u64) {
+    for i in 0..count {
+        let key = format!("key:{i}");
+        store.write(key.as_bytes(), now, |slot| {
+            slot.set(s(&[7u8; 100]), Some(ttl(i)))
+        });
+    }
+}
+
+#[test]
+fn eviction_brings_memory_under_the_limit() {
+    for policy in EvictionPolicy::ALL
+        .into_iter()
+        .filter(|p| *p != EvictionPolicy::NoEviction)
+    {
+        let store = Store::builder().seed(1).policy(policy).build();
+        fill(&store, 2000, 1_000, |i| 10_000 + i as u64);
+        let limit = store.used_memory() as u64 / 2;
+        store.set_maxmemory(limit);
+        assert!(store.ensure_memory(2_000).is_ok(), "{policy}");
+        assert!(store.used_memory() as u64 <= limit, "{policy}");
+        assert!(store.stats().evicted >= 900, "{policy}");
+    }
+}
+
+#[test]
+fn volatile_policies_never_evict_keys_without_a_ttl() {
+    let store = Store::builder()
+        .seed(2)
+        .policy(EvictionPolicy::VolatileLru)
+        .build();
+    // Even keys persist, odd keys have a TTL.
+    fill(
+        &store,
+        1000,
+        1_000,
+        |i| if i % 2 == 0 { 0 } else { 1_000_000 },
+    );
+    store.set_maxmemory(store.used_memory() as u64 * 3 / 4);
+    assert!(store.ensure_memory(2_000).is_ok());
+    for i in (0..1000).step_by(2) {
+        assert!(
+            store.contains(format!("key:{i}").as_bytes(), 2_000),
+            "persistent key:{i} was evicted"
+        );
+    }
+    // With only persistent keys left and memory still short, writes must be refused.
+    store.set_maxmemory(1);
+    assert_eq!(
+        store.ensure_memory(2_000),
+        Err(crate::StoreError::OutOfMemory)
+    );
+}
+
+#[test]
+fn lru_eviction_spares_recently_used_keys() {
+    let store = Store::builder()
+        .seed(3)
+        .policy(EvictionPolicy::AllKeysLru)
+        .build();
+    fill(&store, 2000, 1_000, |_| 0);
+    // The first 200 keys are read later than the rest were written.
+    for i in 0..200 {
+        store.read(format!("key:{i}").as_bytes(), 50_000, |_| ());
+    }
+    store.set_maxmemory(store.used_memory() as u64 / 2);
+    assert!(store.ensure_memory(60_000).is_ok());
+    let survivors = (0..200)
+        .filter(|i| store.contains(format!("key:{i}").as_bytes(), 60_000))
+        .count();
+    assert!(
+        survivors >= 190,
+        "only {survivors} of 200 hot keys survived"
+    );
+}
+
+#[test]
+fn volatile_ttl_evicts_the_nearest_deadlines_first() {
+    let store = Store::builder()
+        .seed(4)
+        .policy(EvictionPolicy::VolatileTtl)
+        .build();
+    fill(&store, 1000, 1_000, |i| 100_000 + i as u64 * 1000);
+    store.set_maxmemory(store.used_memory() as u64 / 2);
+    assert!(store.ensure_memory(2_000).is_ok());
+    let late_survivors = (900..1000)
+        .filter(|i| store.contains(format!("key:{i}").as_bytes(), 2_000))
+        .count();
+    assert!(late_survivors >= 95, "{late_survivors}");
+}
+
+#[test]
+fn noeviction_refuses_instead_of_deleting() {
+    let store = Store::builder().build();
+    fill(&store, 100, 1_000, |_| 0);
+    store.set_maxmemory(100);
+    assert_eq!(
+        store.ensure_memory(1_000),
+        Err(crate::StoreError::OutOfMemory)
+    );
+    assert_eq!(store.len(), 100);
+}
+
+#[test]
+fn watch_sees_writes_expiry_and_flush() {
+    let store = Store::builder().build();
+    store.write(b"k", 1_000, |slot| slot.set(s(b"v"), Some(5_000)));
+    let ticket = store.watch(b"k", 1_000);
+    assert!(store.watch_unchanged(&ticket, 2_000));
+    assert!(
+        !store.watch_unchanged(&ticket, 6_000),
+        "expiry must count as a change"
+    );
+    let other = store.watch(b"other", 1_000);
+    store.read(b"other", 1_000, |_| ());
+    assert!(
+        store.watch_unchanged(&other, 1_000),
+        "a read is not a change"
+    );
+    store.flush();
+    assert!(
+        !store.watch_unchanged(&other, 1_000),
+        "FLUSHALL touches every watched key"
+    );
+    store.unwatch(ticket);
+    store.unwatch(other);
+}
+
+#[test]
+fn active_expiry_work_per_call_is_bounded() {
+    let store = Store::builder().shards(16).build();
+    fill(&store, 10_000, 1_000, |_| 2_000);
+    let report = store.active_expire(3_000, 1_000);
+    assert!(report.examined <= 1_000 + 16 * 16, "{report:?}");
+    assert!(report.expired > 0);
+    let mut passes = 0;
+    while !store.is_empty() && passes < 100 {
+        store.active_expire(3_000, 1_000);
+        passes += 1;
+    }
+    assert!(store.is_empty());
+    assert_eq!(store.used_memory(), 0);
+}
+
+#[test]
+fn scan_sees_every_stable_key_despite_churn() {
+    let store = Store::builder().shards(8).build();
+    fill(&store, 500, 1_000, |_| 0);
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor = 0;
+    let mut step = 0;
+    loop {
+        let churn = format!("churn:{step}");
+        store.write(churn.as_bytes(), 1_000, |slot| slot.set(s(b"x"), Some(0)));
+        store.remove(format!("churn:{}", step / 2).as_bytes(), 1_000);
+        let (next, keys) = store.scan(cursor, 7, 1_000, |_, _| true);
+        seen.extend(keys.into_iter().filter(|k| k.starts_with(b"key:")));
+        step += 1;
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+        assert!(step < 10_000);
+    }
+    assert_eq!(seen.len(), 500);
+}
