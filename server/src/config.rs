@@ -6,7 +6,6 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ringkv_store::EvictionPolicy;
-use serde::Deserialize;
 
 /// A config value that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,17 +53,17 @@ fn policy_arg(text: &str) -> Result<EvictionPolicy, String> {
 }
 
 /// The node's configuration.
-#[derive(Debug, Clone, Parser, Deserialize)]
+#[derive(Debug, Clone, Parser)]
 #[command(
     name = "ringkv-server",
     version,
-    about = "A ringkv node: a Redis-compatible cache that speaks RESP2 and RESP3."
+    about = "A ringkv node: a Redis-compatible cache that speaks RESP2 and RESP3.",
+    // A flag given twice takes its last value: config-file values come first, flags after.
+    args_override_self = true
 )]
-#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Config {
     /// TOML file with any of these options (flags given on the command line win).
     #[arg(long)]
-    #[serde(skip)]
     pub config: Option<PathBuf>,
     /// TCP port (0 picks a free one).
     #[arg(long, default_value_t = 6379)]
@@ -74,11 +73,9 @@ pub struct Config {
     pub bind: String,
     /// Memory limit for data (`100mb`, `1gb`); 0 = none.
     #[arg(long, default_value = "0", value_parser = memory_arg)]
-    #[serde(deserialize_with = "de_memory")]
     pub maxmemory: u64,
     /// What to evict when over maxmemory.
     #[arg(long = "maxmemory-policy", default_value = "noeviction", value_parser = policy_arg)]
-    #[serde(deserialize_with = "de_policy")]
     pub maxmemory_policy: EvictionPolicy,
     /// Keys sampled per eviction round.
     #[arg(long = "maxmemory-samples", default_value_t = 5)]
@@ -97,18 +94,15 @@ pub struct Config {
     pub loglevel: String,
     /// Largest bulk argument accepted.
     #[arg(long = "proto-max-bulk-len", default_value = "512mb", value_parser = memory_arg)]
-    #[serde(deserialize_with = "de_memory")]
     pub proto_max_bulk_len: u64,
     /// Most arguments one command may carry.
     #[arg(long = "proto-max-multibulk-len", default_value_t = i32::MAX as u64)]
     pub proto_max_multibulk_len: u64,
     /// Longest inline command (and `*`/`$` header line).
     #[arg(long = "proto-inline-max-size", default_value = "64kb", value_parser = memory_arg)]
-    #[serde(deserialize_with = "de_memory")]
     pub proto_inline_max_size: u64,
     /// Largest query buffer one client may accumulate before it is disconnected.
     #[arg(long = "client-query-buffer-limit", default_value = "1gb", value_parser = memory_arg)]
-    #[serde(deserialize_with = "de_memory")]
     pub client_query_buffer_limit: u64,
     /// LFU counter growth: higher means slower growth.
     #[arg(long = "lfu-log-factor", default_value_t = 10)]
@@ -127,24 +121,6 @@ pub struct Config {
     pub io_threads: usize,
 }
 
-fn de_memory<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Mem {
-        Number(u64),
-        Text(String),
-    }
-    match Mem::deserialize(d)? {
-        Mem::Number(n) => Ok(n),
-        Mem::Text(t) => parse_memory(&t).map_err(serde::de::Error::custom),
-    }
-}
-
-fn de_policy<'de, D: serde::Deserializer<'de>>(d: D) -> Result<EvictionPolicy, D::Error> {
-    let text = String::deserialize(d)?;
-    text.parse().map_err(serde::de::Error::custom)
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config::parse_from(["ringkv-server"])
@@ -152,42 +128,56 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Flags over the TOML file over defaults.
+    /// Flags over the TOML file (`--config`) over defaults; exits on `--help`.
     pub fn load() -> anyhow::Result<Config> {
         use anyhow::Context;
-        use clap::{CommandFactory, FromArgMatches};
-        let matches = Config::command().get_matches();
-        let flags = Config::from_arg_matches(&matches)?;
-        let Some(path) = flags.config.clone() else {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let flags = Config::parse_from(&args);
+        let Some(path) = flags.config else {
             return Ok(flags);
         };
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("reading config file {}", path.display()))?;
-        let mut merged: Config = toml::from_str(&text)
-            .with_context(|| format!("parsing config file {}", path.display()))?;
-        // Re-apply every flag the user typed, so the command line wins over the file.
-        let mut args: Vec<std::ffi::OsString> = vec!["ringkv-server".into()];
-        for id in matches.ids() {
-            if matches.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine) {
-                let raw: Vec<_> = matches
-                    .get_raw(id.as_str())
-                    .map(|v| v.map(|s| s.to_os_string()).collect())
-                    .unwrap_or_default();
-                let flag = Config::command()
-                    .get_arguments()
-                    .find(|a| a.get_id() == id)
-                    .and_then(|a| a.get_long().map(str::to_string));
-                if let Some(flag) = flag {
-                    for value in raw {
-                        args.push(format!("--{flag}").into());
-                        args.push(value);
-                    }
-                }
+        Config::from_toml_and_args(&text, args)
+            .with_context(|| format!("in config file {}", path.display()))
+    }
+
+    /// A configuration from a TOML text whose keys are the long flag names
+    /// (`maxmemory = "100mb"`), overridden by command-line style `args`. File values go
+    /// through the same parsers as flags.
+    pub fn from_toml_and_args<I, T>(toml_text: &str, args: I) -> Result<Config, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let table: toml::Table = toml_text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.to_string()))?;
+        let mut args = args.into_iter().map(Into::into);
+        let mut argv: Vec<std::ffi::OsString> =
+            vec![args.next().unwrap_or_else(|| "ringkv-server".into())];
+        for (key, value) in table {
+            if key == "config" {
+                return Err(ConfigError::Invalid(
+                    "a config file cannot name another one".into(),
+                ));
             }
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
+                other => {
+                    return Err(ConfigError::Invalid(format!(
+                        "{key}: unsupported value {other}"
+                    )));
+                }
+            };
+            argv.push(format!("--{key}").into());
+            argv.push(text.into());
         }
-        merged.update_from(args);
-        merged.config = Some(path);
-        Ok(merged)
+        argv.extend(args);
+        Config::try_parse_from(argv).map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// A configuration from command-line style arguments (the first is the program name).
@@ -289,14 +279,15 @@ mod tests {
     }
 
     #[test]
-    fn the_toml_file_uses_redis_option_names() {
-        let config: Config = toml::from_str(
-            "port = 7000\nmaxmemory = \"100mb\"\nmaxmemory-policy = \"allkeys-lru\"\n",
-        )
-        .unwrap();
+    fn the_toml_file_uses_redis_option_names_and_flags_win() {
+        let text = "port = 7000\nmaxmemory = \"100mb\"\nmaxmemory-policy = \"allkeys-lru\"\n";
+        let config = Config::from_toml_and_args(text, ["ringkv-server"]).unwrap();
         assert_eq!(config.port, 7000);
         assert_eq!(config.maxmemory, 100 * 1024 * 1024);
         assert_eq!(config.maxmemory_policy, EvictionPolicy::AllKeysLru);
-        assert!(toml::from_str::<Config>("bogus = 1").is_err());
+        let config = Config::from_toml_and_args(text, ["ringkv-server", "--port", "7001"]).unwrap();
+        assert_eq!((config.port, config.maxmemory), (7001, 100 * 1024 * 1024));
+        assert!(Config::from_toml_and_args("bogus = 1", ["ringkv-server"]).is_err());
+        assert!(Config::from_toml_and_args("maxmemory = \"lots\"", ["ringkv-server"]).is_err());
     }
 }

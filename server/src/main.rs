@@ -19,10 +19,19 @@ fn main() -> anyhow::Result<()> {
         reload_handle.reload(filter).map_err(|e| e.to_string())
     });
 
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    if config.io_threads > 0 {
-        runtime.worker_threads(config.io_threads);
-    }
+    // Default: one I/O thread per core this process may run on (taskset narrows it).
+    let threads = match config.io_threads {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    // One I/O thread runs on a current-thread runtime: no work-stealing bookkeeping.
+    let mut runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
     let runtime = runtime
         .enable_all()
         .build()
