@@ -682,3 +682,97 @@ async fn redis_benchmark_runs_with_no_error() -> Result<()> {
     assert!(!text.to_ascii_lowercase().contains("error"), "{text}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_client_past_the_query_buffer_limit_is_disconnected() -> Result<()> {
+    let (addr, _node) = start(&["--client-query-buffer-limit", "1mb"]).await?;
+    let mut greedy = TcpStream::connect(addr).await?;
+    // A 4 MB value is within proto-max-bulk-len but not within the query buffer limit.
+    greedy
+        .write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4000000\r\n")
+        .await?;
+    let chunk = vec![b'x'; 64 * 1024];
+    for _ in 0..40 {
+        if greedy.write_all(&chunk).await.is_err() {
+            break;
+        }
+    }
+    assert!(
+        is_closed(&mut greedy).await,
+        "query buffer limit not enforced"
+    );
+    let mut con = client(addr, false).await?;
+    assert!(
+        !con.exists::<_, bool>("k").await?,
+        "a refused value must not be stored"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn idle_clients_are_closed_after_timeout() -> Result<()> {
+    let (addr, _node) = start(&["--timeout", "1"]).await?;
+    let mut idle = TcpStream::connect(addr).await?;
+    raw(&mut idle, b"PING\r\n", b"+PONG\r\n").await?;
+    let started = Instant::now();
+    assert!(is_closed(&mut idle).await);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    Ok(())
+}
+
+#[tokio::test]
+async fn client_commands_name_list_and_kill_connections() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut victim = TcpStream::connect(addr).await?;
+    let (reply, _) = raw(
+        &mut victim,
+        b"CLIENT SETNAME victim\r\nCLIENT ID\r\n",
+        b"\r\n:",
+    )
+    .await?;
+    assert!(reply.starts_with(b"+OK\r\n:"));
+    let id: String = String::from_utf8_lossy(&reply[6..]).trim().to_string();
+    let mut admin = TcpStream::connect(addr).await?;
+    let (reply, _) = raw(&mut admin, b"CLIENT SETNAME \"bad name\"\r\n", b"\r\n").await?;
+    assert!(reply.starts_with(b"-ERR Client names cannot contain spaces"));
+    let (list, _) = raw(&mut admin, b"CLIENT LIST\r\n", b"\n\r\n").await?;
+    let list = String::from_utf8_lossy(&list);
+    assert!(
+        list.contains(&format!("id={id} ")) && list.contains("name=victim"),
+        "{list}"
+    );
+    assert!(list.contains("cmd=client|list"), "{list}");
+    let (reply, _) = raw(
+        &mut admin,
+        format!("CLIENT KILL ID {id}\r\n").as_bytes(),
+        b"\r\n",
+    )
+    .await?;
+    assert_eq!(reply, b":1\r\n");
+    assert!(is_closed(&mut victim).await);
+    let (reply, _) = raw(&mut admin, b"CLIENT KILL 1.2.3.4:5\r\n", b"\r\n").await?;
+    assert_eq!(reply, b"-ERR No such client\r\n");
+    Ok(())
+}
+
+#[tokio::test]
+async fn reset_returns_a_connection_to_its_initial_state() -> Result<()> {
+    let (addr, _node) = start(&["--requirepass", "pw"]).await?;
+    let mut s = TcpStream::connect(addr).await?;
+    let (reply, _) = raw(
+        &mut s,
+        b"HELLO 3 AUTH default pw SETNAME me\r\n",
+        b"modules",
+    )
+    .await?;
+    assert!(reply.starts_with(b"%7\r\n"));
+    raw(&mut s, b"MULTI\r\n", b"+OK\r\n").await?;
+    let (reply, _) = raw(&mut s, b"RESET\r\n", b"+RESET\r\n").await?;
+    assert_eq!(reply, b"+RESET\r\n");
+    // Back to RESP2, out of MULTI, and no longer authenticated.
+    let (reply, _) = raw(&mut s, b"GET k\r\n", b"\r\n").await?;
+    assert_eq!(reply, b"-NOAUTH Authentication required.\r\n");
+    let (reply, _) = raw(&mut s, b"AUTH pw\r\nGET k\r\n", b"$-1\r\n").await?;
+    assert_eq!(reply, b"+OK\r\n$-1\r\n");
+    Ok(())
+}
