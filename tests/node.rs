@@ -543,6 +543,16 @@ async fn command_describes_key_positions_for_cluster_clients() -> Result<()> {
         .query_async(&mut con)
         .await?;
     assert_eq!(keys, vec!["a", "b"]);
+    // COMMAND DOCS carries the argument tree redis-cli builds its hints from.
+    let docs: redis::Value = redis::cmd("COMMAND")
+        .arg("DOCS")
+        .arg("set")
+        .query_async(&mut con)
+        .await?;
+    let text = format!("{docs:?}");
+    for expected in ["summary", "arguments", "KEEPTTL", "optional", "oneof"] {
+        assert!(text.contains(expected), "{expected} missing from {text}");
+    }
     Ok(())
 }
 

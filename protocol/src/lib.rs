@@ -2,11 +2,13 @@
 //! `docs/DESIGN.md` §2), reply encoding for RESP2 and RESP3, and the command table.
 //! Pure code: no sockets, no knowledge of slots or the store.
 
+mod command_syntax;
 mod command_table;
 mod error;
 mod reply;
 mod request;
 
+pub use command_syntax::{ArgDoc, parse_syntax, syntax};
 pub use command_table::{
     COMMANDS, CommandFlags, CommandSpec, KeyPositions, lookup_command, lookup_subcommand,
 };

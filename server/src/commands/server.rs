@@ -4,7 +4,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::Ordering::Relaxed;
 
 use ringkv_protocol::{
-    Args, COMMANDS, CommandSpec, ReplyWriter, lookup_command, lookup_subcommand,
+    ArgDoc, Args, COMMANDS, CommandSpec, ReplyWriter, lookup_command, lookup_subcommand,
+    parse_syntax, syntax,
 };
 use ringkv_store::{EvictionPolicy, glob_match};
 
@@ -528,9 +529,49 @@ fn write_command_info(out: &mut ReplyWriter<'_>, spec: &CommandSpec) {
     }
 }
 
+fn write_arg_doc(out: &mut ReplyWriter<'_>, arg: &ArgDoc) {
+    let flags: Vec<&str> = [(arg.optional, "optional"), (arg.multiple, "multiple")]
+        .into_iter()
+        .filter_map(|(set, name)| set.then_some(name))
+        .collect();
+    let fields = 2
+        + arg.token.is_some() as usize
+        + (arg.kind == "key") as usize
+        + !flags.is_empty() as usize
+        + !arg.children.is_empty() as usize;
+    out.map(fields);
+    out.bulk(b"name");
+    out.bulk(arg.name.as_bytes());
+    out.bulk(b"type");
+    out.bulk(arg.kind.as_bytes());
+    if arg.kind == "key" {
+        out.bulk(b"key_spec_index");
+        out.int(0);
+    }
+    if let Some(token) = &arg.token {
+        out.bulk(b"token");
+        out.bulk(token.as_bytes());
+    }
+    if !flags.is_empty() {
+        out.bulk(b"flags");
+        out.set(flags.len());
+        for flag in flags {
+            out.simple(flag);
+        }
+    }
+    if !arg.children.is_empty() {
+        out.bulk(b"arguments");
+        out.array(arg.children.len());
+        for child in &arg.children {
+            write_arg_doc(out, child);
+        }
+    }
+}
+
 fn write_command_docs(out: &mut ReplyWriter<'_>, spec: &CommandSpec) {
     out.bulk(spec.name.as_bytes());
-    let fields = if spec.subcommands.is_empty() { 4 } else { 5 };
+    let arguments = parse_syntax(syntax(spec.name));
+    let fields = 4 + !spec.subcommands.is_empty() as usize + !arguments.is_empty() as usize;
     out.map(fields);
     out.bulk(b"summary");
     out.bulk(spec.summary.as_bytes());
@@ -540,6 +581,13 @@ fn write_command_docs(out: &mut ReplyWriter<'_>, spec: &CommandSpec) {
     out.bulk(spec.group.as_bytes());
     out.bulk(b"complexity");
     out.bulk(spec.complexity.as_bytes());
+    if !arguments.is_empty() {
+        out.bulk(b"arguments");
+        out.array(arguments.len());
+        for arg in &arguments {
+            write_arg_doc(out, arg);
+        }
+    }
     if !spec.subcommands.is_empty() {
         out.bulk(b"subcommands");
         out.map(spec.subcommands.len());
