@@ -786,3 +786,146 @@ async fn reset_returns_a_connection_to_its_initial_state() -> Result<()> {
     assert_eq!(reply, b"+OK\r\n$-1\r\n");
     Ok(())
 }
+
+/// Command semantics, one step at a time, with the exact reply Redis 7 gives.
+#[tokio::test]
+async fn commands_reply_exactly_as_redis_does() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut s = TcpStream::connect(addr).await?;
+    let steps: &[(&str, &str)] = &[
+        // strings
+        ("SET k hello", "+OK\r\n"),
+        ("SET k world NX", "$-1\r\n"),
+        ("SET k world XX GET", "$5\r\nhello\r\n"),
+        ("SET fresh v XX", "$-1\r\n"),
+        ("APPEND k !!", ":7\r\n"),
+        ("GETRANGE k 0 -3", "$5\r\nworld\r\n"),
+        ("GETRANGE k -100 100", "$7\r\nworld!!\r\n"),
+        ("SETRANGE k 10 xy", ":12\r\n"),
+        ("GET k", "$12\r\nworld!!\0\0\0xy\r\n"),
+        ("SETRANGE k -1 x", "-ERR offset is out of range\r\n"),
+        ("STRLEN k", ":12\r\n"),
+        ("STRLEN nothing", ":0\r\n"),
+        ("SETNX k other", ":0\r\n"),
+        ("GETSET k new", "$12\r\nworld!!\0\0\0xy\r\n"),
+        ("GETDEL k", "$3\r\nnew\r\n"),
+        ("GETDEL k", "$-1\r\n"),
+        ("MSET a 1 b 2", "+OK\r\n"),
+        ("MSETNX b 9 c 3", ":0\r\n"),
+        ("MGET a b c", "*3\r\n$1\r\n1\r\n$1\r\n2\r\n$-1\r\n"),
+        (
+            "MSET a",
+            "-ERR wrong number of arguments for 'mset' command\r\n",
+        ),
+        ("INCRBYFLOAT a 0.5", "$3\r\n1.5\r\n"),
+        (
+            "DECRBY b -9223372036854775808",
+            "-ERR decrement would overflow\r\n",
+        ),
+        (
+            "INCRBYFLOAT a inf",
+            "-ERR increment would produce NaN or Infinity\r\n",
+        ),
+        // keys and TTLs
+        ("EXISTS a a nothing b", ":3\r\n"),
+        ("TOUCH a nothing", ":1\r\n"),
+        ("UNLINK a nothing", ":1\r\n"),
+        ("SET t v", "+OK\r\n"),
+        ("EXPIRE t 100 XX", ":0\r\n"),
+        ("EXPIRE t 100 NX", ":1\r\n"),
+        ("EXPIRE t 50 GT", ":0\r\n"),
+        ("EXPIRE t 50 LT", ":1\r\n"),
+        ("TTL t", ":50\r\n"),
+        (
+            "EXPIRE t 10 NX XX",
+            "-ERR NX and XX, GT or LT options at the same time are not compatible\r\n",
+        ),
+        ("PERSIST t", ":1\r\n"),
+        ("PERSIST t", ":0\r\n"),
+        ("TTL t", ":-1\r\n"),
+        ("PEXPIREAT t 1", ":1\r\n"),
+        ("EXISTS t", ":0\r\n"),
+        ("SET g v", "+OK\r\n"),
+        ("GETEX g PX 5000", "$1\r\nv\r\n"),
+        ("GETEX g PERSIST", "$1\r\nv\r\n"),
+        ("PTTL g", ":-1\r\n"),
+        (
+            "GETEX g EX 0",
+            "-ERR invalid expire time in 'getex' command\r\n",
+        ),
+        ("EXPIRETIME nothing", ":-2\r\n"),
+        ("RENAME g h", "+OK\r\n"),
+        ("SET x 1", "+OK\r\n"),
+        ("RENAMENX h x", ":0\r\n"),
+        ("COPY h x", ":0\r\n"),
+        ("COPY h x REPLACE", ":1\r\n"),
+        ("GET x", "$1\r\nv\r\n"),
+        ("TYPE x", "+string\r\n"),
+        ("TYPE nothing", "+none\r\n"),
+        ("OBJECT ENCODING x", "$6\r\nembstr\r\n"),
+        (
+            "OBJECT FREQ x",
+            "-ERR An LFU maxmemory policy is not selected, access frequency not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.\r\n",
+        ),
+        ("OBJECT ENCODING nothing", "$-1\r\n"),
+        // hashes
+        ("HSET h2 a 1 b 2", ":2\r\n"),
+        ("HSET h2 a 10 c 3", ":1\r\n"),
+        ("HSETNX h2 a 5", ":0\r\n"),
+        ("HMGET h2 a nope c", "*3\r\n$2\r\n10\r\n$-1\r\n$1\r\n3\r\n"),
+        ("HINCRBY h2 a 5", ":15\r\n"),
+        ("HINCRBYFLOAT h2 c 0.25", "$4\r\n3.25\r\n"),
+        ("HINCRBY h2 c 1", "-ERR hash value is not an integer\r\n"),
+        ("HSTRLEN h2 c", ":4\r\n"),
+        ("HEXISTS h2 b", ":1\r\n"),
+        ("HDEL h2 a b c nope", ":3\r\n"),
+        ("EXISTS h2", ":0\r\n"),
+        ("HSET h3 only 1", ":1\r\n"),
+        ("HRANDFIELD h3", "$4\r\nonly\r\n"),
+        ("HRANDFIELD h3 -2", "*2\r\n$4\r\nonly\r\n$4\r\nonly\r\n"),
+        (
+            "HRANDFIELD h3 5 WITHVALUES",
+            "*2\r\n$4\r\nonly\r\n$1\r\n1\r\n",
+        ),
+        ("HRANDFIELD nothing 3", "*0\r\n"),
+        (
+            "HSCAN h3 0",
+            "*2\r\n$1\r\n0\r\n*2\r\n$4\r\nonly\r\n$1\r\n1\r\n",
+        ),
+        (
+            "HSCAN h3 0 NOVALUES",
+            "*2\r\n$1\r\n0\r\n*1\r\n$4\r\nonly\r\n",
+        ),
+        (
+            "HGET x f",
+            "-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        ),
+        (
+            "HSET h3 odd",
+            "-ERR wrong number of arguments for 'hset' command\r\n",
+        ),
+        // server
+        ("FLUSHALL ASYNC", "+OK\r\n"),
+        ("DBSIZE", ":0\r\n"),
+        ("RANDOMKEY", "$-1\r\n"),
+        ("SCAN 0 COUNT 0", "-ERR syntax error\r\n"),
+        ("SCAN abc", "-ERR invalid cursor\r\n"),
+        ("ECHO \"a\\x00b\"", "$3\r\na\0b\r\n"),
+        ("PING hi", "$2\r\nhi\r\n"),
+        (
+            "PING a b",
+            "-ERR wrong number of arguments for 'ping' command\r\n",
+        ),
+    ];
+    for (command, expected) in steps {
+        let request = format!("{command}\r\n");
+        let (reply, closed) = raw(&mut s, request.as_bytes(), expected.as_bytes()).await?;
+        assert_eq!(
+            String::from_utf8_lossy(&reply),
+            *expected,
+            "after {command}"
+        );
+        assert!(!closed, "closed after {command}");
+    }
+    Ok(())
+}

@@ -6,37 +6,35 @@ use ringkv_store::{StoreError, glob_match};
 use super::{CmdError, CmdResult, help, int_arg, is, lossy};
 use crate::dispatch::Ctx;
 
-/// DEL / UNLINK key [key ...]
-pub fn del(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let removed = args
+/// Replies with how many of the keys (arguments 1..) `op` reports true for.
+fn count_keys(
+    ctx: &mut Ctx<'_, '_>,
+    args: Args<'_>,
+    op: fn(&ringkv_store::Store, &[u8], u64) -> bool,
+) -> CmdResult {
+    let store = &ctx.node.store;
+    let count = args
         .iter()
         .skip(1)
-        .filter(|key| ctx.node.store.remove(key, ctx.now))
+        .filter(|key| op(store, key, ctx.now))
         .count();
-    ctx.out.int(removed as i64);
+    ctx.out.int(count as i64);
     Ok(())
+}
+
+/// DEL / UNLINK key [key ...]
+pub fn del(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    count_keys(ctx, args, ringkv_store::Store::remove)
 }
 
 /// EXISTS key [key ...]: a key named twice counts twice.
 pub fn exists(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let found = args
-        .iter()
-        .skip(1)
-        .filter(|key| ctx.node.store.contains(key, ctx.now))
-        .count();
-    ctx.out.int(found as i64);
-    Ok(())
+    count_keys(ctx, args, ringkv_store::Store::contains)
 }
 
 /// TOUCH key [key ...]
 pub fn touch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let found = args
-        .iter()
-        .skip(1)
-        .filter(|key| ctx.node.store.touch(key, ctx.now))
-        .count();
-    ctx.out.int(found as i64);
-    Ok(())
+    count_keys(ctx, args, ringkv_store::Store::touch)
 }
 
 /// TYPE key
