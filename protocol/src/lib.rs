@@ -6,6 +6,7 @@ mod command_syntax;
 mod command_table;
 mod error;
 mod reply;
+mod reply_scan;
 mod request;
 
 pub use command_syntax::{ArgDoc, parse_syntax, syntax};
@@ -14,4 +15,5 @@ pub use command_table::{
 };
 pub use error::ProtocolError;
 pub use reply::{Protocol, ReplyWriter, format_double};
+pub use reply_scan::{ScannedReply, scan_reply};
 pub use request::{Args, Batch, Limits, Parsed, RequestParser, parse_i64};
