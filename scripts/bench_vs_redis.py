@@ -126,6 +126,18 @@ def matrix():
     return cases, results
 
 
+def settle(pid, limit=20.0):
+    """Waits until resident memory stops changing: allocators return freed pages after a
+    delay (jemalloc's dirty-page decay is 10 s), for both servers alike."""
+    deadline, last = time.time() + limit, rss_bytes(pid)
+    while time.time() < deadline:
+        time.sleep(2)
+        now = rss_bytes(pid)
+        if abs(now - last) < 0.002 * last:
+            return
+        last = now
+
+
 def memory():
     rows = []
     keys = 100_000 if QUICK else 1_000_000
@@ -138,7 +150,7 @@ def memory():
                 rss0, used0 = rss_bytes(server.proc.pid), server.info("used_memory")
                 subprocess.run([str(BENCH), "bench", "-p", str(server.port), "--fill", "-c", "8", "-P", "64",
                                 "--json", *fill], check=True, capture_output=True)
-                time.sleep(0.5)
+                settle(server.proc.pid)
                 count = keys if what == "strings" else hashes
                 rows.append({"server": name, "what": what, "count": count,
                              "rss_per_key": (rss_bytes(server.proc.pid) - rss0) / count,
@@ -184,6 +196,11 @@ def cpu_model():
 def main():
     subprocess.run(["cargo", "build", "--release", "--bin", "ringkv-server", "--bin", "ringkv"], cwd=ROOT, check=True)
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True, text=True).stdout.split()[2].removeprefix("v=")
+    only = os.environ.get("ONLY")
+    if only == "memory":
+        for row in memory():
+            print(row)
+        return
     cases, results = matrix()
     mem = memory()
     hits = hit_ratio(mem)

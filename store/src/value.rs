@@ -27,7 +27,7 @@ impl Value {
             Value::Str(s) if s.len() <= 20 && ringkv_int(s) => "int",
             Value::Str(s) if s.len() <= 44 => "embstr",
             Value::Str(_) => "raw",
-            Value::Hash(h) if h.len() <= 128 && h.max_item_len <= 64 => "listpack",
+            Value::Hash(h) if h.is_compact() => "listpack",
             Value::Hash(_) => "hashtable",
         }
     }
@@ -56,36 +56,84 @@ fn ringkv_int(s: &[u8]) -> bool {
             .is_some()
 }
 
-/// The bytes an allocation of `n` bytes really takes (glibc malloc: 16-byte chunks with an
-/// 8-byte header, 32 bytes at least).
+/// The bytes an allocation of `n` bytes really takes under jemalloc (the node's allocator):
+/// 8, then 16-byte steps to 128, then four size classes per doubling.
 pub fn alloc_size(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        ((n + 8 + 15) & !15).max(32)
+    match n {
+        0 => 0,
+        1..=8 => 8,
+        9..=128 => (n + 15) & !15,
+        _ => {
+            let spacing = n.next_power_of_two() / 8;
+            n.div_ceil(spacing) * spacing
+        }
     }
 }
 
-/// Bytes one hash field costs besides its name and value allocations.
+/// Bytes one hash field costs in the table form besides its name and value allocations.
 const FIELD_OVERHEAD: usize = 8 + 2 * std::mem::size_of::<Box<[u8]>>() + 10;
 
-/// A hash value: fields in an index map (O(1) random access for HRANDFIELD) with its
-/// memory cost kept up to date.
-#[derive(Debug, Clone, Default)]
+/// Small hashes stay compact (Redis's `hash-max-listpack-entries` / `-value` defaults).
+const COMPACT_MAX_FIELDS: usize = 128;
+const COMPACT_MAX_ITEM: usize = 64;
+
+type FieldMap = IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
+
+#[derive(Debug, Clone)]
+enum Repr {
+    /// `[len][field][len][value]…` with one-byte lengths, in insertion order: one
+    /// allocation for the whole hash, scanned linearly (at most 128 fields of 64 bytes).
+    Compact { data: Vec<u8>, count: usize },
+    /// An index map (O(1) random access for HRANDFIELD).
+    Table(Box<FieldMap>),
+}
+
+/// A hash value, compact while small, with its memory cost kept up to date.
+#[derive(Debug, Clone)]
 pub struct HashValue {
-    fields: IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>,
+    repr: Repr,
     bytes: usize,
-    max_item_len: usize,
+}
+
+impl Default for HashValue {
+    fn default() -> Self {
+        HashValue {
+            repr: Repr::Compact {
+                data: Vec::new(),
+                count: 0,
+            },
+            bytes: 0,
+        }
+    }
 }
 
 impl PartialEq for HashValue {
     fn eq(&self, other: &Self) -> bool {
-        self.fields.len() == other.fields.len()
-            && self
-                .fields
-                .iter()
-                .all(|(k, v)| other.fields.get(k) == Some(v))
+        self.len() == other.len() && self.iter().all(|(k, v)| other.get(k) == Some(v))
     }
+}
+
+/// Walks a compact buffer: (field, value, start offset, end offset).
+fn compact_entries(data: &[u8]) -> impl Iterator<Item = (&[u8], &[u8], usize, usize)> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos >= data.len() {
+            return None;
+        }
+        let start = pos;
+        let flen = data[pos] as usize;
+        let field = &data[pos + 1..pos + 1 + flen];
+        pos += 1 + flen;
+        let vlen = data[pos] as usize;
+        let value = &data[pos + 1..pos + 1 + vlen];
+        pos += 1 + vlen;
+        Some((field, value, start, pos))
+    })
+}
+
+fn scan_hasher() -> &'static foldhash::fast::FixedState {
+    static HASHER: std::sync::OnceLock<foldhash::fast::FixedState> = std::sync::OnceLock::new();
+    HASHER.get_or_init(|| foldhash::fast::FixedState::with_seed(rand::random()))
 }
 
 impl HashValue {
@@ -96,23 +144,67 @@ impl HashValue {
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        self.fields.len()
+        match &self.repr {
+            Repr::Compact { count, .. } => *count,
+            Repr::Table(map) => map.len(),
+        }
     }
 
     /// True when the hash has no field (such a hash is never stored).
     pub fn is_empty(&self) -> bool {
-        self.fields.is_empty()
+        self.len() == 0
+    }
+
+    /// True while the compact (listpack-like) form is used.
+    pub fn is_compact(&self) -> bool {
+        matches!(self.repr, Repr::Compact { .. })
     }
 
     /// The value of a field.
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        self.fields.get(field).map(|v| &**v)
+        match &self.repr {
+            Repr::Compact { data, .. } => compact_entries(data)
+                .find(|(f, ..)| *f == field)
+                .map(|(_, v, ..)| v),
+            Repr::Table(map) => map.get(field).map(|v| &**v),
+        }
     }
 
     /// Sets a field; true when the field is new.
     pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
-        self.max_item_len = self.max_item_len.max(field.len()).max(value.len());
-        match self.fields.get_mut(field) {
+        if let Repr::Compact { data, count } = &mut self.repr {
+            let existing = compact_entries(data)
+                .find(|(f, ..)| *f == field)
+                .map(|(.., s, e)| (s, e));
+            let fits = field.len() <= COMPACT_MAX_ITEM && value.len() <= COMPACT_MAX_ITEM;
+            let room = existing.is_some() || *count < COMPACT_MAX_FIELDS;
+            if fits && room {
+                let mut entry = Vec::with_capacity(2 + field.len() + value.len());
+                entry.push(field.len() as u8);
+                entry.extend_from_slice(field);
+                entry.push(value.len() as u8);
+                entry.extend_from_slice(value);
+                let is_new = match existing {
+                    Some((start, end)) => {
+                        data.splice(start..end, entry);
+                        false
+                    }
+                    None => {
+                        data.reserve_exact(entry.len());
+                        data.extend_from_slice(&entry);
+                        *count += 1;
+                        true
+                    }
+                };
+                self.bytes = alloc_size(data.capacity());
+                return is_new;
+            }
+            self.convert_to_table();
+        }
+        let Repr::Table(map) = &mut self.repr else {
+            unreachable!("converted above");
+        };
+        match map.get_mut(field) {
             Some(old) => {
                 self.bytes = self.bytes - alloc_size(old.len()) + alloc_size(value.len());
                 *old = value.into();
@@ -120,43 +212,101 @@ impl HashValue {
             }
             None => {
                 self.bytes += FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(value.len());
-                self.fields.insert(field.into(), value.into());
+                map.insert(field.into(), value.into());
                 true
             }
         }
+    }
+
+    fn convert_to_table(&mut self) {
+        let mut map = FieldMap::default();
+        let mut bytes = alloc_size(std::mem::size_of::<FieldMap>());
+        for (field, value) in self.iter() {
+            bytes += FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(value.len());
+            map.insert(field.into(), value.into());
+        }
+        self.repr = Repr::Table(Box::new(map));
+        self.bytes = bytes;
     }
 
     /// Removes a field; true when it existed.
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match self.fields.swap_remove(field) {
-            Some(old) => {
-                self.bytes -= FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(old.len());
+        match &mut self.repr {
+            Repr::Compact { data, count } => {
+                let Some((start, end)) = compact_entries(data)
+                    .find(|(f, ..)| *f == field)
+                    .map(|(.., s, e)| (s, e))
+                else {
+                    return false;
+                };
+                data.drain(start..end);
+                *count -= 1;
+                if *count == 0 {
+                    *data = Vec::new();
+                }
+                self.bytes = alloc_size(data.capacity());
                 true
             }
-            None => false,
+            Repr::Table(map) => match map.swap_remove(field) {
+                Some(old) => {
+                    self.bytes -= FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(old.len());
+                    if map.is_empty() {
+                        self.bytes = 0;
+                    }
+                    true
+                }
+                None => false,
+            },
         }
     }
 
     /// Fields and values in storage order.
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&[u8], &[u8])> {
-        self.fields.iter().map(|(k, v)| (&**k, &**v))
+    pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
+        match &self.repr {
+            Repr::Compact { data, .. } => Box::new(compact_entries(data).map(|(f, v, ..)| (f, v))),
+            Repr::Table(map) => Box::new(map.iter().map(|(k, v)| (&**k, &**v))),
+        }
     }
 
     /// The field/value pair at a storage index (for random sampling).
     pub fn get_index(&self, index: usize) -> Option<(&[u8], &[u8])> {
-        self.fields.get_index(index).map(|(k, v)| (&**k, &**v))
+        match &self.repr {
+            Repr::Compact { data, .. } => compact_entries(data).nth(index).map(|(f, v, ..)| (f, v)),
+            Repr::Table(map) => map.get_index(index).map(|(k, v)| (&**k, &**v)),
+        }
     }
 
-    /// A hash of `field` that stays fixed for this hash's lifetime (orders HSCAN).
+    /// A hash of `field` that stays fixed for the process's lifetime, whatever the form
+    /// (orders HSCAN, so a conversion mid-scan cannot reorder fields).
     pub fn scan_hash(&self, field: &[u8]) -> u64 {
         use std::hash::BuildHasher;
-        self.fields.hasher().hash_one(field)
+        scan_hasher().hash_one(field)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_hashes_stay_compact_and_grow_into_tables_without_losing_fields() {
+        let mut h = HashValue::new();
+        for i in 0..COMPACT_MAX_FIELDS {
+            assert!(h.insert(format!("f{i}").as_bytes(), b"v"));
+        }
+        assert!(h.is_compact());
+        assert!(!h.insert(b"f3", b"changed"));
+        assert_eq!(h.get(b"f3"), Some(&b"changed"[..]));
+        assert!(h.insert(b"one-more", b"v"));
+        assert!(!h.is_compact());
+        assert_eq!(h.len(), COMPACT_MAX_FIELDS + 1);
+        assert_eq!(h.get(b"f3"), Some(&b"changed"[..]));
+        let mut long = HashValue::new();
+        long.insert(b"f", &[1u8; 65]);
+        assert!(!long.is_compact());
+        assert!(long.remove(b"f"));
+        assert_eq!(long.bytes, 0);
+    }
 
     #[test]
     fn hash_accounting_returns_to_zero_when_emptied() {
@@ -169,6 +319,17 @@ mod tests {
         assert!(h.remove(b"b"));
         assert!(!h.remove(b"b"));
         assert_eq!(h.bytes, 0);
+    }
+
+    #[test]
+    fn allocation_sizes_follow_jemalloc_classes() {
+        let classes: Vec<usize> = [1, 8, 9, 16, 17, 64, 65, 128, 129, 160, 161, 4000]
+            .map(alloc_size)
+            .to_vec();
+        assert_eq!(
+            classes,
+            vec![8, 8, 16, 16, 32, 64, 80, 128, 160, 160, 192, 4096]
+        );
     }
 
     #[test]
