@@ -5,6 +5,7 @@
 mod error;
 mod eviction;
 mod glob;
+mod key_map;
 mod scan;
 mod store;
 mod value;

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-use indexmap::IndexMap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -17,12 +16,12 @@ use crate::scan::scan_window;
 use crate::value::{Value, alloc_size};
 use crate::{StoreError, glob_match};
 
-type KeyMap = IndexMap<Box<[u8]>, Entry, foldhash::fast::RandomState>;
+type KeyMap = crate::key_map::KeyMap<Entry>;
 
 /// Bytes an entry costs besides its key and value allocations: the map bucket (hash, key
-/// pointer, entry) and its index slot with control byte and load-factor slack.
+/// pointer, entry) and its 5-byte index slot with load-factor slack.
 const ENTRY_OVERHEAD: usize =
-    8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 10;
+    8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 6;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -146,7 +145,7 @@ impl Shard {
             access: now as u32,
             lfu: LfuCounter::new(minutes(now)),
         };
-        self.map.insert_full(key.into(), entry).0
+        self.map.insert_full(key, entry)
     }
 
     fn set_deadline(&mut self, index: usize, expires_at: u64) {
@@ -697,7 +696,7 @@ impl Store {
         // Mostly empty keyspace: fall back to a walk so a lone key is still found.
         (0..self.shards.len()).find_map(|i| {
             self.with_shard(i, |shard| {
-                let keys: Vec<Box<[u8]>> = shard.map.keys().cloned().collect();
+                let keys: Vec<Box<[u8]>> = shard.map.keys().map(Box::from).collect();
                 keys.into_iter()
                     .find(|k| shard.find(k, now).is_some())
                     .map(|k| k.to_vec())
@@ -993,7 +992,7 @@ impl Store {
                         pool.offer(Candidate {
                             score: Self::score(policy, entry, now, decay),
                             shard: index,
-                            key: key.clone(),
+                            key: key.into(),
                         });
                     }
                     Some(false)

@@ -36,7 +36,7 @@ impl Value {
     pub fn heap_bytes(&self) -> usize {
         match self {
             Value::Str(s) => alloc_size(s.capacity()),
-            Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes,
+            Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes(),
         }
     }
 }
@@ -79,31 +79,26 @@ const COMPACT_MAX_ITEM: usize = 64;
 
 type FieldMap = IndexMap<Box<[u8]>, Box<[u8]>, foldhash::fast::RandomState>;
 
+/// A hash value, compact while small, with its memory cost kept up to date. A newtype
+/// over a private enum: 32 bytes, and its invariants stay inside this module.
+#[derive(Debug, Clone)]
+pub struct HashValue(Repr);
+
 #[derive(Debug, Clone)]
 enum Repr {
     /// `[len][field][len][value]…` with one-byte lengths, in insertion order: one
     /// allocation for the whole hash, scanned linearly (at most 128 fields of 64 bytes).
-    Compact { data: Vec<u8>, count: usize },
-    /// An index map (O(1) random access for HRANDFIELD).
-    Table(Box<FieldMap>),
-}
-
-/// A hash value, compact while small, with its memory cost kept up to date.
-#[derive(Debug, Clone)]
-pub struct HashValue {
-    repr: Repr,
-    bytes: usize,
+    Compact { data: Vec<u8>, count: u32 },
+    /// An index map (O(1) random access for HRANDFIELD) and its accounted bytes.
+    Table { map: Box<FieldMap>, bytes: usize },
 }
 
 impl Default for HashValue {
     fn default() -> Self {
-        HashValue {
-            repr: Repr::Compact {
-                data: Vec::new(),
-                count: 0,
-            },
-            bytes: 0,
-        }
+        HashValue(Repr::Compact {
+            data: Vec::new(),
+            count: 0,
+        })
     }
 }
 
@@ -144,9 +139,17 @@ impl HashValue {
 
     /// Number of fields.
     pub fn len(&self) -> usize {
-        match &self.repr {
-            Repr::Compact { count, .. } => *count,
-            Repr::Table(map) => map.len(),
+        match &self.0 {
+            Repr::Compact { count, .. } => *count as usize,
+            Repr::Table { map, .. } => map.len(),
+        }
+    }
+
+    /// Accounted heap bytes of the fields (the boxed value itself excluded).
+    pub fn bytes(&self) -> usize {
+        match &self.0 {
+            Repr::Compact { data, .. } => alloc_size(data.capacity()),
+            Repr::Table { bytes, .. } => *bytes,
         }
     }
 
@@ -157,27 +160,27 @@ impl HashValue {
 
     /// True while the compact (listpack-like) form is used.
     pub fn is_compact(&self) -> bool {
-        matches!(self.repr, Repr::Compact { .. })
+        matches!(self.0, Repr::Compact { .. })
     }
 
     /// The value of a field.
     pub fn get(&self, field: &[u8]) -> Option<&[u8]> {
-        match &self.repr {
+        match &self.0 {
             Repr::Compact { data, .. } => compact_entries(data)
                 .find(|(f, ..)| *f == field)
                 .map(|(_, v, ..)| v),
-            Repr::Table(map) => map.get(field).map(|v| &**v),
+            Repr::Table { map, .. } => map.get(field).map(|v| &**v),
         }
     }
 
     /// Sets a field; true when the field is new.
     pub fn insert(&mut self, field: &[u8], value: &[u8]) -> bool {
-        if let Repr::Compact { data, count } = &mut self.repr {
+        if let Repr::Compact { data, count } = &mut self.0 {
             let existing = compact_entries(data)
                 .find(|(f, ..)| *f == field)
                 .map(|(.., s, e)| (s, e));
             let fits = field.len() <= COMPACT_MAX_ITEM && value.len() <= COMPACT_MAX_ITEM;
-            let room = existing.is_some() || *count < COMPACT_MAX_FIELDS;
+            let room = existing.is_some() || (*count as usize) < COMPACT_MAX_FIELDS;
             if fits && room {
                 let mut entry = Vec::with_capacity(2 + field.len() + value.len());
                 entry.push(field.len() as u8);
@@ -196,22 +199,21 @@ impl HashValue {
                         true
                     }
                 };
-                self.bytes = alloc_size(data.capacity());
                 return is_new;
             }
             self.convert_to_table();
         }
-        let Repr::Table(map) = &mut self.repr else {
+        let Repr::Table { map, bytes } = &mut self.0 else {
             unreachable!("converted above");
         };
         match map.get_mut(field) {
             Some(old) => {
-                self.bytes = self.bytes - alloc_size(old.len()) + alloc_size(value.len());
+                *bytes = *bytes - alloc_size(old.len()) + alloc_size(value.len());
                 *old = value.into();
                 false
             }
             None => {
-                self.bytes += FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(value.len());
+                *bytes += FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(value.len());
                 map.insert(field.into(), value.into());
                 true
             }
@@ -225,13 +227,15 @@ impl HashValue {
             bytes += FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(value.len());
             map.insert(field.into(), value.into());
         }
-        self.repr = Repr::Table(Box::new(map));
-        self.bytes = bytes;
+        self.0 = Repr::Table {
+            map: Box::new(map),
+            bytes,
+        };
     }
 
     /// Removes a field; true when it existed.
     pub fn remove(&mut self, field: &[u8]) -> bool {
-        match &mut self.repr {
+        match &mut self.0 {
             Repr::Compact { data, count } => {
                 let Some((start, end)) = compact_entries(data)
                     .find(|(f, ..)| *f == field)
@@ -244,14 +248,13 @@ impl HashValue {
                 if *count == 0 {
                     *data = Vec::new();
                 }
-                self.bytes = alloc_size(data.capacity());
                 true
             }
-            Repr::Table(map) => match map.swap_remove(field) {
+            Repr::Table { map, bytes } => match map.swap_remove(field) {
                 Some(old) => {
-                    self.bytes -= FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(old.len());
+                    *bytes -= FIELD_OVERHEAD + alloc_size(field.len()) + alloc_size(old.len());
                     if map.is_empty() {
-                        self.bytes = 0;
+                        *bytes = 0;
                     }
                     true
                 }
@@ -262,17 +265,17 @@ impl HashValue {
 
     /// Fields and values in storage order.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&[u8], &[u8])> + '_> {
-        match &self.repr {
+        match &self.0 {
             Repr::Compact { data, .. } => Box::new(compact_entries(data).map(|(f, v, ..)| (f, v))),
-            Repr::Table(map) => Box::new(map.iter().map(|(k, v)| (&**k, &**v))),
+            Repr::Table { map, .. } => Box::new(map.iter().map(|(k, v)| (&**k, &**v))),
         }
     }
 
     /// The field/value pair at a storage index (for random sampling).
     pub fn get_index(&self, index: usize) -> Option<(&[u8], &[u8])> {
-        match &self.repr {
+        match &self.0 {
             Repr::Compact { data, .. } => compact_entries(data).nth(index).map(|(f, v, ..)| (f, v)),
-            Repr::Table(map) => map.get_index(index).map(|(k, v)| (&**k, &**v)),
+            Repr::Table { map, .. } => map.get_index(index).map(|(k, v)| (&**k, &**v)),
         }
     }
 
@@ -305,7 +308,7 @@ mod tests {
         long.insert(b"f", &[1u8; 65]);
         assert!(!long.is_compact());
         assert!(long.remove(b"f"));
-        assert_eq!(long.bytes, 0);
+        assert_eq!(long.bytes(), 0);
     }
 
     #[test]
@@ -314,11 +317,11 @@ mod tests {
         h.insert(b"a", b"1");
         h.insert(b"b", &[7u8; 100]);
         h.insert(b"a", &[1u8; 50]);
-        assert!(h.bytes > 0);
+        assert!(h.bytes() > 0);
         assert!(h.remove(b"a"));
         assert!(h.remove(b"b"));
         assert!(!h.remove(b"b"));
-        assert_eq!(h.bytes, 0);
+        assert_eq!(h.bytes(), 0);
     }
 
     #[test]
