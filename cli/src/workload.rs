@@ -3,6 +3,7 @@
 
 use rand::Rng;
 use rand_distr::{Distribution, Zipf};
+use ringkv_protocol::{Protocol, ReplyWriter};
 
 /// A benchmark test, as `-t` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,22 +113,13 @@ pub fn key_name(prefix: &str, i: u64, out: &mut Vec<u8>) {
     out.extend_from_slice(digits.as_bytes());
 }
 
+// A request is an array of bulk strings: exactly what the reply writer's RESP2 output is.
 fn array_header(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    out.extend_from_slice(itoa_buf(n as u64).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    ReplyWriter::new(out, Protocol::Resp2).array(n);
 }
 
 fn bulk(out: &mut Vec<u8>, data: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(itoa_buf(data.len() as u64).as_bytes());
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
-fn itoa_buf(n: u64) -> String {
-    n.to_string()
+    ReplyWriter::new(out, Protocol::Resp2).bulk(data);
 }
 
 fn bulk_key(out: &mut Vec<u8>, prefix: &str, i: u64) {
