@@ -477,7 +477,7 @@ async fn scan_returns_every_key_present_for_the_whole_scan() -> Result<()> {
 
 #[tokio::test]
 async fn a_client_that_stops_reading_stalls_only_itself() -> Result<()> {
-    let (addr, _node) = start(&[]).await?;
+    let (addr, node) = start(&[]).await?;
     let mut con = client(addr, false).await?;
     let _: () = con.set("big", vec![b'b'; 1 << 20]).await?;
     // Ask for 2 GB of replies and never read them.
@@ -492,7 +492,18 @@ async fn a_client_that_stops_reading_stalls_only_itself() -> Result<()> {
         started.elapsed() < Duration::from_secs(2),
         "other clients were held up"
     );
+    // A dead peer: the node, blocked writing replies to it, notices and forgets it.
     drop(greedy);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.clients.len() > 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        node.clients.len(),
+        1,
+        "the dead client was never cleaned up"
+    );
+    let _: String = redis::cmd("PING").query_async(&mut con).await?;
     Ok(())
 }
 
@@ -911,6 +922,14 @@ async fn commands_reply_exactly_as_redis_does() -> Result<()> {
         ("SCAN 0 COUNT 0", "-ERR syntax error\r\n"),
         ("SCAN abc", "-ERR invalid cursor\r\n"),
         ("ECHO \"a\\x00b\"", "$3\r\na\0b\r\n"),
+        (
+            "COMMAND NOPE",
+            "-ERR unknown subcommand 'NOPE'. Try COMMAND HELP.\r\n",
+        ),
+        (
+            "COMMAND COUNT extra",
+            "-ERR wrong number of arguments for 'command|count' command\r\n",
+        ),
         ("PING hi", "$2\r\nhi\r\n"),
         (
             "PING a b",

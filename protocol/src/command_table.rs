@@ -131,11 +131,6 @@ impl CommandSpec {
         }
     }
 
-    /// The name as users type it in errors (`config|get`).
-    pub fn full_name(&self) -> &'static str {
-        self.name
-    }
-
     /// Redis ACL categories implied by the group and flags, for `COMMAND`.
     pub fn acl_categories(&self) -> Vec<&'static str> {
         let mut cats = Vec::new();

@@ -134,9 +134,6 @@ fn resolve(args: &Args<'_>) -> Result<&'static Route, CmdError> {
         return Ok(route);
     }
     let Some(sub) = lookup_subcommand(spec, args.get(1)) else {
-        if spec.name == "command" && spec.arity_ok(args.len()) {
-            return Ok(route);
-        }
         return Err(CmdError::UnknownSubcommand {
             sub: String::from_utf8_lossy(args.get(1)).into_owned(),
             container: spec.name.to_ascii_uppercase(),

@@ -646,7 +646,7 @@ impl Store {
                 .map
                 .iter()
                 .map(|(k, e)| (self.hash(k) >> shard_bits, (k, e)));
-            let (window, next) = scan_window(items, from, count - examined.min(count - 1));
+            let (window, next) = scan_window(items, from, count.saturating_sub(examined).max(1));
             examined += window.len();
             keys.extend(
                 window

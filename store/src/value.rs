@@ -24,7 +24,7 @@ impl Value {
     /// Redis's encoding name, as `OBJECT ENCODING` answers.
     pub fn encoding(&self) -> &'static str {
         match self {
-            Value::Str(s) if s.len() <= 20 && ringkv_int(s) => "int",
+            Value::Str(s) if s.len() <= 20 && is_canonical_int(s) => "int",
             Value::Str(s) if s.len() <= 44 => "embstr",
             Value::Str(_) => "raw",
             Value::Hash(h) if h.is_compact() => "listpack",
@@ -41,19 +41,13 @@ impl Value {
     }
 }
 
-fn ringkv_int(s: &[u8]) -> bool {
-    let (neg, digits) = match s {
-        [b'-', rest @ ..] => (true, rest),
-        _ => (false, s),
-    };
-    !digits.is_empty()
-        && digits.iter().all(u8::is_ascii_digit)
-        && (digits.len() == 1 || digits[0] != b'0')
-        && !(neg && digits == b"0")
-        && std::str::from_utf8(s)
-            .ok()
-            .and_then(|t| t.parse::<i64>().ok())
-            .is_some()
+/// True when `s` is an integer in canonical form (no `+`, no leading zeros, no `-0`, fits
+/// an i64): exactly what Redis stores with the `int` encoding.
+fn is_canonical_int(s: &[u8]) -> bool {
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|n| n.to_string().as_bytes() == s)
 }
 
 /// The bytes an allocation of `n` bytes really takes under jemalloc (the node's allocator):
@@ -339,6 +333,10 @@ mod tests {
     fn encodings_follow_redis_thresholds() {
         assert_eq!(Value::Str(b"12345".to_vec()).encoding(), "int");
         assert_eq!(Value::Str(b"012".to_vec()).encoding(), "embstr");
+        assert_eq!(Value::Str(b"-42".to_vec()).encoding(), "int");
+        for not_canonical in [&b"-0"[..], b"+1", b"1 ", b"99999999999999999999"] {
+            assert_eq!(Value::Str(not_canonical.to_vec()).encoding(), "embstr");
+        }
         assert_eq!(Value::Str(vec![b'x'; 44]).encoding(), "embstr");
         assert_eq!(Value::Str(vec![b'x'; 45]).encoding(), "raw");
         let mut h = HashValue::new();

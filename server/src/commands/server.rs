@@ -605,14 +605,8 @@ fn find_spec(name: &[u8]) -> Option<&'static CommandSpec> {
     }
 }
 
-/// COMMAND
-pub fn command(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    if args.len() > 1 {
-        return Err(CmdError::UnknownSubcommand {
-            sub: lossy(args.get(1)),
-            container: "COMMAND".into(),
-        });
-    }
+/// COMMAND (with arguments, the dispatcher routes to a subcommand or refuses it)
+pub fn command(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     ctx.out.array(COMMANDS.len());
     for spec in COMMANDS {
         write_command_info(ctx.out, spec);
