@@ -13,5 +13,11 @@
 //! assert_eq!(value, Some(Value::Str(b"hello".to_vec())));
 //! ```
 
+mod cache;
+mod clock;
+
+pub use cache::{Cache, CacheBuilder, CacheStats, Eviction};
+pub use clock::{Clock, MockClock, SystemClock};
 pub use ringkv_protocol as protocol;
 pub use ringkv_store as store;
+pub use ringkv_store::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy};

@@ -4,15 +4,19 @@
 
 mod error;
 mod eviction;
+pub mod flight;
 mod glob;
 mod key_map;
+mod refresh;
 mod scan;
 mod store;
+mod sync;
 mod value;
 
 pub use error::StoreError;
 pub use eviction::{EvictionPolicy, LfuCounter, UnknownPolicy};
 pub use glob::glob_match;
+pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{
     EntryView, ExpireReport, FlushedData, Slot, Store, StoreBuilder, StoreStats, WatchTicket,
