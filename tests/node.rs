@@ -1,37 +1,17 @@
 //! A real node on loopback, driven by a real client library (the `redis` crate, RESP2 and
 //! RESP3), by raw bytes, and by redis-cli and redis-benchmark.
 
-use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use redis::AsyncCommands;
 use ringkv_server::{Config, Node, Server};
+use support::{client, start};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A node on 127.0.0.1 with a free port, serving until the test's runtime ends.
-async fn start(extra: &[&str]) -> Result<(SocketAddr, Arc<Node>)> {
-    let mut args = vec!["ringkv-server", "--port", "0", "--bind", "127.0.0.1"];
-    args.extend_from_slice(extra);
-    let config = Config::from_args(args)?;
-    let server = Server::bind(config, None).await?;
-    let addr = server.local_addrs()[0];
-    let node = server.node();
-    tokio::spawn(server.run());
-    Ok((addr, node))
-}
-
-async fn client(addr: SocketAddr, resp3: bool) -> Result<redis::aio::MultiplexedConnection> {
-    let url = format!(
-        "redis://{addr}/{}",
-        if resp3 { "?protocol=resp3" } else { "" }
-    );
-    let client = redis::Client::open(url)?;
-    Ok(client.get_multiplexed_async_connection().await?)
-}
+mod support;
 
 /// Sends raw bytes and collects what comes back until `until` appears, the peer closes,
 /// or two seconds pass.

@@ -24,6 +24,9 @@ pub struct ArgDoc {
 pub fn syntax(name: &str) -> &'static str {
     match name {
         "ping" => "[message]",
+        "cache.get" => "key LEASE milliseconds [WAIT milliseconds]",
+        "cache.fill" => "key token value [EX seconds|PX milliseconds|ADAPTIVE]",
+        "cache.abandon" => "key token",
         "echo" => "message",
         "hello" => "[protover [AUTH username password] [SETNAME clientname]]",
         "auth" => "[username] password",

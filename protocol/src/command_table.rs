@@ -141,7 +141,7 @@ impl CommandSpec {
             cats.push("@read");
         }
         cats.push(match self.group {
-            "string" => "@string",
+            "string" | "cache" => "@string",
             "hash" => "@hash",
             "generic" => "@keyspace",
             "connection" => "@connection",
@@ -480,6 +480,36 @@ pub static COMMANDS: &[CommandSpec] = &[
         "string",
         "1.0.0",
         "Returns the previous string value of a key after setting it to a new value.",
+        O1,
+    ),
+    cmd(
+        "cache.get",
+        -4,
+        WF,
+        KEY1,
+        "cache",
+        "0.1.0",
+        "Returns a key's value and, on a miss or when a refresh is due, a lease to fill it; other clients missing meanwhile wait for the fill.",
+        O1,
+    ),
+    cmd(
+        "cache.fill",
+        -4,
+        WDF,
+        KEY1,
+        "cache",
+        "0.1.0",
+        "Stores the value for a leased key and wakes every client waiting for it.",
+        O1,
+    ),
+    cmd(
+        "cache.abandon",
+        3,
+        WF,
+        KEY1,
+        "cache",
+        "0.1.0",
+        "Gives up a lease; one waiting client receives a new one.",
         O1,
     ),
     cmd(

@@ -2,6 +2,7 @@
 //! calls the store, and describes its reply through the [`ReplyWriter`]; it never touches
 //! the socket. Errors are returned before anything is written, in Redis's exact wording.
 
+mod cache;
 mod connection;
 mod hashes;
 mod keys;
@@ -14,6 +15,7 @@ use ringkv_store::Value;
 
 use crate::dispatch::Ctx;
 
+pub use cache::{BlockedGet, finish_blocked, write_get_reply};
 pub use server::write_info;
 
 /// A command's outcome: `Err` becomes an error reply.
@@ -163,6 +165,9 @@ pub fn handler(name: &str) -> Option<Handler> {
         "client|kill" => c::client_kill,
         "client|no-evict" => c::client_no_evict,
         "client|help" => c::client_help,
+        "cache.get" => cache::get,
+        "cache.fill" => cache::fill,
+        "cache.abandon" => cache::abandon,
         "get" => st::get,
         "set" => st::set,
         "setnx" => st::setnx,

@@ -119,6 +119,22 @@ pub struct Config {
     /// Worker threads; 0 = one per core.
     #[arg(long = "io-threads", default_value_t = 0)]
     pub io_threads: usize,
+    /// XFetch β for CACHE.GET: 0 disables early refresh leases; larger refreshes earlier.
+    #[arg(long = "cache-xfetch-beta", default_value_t = 1.0)]
+    pub cache_xfetch_beta: f64,
+    /// Milliseconds a CACHE.FILLed key with a TTL stays readable after it goes stale, while
+    /// one client holds a refresh lease.
+    #[arg(long = "cache-grace-ms", default_value_t = 0)]
+    pub cache_grace_ms: u64,
+    /// CACHE.FILL … ADAPTIVE: TTL of a first fill and of rarely read keys.
+    #[arg(long = "cache-adaptive-base-ms", default_value_t = 60_000)]
+    pub cache_adaptive_base_ms: u64,
+    /// CACHE.FILL … ADAPTIVE: shortest TTL.
+    #[arg(long = "cache-adaptive-min-ms", default_value_t = 1_000)]
+    pub cache_adaptive_min_ms: u64,
+    /// CACHE.FILL … ADAPTIVE: longest TTL.
+    #[arg(long = "cache-adaptive-max-ms", default_value_t = 3_600_000)]
+    pub cache_adaptive_max_ms: u64,
 }
 
 impl Default for Config {

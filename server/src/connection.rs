@@ -15,6 +15,7 @@ use ringkv_store::WatchTicket;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::commands::{self, BlockedGet};
 use crate::dispatch::{self, Gate};
 use crate::node::{ClientHandle, Node, unix_ms};
 
@@ -44,6 +45,10 @@ pub struct ConnState {
     pub commands: u64,
     /// Last command's route index.
     pub last_command: usize,
+    /// A CACHE.GET parked until another client fills its key.
+    pub blocked: Option<BlockedGet>,
+    /// Set while EXEC runs: commands must answer at once, never park.
+    pub no_block: bool,
 }
 
 impl ConnState {
@@ -59,6 +64,8 @@ impl ConnState {
             close: false,
             commands: 0,
             last_command: usize::MAX,
+            blocked: None,
+            no_block: false,
         }
     }
 
@@ -187,10 +194,31 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                     let args = batch.command(&input, next);
                     next += 1;
                     dispatch::execute(node, conn, &mut gate, &mut out, args, now);
+                    if conn.blocked.is_some() {
+                        break;
+                    }
                 }
             }
             if write_out(node, stream, &mut output).await.is_err() {
                 return "write error";
+            }
+            if let Some(blocked) = conn.blocked.take() {
+                // The gate is released: a parked CACHE.GET holds no lock while it waits.
+                let finished = tokio::select! {
+                    finished = commands::finish_blocked(node, blocked) => finished,
+                    _ = handle.killed() => return "killed",
+                    _ = shutdown.wait_for(|down| *down) => return "shutdown",
+                };
+                let mut out = ReplyWriter::new(&mut output, conn.protocol);
+                match finished {
+                    Ok((value, token)) => {
+                        commands::write_get_reply(&mut out, value.as_deref(), token)
+                    }
+                    Err(error) => dispatch::write_error(node, &mut out, &error),
+                }
+                if write_out(node, stream, &mut output).await.is_err() {
+                    return "write error";
+                }
             }
             if conn.close {
                 return "quit";

@@ -5,6 +5,7 @@ mod commands;
 mod config;
 mod connection;
 mod dispatch;
+mod leases;
 mod node;
 
 use std::net::SocketAddr;
@@ -122,8 +123,8 @@ impl Server {
     }
 }
 
-/// Background work `hz` times a second: active expiry with bounded work per tick, and
-/// the instantaneous ops/s sample.
+/// Background work `hz` times a second: active expiry with bounded work per tick, expired
+/// cache leases, and the instantaneous ops/s sample.
 async fn run_cron(node: Arc<Node>) {
     let mut last_commands = node.stats.commands_processed.load(Relaxed);
     let mut last_sample = Instant::now();
@@ -140,6 +141,7 @@ async fn run_cron(node: Arc<Node>) {
                 break;
             }
         }
+        node.leases.sweep(&node.store, unix_ms(), 4096);
         if last_sample.elapsed() >= Duration::from_secs(1) {
             let commands = node.stats.commands_processed.load(Relaxed);
             let elapsed = last_sample.elapsed().as_secs_f64();

@@ -12,6 +12,7 @@ use ringkv_store::Store;
 use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, PASSTHROUGH_OPTIONS};
+use crate::leases::Leases;
 
 /// The current time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
@@ -160,6 +161,8 @@ pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 pub struct Node {
     /// The keyspace.
     pub store: Store,
+    /// CACHE.GET leases and fill history.
+    pub leases: Leases,
     /// Live configuration (CONFIG SET changes it).
     pub config: RwLock<Config>,
     /// Values of Redis options accepted for compatibility only.
@@ -205,6 +208,7 @@ impl Node {
             .collect();
         Node {
             store,
+            leases: Leases::default(),
             port: AtomicU64::new(config.port as u64),
             config: RwLock::new(config),
             passthrough: Mutex::new(

@@ -345,6 +345,40 @@ const OPTIONS: &[ConfigOption] = &[
             Ok(())
         }),
     },
+    ConfigOption {
+        name: "cache-xfetch-beta",
+        get: |c| c.cache_xfetch_beta.to_string(),
+        set: Some(|c, v| {
+            let beta: f64 = v
+                .parse()
+                .map_err(|_| "argument must be a number".to_string())?;
+            if !beta.is_finite() || beta < 0.0 {
+                return Err("argument must be a finite number >= 0".into());
+            }
+            c.cache_xfetch_beta = beta;
+            Ok(())
+        }),
+    },
+    ConfigOption {
+        name: "cache-grace-ms",
+        get: |c| c.cache_grace_ms.to_string(),
+        set: Some(|c, v| set_number(&mut c.cache_grace_ms, v)),
+    },
+    ConfigOption {
+        name: "cache-adaptive-base-ms",
+        get: |c| c.cache_adaptive_base_ms.to_string(),
+        set: Some(|c, v| set_number(&mut c.cache_adaptive_base_ms, v)),
+    },
+    ConfigOption {
+        name: "cache-adaptive-min-ms",
+        get: |c| c.cache_adaptive_min_ms.to_string(),
+        set: Some(|c, v| set_number(&mut c.cache_adaptive_min_ms, v)),
+    },
+    ConfigOption {
+        name: "cache-adaptive-max-ms",
+        get: |c| c.cache_adaptive_max_ms.to_string(),
+        set: Some(|c, v| set_number(&mut c.cache_adaptive_max_ms, v)),
+    },
 ];
 
 /// CONFIG with no subcommand.

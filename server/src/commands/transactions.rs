@@ -52,6 +52,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     let parsed = RequestParser::default().parse(&queued, &mut batch);
     debug_assert!(parsed.is_ok() && batch.len() == count);
     ctx.out.array(batch.len());
+    ctx.conn.no_block = true;
     for i in 0..batch.len() {
         dispatch::run_queued(
             ctx.node,
@@ -61,6 +62,7 @@ pub fn exec(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
             ctx.now,
         );
     }
+    ctx.conn.no_block = false;
     Ok(())
 }
 

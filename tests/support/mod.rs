@@ -1,0 +1,39 @@
+//! Helpers shared by the loopback test binaries (each uses a subset).
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Result;
+use ringkv_server::{Config, Node, Server};
+
+/// A node on 127.0.0.1 with a free port, serving until the test's runtime ends.
+pub async fn start(extra: &[&str]) -> Result<(SocketAddr, Arc<Node>)> {
+    let mut args = vec!["ringkv-server", "--port", "0", "--bind", "127.0.0.1"];
+    args.extend_from_slice(extra);
+    let config = Config::from_args(args)?;
+    let server = Server::bind(config, None).await?;
+    let addr = server.local_addrs()[0];
+    let node = server.node();
+    tokio::spawn(server.run());
+    Ok((addr, node))
+}
+
+pub async fn client(addr: SocketAddr, resp3: bool) -> Result<redis::aio::MultiplexedConnection> {
+    let url = format!(
+        "redis://{addr}/{}",
+        if resp3 { "?protocol=resp3" } else { "" }
+    );
+    let client = redis::Client::open(url)?;
+    Ok(client.get_multiplexed_async_connection().await?)
+}
+
+/// A RESP2 connection without the client library's 500 ms response timeout, for commands
+/// that legitimately wait on the server (CACHE.GET … WAIT).
+pub async fn waiting_client(addr: SocketAddr) -> Result<redis::aio::MultiplexedConnection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    Ok(client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?)
+}
