@@ -1,7 +1,13 @@
 //! ringkv: a sharded, Redis-compatible key-value cache.
 //!
-//! This facade re-exports the embeddable parts: the keyspace ([`store`]) and the protocol
-//! layer ([`protocol`]). The node binary is `ringkv-server` (crate `ringkv-server`).
+//! For Rust programs, [`Cache`] is a bounded read-through cache with stampede protection:
+//! concurrent [`Cache::get_with`] calls on one key run one load, XFetch refreshes hot keys
+//! early, a grace period serves stale values while one caller reloads, and
+//! [`AdaptiveTtl`] lengthens the TTL of stable hot keys. The same protection is available
+//! to every client language over RESP (`CACHE.GET … LEASE`, see the README).
+//!
+//! This facade also re-exports the keyspace ([`store`]) and the protocol layer
+//! ([`protocol`]). The node binary is `ringkv-server` (crate `ringkv-server`).
 //!
 //! ```
 //! use ringkv::store::{Store, Value};
