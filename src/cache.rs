@@ -22,6 +22,7 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use ringkv_store::flight::{Flights, Landing, Role};
+use ringkv_store::persist::{Change, FsyncPolicy, Persist, PersistError, PersistWriter, Stored};
 use ringkv_store::{AdaptiveTtl, FixedTtl, LfuCounter, LoadOutcome, TtlPolicy, xfetch_due};
 
 use crate::clock::{Clock, SystemClock};
@@ -57,6 +58,8 @@ pub struct CacheStats {
     pub stale_served: u64,
     /// Entries removed to stay within capacity.
     pub evictions: u64,
+    /// Entries loaded from the persistence tier when the cache was built.
+    pub recovered: u64,
 }
 
 #[derive(Debug, Default)]
@@ -70,6 +73,7 @@ struct Counters {
     early_refreshes: AtomicU64,
     stale_served: AtomicU64,
     evictions: AtomicU64,
+    recovered: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -94,6 +98,80 @@ pub struct CacheBuilder<K, V> {
     shards: Option<usize>,
     clock: Arc<dyn Clock>,
     seed: Option<u64>,
+    tier: Option<TierConfig<K, V>>,
+}
+
+/// Values the embedded cache can keep in a persistence tier.
+pub trait Persistable: Sized {
+    /// The bytes stored.
+    fn to_bytes(&self) -> Vec<u8>;
+    /// The value back, or `None` when the bytes are not one.
+    fn from_bytes(bytes: &[u8]) -> Option<Self>;
+}
+
+impl Persistable for Vec<u8> {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.clone()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(bytes.to_vec())
+    }
+}
+
+impl Persistable for String {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        String::from_utf8(bytes.to_vec()).ok()
+    }
+}
+
+macro_rules! persistable_int {
+    ($($t:ty),*) => {$(
+        impl Persistable for $t {
+            fn to_bytes(&self) -> Vec<u8> {
+                self.to_be_bytes().to_vec()
+            }
+            fn from_bytes(bytes: &[u8]) -> Option<Self> {
+                Some(<$t>::from_be_bytes(bytes.try_into().ok()?))
+            }
+        }
+    )*};
+}
+persistable_int!(u32, u64, i32, i64, u128);
+
+struct TierConfig<K, V> {
+    backend: Arc<dyn Persist>,
+    fsync: FsyncPolicy,
+    codec: Codec<K, V>,
+}
+
+impl<K, V> Clone for Codec<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Codec<K, V> {}
+
+struct Codec<K, V> {
+    key: fn(&K) -> Vec<u8>,
+    value: fn(&V) -> Vec<u8>,
+    decode_key: fn(&[u8]) -> Option<K>,
+    decode_value: fn(&[u8]) -> Option<V>,
+}
+
+/// The running tier: the writer thread and how to encode entries for it.
+struct Tier<K, V> {
+    writer: PersistWriter,
+    codec: Codec<K, V>,
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl<K, V> fmt::Debug for CacheBuilder<K, V> {
@@ -125,7 +203,31 @@ where
             shards: None,
             clock: Arc::new(SystemClock::default()),
             seed: None,
+            tier: None,
         }
+    }
+
+    /// A persistence tier (for example [`SledPersist`](ringkv_store::persist::SledPersist)):
+    /// every insert, invalidation and eviction is written behind by a writer thread
+    /// (flushed at most once a second), and [`build`](Self::build) loads what the tier
+    /// holds, so a restarted program starts warm. Entries whose deadline passed meanwhile
+    /// are not loaded.
+    pub fn persistence(mut self, backend: Arc<dyn Persist>) -> Self
+    where
+        K: Persistable,
+        V: Persistable,
+    {
+        self.tier = Some(TierConfig {
+            backend,
+            fsync: FsyncPolicy::EverySec,
+            codec: Codec {
+                key: K::to_bytes,
+                value: V::to_bytes,
+                decode_key: K::from_bytes,
+                decode_value: V::from_bytes,
+            },
+        });
+        self
     }
 
     /// The most the cache holds: entries, or the sum of [`weigher`](Self::weigher) weights
@@ -209,8 +311,57 @@ where
         self
     }
 
-    /// Builds the cache.
+    /// Builds the cache, loading the persistence tier's entries if there is one. A tier
+    /// that cannot be read is logged and the cache starts cold; use
+    /// [`try_build`](Self::try_build) to get the error instead.
     pub fn build(self) -> Cache<K, V> {
+        let (cache, error) = self.build_reporting();
+        if let Some(error) = error {
+            tracing::warn!(%error, "persistence tier unreadable; the cache starts cold");
+        }
+        cache
+    }
+
+    /// Builds the cache, failing when the persistence tier cannot be read.
+    pub fn try_build(self) -> Result<Cache<K, V>, PersistError> {
+        match self.build_reporting() {
+            (_, Some(error)) => Err(error),
+            (cache, None) => Ok(cache),
+        }
+    }
+
+    fn build_reporting(self) -> (Cache<K, V>, Option<PersistError>) {
+        let tier = self.tier.as_ref().map(|t| (t.backend.clone(), t.fsync));
+        let (recovered, error) = match (&self.tier, &tier) {
+            (Some(config), Some((backend, _))) => match recover(backend.as_ref(), &config.codec) {
+                Ok(entries) => (Some(entries), None),
+                Err(error) => (None, Some(error)),
+            },
+            _ => (None, None),
+        };
+        let codec = self.tier.as_ref().map(|t| t.codec);
+        let cache = self.build_in_memory();
+        if let Some(entries) = recovered {
+            let now = cache.inner.clock.now_ms();
+            let unix_now = unix_ms();
+            for (key, value, expires_at_unix) in entries {
+                let ttl = (expires_at_unix != 0).then(|| expires_at_unix.saturating_sub(unix_now));
+                cache.store_entry(key, value, now, 0, ttl, false);
+                bump(&cache.inner.counters.recovered);
+            }
+        }
+        if let (Some((backend, fsync)), Some(codec)) = (tier, codec) {
+            let tier = Tier {
+                writer: PersistWriter::spawn(backend, fsync, 64 * 1024),
+                codec,
+            };
+            // Set once, before the cache is shared.
+            let _ = cache.inner.tier.set(tier);
+        }
+        (cache, error)
+    }
+
+    fn build_in_memory(self) -> Cache<K, V> {
         // Sampled eviction works per shard, so keep shards big enough to sample from.
         let by_capacity = (self.max_capacity / 64).clamp(1, 64) as usize;
         let shards = self.shards.unwrap_or(by_capacity.next_power_of_two());
@@ -240,6 +391,7 @@ where
                 grace_ms: self.grace.as_millis() as u64,
                 clock: self.clock,
                 counters: Counters::default(),
+                tier: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -283,6 +435,7 @@ struct Inner<K, V> {
     grace_ms: u64,
     clock: Arc<dyn Clock>,
     counters: Counters,
+    tier: std::sync::OnceLock<Tier<K, V>>,
 }
 
 /// Why a key is looked up.
@@ -424,8 +577,9 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let mut shard = self.shard(key).lock();
-        if let Some(entry) = shard.map.swap_remove(key) {
+        if let Some((key, entry)) = shard.map.swap_remove_entry(key) {
             shard.weight -= u64::from(entry.weight);
+            self.persist_delete(&key);
         }
     }
 
@@ -433,7 +587,9 @@ where
     pub fn invalidate_all(&self) {
         for shard in self.inner.shards.iter() {
             let mut shard = shard.lock();
-            shard.map.clear();
+            for (key, _) in shard.map.drain(..) {
+                self.persist_delete(&key);
+            }
             shard.weight = 0;
         }
     }
@@ -459,10 +615,11 @@ where
         for shard in self.inner.shards.iter() {
             let mut shard = shard.lock();
             let mut freed = 0u64;
-            shard.map.retain(|_, e| {
+            shard.map.retain(|key, e| {
                 let keep = now < e.expires_at.saturating_add(grace);
                 if !keep {
                     freed += u64::from(e.weight);
+                    self.persist_delete(key);
                 }
                 keep
             });
@@ -483,6 +640,7 @@ where
             early_refreshes: c.early_refreshes.load(Relaxed),
             stale_served: c.stale_served.load(Relaxed),
             evictions: c.evictions.load(Relaxed),
+            recovered: c.recovered.load(Relaxed),
         }
     }
 
@@ -690,6 +848,36 @@ where
     /// Stores a value: the TTL comes from `ttl_ms` or the policy, which sees the previous
     /// entry's TTL, reads and whether the value changed. Then evicts to capacity.
     fn store(&self, key: K, value: V, now: u64, load_ms: u64, ttl_ms: Option<u64>) {
+        self.store_entry(key, value, now, load_ms, ttl_ms, true);
+    }
+
+    /// Flushes the persistence tier: everything stored so far is on disk when this
+    /// returns. Blocks: call it from a blocking context. `Ok` when there is no tier.
+    pub fn flush_persistence(&self) -> Result<(), PersistError> {
+        match self.inner.tier.get() {
+            Some(tier) => tier.writer.flush_blocking(),
+            None => Ok(()),
+        }
+    }
+
+    fn persist_delete(&self, key: &K) {
+        if let Some(tier) = self.inner.tier.get() {
+            // A stopped writer only happens while the cache is dropped.
+            let _ = tier
+                .writer
+                .send(Change::Delete((tier.codec.key)(key)), None);
+        }
+    }
+
+    fn store_entry(
+        &self,
+        key: K,
+        value: V,
+        now: u64,
+        load_ms: u64,
+        ttl_ms: Option<u64>,
+        persist: bool,
+    ) {
         let inner = &*self.inner;
         let weight = inner.weigher.as_ref().map_or(1, |w| w(&key, &value));
         let mut guard = self.shard(&key).lock();
@@ -716,6 +904,17 @@ where
             lfu,
             weight,
         };
+        if let Some(tier) = inner.tier.get().filter(|_| persist) {
+            // Sent under the shard lock, so the tier sees one key's changes in order.
+            let expires_at = ttl_ms.map_or(0, |ttl| unix_ms().saturating_add(ttl).max(1));
+            let stored = Stored {
+                value: (tier.codec.value)(&entry.value),
+                expires_at,
+            };
+            let _ = tier
+                .writer
+                .send(Change::Put((tier.codec.key)(&key), stored), None);
+        }
         let (mut newest, old) = shard.map.insert_full(key, entry);
         if let Some(old) = old {
             shard.weight -= u64::from(old.weight);
@@ -723,7 +922,8 @@ where
         shard.weight += u64::from(weight);
         while shard.weight > shard.capacity && shard.map.len() > 1 {
             let victim = shard.pick_victim(now, inner.eviction, inner.grace_ms, newest);
-            if let Some((_, evicted)) = shard.map.swap_remove_index(victim) {
+            if let Some((evicted_key, evicted)) = shard.map.swap_remove_index(victim) {
+                self.persist_delete(&evicted_key);
                 // swap_remove moved the last entry into the victim's place.
                 if newest == shard.map.len() {
                     newest = victim;
@@ -772,4 +972,23 @@ impl<K, V> Shard<K, V> {
 
 fn minutes(now_ms: u64) -> u16 {
     (now_ms / 60_000) as u16
+}
+
+/// Reads every live record of a tier.
+#[allow(clippy::type_complexity)]
+fn recover<K, V>(
+    backend: &dyn Persist,
+    codec: &Codec<K, V>,
+) -> Result<Vec<(K, V, u64)>, PersistError> {
+    let now = unix_ms();
+    let mut entries = Vec::new();
+    backend.scan(&mut |key, stored| {
+        if stored.expired(now) {
+            return;
+        }
+        if let (Some(k), Some(v)) = ((codec.decode_key)(key), (codec.decode_value)(&stored.value)) {
+            entries.push((k, v, stored.expires_at));
+        }
+    })?;
+    Ok(entries)
 }

@@ -332,3 +332,74 @@ fn a_weigher_bounds_bytes() {
     assert!(bytes <= 64 * 1024 + 16 * 1024, "{bytes}");
     assert!(bytes >= 48 * 1024, "evicts only what it must: {bytes}");
 }
+
+#[tokio::test]
+async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
+    use ringkv::store::persist::SledPersist;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || -> Arc<dyn ringkv::store::persist::Persist> {
+        Arc::new(SledPersist::open(dir.path()).unwrap())
+    };
+    {
+        let cache: Cache<String, String> = Cache::builder()
+            .max_capacity(100)
+            .persistence(open())
+            .try_build()
+            .unwrap();
+        for i in 0..150 {
+            cache.insert_with_ttl(format!("k{i}"), format!("v{i}"), Duration::from_secs(600));
+        }
+        cache.insert_with_ttl("short".into(), "gone".into(), Duration::from_millis(50));
+        cache.insert("forever".into(), "here".into());
+        cache.invalidate("k149");
+        cache.flush_persistence().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let cache: Cache<String, String> = Cache::builder()
+        .max_capacity(100)
+        .persistence(open())
+        .try_build()
+        .unwrap();
+    // Evicted entries were deleted from the tier too, so what comes back is what the
+    // cache held: at most its capacity, never the expired or invalidated ones.
+    let recovered = cache.stats().recovered;
+    assert!((90..=100).contains(&recovered), "{recovered}");
+    assert_eq!(cache.get("forever"), Some("here".to_string()));
+    assert_eq!(cache.get("short"), None);
+    assert_eq!(cache.get("k149"), None);
+    let served = (0..149)
+        .filter_map(|i| cache.get(&format!("k{i}")).map(|v| (i, v)))
+        .inspect(|(i, v)| assert_eq!(v, &format!("v{i}")))
+        .count();
+    assert_eq!(
+        served as u64 + 1,
+        cache.entry_count(),
+        "every recovered entry is served"
+    );
+    // A recovered entry keeps its remaining TTL, not forever.
+    let loaded = cache
+        .get_with("k148".to_string(), async { "reloaded".to_string() })
+        .await;
+    assert!(loaded == "v148" || loaded == "reloaded");
+}
+
+#[test]
+fn a_failing_tier_never_fails_the_cache() {
+    use ringkv::store::persist::{FaultyPersist, MemoryPersist};
+    let faulty = Arc::new(FaultyPersist::new(MemoryPersist::default()));
+    let cache: Cache<String, String> = Cache::builder().persistence(faulty.clone()).build();
+    faulty.fail_writes(true);
+    cache.insert("a".into(), "1".into());
+    assert!(
+        cache.flush_persistence().is_err(),
+        "the failure is reported"
+    );
+    assert_eq!(
+        cache.get("a"),
+        Some("1".to_string()),
+        "and memory still serves"
+    );
+    faulty.fail_writes(false);
+    cache.insert("b".into(), "2".into());
+    assert!(cache.flush_persistence().is_ok());
+}

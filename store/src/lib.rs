@@ -7,6 +7,7 @@ mod eviction;
 pub mod flight;
 mod glob;
 mod key_map;
+pub mod persist;
 mod refresh;
 mod scan;
 mod store;
