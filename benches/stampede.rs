@@ -185,7 +185,7 @@ fn main() -> Result<()> {
         println!("|---|---|---|---|---|");
         row("embedded, get + insert", &embedded(false).await?);
         row("embedded, Cache::get_with", &embedded(true).await?);
-        let config = Config::from_args(["ringkv-server", "--port", "0"])?;
+        let config = Config::from_args(["ringkv-server", "--port", "0", "--persistence", "no"])?;
         let server = Server::bind(config, None).await?;
         let addr = server.local_addrs()[0];
         tokio::spawn(server.run());

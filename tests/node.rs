@@ -595,7 +595,7 @@ async fn config_set_changes_limits_at_runtime_and_echoes_redis_knobs() -> Result
 
 #[tokio::test]
 async fn shutdown_stops_the_node() -> Result<()> {
-    let config = Config::from_args(["ringkv-server", "--port", "0"])?;
+    let config = Config::from_args(["ringkv-server", "--port", "0", "--persistence", "no"])?;
     let server = Server::bind(config, None).await?;
     let addr = server.local_addrs()[0];
     let running = tokio::spawn(server.run());

@@ -14,7 +14,8 @@ fn start() -> (
     let handle = std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().unwrap();
         runtime.block_on(async {
-            let config = Config::from_args(["ringkv-server", "--port", "0"]).unwrap();
+            let config =
+                Config::from_args(["ringkv-server", "--port", "0", "--persistence", "no"]).unwrap();
             let server = Server::bind(config, None).await.unwrap();
             tx.send((server.local_addrs()[0].port(), server.node()))
                 .unwrap();

@@ -27,6 +27,7 @@ pub fn syntax(name: &str) -> &'static str {
         "cache.get" => "key LEASE milliseconds [WAIT milliseconds]",
         "cache.fill" => "key token value [EX seconds|PX milliseconds|ADAPTIVE]",
         "cache.abandon" => "key token",
+        "bgsave" => "[SCHEDULE]",
         "echo" => "message",
         "hello" => "[protover [AUTH username password] [SETNAME clientname]]",
         "auth" => "[username] password",

@@ -16,6 +16,7 @@ use ringkv_store::Value;
 use crate::dispatch::Ctx;
 
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
+pub use server::Parked;
 pub use server::write_info;
 
 /// A command's outcome: `Err` becomes an error reply.
@@ -81,6 +82,14 @@ pub enum CmdError {
     /// Over `maxmemory` with nothing to evict.
     #[error("OOM command not allowed when used memory > 'maxmemory'.")]
     OutOfMemory,
+    /// The persistence tier is loading.
+    #[error("LOADING Redis is loading the dataset in memory")]
+    Loading,
+    /// The persistence tier fails and writes must be durable.
+    #[error(
+        "MISCONF Errors writing to the persistence tier ({0}). Commands that may modify the data set are disabled, because this node requires durable writes (appendfsync always or store mode). Check the disk and the node's log."
+    )]
+    Misconf(String),
     /// Any other message, already in Redis's words.
     #[error("{0}")]
     Custom(String),
@@ -254,6 +263,8 @@ pub fn handler(name: &str) -> Option<Handler> {
         "command|help" => s::command_help,
         "time" => s::time,
         "lastsave" => s::lastsave,
+        "save" => s::save,
+        "bgsave" => s::bgsave,
         "shutdown" => s::shutdown,
         _ => return None,
     })

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ringkv_store::EvictionPolicy;
+use ringkv_store::persist::FsyncPolicy;
 
 /// A config value that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +46,33 @@ pub fn parse_memory(text: &str) -> Result<u64, ConfigError> {
 
 fn memory_arg(text: &str) -> Result<u64, String> {
     parse_memory(text).map_err(|e| e.to_string())
+}
+
+fn yes_no(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err("argument must be 'yes' or 'no'".into()),
+    }
+}
+
+/// Redis's `appendfsync` names.
+pub fn fsync_arg(text: &str) -> Result<FsyncPolicy, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "always" => Ok(FsyncPolicy::Always),
+        "everysec" => Ok(FsyncPolicy::EverySec),
+        "no" => Ok(FsyncPolicy::No),
+        _ => Err("argument must be one of the following: always, everysec, no".into()),
+    }
+}
+
+/// The name of an fsync policy, as CONFIG GET answers.
+pub fn fsync_name(policy: FsyncPolicy) -> &'static str {
+    match policy {
+        FsyncPolicy::Always => "always",
+        FsyncPolicy::EverySec => "everysec",
+        FsyncPolicy::No => "no",
+    }
 }
 
 fn policy_arg(text: &str) -> Result<EvictionPolicy, String> {
@@ -119,6 +147,23 @@ pub struct Config {
     /// Worker threads; 0 = one per core.
     #[arg(long = "io-threads", default_value_t = 0)]
     pub io_threads: usize,
+    /// Persist every change behind the keyspace (sled) and recover it on start: yes or no.
+    #[arg(long, default_value = "yes", value_parser = yes_no, action = clap::ArgAction::Set)]
+    pub persistence: bool,
+    /// Data directory of the persistence tier.
+    #[arg(long, default_value = "./ringkv-data")]
+    pub dir: PathBuf,
+    /// When changes reach the disk: always (before the reply), everysec, or no.
+    #[arg(long, default_value = "everysec", value_parser = fsync_arg)]
+    pub appendfsync: FsyncPolicy,
+    /// cache (eviction deletes from memory and disk) or store (eviction keeps the value on
+    /// disk; a read faults it back in, so nothing acknowledged is lost to eviction).
+    #[arg(long, default_value = "cache", value_parser = ["cache", "store"])]
+    pub mode: String,
+    /// A data directory that cannot be opened: fail (stop with the cause), or, in cache
+    /// mode, discard (move it aside and start cold).
+    #[arg(long = "on-corrupt-data", default_value = "fail", value_parser = ["fail", "discard"])]
+    pub on_corrupt_data: String,
     /// XFetch β for CACHE.GET: 0 disables early refresh leases; larger refreshes earlier.
     #[arg(long = "cache-xfetch-beta", default_value_t = 1.0)]
     pub cache_xfetch_beta: f64,
@@ -231,8 +276,6 @@ impl Config {
 /// so tools that tune them keep working.
 pub const PASSTHROUGH_OPTIONS: &[(&str, &str)] = &[
     ("activerehashing", "yes"),
-    ("appendfsync", "everysec"),
-    ("appendonly", "no"),
     (
         "client-output-buffer-limit",
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",

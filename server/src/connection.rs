@@ -12,10 +12,13 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use ringkv_protocol::{Args, Batch, Protocol, ReplyWriter, RequestParser};
 use ringkv_store::WatchTicket;
+use ringkv_store::persist::FsyncPolicy;
+
+use crate::persistence::Persistence;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::commands::{self, BlockedGet};
+use crate::commands::{self, Parked};
 use crate::dispatch::{self, Gate};
 use crate::node::{ClientHandle, Node, unix_ms};
 
@@ -45,8 +48,11 @@ pub struct ConnState {
     pub commands: u64,
     /// Last command's route index.
     pub last_command: usize,
-    /// A CACHE.GET parked until another client fills its key.
-    pub blocked: Option<BlockedGet>,
+    /// A command parked until something off the store gate happens (a CACHE.GET waiting
+    /// for a fill, a SAVE waiting for the disk).
+    pub parked: Option<Parked>,
+    /// A write command ran in this batch (`appendfsync always` waits before replying).
+    pub wrote: bool,
     /// Set while EXEC runs: commands must answer at once, never park.
     pub no_block: bool,
 }
@@ -64,7 +70,8 @@ impl ConnState {
             close: false,
             commands: 0,
             last_command: usize::MAX,
-            blocked: None,
+            parked: None,
+            wrote: false,
             no_block: false,
         }
     }
@@ -184,6 +191,9 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             Some(Err(_)) => return "read error",
         }
         let parsed = parser.parse(&input, &mut batch);
+        if let Some(persistence) = node.persistence.as_ref().filter(|p| p.store_mode()) {
+            fault_in(node, persistence, &input, &batch).await;
+        }
         let mut next = 0;
         while next < batch.len() {
             {
@@ -194,28 +204,26 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                     let args = batch.command(&input, next);
                     next += 1;
                     dispatch::execute(node, conn, &mut gate, &mut out, args, now);
-                    if conn.blocked.is_some() {
+                    if conn.parked.is_some() {
                         break;
                     }
                 }
             }
+            if !durable(node, conn).await {
+                // The writes are not on disk: no reply must claim they are.
+                return "persistence failed";
+            }
             if write_out(node, stream, &mut output).await.is_err() {
                 return "write error";
             }
-            if let Some(blocked) = conn.blocked.take() {
-                // The gate is released: a parked CACHE.GET holds no lock while it waits.
+            if let Some(parked) = conn.parked.take() {
+                // The gate is released: a parked command holds no lock while it waits.
                 let finished = tokio::select! {
-                    finished = commands::finish_blocked(node, blocked) => finished,
+                    finished = finish_parked(node, parked, conn.protocol) => finished,
                     _ = handle.killed() => return "killed",
                     _ = shutdown.wait_for(|down| *down) => return "shutdown",
                 };
-                let mut out = ReplyWriter::new(&mut output, conn.protocol);
-                match finished {
-                    Ok((value, token)) => {
-                        commands::write_get_reply(&mut out, value.as_deref(), token)
-                    }
-                    Err(error) => dispatch::write_error(node, &mut out, &error),
-                }
+                output.extend_from_slice(&finished);
                 if write_out(node, stream, &mut output).await.is_err() {
                     return "write error";
                 }
@@ -275,4 +283,86 @@ async fn write_out(
         output.shrink_to(READ_CHUNK);
     }
     Ok(())
+}
+
+/// Under `appendfsync always`, waits until this batch's writes are durable. False when
+/// the disk failed.
+async fn durable(node: &Node, conn: &mut ConnState) -> bool {
+    if !std::mem::take(&mut conn.wrote) {
+        return true;
+    }
+    let Some(persistence) = node
+        .persistence
+        .as_ref()
+        .filter(|p| p.policy() == FsyncPolicy::Always)
+    else {
+        return true;
+    };
+    matches!(persistence.durable().await, Ok(Ok(())))
+}
+
+/// Finishes a parked command and returns its encoded reply.
+async fn finish_parked(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut out = ReplyWriter::new(&mut reply, protocol);
+    match parked {
+        Parked::CacheGet(blocked) => match commands::finish_blocked(node, blocked).await {
+            Ok((value, token)) => commands::write_get_reply(&mut out, value.as_deref(), token),
+            Err(error) => dispatch::write_error(node, &mut out, &error),
+        },
+        Parked::Save(durable) => match durable.await {
+            Ok(Ok(())) => out.ok(),
+            Ok(Err(error)) => dispatch::write_error(
+                node,
+                &mut out,
+                &commands::CmdError::Custom(format!("ERR {error}")),
+            ),
+            Err(_) => dispatch::write_error(
+                node,
+                &mut out,
+                &commands::CmdError::Custom("ERR the persistence writer stopped".into()),
+            ),
+        },
+    }
+    reply
+}
+
+/// Store mode: reads the batch's keys that eviction took out of memory back from disk
+/// before the batch runs (off the runtime), so every command sees every stored key.
+async fn fault_in(node: &Node, persistence: &Arc<Persistence>, input: &[u8], batch: &Batch) {
+    let now = unix_ms();
+    let mut missing = Vec::new();
+    for i in 0..batch.len() {
+        for key in dispatch::command_keys(&batch.command(input, i)) {
+            if !node.store.inspect(key, now, |entry| entry.is_some()) {
+                missing.push(key.to_vec());
+            }
+        }
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let tier = persistence.clone();
+    let found = tokio::task::spawn_blocking(move || tier.fault_in(&missing)).await;
+    let found = match found {
+        Ok(Ok(found)) => found,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "reading evicted values back failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for (key, value, expires_at) in found {
+        // Only where nothing was written meanwhile: a newer value wins.
+        let restored = node.store.write(&key, now, |slot| {
+            if slot.exists() {
+                return false;
+            }
+            slot.set(value, Some(expires_at));
+            true
+        });
+        if restored {
+            persistence.fault_ins.fetch_add(1, Relaxed);
+        }
+    }
 }

@@ -196,6 +196,10 @@ pub fn execute(
         conn.flag_transaction_error();
         return write_error(node, out, &CmdError::NoAuth);
     }
+    if !flags.contains(CommandFlags::LOADING) && node.loading.load(Relaxed) {
+        conn.flag_transaction_error();
+        return write_error(node, out, &CmdError::Loading);
+    }
     if conn.in_multi() && !is_transaction_control(route.spec.name) {
         if flags.contains(CommandFlags::NO_MULTI) {
             conn.flag_transaction_error();
@@ -234,6 +238,18 @@ pub fn run(
     args: Args<'_>,
     now: u64,
 ) -> Result<(), CmdError> {
+    if route.spec.flags.contains(CommandFlags::WRITE) {
+        if let Some(persistence) = &node.persistence
+            && persistence.refuses_writes()
+        {
+            let cause = persistence
+                .status()
+                .last_error()
+                .map_or_else(|| "unknown error".to_string(), |e| e.to_string());
+            return Err(CmdError::Misconf(cause));
+        }
+        conn.wrote = true;
+    }
     if route.spec.flags.contains(CommandFlags::DENYOOM) {
         node.store
             .ensure_memory(now)
@@ -260,6 +276,19 @@ pub fn run_queued(
     let result = resolve(&args).and_then(|route| run(node, conn, out, route, args, now));
     if let Err(error) = result {
         write_error(node, out, &error);
+    }
+}
+
+/// The keys a command names (for faulting evicted values back in, in store mode).
+pub fn command_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
+    match resolve(args) {
+        Ok(route) => route
+            .spec
+            .keys
+            .indices(args.len())
+            .map(|i| args.get(i))
+            .collect(),
+        Err(_) => Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ mod connection;
 mod dispatch;
 mod leases;
 mod node;
+mod persistence;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +15,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use persistence::Persistence;
+use ringkv_store::persist::Persist;
 use tokio::net::TcpListener;
 
 pub use commands::{CmdError, write_info};
@@ -33,6 +36,23 @@ impl Server {
     /// Binds every `--bind` address on `--port` (port 0 picks a free port, the same for
     /// every address).
     pub async fn bind(config: Config, log_reload: Option<LogReload>) -> anyhow::Result<Server> {
+        let backend = if config.persistence {
+            let for_open = config.clone();
+            let opened = tokio::task::spawn_blocking(move || persistence::open_backend(&for_open));
+            Some(opened.await.context("opening the data directory")??)
+        } else {
+            None
+        };
+        Server::bind_with_backend(config, log_reload, backend).await
+    }
+
+    /// Binds with this persistence backend (or none), whatever `--persistence` says;
+    /// tests pass a fault-injecting one.
+    pub async fn bind_with_backend(
+        config: Config,
+        log_reload: Option<LogReload>,
+        backend: Option<Arc<dyn Persist>>,
+    ) -> anyhow::Result<Server> {
         let mut port = config.port;
         let mut listeners = Vec::new();
         for host in config.bind.split_whitespace() {
@@ -65,7 +85,8 @@ impl Server {
             "no address to listen on (bind = {:?})",
             config.bind
         );
-        let node = Arc::new(Node::new(config, log_reload));
+        let persistence = backend.map(|b| Arc::new(Persistence::new(b, &config)));
+        let node = Arc::new(Node::new(config, log_reload, persistence));
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
     }
@@ -86,6 +107,12 @@ impl Server {
     /// Serves until SHUTDOWN or [`Node::begin_shutdown`], then drains connections.
     pub async fn run(self) -> anyhow::Result<()> {
         let node = self.node;
+        if let Some(persistence) = node.persistence.clone() {
+            // Clients may connect meanwhile; commands answer -LOADING until this is done.
+            node.loading.store(true, Relaxed);
+            let loader = node.clone();
+            tokio::task::spawn_blocking(move || recover(&loader, &persistence));
+        }
         let cron = tokio::spawn(run_cron(node.clone()));
         let mut accepts = tokio::task::JoinSet::new();
         for listener in self.listeners {
@@ -121,6 +148,27 @@ impl Server {
         tracing::info!("ringkv is now ready to exit, bye bye...");
         Ok(())
     }
+}
+
+/// Loads the persistence tier, then attaches it to the store and opens for commands.
+fn recover(node: &Node, persistence: &Arc<Persistence>) {
+    tracing::info!(dir = %persistence.dir.display(), "loading data from the persistence tier");
+    match persistence.recover(&node.store) {
+        Ok(()) => tracing::info!(
+            keys = persistence.recovered.load(Relaxed),
+            expired_while_down = persistence.expired_while_down.load(Relaxed),
+            ms = persistence.recovery_ms.load(Relaxed),
+            "data loaded"
+        ),
+        Err(error) => {
+            // Serving a partial keyspace as if it were whole would lose data silently.
+            tracing::error!(%error, dir = %persistence.dir.display(), "recovery failed; shutting down");
+            node.begin_shutdown();
+            return;
+        }
+    }
+    node.store.set_change_sink(persistence.clone());
+    node.loading.store(false, Relaxed);
 }
 
 /// Background work `hz` times a second: active expiry with bounded work per tick, expired

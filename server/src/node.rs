@@ -13,6 +13,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::{Config, PASSTHROUGH_OPTIONS};
 use crate::leases::Leases;
+use crate::persistence::Persistence;
 
 /// The current time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
@@ -163,6 +164,10 @@ pub struct Node {
     pub store: Store,
     /// CACHE.GET leases and fill history.
     pub leases: Leases,
+    /// The persistence tier, when `--persistence yes`.
+    pub persistence: Option<Arc<Persistence>>,
+    /// True while the persistence tier is being loaded: commands answer -LOADING.
+    pub loading: AtomicBool,
     /// Live configuration (CONFIG SET changes it).
     pub config: RwLock<Config>,
     /// Values of Redis options accepted for compatibility only.
@@ -195,7 +200,11 @@ impl std::fmt::Debug for Node {
 
 impl Node {
     /// A node for `config`.
-    pub fn new(config: Config, log_reload: Option<LogReload>) -> Node {
+    pub fn new(
+        config: Config,
+        log_reload: Option<LogReload>,
+        persistence: Option<Arc<Persistence>>,
+    ) -> Node {
         let store = Store::builder()
             .shards(config.shards)
             .maxmemory(config.maxmemory)
@@ -208,6 +217,8 @@ impl Node {
             .collect();
         Node {
             store,
+            persistence,
+            loading: AtomicBool::new(false),
             leases: Leases::default(),
             port: AtomicU64::new(config.port as u64),
             config: RwLock::new(config),

@@ -26,7 +26,9 @@ impl Drop for Node {
 }
 
 fn spawn(args: &[&str]) -> Node {
+    // Persistence is tested in crash.rs; here no node touches a data directory.
     let child = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--persistence", "no"])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

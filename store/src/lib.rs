@@ -20,6 +20,7 @@ pub use glob::glob_match;
 pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{
-    EntryView, ExpireReport, FlushedData, Slot, Store, StoreBuilder, StoreStats, WatchTicket,
+    ChangeCause, ChangeSink, EntryView, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
+    StoreStats, WatchTicket,
 };
 pub use value::{HashValue, Value, alloc_size};

@@ -94,13 +94,16 @@ pub enum Change {
     Put(Vec<u8>, Stored),
     /// Remove a key.
     Delete(Vec<u8>),
+    /// Remove every key (FLUSHALL).
+    Clear,
 }
 
 impl Change {
-    /// The key the change is about.
+    /// The key the change is about (empty for [`Change::Clear`]).
     pub fn key(&self) -> &[u8] {
         match self {
             Change::Put(key, _) | Change::Delete(key) => key,
+            Change::Clear => b"",
         }
     }
 }
@@ -150,11 +153,20 @@ impl SledPersist {
 
 impl Persist for SledPersist {
     fn apply(&self, batch: &[Change]) -> Result<(), PersistError> {
+        // A Clear splits the batch: what comes before it is moot, what comes after applies.
+        let start = batch
+            .iter()
+            .rposition(|c| *c == Change::Clear)
+            .map_or(0, |i| i + 1);
+        if start > 0 {
+            self.db.clear().map_err(io)?;
+        }
         let mut sled_batch = sled::Batch::default();
-        for change in batch {
+        for change in &batch[start..] {
             match change {
                 Change::Put(key, stored) => sled_batch.insert(key.as_slice(), stored.encode()),
                 Change::Delete(key) => sled_batch.remove(key.as_slice()),
+                Change::Clear => {}
             }
         }
         self.db.apply_batch(sled_batch).map_err(io)
@@ -201,6 +213,7 @@ impl Persist for MemoryPersist {
                 Change::Delete(key) => {
                     map.remove(key);
                 }
+                Change::Clear => map.clear(),
             }
         }
         Ok(())
@@ -326,6 +339,9 @@ enum Input {
     Change(Change, Option<Ack>),
     /// Apply and flush everything queued before this, then acknowledge.
     Flush(Ack),
+    /// Apply everything queued before this (no fsync), then acknowledge: after it, a read
+    /// of the backend sees every change sent before.
+    Barrier(Ack),
 }
 
 /// What the writer has done, for INFO and for refusing writes while the disk fails.
@@ -375,6 +391,10 @@ impl WriterStatus {
         }
     }
 }
+
+/// A key no client can have written (RESP keys may hold any byte, but the writer deletes
+/// this one only): deleting it is a real write that proves the disk works.
+const PROBE_KEY: &[u8] = b"\0ringkv\0disk-probe";
 
 /// Most changes applied in one backend call.
 const GROUP: usize = 4096;
@@ -451,6 +471,13 @@ impl PersistWriter {
             .map_err(|_| PersistError::WriterStopped)
     }
 
+    /// Applies everything queued so far (without forcing it to disk); `ack` runs then.
+    pub fn barrier(&self, ack: Ack) -> Result<(), PersistError> {
+        let tx = self.tx.as_ref().ok_or(PersistError::WriterStopped)?;
+        tx.send(Input::Barrier(ack))
+            .map_err(|_| PersistError::WriterStopped)
+    }
+
     /// Flushes everything and waits for it (blocking: not on an async runtime).
     pub fn flush_blocking(&self) -> Result<(), PersistError> {
         let (tx, rx) = std::sync::mpsc::channel();
@@ -491,6 +518,7 @@ fn run(
             Err(RecvTimeoutError::Timeout) => None,
             Err(RecvTimeoutError::Disconnected) => break,
         };
+        let idle = first.is_none();
         let mut next = first;
         while let Some(input) = next {
             match input {
@@ -499,6 +527,7 @@ fn run(
                     acks.extend(ack);
                 }
                 Input::Flush(ack) => flush_acks.push(ack),
+                Input::Barrier(ack) => acks.push(ack),
             }
             next = if group.len() < GROUP {
                 rx.try_recv().ok()
@@ -508,8 +537,11 @@ fn run(
         }
         let mut result = Ok(());
         let mut attempted = false;
+        // Whether this round proved that writes work: a flush alone does not.
+        let mut wrote = false;
         if !group.is_empty() {
             attempted = true;
+            wrote = true;
             result = backend.apply(&group);
             status.pending.fetch_sub(group.len() as u64, Relaxed);
             match &result {
@@ -521,6 +553,15 @@ fn run(
                 Err(error) => failed_write = Some(error.clone()),
             }
             group.clear();
+        }
+        // A failed disk is probed while idle, so a node that refuses writes (and so writes
+        // nothing) still notices when the disk works again.
+        if !attempted && idle && !status.healthy.load(Relaxed) {
+            attempted = true;
+            wrote = true;
+            result = backend
+                .apply(&[Change::Delete(PROBE_KEY.to_vec())])
+                .and_then(|()| backend.flush());
         }
         let flush_due = match policy {
             FsyncPolicy::Always => dirty,
@@ -537,7 +578,7 @@ fn run(
                 status.last_flush_unix.store(unix_seconds(), Relaxed);
             }
         }
-        if attempted {
+        if attempted && (wrote || result.is_err()) {
             status.record(&result);
         }
         for ack in acks.drain(..) {

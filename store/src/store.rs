@@ -68,6 +68,31 @@ struct Shard {
     sweep: usize,
     rng: SmallRng,
     stats: ShardStats,
+    /// True once a [`ChangeSink`] is attached: changed keys are noted in `pending` and
+    /// reported before the shard lock is released, so a key's changes reach the sink in
+    /// the order they happened.
+    recording: bool,
+    pending: Vec<(Box<[u8]>, ChangeCause)>,
+}
+
+/// Why a key changed, for a [`ChangeSink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeCause {
+    /// A command wrote or deleted it.
+    Write,
+    /// Its TTL passed.
+    Expire,
+    /// Eviction under `maxmemory` removed it.
+    Evict,
+}
+
+/// Receives every keyspace change (the persistence tier). Called with the shard locked:
+/// it must not call back into the store.
+pub trait ChangeSink: Send + Sync {
+    /// `key` now holds `state` (value and deadline, 0 = none), or nothing.
+    fn changed(&self, key: &[u8], state: Option<(&Value, u64)>, cause: ChangeCause);
+    /// Every key was deleted (FLUSHALL).
+    fn cleared(&self);
 }
 
 /// Tunables read on every access; atomics so CONFIG SET applies at once.
@@ -90,6 +115,14 @@ impl Shard {
             sweep: 0,
             rng: SmallRng::seed_from_u64(seed),
             stats: ShardStats::default(),
+            recording: false,
+            pending: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, key: &[u8], cause: ChangeCause) {
+        if self.recording {
+            self.pending.push((key.into(), cause));
         }
     }
 
@@ -104,7 +137,8 @@ impl Shard {
         let index = self.map.get_index_of(key)?;
         let expires_at = self.map[index].expires_at;
         if expires_at != 0 && expires_at <= now {
-            self.remove_index(index);
+            let (key, _) = self.remove_index(index);
+            self.note(&key, ChangeCause::Expire);
             self.stats.expired += 1;
             return None;
         }
@@ -269,6 +303,7 @@ impl Slot<'_> {
         }
         if self.modified {
             self.shard.bump_watch(self.key);
+            self.shard.note(self.key, ChangeCause::Write);
         }
     }
 }
@@ -395,6 +430,7 @@ impl StoreBuilder {
             pool: Mutex::new(EvictionPool::default()),
             sweep_shard: AtomicUsize::new(0),
             rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
+            sink: std::sync::OnceLock::new(),
         }
     }
 }
@@ -412,6 +448,7 @@ pub struct Store {
     pool: Mutex<EvictionPool>,
     sweep_shard: AtomicUsize,
     rng: Mutex<SmallRng>,
+    sink: std::sync::OnceLock<std::sync::Arc<dyn ChangeSink>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -454,6 +491,18 @@ impl Store {
         let mut shard = self.shards[index].lock();
         let before = shard.bytes;
         let result = f(&mut shard);
+        if !shard.pending.is_empty()
+            && let Some(sink) = self.sink.get()
+        {
+            let shard = &mut *shard;
+            for (key, cause) in shard.pending.drain(..) {
+                let state = shard.map.get_index_of(&key).map(|i| {
+                    let entry = &shard.map[i];
+                    (&entry.value, entry.expires_at)
+                });
+                sink.changed(&key, state, cause);
+            }
+        }
         let after = shard.bytes;
         drop(shard);
         if after >= before {
@@ -462,6 +511,18 @@ impl Store {
             self.used.fetch_sub(before - after, Relaxed);
         }
         result
+    }
+
+    /// Attaches the sink every later change is reported to (once; false if one was
+    /// attached already). Load recovered data before attaching, so it is not written back.
+    pub fn set_change_sink(&self, sink: std::sync::Arc<dyn ChangeSink>) -> bool {
+        if self.sink.set(sink).is_err() {
+            return false;
+        }
+        for shard in self.shards.iter() {
+            shard.lock().recording = true;
+        }
+        true
     }
 
     /// Holds off exclusive sections (EXEC, MSET, RENAME…) while a batch of commands runs.
@@ -719,6 +780,9 @@ impl Store {
             });
         }
         self.pool.lock().clear();
+        if let Some(sink) = self.sink.get() {
+            sink.cleared();
+        }
         FlushedData(maps)
     }
 
@@ -852,7 +916,8 @@ impl Store {
                     let at = shard.map[shard.sweep].expires_at;
                     if at != 0 && at <= now {
                         // swap_remove moves the last entry here: look at this index again.
-                        shard.remove_index(shard.sweep);
+                        let (key, _) = shard.remove_index(shard.sweep);
+                        shard.note(&key, ChangeCause::Expire);
                         shard.stats.expired += 1;
                         report.expired += 1;
                     } else {
@@ -985,7 +1050,8 @@ impl Store {
                         }
                         found += 1;
                         if random {
-                            shard.remove_index(i);
+                            let (key, _) = shard.remove_index(i);
+                            shard.note(&key, ChangeCause::Evict);
                             shard.stats.evicted += 1;
                             return Some(true);
                         }
@@ -1018,7 +1084,8 @@ impl Store {
                     if score < candidate.score {
                         return Some(Err(score));
                     }
-                    shard.remove_index(index);
+                    let (key, _) = shard.remove_index(index);
+                    shard.note(&key, ChangeCause::Evict);
                     shard.stats.evicted += 1;
                     Some(Ok(()))
                 });

@@ -12,7 +12,59 @@ pub enum Value {
     Hash(Box<HashValue>),
 }
 
+const TAG_STR: u8 = 0;
+const TAG_HASH: u8 = 1;
+
 impl Value {
+    /// The persistence tier's encoding: a tag, then the string, or the hash's fields and
+    /// values each prefixed by a u32 LE length.
+    pub fn to_persisted(&self) -> Vec<u8> {
+        match self {
+            Value::Str(s) => {
+                let mut out = Vec::with_capacity(1 + s.len());
+                out.push(TAG_STR);
+                out.extend_from_slice(s);
+                out
+            }
+            Value::Hash(h) => {
+                let mut out = Vec::with_capacity(1 + h.bytes() + 8 * h.len());
+                out.push(TAG_HASH);
+                for (field, value) in h.iter() {
+                    for part in [field, value] {
+                        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
+                        out.extend_from_slice(part);
+                    }
+                }
+                out
+            }
+        }
+    }
+
+    /// The inverse of [`Value::to_persisted`]; `None` for bytes that are not one.
+    pub fn from_persisted(bytes: &[u8]) -> Option<Value> {
+        let (&tag, mut rest) = bytes.split_first()?;
+        match tag {
+            TAG_STR => Some(Value::Str(rest.to_vec())),
+            TAG_HASH => {
+                let mut hash = HashValue::new();
+                let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+                    let (len, tail) = rest.split_first_chunk::<4>()?;
+                    let len = u32::from_le_bytes(*len) as usize;
+                    let part = tail.get(..len)?.to_vec();
+                    *rest = &tail[len..];
+                    Some(part)
+                };
+                while !rest.is_empty() {
+                    let field = take(&mut rest)?;
+                    let value = take(&mut rest)?;
+                    hash.insert(&field, &value);
+                }
+                (!hash.is_empty()).then(|| Value::Hash(Box::new(hash)))
+            }
+            _ => None,
+        }
+    }
+
     /// Redis's name for the type, as `TYPE` answers.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -344,5 +396,31 @@ mod tests {
         assert_eq!(Value::Hash(Box::new(h.clone())).encoding(), "listpack");
         h.insert(b"g", &[0u8; 65]);
         assert_eq!(Value::Hash(Box::new(h)).encoding(), "hashtable");
+    }
+}
+
+#[cfg(test)]
+mod persisted_tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_through_the_persisted_encoding() {
+        let mut hash = HashValue::new();
+        hash.insert(b"f1", b"v1");
+        hash.insert(b"", b"empty field");
+        for value in [
+            Value::Str(Vec::new()),
+            Value::Str(b"\x00bin".to_vec()),
+            Value::Hash(Box::new(hash)),
+        ] {
+            assert_eq!(Value::from_persisted(&value.to_persisted()), Some(value));
+        }
+        assert_eq!(Value::from_persisted(b""), None);
+        assert_eq!(
+            Value::from_persisted(&[1, 9, 0, 0, 0, b'x']),
+            None,
+            "truncated"
+        );
+        assert_eq!(Value::from_persisted(&[7]), None, "unknown tag");
     }
 }

@@ -9,7 +9,15 @@ use ringkv_server::{Config, Node, Server};
 
 /// A node on 127.0.0.1 with a free port, serving until the test's runtime ends.
 pub async fn start(extra: &[&str]) -> Result<(SocketAddr, Arc<Node>)> {
-    let mut args = vec!["ringkv-server", "--port", "0", "--bind", "127.0.0.1"];
+    let mut args = vec![
+        "ringkv-server",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--persistence",
+        "no",
+    ];
     args.extend_from_slice(extra);
     let config = Config::from_args(args)?;
     let server = Server::bind(config, None).await?;

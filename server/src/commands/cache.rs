@@ -78,13 +78,13 @@ pub fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             follower,
             lease_expires_at,
         } => {
-            ctx.conn.blocked = Some(BlockedGet {
+            ctx.conn.parked = Some(super::Parked::CacheGet(BlockedGet {
                 key: key.to_vec(),
                 lease_ms,
                 wait_until: ctx.now.saturating_add(wait_ms),
                 lease_expires_at,
                 follower,
-            });
+            }));
         }
     }
     Ok(())

@@ -11,7 +11,7 @@ use ringkv_store::{EvictionPolicy, glob_match};
 
 use super::connection::REDIS_COMPAT_VERSION;
 use super::{CmdError, CmdResult, help, is, lossy};
-use crate::config::{Config, parse_memory};
+use crate::config::{Config, fsync_name, parse_memory};
 use crate::dispatch::Ctx;
 use crate::node::{Node, unix_ms};
 
@@ -133,13 +133,7 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
             },
         ),
     );
-    section(
-        "Persistence",
-        format!(
-            "loading:0\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\n",
-            node.started_unix,
-        ),
-    );
+    section("Persistence", persistence_info(node));
     let s = &node.stats;
     section(
         "Stats",
@@ -344,6 +338,31 @@ const OPTIONS: &[ConfigOption] = &[
             c.hz = c.hz.clamp(1, 500);
             Ok(())
         }),
+    },
+    ConfigOption {
+        name: "appendfsync",
+        get: |c| fsync_name(c.appendfsync).to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "appendonly",
+        get: |c| if c.persistence { "yes" } else { "no" }.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "persistence",
+        get: |c| if c.persistence { "yes" } else { "no" }.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "dir",
+        get: |c| c.dir.display().to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "mode",
+        get: |c| c.mode.clone(),
+        set: None,
     },
     ConfigOption {
         name: "cache-xfetch-beta",
@@ -786,7 +805,46 @@ pub fn time(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 
 /// LASTSAVE (the start time until persistence exists)
 pub fn lastsave(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
-    ctx.out.int(ctx.node.started_unix as i64);
+    let last_flush = ctx
+        .node
+        .persistence
+        .as_ref()
+        .map_or(0, |p| p.status().last_flush_unix.load(Relaxed));
+    ctx.out.int(last_flush.max(ctx.node.started_unix) as i64);
+    Ok(())
+}
+
+/// A command waiting for something off the store gate; the connection awaits it.
+#[derive(Debug)]
+pub enum Parked {
+    /// CACHE.GET waiting for another client's fill.
+    CacheGet(super::BlockedGet),
+    /// SAVE waiting for the flush.
+    Save(tokio::sync::oneshot::Receiver<Result<(), ringkv_store::persist::PersistError>>),
+}
+
+fn tier<'a>(
+    ctx: &Ctx<'a, '_>,
+) -> Result<&'a std::sync::Arc<crate::persistence::Persistence>, CmdError> {
+    ctx.node.persistence.as_ref().ok_or_else(|| {
+        CmdError::Custom("ERR persistence is disabled on this node (--persistence no)".into())
+    })
+}
+
+/// SAVE: replies once every change so far is durable.
+pub fn save(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let durable = tier(ctx)?.durable();
+    ctx.conn.parked = Some(Parked::Save(durable));
+    Ok(())
+}
+
+/// BGSAVE [SCHEDULE]: starts making every change durable and replies at once.
+pub fn bgsave(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if args.len() > 2 || (args.len() == 2 && !is(args.get(1), "SCHEDULE")) {
+        return Err(CmdError::Syntax);
+    }
+    drop(tier(ctx)?.durable());
+    ctx.out.simple("Background saving started");
     Ok(())
 }
 
@@ -815,4 +873,42 @@ pub fn shutdown(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     // Like Redis: no reply; the connection closes.
     ctx.conn.close = true;
     Ok(())
+}
+
+/// INFO persistence: Redis's field names where they fit, then ringkv's own.
+fn persistence_info(node: &Node) -> String {
+    let loading = u8::from(node.loading.load(Relaxed));
+    let Some(p) = &node.persistence else {
+        return format!(
+            "loading:{loading}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\npersistence:no\r\n",
+            node.started_unix
+        );
+    };
+    let status = p.status();
+    let ok = |healthy: bool| if healthy { "ok" } else { "err" };
+    let healthy = status.healthy.load(Relaxed);
+    let last_save = status.last_flush_unix.load(Relaxed).max(node.started_unix);
+    format!(
+        "loading:{loading}\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{last_save}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\naof_last_write_status:{}\r\n\
+         persistence:yes\r\npersistence_mode:{}\r\npersistence_dir:{}\r\nappendfsync:{}\r\npersistence_pending:{}\r\npersistence_applied:{}\r\npersistence_groups:{}\r\npersistence_fsyncs:{}\r\npersistence_failures:{}\r\npersistence_last_error:{}\r\npersistence_disk_bytes:{}\r\nloaded_keys:{}\r\nloaded_expired_while_down:{}\r\nloading_time_ms:{}\r\nstore_fault_ins:{}\r\n",
+        p.changes_since_save(),
+        ok(healthy),
+        ok(healthy),
+        if p.store_mode() { "store" } else { "cache" },
+        p.dir.display(),
+        fsync_name(p.policy()),
+        status.pending.load(Relaxed),
+        status.applied.load(Relaxed),
+        status.groups.load(Relaxed),
+        status.flushes.load(Relaxed),
+        status.failures.load(Relaxed),
+        status
+            .last_error()
+            .map_or_else(String::new, |e| e.to_string().replace(['\r', '\n'], " ")),
+        p.disk_bytes().unwrap_or(0),
+        p.recovered.load(Relaxed),
+        p.expired_while_down.load(Relaxed),
+        p.recovery_ms.load(Relaxed),
+        p.fault_ins.load(Relaxed),
+    )
 }

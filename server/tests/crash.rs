@@ -1,0 +1,360 @@
+//! Crash tests of the persistence tier, in the style of sled's: a node serves writers, is
+//! killed with SIGKILL at a random moment, restarts on the same directory, and what it
+//! recovered is checked against what was acknowledged. A failing run prints its seed;
+//! `RINGKV_CRASH_SEED=<seed>` replays it and `RINGKV_CRASH_ROUNDS=<n>` runs more rounds.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Node {
+    let child = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the server binary starts");
+    Node(child)
+}
+
+/// A blocking RESP client that reads whole replies (simple, error, integer, bulk, arrays).
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(stream) => {
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(10)))
+                        .unwrap();
+                    return Client {
+                        reader: BufReader::new(stream.try_clone().unwrap()),
+                        writer: stream,
+                    };
+                }
+                Err(e) if Instant::now() > deadline => panic!("node never listened: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    }
+
+    /// Sends a command; `None` when the connection broke (the node died).
+    fn call(&mut self, args: &[&[u8]]) -> Option<String> {
+        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            frame.extend_from_slice(arg);
+            frame.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&frame).ok()?;
+        self.read_reply()
+    }
+
+    fn read_reply(&mut self) -> Option<String> {
+        let mut line = String::new();
+        if self.reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end().to_string();
+        match line.as_bytes().first()? {
+            b'$' => {
+                let len: i64 = line[1..].parse().ok()?;
+                if len < 0 {
+                    return Some("(nil)".into());
+                }
+                let mut buf = vec![0u8; len as usize + 2];
+                std::io::Read::read_exact(&mut self.reader, &mut buf).ok()?;
+                buf.truncate(len as usize);
+                Some(String::from_utf8_lossy(&buf).into_owned())
+            }
+            b'*' => {
+                let n: i64 = line[1..].parse().ok()?;
+                let mut parts = Vec::new();
+                for _ in 0..n.max(0) {
+                    parts.push(self.read_reply()?);
+                }
+                Some(parts.join("\n"))
+            }
+            _ => Some(line),
+        }
+    }
+
+    fn get(&mut self, key: &str) -> String {
+        self.call(&[b"GET", key.as_bytes()]).expect("GET answered")
+    }
+
+    /// Waits until the node has loaded its data.
+    fn wait_loaded(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let info = self.call(&[b"INFO", b"persistence"]).unwrap_or_default();
+            if info.contains("\r\nloading:0") {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the node never finished loading");
+    }
+}
+
+fn value(writer: usize, i: u64) -> String {
+    // Long enough that a torn write would show; unique per (writer, i).
+    format!("w{writer}:{i}:{}", "x".repeat(100 + (i % 50) as usize))
+}
+
+/// Acknowledged writes per writer: (sequence number, time of the reply).
+type Acks = Vec<Vec<(u64, Instant)>>;
+
+/// Starts `writers` threads that SET w<t>:<i> for i = 0, 1, … until the node dies.
+fn write_until_killed(port: u16, writers: usize, stop: Arc<AtomicBool>) -> Arc<Mutex<Acks>> {
+    let acks = Arc::new(Mutex::new(vec![Vec::new(); writers]));
+    for t in 0..writers {
+        let (acks, stop) = (acks.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut client = Client::connect(port);
+            for i in 0.. {
+                if stop.load(SeqCst) {
+                    return;
+                }
+                let key = format!("w{t}:{i}");
+                match client.call(&[b"SET", key.as_bytes(), value(t, i).as_bytes()]) {
+                    Some(reply) if reply == "+OK" => {
+                        acks.lock().unwrap()[t].push((i, Instant::now()));
+                    }
+                    _ => return,
+                }
+            }
+        });
+    }
+    acks
+}
+
+fn seed() -> u64 {
+    std::env::var("RINGKV_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// A small deterministic generator (the crash moment comes from the seed).
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+/// One crash round; returns per writer (acknowledged, recovered, lost acknowledged, acks
+/// in the last 1.5 s before the kill).
+fn crash_round(fsync: &str, seed: u64) -> Vec<(u64, u64, u64, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut rng = seed | 1;
+    let writers = 4;
+    let mut node = spawn(dir.path(), port, &["--appendfsync", fsync]);
+    Client::connect(port).wait_loaded();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acks = write_until_killed(port, writers, stop.clone());
+    let run_ms = 300 + next(&mut rng) % 1200;
+    std::thread::sleep(Duration::from_millis(run_ms));
+    node.0.kill().expect("SIGKILL"); // std's kill is SIGKILL on Unix
+    let killed_at = Instant::now();
+    let _ = node.0.wait();
+    stop.store(true, SeqCst);
+    std::thread::sleep(Duration::from_millis(50));
+    let acks = acks.lock().unwrap().clone();
+
+    let _node = spawn(dir.path(), port, &["--appendfsync", fsync]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    let mut report = Vec::new();
+    for (t, acked) in acks.iter().enumerate() {
+        let acked_count = acked.len() as u64;
+        let recent = acked
+            .iter()
+            .filter(|(_, at)| killed_at.duration_since(*at) < Duration::from_millis(1500))
+            .count() as u64;
+        // Writes reach the disk in order: what survived is a prefix 0..n, every value
+        // whole and the one that was written, and nothing past the last write sent.
+        let mut recovered = 0u64;
+        loop {
+            let got = client.get(&format!("w{t}:{recovered}"));
+            if got == "(nil)" {
+                break;
+            }
+            assert_eq!(
+                got,
+                value(t, recovered),
+                "seed {seed}: torn or foreign value"
+            );
+            recovered += 1;
+        }
+        for gap in 1..=3 {
+            assert_eq!(
+                client.get(&format!("w{t}:{}", recovered + gap)),
+                "(nil)",
+                "seed {seed}: recovered writes are not a prefix"
+            );
+        }
+        assert!(
+            recovered <= acked_count + 1,
+            "seed {seed}: a write from the future ({recovered} recovered, {acked_count} acknowledged)"
+        );
+        report.push((
+            acked_count,
+            recovered,
+            acked_count.saturating_sub(recovered),
+            recent,
+        ));
+    }
+    report
+}
+
+fn rounds(default: usize) -> usize {
+    std::env::var("RINGKV_CRASH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+#[test]
+fn appendfsync_always_loses_no_acknowledged_write_under_sigkill() {
+    let base = seed();
+    for round in 0..rounds(4) {
+        let seed = base.wrapping_add(round as u64);
+        for (t, (acked, recovered, lost, _)) in crash_round("always", seed).into_iter().enumerate()
+        {
+            assert!(
+                acked > 0,
+                "seed {seed}: writer {t} never got an acknowledgement"
+            );
+            assert_eq!(
+                lost, 0,
+                "seed {seed}: writer {t} lost acknowledged writes ({recovered} of {acked} recovered)"
+            );
+        }
+    }
+}
+
+#[test]
+fn appendfsync_everysec_loses_at_most_about_a_second() {
+    let base = seed();
+    for round in 0..rounds(2) {
+        let seed = base.wrapping_add(1000 + round as u64);
+        for (t, (acked, _, lost, recent)) in crash_round("everysec", seed).into_iter().enumerate() {
+            assert!(
+                acked > 0,
+                "seed {seed}: writer {t} never got an acknowledgement"
+            );
+            assert!(
+                lost <= recent,
+                "seed {seed}: writer {t} lost {lost} acknowledged writes, more than the {recent} of its last 1.5 s"
+            );
+        }
+    }
+}
+
+#[test]
+fn keys_that_expired_while_the_node_was_down_do_not_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    {
+        let mut node = spawn(dir.path(), port, &[]);
+        let mut client = Client::connect(port);
+        client.wait_loaded();
+        assert_eq!(
+            client
+                .call(&[b"SET", b"short", b"v", b"PX", b"300"])
+                .unwrap(),
+            "+OK"
+        );
+        assert_eq!(
+            client
+                .call(&[b"SET", b"long", b"v", b"EX", b"600"])
+                .unwrap(),
+            "+OK"
+        );
+        assert_eq!(client.call(&[b"HSET", b"h", b"f", b"v"]).unwrap(), ":1");
+        assert_eq!(client.call(&[b"SAVE"]).unwrap(), "+OK");
+        node.0.kill().unwrap();
+        let _ = node.0.wait();
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let _node = spawn(dir.path(), port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.get("short"), "(nil)");
+    assert_eq!(client.get("long"), "v");
+    let ttl: i64 = client.call(&[b"TTL", b"long"]).unwrap()[1..]
+        .parse()
+        .unwrap();
+    assert!(
+        (590..=600).contains(&ttl),
+        "the absolute deadline survived: {ttl}"
+    );
+    assert_eq!(client.call(&[b"HGET", b"h", b"f"]).unwrap(), "v");
+    let info = client.call(&[b"INFO", b"persistence"]).unwrap();
+    assert!(info.contains("loaded_expired_while_down:1"), "{info}");
+}
+
+#[test]
+fn an_unusable_data_directory_stops_the_node_with_its_path_or_is_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let bogus = dir.path().join("data-is-a-file");
+    std::fs::write(&bogus, b"not a database").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--port", &free_port().to_string(), "--dir"])
+        .arg(&bogus)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("data-is-a-file"),
+        "names the path: {stderr}"
+    );
+
+    // In cache mode the operator may choose to start cold instead.
+    let port = free_port();
+    let _node = spawn(&bogus, port, &["--on-corrupt-data", "discard"]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).unwrap(), "+OK");
+    let moved_aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
+    assert!(moved_aside, "the unreadable directory was kept, renamed");
+}
