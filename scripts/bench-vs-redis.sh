@@ -6,11 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-benchmark >/dev/null 2>&1; then
-  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  export DEBIAN_FRONTEND=noninteractive
-  $sudo apt-get update -qq && $sudo apt-get install -y -qq redis-server redis-tools >/dev/null
-fi
+source scripts/ensure-redis.sh
 # Debian's redis-server package starts a service on 6379; the comparison uses its own ports.
 python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q matplotlib
 exec python3 scripts/bench_vs_redis.py "$@"

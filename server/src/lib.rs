@@ -145,6 +145,14 @@ impl Server {
         while !node.clients.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        if let Some(persistence) = &node.persistence {
+            // A clean stop loses nothing, whatever the fsync policy.
+            match persistence.durable().await {
+                Ok(Ok(())) => tracing::info!("persistence tier flushed"),
+                Ok(Err(error)) => tracing::error!(%error, "final flush failed"),
+                Err(_) => tracing::error!("persistence writer gone before the final flush"),
+            }
+        }
         tracing::info!("ringkv is now ready to exit, bye bye...");
         Ok(())
     }

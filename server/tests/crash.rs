@@ -4,28 +4,15 @@
 //! `RINGKV_CRASH_SEED=<seed>` replays it and `RINGKV_CRASH_ROUNDS=<n>` runs more rounds.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
+
+mod support;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
+use support::{Node, free_port, sigterm};
 
 fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Node {
     let child = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
@@ -357,4 +344,24 @@ fn an_unusable_data_directory_stops_the_node_with_its_path_or_is_moved_aside() {
         .filter_map(|e| e.ok())
         .any(|e| e.file_name().to_string_lossy().contains("corrupt"));
     assert!(moved_aside, "the unreadable directory was kept, renamed");
+}
+
+#[test]
+fn a_clean_stop_flushes_everything_even_with_appendfsync_no() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = spawn(dir.path(), port, &["--appendfsync", "no"]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    for i in 0..100 {
+        let key = format!("k{i}");
+        assert_eq!(client.call(&[b"SET", key.as_bytes(), b"v"]).unwrap(), "+OK");
+    }
+    sigterm(&node);
+    let status = node.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let _node = spawn(dir.path(), port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.call(&[b"DBSIZE"]).unwrap(), ":100");
 }

@@ -1,29 +1,14 @@
 //! The `ringkv-server` binary as an operator runs it: config files, flags and signals.
 
 use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{Node, free_port, sigterm};
+
 use std::io::{Read, Write};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// Kills the node if a test fails before stopping it.
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn spawn(args: &[&str]) -> Node {
     // Persistence is tested in crash.rs; here no node touches a data directory.
@@ -80,13 +65,7 @@ fn sigterm_shuts_the_node_down_gracefully() {
     let mut node = spawn(&["--port", &port.to_string()]);
     let mut client = connect(port);
     assert_eq!(request(&mut client, "SET k v"), "+OK\r\n");
-    let pid = node.0.id().to_string();
-    // The shell's builtin kill: no procps needed on a fresh machine.
-    let sent = Command::new("sh")
-        .args(["-c", &format!("kill -TERM {pid}")])
-        .status()
-        .unwrap();
-    assert!(sent.success());
+    sigterm(&node);
     let status = wait_exit(&mut node, Duration::from_secs(10));
     assert!(status.success(), "exit status {status:?}");
     let mut log = String::new();

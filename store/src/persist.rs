@@ -142,6 +142,7 @@ impl SledPersist {
             .path(path)
             // Our writer decides when to fsync; sled's own timer would only add syncs.
             .flush_every_ms(None)
+            .mode(sled::Mode::HighThroughput)
             .open()
             .map_err(|e| PersistError::Open {
                 path: path.to_path_buf(),
