@@ -153,6 +153,9 @@ impl Server {
                 Err(_) => tracing::error!("persistence writer gone before the final flush"),
             }
         }
+        if let Some(fatal) = node.fatal.lock().take() {
+            anyhow::bail!(fatal);
+        }
         tracing::info!("ringkv is now ready to exit, bye bye...");
         Ok(())
     }
@@ -171,6 +174,10 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) {
         Err(error) => {
             // Serving a partial keyspace as if it were whole would lose data silently.
             tracing::error!(%error, dir = %persistence.dir.display(), "recovery failed; shutting down");
+            *node.fatal.lock() = Some(format!(
+                "recovering {} failed: {error}",
+                persistence.dir.display()
+            ));
             node.begin_shutdown();
             return;
         }

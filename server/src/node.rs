@@ -168,6 +168,8 @@ pub struct Node {
     pub persistence: Option<Arc<Persistence>>,
     /// True while the persistence tier is being loaded: commands answer -LOADING.
     pub loading: AtomicBool,
+    /// Why the node stopped on its own (recovery failed); the process exits with it.
+    pub fatal: Mutex<Option<String>>,
     /// Live configuration (CONFIG SET changes it).
     pub config: RwLock<Config>,
     /// Values of Redis options accepted for compatibility only.
@@ -219,6 +221,7 @@ impl Node {
             store,
             persistence,
             loading: AtomicBool::new(false),
+            fatal: Mutex::new(None),
             leases: Leases::default(),
             port: AtomicU64::new(config.port as u64),
             config: RwLock::new(config),

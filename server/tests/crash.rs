@@ -365,3 +365,30 @@ fn a_clean_stop_flushes_everything_even_with_appendfsync_no() {
     client.wait_loaded();
     assert_eq!(client.call(&[b"DBSIZE"]).unwrap(), ":100");
 }
+
+#[test]
+fn a_record_that_does_not_decode_stops_the_node_instead_of_serving_a_partial_keyspace() {
+    use ringkv_store::persist::{Change, Persist, SledPersist, Stored};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sled = SledPersist::open(dir.path()).unwrap();
+        let garbage = Stored {
+            value: vec![0xEE, 1, 2, 3],
+            expires_at: 0,
+        };
+        sled.apply(&[Change::Put(b"bad".to_vec(), garbage)])
+            .unwrap();
+        sled.flush().unwrap();
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--port", &free_port().to_string(), "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("recovering") && stderr.contains("bad"),
+        "{stderr}"
+    );
+}
