@@ -682,29 +682,29 @@ where
         };
         if let Some(value) = value {
             // One caller refreshes; everyone else keeps the current value meanwhile.
-            let role = self.inner.flights.join(&key);
-            bump(if stale {
-                &counters.stale_served
-            } else if matches!(role, Role::Leader(_)) {
-                &counters.early_refreshes
-            } else {
-                return Ok(value);
-            });
-            let Role::Leader(leader) = role else {
+            let Role::Leader(leader) = self.inner.flights.join(&key) else {
+                if stale {
+                    bump(&counters.stale_served);
+                }
                 return Ok(value);
             };
+            if !stale {
+                bump(&counters.early_refreshes);
+            }
             return match self.load(&key, init).await {
                 Ok(fresh) => {
                     leader.land(Ok(fresh.clone()));
                     Ok(fresh)
                 }
                 Err(error) => {
-                    leader.land(Err(error));
+                    leader.land(Err(erase(error)));
+                    if stale {
+                        bump(&counters.stale_served);
+                    }
                     Ok(value)
                 }
             };
         }
-        let mut init = Some(init);
         loop {
             match self.inner.flights.join(&key) {
                 Role::Leader(leader) => {
@@ -716,19 +716,15 @@ where
                         leader.land(Ok(v.clone()));
                         return Ok(v);
                     }
-                    let Some(init) = init.take() else {
-                        unreachable!("a caller leads at most once: it returns after loading")
-                    };
+                    // `init` moves here at most once: this branch always returns.
                     return match self.load(&key, init).await {
                         Ok(value) => {
                             leader.land(Ok(value.clone()));
                             Ok(value)
                         }
                         Err(error) => {
-                            leader.land(Err(error.clone()));
-                            Err(error
-                                .downcast::<E>()
-                                .unwrap_or_else(|_| unreachable!("we erased an E")))
+                            leader.land(Err(erase(error.clone())));
+                            Err(error)
                         }
                     };
                 }
@@ -749,13 +745,12 @@ where
         }
     }
 
-    /// Runs a loader, times it, and stores a success. The error comes back type-erased
-    /// for the flight's followers.
+    /// Runs a loader, times it, and stores a success.
     async fn load<E: Send + Sync + 'static>(
         &self,
         key: &K,
         init: impl Future<Output = Result<V, E>>,
-    ) -> Result<V, Arc<dyn Any + Send + Sync>> {
+    ) -> Result<V, Arc<E>> {
         let counters = &self.inner.counters;
         bump(&counters.loads);
         let clock = &self.inner.clock;
@@ -968,6 +963,11 @@ impl<K, V> Shard<K, V> {
         }
         best.map_or(usize::from(newest == 0), |(_, index)| index)
     }
+}
+
+/// A loader's error as its flight's followers receive it.
+fn erase<E: Send + Sync + 'static>(error: Arc<E>) -> Arc<dyn Any + Send + Sync> {
+    error
 }
 
 fn minutes(now_ms: u64) -> u16 {

@@ -247,7 +247,8 @@ async fn within_grace_readers_get_the_stale_value_while_one_reloads() {
     release.notify_one();
     assert_eq!(refresher.await.unwrap(), 11);
     assert_eq!(cache.get(&1), Some(11));
-    assert_eq!(cache.stats().stale_served, 6);
+    // The five readers got the stale value; the refreshing caller got the fresh one.
+    assert_eq!(cache.stats().stale_served, 5);
     // Past the grace period the value is gone.
     clock.advance(Duration::from_secs(7));
     assert_eq!(cache.get_with(1, async { 12 }).await, 12);
@@ -355,9 +356,11 @@ async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
         cache.flush_persistence().unwrap();
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
+    let clock = mock_clock();
     let cache: Cache<String, String> = Cache::builder()
         .max_capacity(100)
         .persistence(open())
+        .clock(clock.clone())
         .try_build()
         .unwrap();
     // Evicted entries were deleted from the tier too, so what comes back is what the
@@ -376,11 +379,21 @@ async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
         cache.entry_count(),
         "every recovered entry is served"
     );
-    // A recovered entry keeps its remaining TTL, not forever.
-    let loaded = cache
-        .get_with("k148".to_string(), async { "reloaded".to_string() })
-        .await;
-    assert!(loaded == "v148" || loaded == "reloaded");
+    // A recovered entry keeps its remaining TTL (600 s less the restart), not forever;
+    // an entry stored without one keeps none.
+    let survivor = (0..149)
+        .map(|i| format!("k{i}"))
+        .find(|k| cache.get(k).is_some())
+        .expect("some entry was recovered");
+    clock.advance(Duration::from_secs(590));
+    assert!(cache.get(&survivor).is_some(), "still within its TTL");
+    clock.advance(Duration::from_secs(11));
+    assert_eq!(
+        cache.get(&survivor),
+        None,
+        "expired at its original deadline"
+    );
+    assert_eq!(cache.get("forever"), Some("here".to_string()));
 }
 
 #[test]

@@ -183,3 +183,53 @@ async fn store_mode_holds_five_times_maxmemory_and_returns_every_key() -> Result
     assert_eq!(con.get::<_, Option<String>>("key:0").await?, None);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn save_commands_explain_themselves_without_a_tier_and_on_bad_arguments() -> Result<()> {
+    let (addr, _node) = start(&[]).await?; // --persistence no
+    let mut con = client(addr, false).await?;
+    for command in ["SAVE", "BGSAVE"] {
+        let error = redis::cmd(command)
+            .query_async::<()>(&mut con)
+            .await
+            .unwrap_err();
+        assert!(
+            error.to_string().contains("persistence is disabled"),
+            "{command}: {error}"
+        );
+    }
+    let lastsave: i64 = redis::cmd("LASTSAVE").query_async(&mut con).await?;
+    assert!(
+        lastsave > 1_600_000_000,
+        "the start time without a tier: {lastsave}"
+    );
+
+    // `appendfsync no` flushes rarely, so applied changes wait for SAVE.
+    let (addr, _node) =
+        start_with(Arc::new(MemoryPersist::default()), &["--appendfsync", "no"]).await?;
+    let mut con = client(addr, false).await?;
+    let error = redis::cmd("BGSAVE")
+        .arg("NOW")
+        .query_async::<()>(&mut con)
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("syntax error"), "{error}");
+    let started: String = redis::cmd("BGSAVE")
+        .arg("SCHEDULE")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(started, "Background saving started");
+    let _: () = con.set("k", "v").await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !info_persistence(&mut con)
+        .await?
+        .contains("rdb_changes_since_last_save:1")
+    {
+        assert!(Instant::now() < deadline, "the change was never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    let info = info_persistence(&mut con).await?;
+    assert!(info.contains("rdb_changes_since_last_save:0"), "{info}");
+    Ok(())
+}

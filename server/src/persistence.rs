@@ -36,8 +36,6 @@ pub struct Persistence {
     pub expired_while_down: AtomicU64,
     /// Milliseconds the recovery took.
     pub recovery_ms: AtomicU64,
-    /// Changes since the last flush completed (for `rdb_changes_since_last_save`).
-    changes_since_save: AtomicU64,
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
 }
@@ -91,7 +89,6 @@ impl Persistence {
             recovered: AtomicU64::new(0),
             expired_while_down: AtomicU64::new(0),
             recovery_ms: AtomicU64::new(0),
-            changes_since_save: AtomicU64::new(0),
             saving: AtomicBool::new(false),
         }
     }
@@ -116,9 +113,9 @@ impl Persistence {
         self.backend.size_on_disk()
     }
 
-    /// Changes written since the last completed SAVE or flush.
+    /// Changes applied but not yet made durable by a completed flush.
     pub fn changes_since_save(&self) -> u64 {
-        self.changes_since_save.load(Relaxed)
+        self.status().unflushed.load(Relaxed)
     }
 
     /// Writes are refused (MISCONF) while the disk fails and a write must be durable:
@@ -175,12 +172,10 @@ impl Persistence {
     /// Resolves once every change sent so far is durable (`appendfsync always`, SAVE).
     pub fn durable(&self) -> oneshot::Receiver<Result<(), PersistError>> {
         let (tx, rx) = oneshot::channel();
-        let sent = self.writer.flush(Box::new(move |result| {
+        // A stopped writer drops `tx`: the receiver then reports the failure.
+        let _ = self.writer.flush(Box::new(move |result| {
             let _ = tx.send(result);
         }));
-        if sent.is_ok() && self.writer.status().healthy.load(Relaxed) {
-            self.changes_since_save.store(0, Relaxed);
-        }
         rx
     }
 
@@ -210,22 +205,21 @@ impl Persistence {
 }
 
 impl ChangeSink for Persistence {
-    fn changed(&self, key: &[u8], state: Option<(&Value, u64)>, cause: ChangeCause) {
+    fn changed(&self, key: Box<[u8]>, state: Option<(&Value, u64)>, cause: ChangeCause) {
         // Store mode keeps an evicted value on disk: memory was only its cache.
         if self.store_mode && cause == ChangeCause::Evict {
             return;
         }
         let change = match state {
             Some((value, expires_at)) => Change::Put(
-                key.to_vec(),
+                key.into_vec(),
                 Stored {
                     value: value.to_persisted(),
                     expires_at,
                 },
             ),
-            None => Change::Delete(key.to_vec()),
+            None => Change::Delete(key.into_vec()),
         };
-        self.changes_since_save.fetch_add(1, Relaxed);
         // Blocks while the queue is full: backpressure instead of unbounded memory.
         if let Err(error) = self.writer.send(change, None) {
             tracing::warn!(%error, "persistence writer unavailable");
@@ -233,7 +227,6 @@ impl ChangeSink for Persistence {
     }
 
     fn cleared(&self) {
-        self.changes_since_save.fetch_add(1, Relaxed);
         let _ = self.writer.send(Change::Clear, None);
     }
 }

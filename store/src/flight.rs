@@ -90,11 +90,6 @@ impl<V: Clone> Flight<V> {
         self.end(State::Orphaned)
     }
 
-    /// True while neither landed nor orphaned.
-    pub fn in_flight(&self) -> bool {
-        matches!(*lock(&self.state), State::InFlight { .. })
-    }
-
     /// Followers currently registered (tests and statistics).
     pub fn waiting(&self) -> usize {
         match &*lock(&self.state) {
@@ -209,11 +204,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Flights<K, V> {
         })
     }
 
-    /// Joins only when a flight for `key` is already in the air.
-    pub fn follow(&self, key: &K) -> Option<Follower<V>> {
-        lock(&self.table).get(key).map(|flight| flight.wait())
-    }
-
     /// Flights in the air.
     pub fn len(&self) -> usize {
         lock(&self.table).len()
@@ -249,11 +239,6 @@ impl<K: Hash + Eq + Clone, V: Clone> Leader<'_, K, V> {
         self.landed = true;
         self.flights.remove(&self.key, &self.flight);
         self.flight.land(value);
-    }
-
-    /// The key being loaded.
-    pub fn key(&self) -> &K {
-        &self.key
     }
 }
 

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,16 +96,6 @@ pub enum Change {
     Delete(Vec<u8>),
     /// Remove every key (FLUSHALL).
     Clear,
-}
-
-impl Change {
-    /// The key the change is about (empty for [`Change::Clear`]).
-    pub fn key(&self) -> &[u8] {
-        match self {
-            Change::Put(key, _) | Change::Delete(key) => key,
-            Change::Clear => b"",
-        }
-    }
 }
 
 /// A durable key-value backend. Implementations must apply a batch atomically or not at
@@ -303,24 +293,6 @@ impl<P: Persist> Persist for FaultyPersist<P> {
     }
 }
 
-impl<P: Persist + ?Sized> Persist for Arc<P> {
-    fn apply(&self, batch: &[Change]) -> Result<(), PersistError> {
-        (**self).apply(batch)
-    }
-    fn get(&self, key: &[u8]) -> Result<Option<Stored>, PersistError> {
-        (**self).get(key)
-    }
-    fn scan(&self, visit: &mut dyn FnMut(&[u8], Stored)) -> Result<(), PersistError> {
-        (**self).scan(visit)
-    }
-    fn flush(&self) -> Result<(), PersistError> {
-        (**self).flush()
-    }
-    fn size_on_disk(&self) -> Option<u64> {
-        (**self).size_on_disk()
-    }
-}
-
 /// When the writer makes applied changes durable; Redis's `appendfsync` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FsyncPolicy {
@@ -329,7 +301,7 @@ pub enum FsyncPolicy {
     /// At most once a second.
     #[default]
     EverySec,
-    /// Never explicitly (the backend and the OS decide).
+    /// Rarely: about every 30 s, as the kernel writes back dirty pages.
     No,
 }
 
@@ -362,6 +334,8 @@ pub struct WriterStatus {
     pub last_flush_unix: AtomicU64,
     /// Changes accepted but not yet applied.
     pub pending: AtomicU64,
+    /// Changes applied but not yet made durable by a flush.
+    pub unflushed: AtomicU64,
     last_error: Mutex<Option<PersistError>>,
 }
 
@@ -396,6 +370,9 @@ impl WriterStatus {
 /// A key no client can have written (RESP keys may hold any byte, but the writer deletes
 /// this one only): deleting it is a real write that proves the disk works.
 const PROBE_KEY: &[u8] = b"\0ringkv\0disk-probe";
+
+/// How often `appendfsync no` still flushes.
+const NO_FSYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Most changes applied in one backend call.
 const GROUP: usize = 4096;
@@ -450,19 +427,6 @@ impl PersistWriter {
             .ok_or(PersistError::WriterStopped)?
             .send(Input::Change(change, ack));
         sent.map_err(|_| PersistError::WriterStopped)
-    }
-
-    /// Queues a change unless the queue is full; `Ok(false)` when it is.
-    pub fn try_send(&self, change: Change) -> Result<bool, PersistError> {
-        let tx = self.tx.as_ref().ok_or(PersistError::WriterStopped)?;
-        match tx.try_send(Input::Change(change, None)) {
-            Ok(()) => {
-                self.status.pending.fetch_add(1, Relaxed);
-                Ok(true)
-            }
-            Err(TrySendError::Full(_)) => Ok(false),
-            Err(TrySendError::Disconnected(_)) => Err(PersistError::WriterStopped),
-        }
     }
 
     /// Applies and flushes everything queued so far; `ack` runs when it is durable.
@@ -548,6 +512,7 @@ fn run(
             match &result {
                 Ok(()) => {
                     status.applied.fetch_add(group.len() as u64, Relaxed);
+                    status.unflushed.fetch_add(group.len() as u64, Relaxed);
                     status.groups.fetch_add(1, Relaxed);
                     dirty = true;
                 }
@@ -567,13 +532,17 @@ fn run(
         let flush_due = match policy {
             FsyncPolicy::Always => dirty,
             FsyncPolicy::EverySec => dirty && last_flush.elapsed() >= Duration::from_secs(1),
-            FsyncPolicy::No => false,
+            // sled keeps unflushed writes in its own buffers, not the OS's: without a flush
+            // they would wait for the next one indefinitely. Flush about as often as the
+            // kernel writes back dirty pages.
+            FsyncPolicy::No => dirty && last_flush.elapsed() >= NO_FSYNC_INTERVAL,
         } || !flush_acks.is_empty();
         if result.is_ok() && flush_due {
             attempted = true;
             result = backend.flush();
             if result.is_ok() {
                 dirty = false;
+                status.unflushed.store(0, Relaxed);
                 last_flush = Instant::now();
                 status.flushes.fetch_add(1, Relaxed);
                 status.last_flush_unix.store(unix_seconds(), Relaxed);

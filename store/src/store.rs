@@ -89,8 +89,9 @@ pub enum ChangeCause {
 /// Receives every keyspace change (the persistence tier). Called with the shard locked:
 /// it must not call back into the store.
 pub trait ChangeSink: Send + Sync {
-    /// `key` now holds `state` (value and deadline, 0 = none), or nothing.
-    fn changed(&self, key: &[u8], state: Option<(&Value, u64)>, cause: ChangeCause);
+    /// `key` now holds `state` (value and deadline, 0 = none), or nothing. The key is
+    /// handed over, so a sink that queues it need not copy it again.
+    fn changed(&self, key: Box<[u8]>, state: Option<(&Value, u64)>, cause: ChangeCause);
     /// Every key was deleted (FLUSHALL).
     fn cleared(&self);
 }
@@ -500,7 +501,7 @@ impl Store {
                     let entry = &shard.map[i];
                     (&entry.value, entry.expires_at)
                 });
-                sink.changed(&key, state, cause);
+                sink.changed(key, state, cause);
             }
         }
         let after = shard.bytes;

@@ -71,9 +71,11 @@ pub fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .get(&ctx.node.store, key, ctx.now, lease_ms, beta)
         .map_err(lease_error)?;
     match step {
-        GetStep::Reply { value, token } => write_get(ctx, value.as_deref(), token),
+        GetStep::Reply { value, token } => write_get_reply(ctx.out, value.as_deref(), token),
         // Inside EXEC nothing may block: answer as if WAIT ran out.
-        GetStep::Wait { .. } if wait_ms == 0 || ctx.conn.no_block => write_get(ctx, None, None),
+        GetStep::Wait { .. } if wait_ms == 0 || ctx.conn.no_block => {
+            write_get_reply(ctx.out, None, None)
+        }
         GetStep::Wait {
             follower,
             lease_expires_at,
@@ -88,10 +90,6 @@ pub fn get(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
     }
     Ok(())
-}
-
-fn write_get(ctx: &mut Ctx<'_, '_>, value: Option<&[u8]>, token: Option<u64>) {
-    write_get_reply(ctx.out, value, token);
 }
 
 /// `[value, token]`, either of them null.
