@@ -1,0 +1,12 @@
+//! ringkv's cluster core: which slot a key is in ([`slot`]), which members own a slot
+//! ([`ring`]), and who the members are ([`membership`], SWIM gossip through foca).
+//!
+//! The ring and the table are pure functions; membership is a pure core
+//! ([`membership::Core`]) driven either by a tokio task over UDP or by the deterministic
+//! simulation in the tests.
+
+pub mod ring;
+pub mod slot;
+
+pub use ring::{NodeId, RingConfig, RingMember, SlotMove, SlotTable, diff};
+pub use slot::{SLOT_COUNT, hash_tag, key_slot};
