@@ -5,6 +5,7 @@
 //! ([`membership::Core`]) driven either by a tokio task over UDP or by the deterministic
 //! simulation in the tests.
 
+pub mod membership;
 pub mod ring;
 pub mod slot;
 
