@@ -5,9 +5,12 @@
 //! ([`membership::Core`]) driven either by a tokio task over UDP or by the deterministic
 //! simulation in the tests.
 
+pub mod bus;
 pub mod membership;
 pub mod ring;
 pub mod slot;
 
+pub use bus::Bus;
+pub use membership::{ClusterState, ClusterView, NodeState, NodeView};
 pub use ring::{NodeId, RingConfig, RingMember, SlotMove, SlotTable, diff};
 pub use slot::{SLOT_COUNT, hash_tag, key_slot};

@@ -27,6 +27,9 @@ pub fn syntax(name: &str) -> &'static str {
         "cache.get" => "key LEASE milliseconds [WAIT milliseconds]",
         "cache.fill" => "key token value [EX seconds|PX milliseconds|ADAPTIVE]",
         "cache.abandon" => "key token",
+        "cluster|keyslot" => "key",
+        "cluster|countkeysinslot" => "slot",
+        "cluster|getkeysinslot" => "slot count",
         "bgsave" => "[SCHEDULE]",
         "echo" => "message",
         "hello" => "[protover [AUTH username password] [SETNAME clientname]]",
@@ -293,6 +296,12 @@ mod tests {
                 "config|resetstat",
                 "command|count",
                 "command|help",
+                "cluster|slots",
+                "cluster|shards",
+                "cluster|nodes",
+                "cluster|info",
+                "cluster|myid",
+                "cluster|help",
             ];
             if takes_args && !exempt.contains(&spec.name) {
                 assert!(

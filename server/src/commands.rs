@@ -3,6 +3,7 @@
 //! the socket. Errors are returned before anything is written, in Redis's exact wording.
 
 mod cache;
+mod cluster;
 mod connection;
 mod hashes;
 mod keys;
@@ -174,6 +175,19 @@ pub fn handler(name: &str) -> Option<Handler> {
         "client|kill" => c::client_kill,
         "client|no-evict" => c::client_no_evict,
         "client|help" => c::client_help,
+        "cluster" => cluster::container,
+        "cluster|keyslot" => cluster::keyslot,
+        "cluster|myid" => cluster::myid,
+        "cluster|info" => cluster::info,
+        "cluster|nodes" => cluster::nodes,
+        "cluster|slots" => cluster::slots,
+        "cluster|shards" => cluster::shards,
+        "cluster|countkeysinslot" => cluster::countkeysinslot,
+        "cluster|getkeysinslot" => cluster::getkeysinslot,
+        "cluster|help" => cluster::help,
+        "readonly" => cluster::readonly,
+        "readwrite" => cluster::readwrite,
+        "asking" => cluster::asking,
         "cache.get" => cache::get,
         "cache.fill" => cache::fill,
         "cache.abandon" => cache::abandon,

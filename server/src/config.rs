@@ -180,6 +180,39 @@ pub struct Config {
     /// CACHE.FILL … ADAPTIVE: longest TTL.
     #[arg(long = "cache-adaptive-max-ms", default_value_t = 3_600_000)]
     pub cache_adaptive_max_ms: u64,
+    /// Run as a cluster member: yes or no.
+    #[arg(long = "cluster-enabled", default_value = "no", value_parser = yes_no, action = clap::ArgAction::Set)]
+    pub cluster_enabled: bool,
+    /// UDP port of the gossip bus; 0 = the client port + 10000.
+    #[arg(long = "cluster-bus-port", default_value_t = 0)]
+    pub cluster_bus_port: u16,
+    /// A member's bus address (HOST:BUSPORT) to join through; repeatable.
+    #[arg(long = "cluster-join", value_name = "HOST:BUSPORT")]
+    pub cluster_join: Vec<String>,
+    /// Replicas per slot besides its primary.
+    #[arg(long = "cluster-replicas", default_value_t = 1)]
+    pub cluster_replicas: u8,
+    /// Ring tokens per unit of weight.
+    #[arg(long = "cluster-vnodes", default_value_t = ringkv_cluster::ring::DEFAULT_VNODES)]
+    pub cluster_vnodes: u32,
+    /// This node's ring weight (a node of weight 2 owns about twice the slots).
+    #[arg(long = "cluster-weight", default_value_t = 1)]
+    pub cluster_weight: u16,
+    /// Shared secret: every gossip packet carries a MAC made with it.
+    #[arg(
+        long = "cluster-secret",
+        env = "RINGKV_CLUSTER_SECRET",
+        hide_env_values = true
+    )]
+    pub cluster_secret: Option<String>,
+    /// The IP this node tells clients and members; default: the first --bind address,
+    /// which must then not be a wildcard.
+    #[arg(long = "cluster-announce-ip")]
+    pub cluster_announce_ip: Option<String>,
+    /// A command for a slot owned elsewhere: redirect (answer -MOVED, as Redis Cluster
+    /// does) or proxy (forward it to the owner and relay the reply).
+    #[arg(long = "cluster-routing", default_value = "redirect", value_parser = ["redirect", "proxy"])]
+    pub cluster_routing: String,
 }
 
 impl Default for Config {

@@ -55,6 +55,11 @@ pub struct ConnState {
     pub wrote: bool,
     /// Set while EXEC runs: commands must answer at once, never park.
     pub no_block: bool,
+    /// A proxying node's connection: never proxied again, so a stale view cannot
+    /// bounce a command between nodes.
+    pub forwarded: bool,
+    /// READONLY was sent (accepted; replicas hold no data until replication lands).
+    pub readonly: bool,
 }
 
 impl ConnState {
@@ -73,6 +78,8 @@ impl ConnState {
             parked: None,
             wrote: false,
             no_block: false,
+            forwarded: false,
+            readonly: false,
         }
     }
 
@@ -310,6 +317,12 @@ async fn finish_parked(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u
             Ok((value, token)) => commands::write_get_reply(&mut out, value.as_deref(), token),
             Err(error) => dispatch::write_error(node, &mut out, &error),
         },
+        Parked::Forward(forward) => {
+            return match &node.cluster {
+                Some(cluster) => cluster.finish(forward, protocol).await,
+                None => reply,
+            };
+        }
         Parked::Save(durable) => match durable.await {
             Ok(Ok(())) => out.ok(),
             Ok(Err(error)) => dispatch::write_error(

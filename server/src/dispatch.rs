@@ -11,7 +11,8 @@ use ringkv_protocol::{
 };
 use ringkv_store::Store;
 
-use crate::commands::{self, CmdError, Handler};
+use crate::cluster::Verdict;
+use crate::commands::{self, CmdError, Handler, Parked};
 use crate::connection::ConnState;
 use crate::node::Node;
 
@@ -199,6 +200,19 @@ pub fn execute(
     if !flags.contains(CommandFlags::LOADING) && node.loading.load(Relaxed) {
         conn.flag_transaction_error();
         return write_error(node, out, &CmdError::Loading);
+    }
+    if let Some(cluster) = &node.cluster {
+        match cluster.route(conn, route.spec, &args) {
+            Verdict::Local => {}
+            Verdict::Refuse(error) => {
+                conn.flag_transaction_error();
+                return write_error(node, out, &error);
+            }
+            Verdict::Forward(forward) => {
+                conn.parked = Some(Parked::Forward(forward));
+                return;
+            }
+        }
     }
     if conn.in_multi() && !is_transaction_control(route.spec.name) {
         if flags.contains(CommandFlags::NO_MULTI) {

@@ -1,6 +1,7 @@
 //! The ringkv node: listeners, the connection loop, command dispatch, INFO and CONFIG.
 //! [`Server::bind`] then [`Server::run`]; the binary adds flags, logging and signals.
 
+mod cluster;
 mod commands;
 mod config;
 mod connection;
@@ -86,7 +87,14 @@ impl Server {
             config.bind
         );
         let persistence = backend.map(|b| Arc::new(Persistence::new(b, &config)));
-        let node = Arc::new(Node::new(config, log_reload, persistence));
+        let cluster = if config.cluster_enabled {
+            Some(Arc::new(cluster::ClusterNode::start(&config, port).await?))
+        } else {
+            None
+        };
+        let mut node = Node::new(config, log_reload, persistence);
+        node.cluster = cluster;
+        let node = Arc::new(node);
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
     }
@@ -140,6 +148,10 @@ impl Server {
         tracing::info!(addrs = ?node.port.load(Relaxed), "ready to accept connections");
         while accepts.join_next().await.is_some() {}
         cron.abort();
+        if let Some(cluster) = &node.cluster {
+            // Members learn at once that we are gone instead of suspecting us for seconds.
+            cluster.leave().await;
+        }
         // Connections see the shutdown flag and close after their current batch.
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         while !node.clients.is_empty() && Instant::now() < deadline {

@@ -190,6 +190,8 @@ pub struct Node {
     pub shutdown: watch::Sender<bool>,
     /// Applies `loglevel` changes.
     pub log_reload: Option<LogReload>,
+    /// Membership and routing, with `--cluster-enabled yes`.
+    pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -238,6 +240,7 @@ impl Node {
             run_id,
             shutdown: watch::channel(false).0,
             log_reload,
+            cluster: None,
         }
     }
 

@@ -74,6 +74,7 @@ fn set_name(ctx: &mut Ctx<'_, '_>, name: &[u8]) -> CmdResult {
         ));
     }
     *ctx.conn.handle.name.lock() = lossy(name);
+    ctx.conn.forwarded = name == crate::cluster::PROXY_CLIENT_NAME.as_bytes();
     Ok(())
 }
 

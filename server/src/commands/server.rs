@@ -164,7 +164,10 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
         "CPU",
         format!("used_cpu_sys:{cpu_sys:.6}\r\nused_cpu_user:{cpu_user:.6}\r\n"),
     );
-    section("Cluster", "cluster_enabled:0\r\n".to_string());
+    section(
+        "Cluster",
+        format!("cluster_enabled:{}\r\n", u8::from(node.cluster.is_some())),
+    );
     let keyspace = if stats.keys > 0 {
         format!(
             "db0:keys={},expires={},avg_ttl=0\r\n",
@@ -821,6 +824,8 @@ pub enum Parked {
     CacheGet(super::BlockedGet),
     /// SAVE waiting for the flush.
     Save(tokio::sync::oneshot::Receiver<Result<(), ringkv_store::persist::PersistError>>),
+    /// A command (or its pieces) proxied to the nodes that own its keys.
+    Forward(crate::cluster::Forward),
 }
 
 fn tier<'a>(

@@ -1,0 +1,607 @@
+//! A node in cluster mode: the gossip bus, where each command goes, and the proxy.
+//!
+//! The view (members and slot table) comes from [`ringkv_cluster::Bus`] on a watch
+//! channel; this module reads it and never touches foca. A command whose keys live
+//! elsewhere is answered with `-MOVED` (redirect routing, what Redis Cluster clients
+//! expect) or forwarded to the owner over a pooled connection (proxy routing, for
+//! clients that know nothing of clusters).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use parking_lot::Mutex;
+use ringkv_cluster::membership::{Identity, Settings, Timing};
+use ringkv_cluster::{Bus, ClusterState, ClusterView, NodeId, RingConfig, key_slot};
+use ringkv_protocol::{Args, CommandSpec, Protocol, ReplyWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::commands::CmdError;
+use crate::config::Config;
+use crate::connection::ConnState;
+
+/// The client name a proxying node gives its upstream connections. A connection with
+/// this name is never proxied again (it gets -MOVED), so a stale view cannot bounce a
+/// command between nodes.
+pub const PROXY_CLIENT_NAME: &str = "ringkv-proxy";
+
+/// How long a proxied command may take end to end before the client gets an error.
+const PROXY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle upstream connections kept per (node, protocol).
+const POOL_IDLE_PER_TARGET: usize = 32;
+
+/// Where a command for a foreign slot goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routing {
+    /// Answer `-MOVED <slot> <ip>:<port>`.
+    Redirect,
+    /// Forward to the owner and relay the reply.
+    Proxy,
+}
+
+/// Cluster state of a node.
+pub struct ClusterNode {
+    bus: Bus,
+    /// Redirect or proxy.
+    pub routing: Routing,
+    /// The client address we announce.
+    pub announce: SocketAddr,
+    pool: ProxyPool,
+    password: String,
+}
+
+impl std::fmt::Debug for ClusterNode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterNode")
+            .field("announce", &self.announce)
+            .field("routing", &self.routing)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The IP to announce: `--cluster-announce-ip`, else the first `--bind` address. Never a
+/// wildcard or an empty host: other members and clients would connect to themselves.
+fn announce_ip(config: &Config) -> anyhow::Result<IpAddr> {
+    let text = match config.cluster_announce_ip.as_deref() {
+        Some(ip) => ip.trim().to_string(),
+        None => config
+            .bind
+            .split_whitespace()
+            .map(|h| h.trim_start_matches('-'))
+            .next()
+            .unwrap_or("")
+            .to_string(),
+    };
+    anyhow::ensure!(
+        !text.is_empty(),
+        "cluster mode needs an address to announce: set --cluster-announce-ip"
+    );
+    let ip: IpAddr = text
+        .parse()
+        .with_context(|| format!("--cluster-announce-ip {text:?} is not an IP address"))?;
+    anyhow::ensure!(
+        !ip.is_unspecified(),
+        "{ip} is a wildcard address; set --cluster-announce-ip to an address other nodes can reach"
+    );
+    Ok(ip)
+}
+
+fn resolve(seed: &str) -> anyhow::Result<SocketAddr> {
+    seed.to_socket_addrs()
+        .with_context(|| format!("--cluster-join {seed:?} is not HOST:BUSPORT"))?
+        .next()
+        .with_context(|| format!("--cluster-join {seed:?} resolves to no address"))
+}
+
+impl ClusterNode {
+    /// Binds the bus (UDP) and starts gossip. `port` is the client port actually bound.
+    pub async fn start(config: &Config, port: u16) -> anyhow::Result<ClusterNode> {
+        let ip = announce_ip(config)?;
+        let bus_port = match config.cluster_bus_port {
+            0 => port
+                .checked_add(10000)
+                .context("the client port + 10000 is not a port; set --cluster-bus-port")?,
+            p => p,
+        };
+        let bind_ip: IpAddr = if config.bind.split_whitespace().count() == 1
+            && let Ok(bind) = config.bind.trim().trim_start_matches('-').parse::<IpAddr>()
+        {
+            bind
+        } else {
+            ip
+        };
+        let socket = UdpSocket::bind((bind_ip, bus_port))
+            .await
+            .with_context(|| format!("binding the cluster bus on {bind_ip}:{bus_port}"))?;
+        let seeds = config
+            .cluster_join
+            .iter()
+            .map(|s| resolve(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        anyhow::ensure!(
+            config.cluster_weight > 0,
+            "--cluster-weight must be at least 1"
+        );
+        anyhow::ensure!(
+            config.cluster_vnodes > 0,
+            "--cluster-vnodes must be at least 1"
+        );
+        let announce = SocketAddr::new(ip, port);
+        let identity = Identity {
+            id: NodeId::random(),
+            bus: SocketAddr::new(ip, bus_port),
+            bump: crate::node::unix_ms(),
+        };
+        tracing::info!(id = %identity.id, %announce, bus = %identity.bus, ?seeds, "starting cluster membership");
+        let settings = Settings {
+            identity,
+            client: announce,
+            weight: config.cluster_weight,
+            seeds,
+            secret: config.cluster_secret.clone().filter(|s| !s.is_empty()),
+            rng_seed: rand::random(),
+            timing: Timing::default(),
+            ring: RingConfig {
+                vnodes: config.cluster_vnodes,
+                replicas: config.cluster_replicas,
+            },
+        };
+        let bus = Bus::start(settings, socket)?;
+        Ok(ClusterNode {
+            bus,
+            routing: if config.cluster_routing == "proxy" {
+                Routing::Proxy
+            } else {
+                Routing::Redirect
+            },
+            announce,
+            pool: ProxyPool::default(),
+            password: config.requirepass.clone(),
+        })
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<ClusterView> {
+        self.bus.view()
+    }
+
+    /// Bus counters.
+    pub fn bus_stats(&self) -> ringkv_cluster::membership::BusStats {
+        self.bus.stats()
+    }
+
+    /// The bus address.
+    pub fn bus_addr(&self) -> SocketAddr {
+        self.bus.local_addr()
+    }
+
+    /// Leaves the cluster gracefully (on shutdown).
+    pub async fn leave(&self) {
+        self.bus.leave(Duration::from_millis(500)).await;
+    }
+
+    /// Decides where a command runs. `Local` runs it here.
+    pub fn route(&self, conn: &ConnState, spec: &CommandSpec, args: &Args<'_>) -> Verdict {
+        let mut keys = spec.keys.indices(args.len()).peekable();
+        let Some(&first) = keys.peek() else {
+            return Verdict::Local;
+        };
+        let view = self.view();
+        if view.state != ClusterState::Ok {
+            return Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into()));
+        }
+        let slot = key_slot(args.get(first));
+        let same_slot = keys.all(|i| key_slot(args.get(i)) == slot);
+        let may_proxy =
+            self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi() && !conn.no_block;
+        if same_slot {
+            return match view.table.primary(slot) {
+                Some(id) if *id == view.me => Verdict::Local,
+                Some(id) => match view.node(id) {
+                    Some(owner) if may_proxy => {
+                        Verdict::Forward(Forward::relay(owner.client, args))
+                    }
+                    Some(owner) => Verdict::Refuse(moved(slot, owner.client)),
+                    None => {
+                        Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into()))
+                    }
+                },
+                None => {
+                    Verdict::Refuse(CmdError::Custom("CLUSTERDOWN Hash slot not served".into()))
+                }
+            };
+        }
+        let cross =
+            CmdError::Custom("CROSSSLOT Keys in request don't hash to the same slot".into());
+        if !may_proxy {
+            return Verdict::Refuse(cross);
+        }
+        // Proxy routing: group the keys by owner.
+        let mut owners: Vec<SocketAddr> = Vec::new();
+        let mut groups: Vec<Vec<usize>> = Vec::new();
+        for i in spec.keys.indices(args.len()) {
+            let Some(addr) = view.primary_addr(key_slot(args.get(i))) else {
+                return Verdict::Refuse(CmdError::Custom(
+                    "CLUSTERDOWN Hash slot not served".into(),
+                ));
+            };
+            match owners.iter().position(|a| *a == addr) {
+                Some(g) => groups[g].push(i),
+                None => {
+                    owners.push(addr);
+                    groups.push(vec![i]);
+                }
+            }
+        }
+        if owners.len() == 1 {
+            // Many slots, one owner: it runs the command whole (and atomically).
+            return if owners[0] == self.announce {
+                Verdict::Local
+            } else {
+                Verdict::Forward(Forward::relay(owners[0], args))
+            };
+        }
+        match Forward::split(spec.name, args, owners, groups) {
+            Some(forward) => Verdict::Forward(forward),
+            None => Verdict::Refuse(cross),
+        }
+    }
+
+    /// Runs a forwarded command and returns the reply for the client.
+    pub async fn finish(self: &Arc<Self>, forward: Forward, protocol: Protocol) -> Vec<u8> {
+        let resp3 = protocol == Protocol::Resp3;
+        let mut calls = tokio::task::JoinSet::new();
+        for (index, part) in forward.parts.iter().enumerate() {
+            let me = self.clone();
+            let (addr, command) = (part.addr, part.command.clone());
+            calls.spawn(async move {
+                let reply = tokio::time::timeout(
+                    PROXY_TIMEOUT,
+                    me.pool.call(addr, resp3, &me.password, &command),
+                )
+                .await
+                .unwrap_or(Err(ProxyError::Timeout));
+                (index, reply)
+            });
+        }
+        let mut replies: Vec<Option<Result<Upstreamed, ProxyError>>> =
+            (0..forward.parts.len()).map(|_| None).collect();
+        while let Some(joined) = calls.join_next().await {
+            if let Ok((index, reply)) = joined {
+                replies[index] = Some(reply);
+            }
+        }
+        let mut out = Vec::new();
+        let mut w = ReplyWriter::new(&mut out, protocol);
+        let mut done = Vec::with_capacity(replies.len());
+        for (part, reply) in forward.parts.iter().zip(replies) {
+            match reply.unwrap_or(Err(ProxyError::Timeout)) {
+                Ok(reply) => done.push(reply),
+                Err(error) => {
+                    w.error(&format!(
+                        "CLUSTERDOWN proxying to {} failed: {error}",
+                        part.addr
+                    ));
+                    return out;
+                }
+            }
+        }
+        gather(&mut w, &forward, done);
+        out
+    }
+}
+
+fn moved(slot: u16, addr: SocketAddr) -> CmdError {
+    CmdError::Custom(format!("MOVED {slot} {addr}"))
+}
+
+/// Where a command runs.
+pub enum Verdict {
+    /// Here.
+    Local,
+    /// Answer this error instead (MOVED, CROSSSLOT, CLUSTERDOWN).
+    Refuse(CmdError),
+    /// Forward to other nodes (proxy routing).
+    Forward(Forward),
+}
+
+/// A command (or its pieces) on its way to other nodes.
+#[derive(Debug)]
+pub struct Forward {
+    parts: Vec<Part>,
+    gather: Gather,
+    /// For MGET: how many keys in all.
+    total: usize,
+}
+
+#[derive(Debug)]
+struct Part {
+    addr: SocketAddr,
+    /// The RESP-encoded command.
+    command: Vec<u8>,
+    /// The argument index of each key this part carries (MGET puts values back there).
+    keys: Vec<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Gather {
+    /// One part: its reply goes to the client as it came.
+    Relay,
+    /// MGET: values back in key order.
+    Values,
+    /// DEL, EXISTS, UNLINK, TOUCH: the sum of the counts.
+    Sum,
+    /// MSET: OK when every part said OK.
+    AllOk,
+}
+
+fn encode(args: impl ExactSizeIterator<Item = impl AsRef<[u8]>>) -> Vec<u8> {
+    let mut command = Vec::new();
+    let mut w = ReplyWriter::new(&mut command, Protocol::Resp2);
+    w.array(args.len());
+    for arg in args {
+        w.bulk(arg.as_ref());
+    }
+    command
+}
+
+impl Forward {
+    fn relay(addr: SocketAddr, args: &Args<'_>) -> Forward {
+        Forward {
+            parts: vec![Part {
+                addr,
+                command: encode(args.iter().collect::<Vec<_>>().into_iter()),
+                keys: Vec::new(),
+            }],
+            gather: Gather::Relay,
+            total: 0,
+        }
+    }
+
+    /// Splits a multi-key command per owner; None for commands that cannot be split.
+    fn split(
+        name: &str,
+        args: &Args<'_>,
+        owners: Vec<SocketAddr>,
+        groups: Vec<Vec<usize>>,
+    ) -> Option<Forward> {
+        let (gather, with_value) = match name {
+            "mget" => (Gather::Values, false),
+            "del" | "exists" | "unlink" | "touch" => (Gather::Sum, false),
+            "mset" => (Gather::AllOk, true),
+            _ => return None,
+        };
+        let parts = owners
+            .into_iter()
+            .zip(groups)
+            .map(|(addr, keys)| {
+                let mut pieces: Vec<&[u8]> = vec![args.get(0)];
+                for &k in &keys {
+                    pieces.push(args.get(k));
+                    if with_value {
+                        pieces.push(args.get(k + 1));
+                    }
+                }
+                Part {
+                    addr,
+                    command: encode(pieces.into_iter()),
+                    keys,
+                }
+            })
+            .collect();
+        Some(Forward {
+            parts,
+            gather,
+            total: args.len() - 1,
+        })
+    }
+}
+
+/// A reply read from an upstream node: its raw bytes and what they decode to.
+struct Upstreamed {
+    raw: Vec<u8>,
+    reply: Reply,
+}
+
+/// The parts of a reply the gatherers need.
+#[derive(Debug)]
+enum Reply {
+    Bulk(Vec<u8>),
+    Null,
+    Int(i64),
+    Error(String),
+    Simple(String),
+    Array(Vec<Reply>),
+    Other,
+}
+
+fn from_resp2(frame: redis_protocol::resp2::types::OwnedFrame) -> Reply {
+    use redis_protocol::resp2::types::OwnedFrame as F;
+    match frame {
+        F::BulkString(b) => Reply::Bulk(b),
+        F::Null => Reply::Null,
+        F::Integer(i) => Reply::Int(i),
+        F::Error(e) => Reply::Error(e),
+        F::SimpleString(s) => Reply::Simple(String::from_utf8_lossy(&s).into_owned()),
+        F::Array(items) => Reply::Array(items.into_iter().map(from_resp2).collect()),
+    }
+}
+
+fn from_resp3(frame: redis_protocol::resp3::types::OwnedFrame) -> Reply {
+    use redis_protocol::resp3::types::OwnedFrame as F;
+    match frame {
+        F::BlobString { data, .. } => Reply::Bulk(data),
+        F::Null => Reply::Null,
+        F::Number { data, .. } => Reply::Int(data),
+        F::SimpleError { data, .. } => Reply::Error(data),
+        F::BlobError { data, .. } => Reply::Error(String::from_utf8_lossy(&data).into_owned()),
+        F::SimpleString { data, .. } => Reply::Simple(String::from_utf8_lossy(&data).into_owned()),
+        F::Array { data, .. } => Reply::Array(data.into_iter().map(from_resp3).collect()),
+        _ => Reply::Other,
+    }
+}
+
+fn gather(w: &mut ReplyWriter<'_>, forward: &Forward, replies: Vec<Upstreamed>) {
+    // Any part that failed fails the whole reply with its error.
+    if forward.gather != Gather::Relay
+        && let Some(Reply::Error(error)) = replies
+            .iter()
+            .map(|r| &r.reply)
+            .find(|r| matches!(r, Reply::Error(_)))
+    {
+        w.error(error);
+        return;
+    }
+    match forward.gather {
+        Gather::Relay => {
+            for reply in &replies {
+                w.raw(&reply.raw);
+            }
+        }
+        Gather::Sum => {
+            let sum = replies
+                .iter()
+                .map(|r| match r.reply {
+                    Reply::Int(n) => n,
+                    _ => 0,
+                })
+                .sum();
+            w.int(sum);
+        }
+        Gather::AllOk => {
+            if replies
+                .iter()
+                .all(|r| matches!(&r.reply, Reply::Simple(s) if s == "OK"))
+            {
+                w.ok();
+            } else {
+                w.error("ERR a node answered MSET with something other than OK");
+            }
+        }
+        Gather::Values => {
+            let mut values: Vec<Option<&[u8]>> = vec![None; forward.total];
+            for (part, reply) in forward.parts.iter().zip(&replies) {
+                let Reply::Array(items) = &reply.reply else {
+                    w.error("ERR a node answered MGET with something other than an array");
+                    return;
+                };
+                for (&key, item) in part.keys.iter().zip(items) {
+                    values[key - 1] = match item {
+                        Reply::Bulk(b) => Some(b.as_slice()),
+                        _ => None,
+                    };
+                }
+            }
+            w.array(values.len());
+            for value in values {
+                w.bulk_or_null(value);
+            }
+        }
+    }
+}
+
+/// Why a proxied command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Connecting, writing or reading failed.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    /// The upstream sent something that is not RESP.
+    #[error("bad reply: {0}")]
+    Protocol(String),
+    /// No answer in time.
+    #[error("no answer within {}s", PROXY_TIMEOUT.as_secs())]
+    Timeout,
+}
+
+struct Upstream {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// Idle connections to other nodes, per (address, RESP3).
+#[derive(Default)]
+struct ProxyPool {
+    idle: Mutex<HashMap<(SocketAddr, bool), Vec<Upstream>>>,
+}
+
+impl ProxyPool {
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        resp3: bool,
+        password: &str,
+        command: &[u8],
+    ) -> Result<Upstreamed, ProxyError> {
+        let pooled = self.idle.lock().get_mut(&(addr, resp3)).and_then(Vec::pop);
+        let mut upstream = match pooled {
+            Some(upstream) => upstream,
+            None => Upstream::connect(addr, resp3, password).await?,
+        };
+        upstream.stream.write_all(command).await?;
+        let reply = upstream.read_reply(resp3).await?;
+        let mut idle = self.idle.lock();
+        let list = idle.entry((addr, resp3)).or_default();
+        if list.len() < POOL_IDLE_PER_TARGET {
+            list.push(upstream);
+        }
+        Ok(reply)
+    }
+}
+
+impl Upstream {
+    async fn connect(
+        addr: SocketAddr,
+        resp3: bool,
+        password: &str,
+    ) -> Result<Upstream, ProxyError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let mut upstream = Upstream {
+            stream,
+            buf: Vec::with_capacity(4096),
+        };
+        let mut hello: Vec<&[u8]> = vec![b"HELLO", if resp3 { b"3" } else { b"2" }];
+        if !password.is_empty() {
+            hello.extend([&b"AUTH"[..], b"default", password.as_bytes()]);
+        }
+        hello.extend([&b"SETNAME"[..], PROXY_CLIENT_NAME.as_bytes()]);
+        upstream
+            .stream
+            .write_all(&encode(hello.into_iter()))
+            .await?;
+        let greeting = upstream.read_reply(resp3).await?;
+        if let Reply::Error(error) = greeting.reply {
+            return Err(ProxyError::Protocol(format!("handshake refused: {error}")));
+        }
+        Ok(upstream)
+    }
+
+    async fn read_reply(&mut self, resp3: bool) -> Result<Upstreamed, ProxyError> {
+        loop {
+            let decoded = if resp3 {
+                redis_protocol::resp3::decode::complete::decode(&self.buf)
+                    .map(|d| d.map(|(frame, len)| (from_resp3(frame), len)))
+            } else {
+                redis_protocol::resp2::decode::decode(&self.buf)
+                    .map(|d| d.map(|(frame, len)| (from_resp2(frame), len)))
+            };
+            match decoded {
+                Ok(Some((reply, len))) => {
+                    let raw: Vec<u8> = self.buf.drain(..len).collect();
+                    return Ok(Upstreamed { raw, reply });
+                }
+                Ok(None) => {
+                    let n = self.stream.read_buf(&mut self.buf).await?;
+                    if n == 0 {
+                        return Err(ProxyError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+                Err(error) => return Err(ProxyError::Protocol(error.to_string())),
+            }
+        }
+    }
+}
