@@ -216,6 +216,18 @@ impl ClusterNode {
         }
         let cross =
             CmdError::Custom("CROSSSLOT Keys in request don't hash to the same slot".into());
+        // A proxying node sends one piece per owner: many slots, all ours.
+        if conn.forwarded {
+            let all_mine = spec
+                .keys
+                .indices(args.len())
+                .all(|i| view.table.primary(key_slot(args.get(i))) == Some(&view.me));
+            return if all_mine {
+                Verdict::Local
+            } else {
+                Verdict::Refuse(cross)
+            };
+        }
         if !may_proxy {
             return Verdict::Refuse(cross);
         }

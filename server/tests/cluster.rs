@@ -1,0 +1,514 @@
+//! Clusters of `ringkv-server` processes on loopback: forming, routing every key where
+//! CLUSTER KEYSLOT and CLUSTER SLOTS say, following MOVED, proxying, losing a node,
+//! gaining one, and refusing gossip signed with the wrong secret. Every wait is bounded;
+//! every process is killed when its test ends.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use redis::Commands;
+
+mod support;
+use support::{Node, free_port, sigterm};
+
+/// A member: its process and ports.
+struct Member {
+    node: Node,
+    port: u16,
+    bus: u16,
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// Starts a member that joins through `seed` (a bus port), if any.
+fn start(seed: Option<u16>, extra: &[&str]) -> Member {
+    let (port, bus) = (free_port(), free_udp_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv-server"));
+    command
+        .args(["--persistence", "no", "--cluster-enabled", "yes"])
+        .args(["--port", &port.to_string()])
+        .args(["--cluster-bus-port", &bus.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(seed) = seed {
+        command.args(["--cluster-join", &format!("127.0.0.1:{seed}")]);
+    }
+    let node = Node(command.spawn().expect("the server binary starts"));
+    let member = Member { node, port, bus };
+    wait_listening(member.port);
+    member
+}
+
+fn start_cluster(n: usize, extra: &[&str]) -> Vec<Member> {
+    let first = start(None, extra);
+    let seed = first.bus;
+    let mut members = vec![first];
+    for _ in 1..n {
+        members.push(start(Some(seed), extra));
+    }
+    members
+}
+
+fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "node on {port} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn client(port: u16) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let con = client.get_connection().expect("connects");
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    con
+}
+
+fn cluster_info(port: u16) -> HashMap<String, String> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut client(port))
+        .expect("CLUSTER INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Waits until every port reports state ok, `members` known nodes and one epoch.
+fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let infos: Vec<HashMap<String, String>> = ports.iter().map(|&p| cluster_info(p)).collect();
+        let agreed = infos
+            .iter()
+            .all(|i| i["cluster_state"] == "ok" && i["cluster_known_nodes"] == members.to_string())
+            && infos
+                .iter()
+                .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
+        if agreed {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no agreement on {members} members within {limit:?}: {infos:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Slot → owners' client ports (primary first), from CLUSTER SLOTS.
+fn slot_owners(port: u16) -> Vec<Vec<u16>> {
+    let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut client(port))
+        .expect("CLUSTER SLOTS");
+    let mut owners = vec![Vec::new(); 16384];
+    for range in ranges {
+        let redis::Value::Array(items) = range else {
+            panic!("a range is an array")
+        };
+        let first: i64 = redis::from_redis_value(items[0].clone()).unwrap();
+        let last: i64 = redis::from_redis_value(items[1].clone()).unwrap();
+        let ports: Vec<u16> = items[2..]
+            .iter()
+            .map(|node| {
+                let redis::Value::Array(fields) = node else {
+                    panic!("a node is an array")
+                };
+                let ip: String = redis::from_redis_value(fields[0].clone()).unwrap();
+                assert_eq!(ip, "127.0.0.1", "announced address");
+                let port: i64 = redis::from_redis_value(fields[1].clone()).unwrap();
+                port as u16
+            })
+            .collect();
+        for slot in first..=last {
+            assert!(owners[slot as usize].is_empty(), "slot {slot} listed twice");
+            owners[slot as usize] = ports.clone();
+        }
+    }
+    assert!(
+        owners.iter().all(|o| !o.is_empty()),
+        "every slot has owners"
+    );
+    owners
+}
+
+#[test]
+fn three_nodes_agree_and_every_key_lives_where_keyslot_and_slots_say() {
+    let members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    let took = wait_agreed(&ports, 3, Duration::from_secs(15));
+    eprintln!("3 nodes agreed {took:?} after the last one listened");
+
+    // One table everywhere: same CLUSTER SLOTS on every node, two owners per slot.
+    let owners = slot_owners(ports[0]);
+    for &port in &ports[1..] {
+        assert_eq!(slot_owners(port), owners, "node {port} has another table");
+    }
+    assert!(owners.iter().all(|o| o.len() == 2 && o[0] != o[1]));
+
+    // CLUSTER NODES: Redis's line format, one `myself`.
+    let text: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut client(ports[1]))
+        .unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(
+        lines.iter().filter(|l| l.contains("myself,master")).count(),
+        1
+    );
+    for line in &lines {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert_eq!(fields[0].len(), 40, "node id: {line}");
+        let (addr, cport) = fields[1].split_once('@').expect("ip:port@cport");
+        let member = members
+            .iter()
+            .find(|m| addr == format!("127.0.0.1:{}", m.port))
+            .expect("a member's address");
+        assert_eq!(cport, member.bus.to_string());
+        assert_eq!(fields[3], "-");
+        assert_eq!(fields[7], "connected");
+        assert!(fields.len() > 8, "a member owns slots: {line}");
+    }
+    let myid: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut client(ports[1]))
+        .unwrap();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&myid) && l.contains("myself"))
+    );
+
+    // The redis crate's cluster client writes and reads 10,000 keys.
+    let cluster = redis::cluster::ClusterClient::new(
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let mut con = cluster.get_connection().expect("cluster connection");
+    for i in 0..10_000 {
+        let _: () = con.set(format!("key:{i}"), i).unwrap();
+    }
+    for i in (0..10_000).step_by(7) {
+        let v: i64 = con.get(format!("key:{i}")).unwrap();
+        assert_eq!(v, i);
+    }
+
+    // Each key is on the primary that CLUSTER KEYSLOT + CLUSTER SLOTS name, and only there.
+    let mut direct: BTreeMap<u16, redis::Connection> =
+        ports.iter().map(|&p| (p, client(p))).collect();
+    let mut keyslot_con = client(ports[2]);
+    for i in (0..10_000).step_by(13) {
+        let key = format!("key:{i}");
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(&key)
+            .query(&mut keyslot_con)
+            .unwrap();
+        let primary = owners[slot as usize][0];
+        let v: i64 = direct.get_mut(&primary).unwrap().get(&key).unwrap();
+        assert_eq!(v, i, "{key} (slot {slot}) on its primary {primary}");
+        let count: i64 = redis::cmd("CLUSTER")
+            .arg("COUNTKEYSINSLOT")
+            .arg(slot)
+            .query(direct.get_mut(&primary).unwrap())
+            .unwrap();
+        assert!(count >= 1);
+    }
+    let total: i64 = ports
+        .iter()
+        .map(|&p| redis::cmd("DBSIZE").query::<i64>(&mut client(p)).unwrap())
+        .sum();
+    assert_eq!(total, 10_000, "every key stored exactly once");
+
+    // A plain client asking the wrong node is redirected, Redis-style.
+    let foreign = (0..10_000)
+        .map(|i| format!("key:{i}"))
+        .find(|k| owners[ringkv_slot(k) as usize][0] != ports[0])
+        .unwrap();
+    let err = client(ports[0]).get::<_, i64>(&foreign).unwrap_err();
+    let owner = owners[ringkv_slot(&foreign) as usize][0];
+    assert_eq!(err.code(), Some("MOVED"));
+    let text = err.to_string();
+    assert!(
+        text.ends_with(&format!(" {} 127.0.0.1:{owner}", ringkv_slot(&foreign))),
+        "{text}"
+    );
+    let err = redis::cmd("MSET")
+        .arg("{a}1")
+        .arg(1)
+        .arg("{b}1")
+        .arg(2)
+        .query::<()>(&mut client(ports[0]))
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"));
+
+    // redis-cli -c follows MOVED; redis-benchmark --cluster runs without an error.
+    let out = Command::new("redis-cli")
+        .args([
+            "-c",
+            "-p",
+            &ports[0].to_string(),
+            "SET",
+            &foreign,
+            "from-cli",
+        ])
+        .output()
+        .expect("redis-cli runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "OK");
+    let v: String = direct.get_mut(&owner).unwrap().get(&foreign).unwrap();
+    assert_eq!(v, "from-cli");
+    let out = Command::new("redis-benchmark")
+        .args(["--cluster", "-p", &ports[1].to_string()])
+        .args(["-t", "set,get", "-n", "3000", "-r", "10000", "-q"])
+        .output()
+        .expect("redis-benchmark runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "redis-benchmark --cluster failed: {all}"
+    );
+    assert!(!all.to_lowercase().contains("error"), "{all}");
+    assert!(all.contains("GET:") && all.contains("SET:"), "{all}");
+
+    // INFO says cluster mode.
+    let info: String = redis::cmd("INFO")
+        .arg("cluster")
+        .query(&mut client(ports[0]))
+        .unwrap();
+    assert!(info.contains("cluster_enabled:1"));
+}
+
+fn ringkv_slot(key: &str) -> u16 {
+    ringkv_cluster::key_slot(key.as_bytes())
+}
+
+#[test]
+fn proxy_routing_serves_a_plain_client_on_any_node() {
+    let members = start_cluster(3, &["--cluster-routing", "proxy"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let owners = slot_owners(ports[0]);
+
+    let mut con = client(ports[0]);
+    let keys: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        let _: () = con.set(key, i).unwrap();
+    }
+    // Each key landed on its primary, whichever node the client used.
+    for (i, key) in keys.iter().enumerate().step_by(11) {
+        let primary = owners[ringkv_slot(key) as usize][0];
+        let v: i64 = client(primary).get(key).unwrap();
+        assert_eq!(v, i as i64);
+    }
+    // Multi-key commands across slots and nodes are split and gathered, in order.
+    let mut other = client(ports[2]);
+    let values: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg(&keys[..50])
+        .arg("user:missing")
+        .query(&mut other)
+        .unwrap();
+    let mut expected: Vec<Option<i64>> = (0..50).map(Some).collect();
+    expected.push(None);
+    assert_eq!(values, expected);
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(&keys[..40])
+        .arg("nope")
+        .query(&mut other)
+        .unwrap();
+    assert_eq!(exists, 40);
+    let _: () = redis::cmd("MSET")
+        .arg("a:1")
+        .arg("x")
+        .arg("b:2")
+        .arg("y")
+        .arg("c:3")
+        .arg("z")
+        .query(&mut other)
+        .unwrap();
+    let abc: Vec<String> = redis::cmd("MGET")
+        .arg(&["a:1", "b:2", "c:3"])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(abc, ["x", "y", "z"]);
+    let deleted: i64 = redis::cmd("DEL")
+        .arg(&keys[..100])
+        .query(&mut other)
+        .unwrap();
+    assert_eq!(deleted, 100);
+    let touched: i64 = redis::cmd("TOUCH")
+        .arg(&keys[..120])
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(touched, 20);
+    // A command that cannot be split still refuses keys on two nodes.
+    let (a, b) = find_keys_on_two_nodes(&owners);
+    let err = redis::cmd("RENAME")
+        .arg(&a)
+        .arg(&b)
+        .query::<()>(&mut con)
+        .unwrap_err();
+    assert_eq!(err.code(), Some("CROSSSLOT"));
+
+    // redis-benchmark without --cluster, against one node, sees no error.
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &ports[1].to_string(),
+            "-t",
+            "set,get,mset",
+            "-n",
+            "2000",
+            "-r",
+            "5000",
+            "-q",
+        ])
+        .output()
+        .expect("redis-benchmark runs");
+    let all =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && !all.to_lowercase().contains("error"),
+        "{all}"
+    );
+}
+
+fn find_keys_on_two_nodes(owners: &[Vec<u16>]) -> (String, String) {
+    let first = "k:0".to_string();
+    let owner = owners[ringkv_slot(&first) as usize][0];
+    let second = (1..)
+        .map(|i| format!("k:{i}"))
+        .find(|k| owners[ringkv_slot(k) as usize][0] != owner)
+        .unwrap();
+    (first, second)
+}
+
+#[test]
+fn a_killed_node_leaves_the_view_and_its_slots_go_to_their_next_owners() {
+    let mut members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let before = slot_owners(ports[0]);
+    let victim = members.pop().unwrap();
+    let killed_at = Instant::now();
+    drop(victim); // SIGKILL
+    let took = wait_agreed(&ports[..2], 2, Duration::from_secs(15));
+    eprintln!(
+        "SIGKILL to a table without the node: {:?}",
+        killed_at.elapsed().min(took + Duration::from_millis(25))
+    );
+    let after = slot_owners(ports[0]);
+    assert_eq!(slot_owners(ports[1]), after);
+    assert!(after.iter().all(|o| !o.contains(&ports[2])));
+    let mut kept = 0;
+    let mut to_replica = 0;
+    let mut orphaned = 0;
+    for slot in 0..16384 {
+        if before[slot][0] == ports[2] {
+            orphaned += 1;
+            if after[slot][0] == before[slot][1] {
+                to_replica += 1;
+            }
+        } else if after[slot][0] == before[slot][0] {
+            kept += 1;
+        }
+    }
+    // The survivors keep (almost) all of their own slots, and a dead primary's slot
+    // goes to the member that was its replica.
+    assert!(
+        kept as f64 > 0.97 * (16384 - orphaned) as f64,
+        "kept {kept}"
+    );
+    assert!(
+        to_replica as f64 > 0.9 * orphaned as f64,
+        "{to_replica} of {orphaned}"
+    );
+}
+
+#[test]
+fn a_new_node_joins_and_takes_about_a_quarter_of_the_slots() {
+    let mut members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    // Join through a member other than the first: any seed works.
+    let newcomer = start(Some(members[1].bus), &[]);
+    let new_port = newcomer.port;
+    members.push(newcomer);
+    let all: Vec<u16> = members.iter().map(|m| m.port).collect();
+    let took = wait_agreed(&all, 4, Duration::from_secs(15));
+    eprintln!("a 4th node was in every table {took:?} after it listened");
+    let owners = slot_owners(new_port);
+    let taken = owners.iter().filter(|o| o[0] == new_port).count();
+    assert!(
+        (3400..=4300).contains(&taken),
+        "the newcomer owns {taken} slots, about 4096 expected"
+    );
+    // A clean stop leaves at once: the others drop it without waiting for suspicion.
+    sigterm(&members[3].node);
+    let took = wait_agreed(&all[..3], 3, Duration::from_secs(5));
+    assert!(
+        took < Duration::from_secs(2),
+        "graceful leave took {took:?}"
+    );
+}
+
+#[test]
+fn gossip_with_a_wrong_secret_is_rejected() {
+    let good = start_cluster(2, &["--cluster-secret", "right-secret"]);
+    let ports: Vec<u16> = good.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(15));
+    let intruder = start(Some(good[0].bus), &["--cluster-secret", "wrong-secret"]);
+    std::thread::sleep(Duration::from_secs(2));
+    for &port in &ports {
+        let info = cluster_info(port);
+        assert_eq!(
+            info["cluster_known_nodes"], "2",
+            "the intruder got in: {info:?}"
+        );
+    }
+    let seed_info = cluster_info(ports[0]);
+    let bad: u64 = seed_info["cluster_bus_packets_bad_mac"].parse().unwrap();
+    assert!(bad > 0, "rejected packets are counted: {seed_info:?}");
+    let info = cluster_info(intruder.port);
+    assert_eq!(info["cluster_state"], "fail");
+    assert_eq!(info["cluster_known_nodes"], "1");
+    // Not joined: commands with keys are refused rather than served from a lone view.
+    let err = client(intruder.port).set::<_, _, ()>("k", "v").unwrap_err();
+    assert_eq!(err.code(), Some("CLUSTERDOWN"));
+}
+
+#[test]
+fn bad_cluster_flags_stop_the_node_with_a_reason() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--persistence", "no", "--cluster-enabled", "yes"])
+        .args(["--bind", "0.0.0.0", "--port", &free_port().to_string()])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--cluster-announce-ip"), "{stderr}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--persistence", "no", "--port", &free_port().to_string()])
+        .args(["--cluster-enabled", "yes", "--cluster-join", "no-port-here"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:BUSPORT"));
+}
