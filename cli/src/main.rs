@@ -2,6 +2,7 @@
 //! redis-benchmark and memtier_benchmark.
 
 mod bench;
+mod cluster;
 mod workload;
 
 use std::io::IsTerminal;
@@ -27,6 +28,54 @@ struct Cli {
 enum Command {
     /// Load a node (or any Redis server) and report throughput and latency.
     Bench(BenchArgs),
+    /// Inspect a cluster through any member, or start a local one.
+    Cluster(ClusterArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(disable_help_flag = true)]
+struct ClusterArgs {
+    /// Print help.
+    #[arg(long, action = clap::ArgAction::Help, global = true)]
+    help: Option<bool>,
+    /// Any member's host.
+    #[arg(short = 'h', long, default_value = "127.0.0.1", global = true)]
+    host: String,
+    /// Any member's client port.
+    #[arg(short = 'p', long, default_value_t = 6379, global = true)]
+    port: u16,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    action: ClusterAction,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterAction {
+    /// State, members, slots and keys per member, and the slot balance.
+    Status,
+    /// Members as CLUSTER NODES lists them.
+    Nodes,
+    /// Slot ranges and their owners.
+    Slots,
+    /// The slot of a key and the members that own it.
+    Locate {
+        /// The key.
+        key: String,
+    },
+    /// Start a local cluster of N members on consecutive ports, until Ctrl-C.
+    Up {
+        /// How many members.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// The first member's client port; bus ports are client ports + 10000.
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// More ringkv-server flags for every member (after `--`).
+        #[arg(last = true)]
+        server_args: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -170,5 +219,19 @@ fn bench(args: BenchArgs) -> Result<()> {
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Bench(args) => bench(args),
+        Command::Cluster(args) => {
+            let addr = format!("{}:{}", args.host, args.port);
+            match args.action {
+                ClusterAction::Status => cluster::status(&addr, args.json),
+                ClusterAction::Nodes => cluster::show_nodes(&addr, args.json),
+                ClusterAction::Slots => cluster::show_slots(&addr, args.json),
+                ClusterAction::Locate { key } => cluster::locate(&addr, &key, args.json),
+                ClusterAction::Up {
+                    nodes,
+                    base_port,
+                    server_args,
+                } => cluster::up(nodes, base_port, &server_args, args.json),
+            }
+        }
     }
 }

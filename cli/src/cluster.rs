@@ -1,0 +1,382 @@
+//! `ringkv cluster …`: look at a running cluster through any member, or start a local one.
+
+// A command-line tool: printing to stdout is what it is for.
+#![allow(clippy::print_stdout)]
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value as Json, json};
+
+/// One member as CLUSTER NODES describes it.
+#[derive(Debug, Clone)]
+pub struct NodeLine {
+    pub id: String,
+    pub addr: String,
+    pub bus_port: String,
+    pub flags: String,
+    pub slots: usize,
+    pub ranges: Vec<String>,
+}
+
+fn connect(addr: &str) -> Result<redis::Connection> {
+    let client = redis::Client::open(format!("redis://{addr}/"))
+        .with_context(|| format!("{addr} is not HOST:PORT"))?;
+    let con = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .with_context(|| format!("connecting to {addr}"))?;
+    con.set_read_timeout(Some(Duration::from_secs(10)))?;
+    Ok(con)
+}
+
+fn cluster_cmd<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> Result<T> {
+    let mut cmd = redis::cmd("CLUSTER");
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    cmd.query(con)
+        .with_context(|| format!("CLUSTER {}", args.join(" ")))
+}
+
+/// CLUSTER NODES, parsed.
+pub fn nodes(addr: &str) -> Result<Vec<NodeLine>> {
+    let text: String = cluster_cmd(&mut connect(addr)?, &["NODES"])?;
+    let mut lines = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let fields: Vec<&str> = line.split(' ').collect();
+        if fields.len() < 8 {
+            bail!("unexpected CLUSTER NODES line: {line}");
+        }
+        let (client, bus) = fields[1].split_once('@').unwrap_or((fields[1], ""));
+        let ranges: Vec<String> = fields[8..].iter().map(|s| s.to_string()).collect();
+        let slots = ranges
+            .iter()
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    b.parse::<usize>().unwrap_or(0) + 1 - a.parse::<usize>().unwrap_or(0)
+                }
+                None => 1,
+            })
+            .sum();
+        lines.push(NodeLine {
+            id: fields[0].to_string(),
+            addr: client.to_string(),
+            bus_port: bus.split(',').next().unwrap_or("").to_string(),
+            flags: fields[2].to_string(),
+            slots,
+            ranges,
+        });
+    }
+    Ok(lines)
+}
+
+fn info(addr: &str) -> Result<BTreeMap<String, String>> {
+    let text: String = cluster_cmd(&mut connect(addr)?, &["INFO"])?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect())
+}
+
+/// Slot ranges with their owners' addresses, primary first (CLUSTER SLOTS).
+pub fn slot_ranges(addr: &str) -> Result<Vec<(i64, i64, Vec<String>)>> {
+    let ranges: Vec<redis::Value> = cluster_cmd(&mut connect(addr)?, &["SLOTS"])?;
+    let mut out = Vec::new();
+    for range in ranges {
+        let redis::Value::Array(items) = range else {
+            bail!("CLUSTER SLOTS: a range is not an array");
+        };
+        if items.len() < 3 {
+            bail!("CLUSTER SLOTS: a range without owners");
+        }
+        let first: i64 = redis::from_redis_value(items[0].clone())?;
+        let last: i64 = redis::from_redis_value(items[1].clone())?;
+        let mut owners = Vec::new();
+        for node in &items[2..] {
+            let redis::Value::Array(fields) = node else {
+                bail!("CLUSTER SLOTS: a node is not an array");
+            };
+            let ip: String = redis::from_redis_value(fields[0].clone())?;
+            let port: i64 = redis::from_redis_value(fields[1].clone())?;
+            owners.push(format!("{ip}:{port}"));
+        }
+        out.push((first, last, owners));
+    }
+    Ok(out)
+}
+
+fn short(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
+
+fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut line = |cells: &[String]| {
+        let text: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(stdout, "{}", text.join("  ").trim_end())
+    };
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    // A closed pipe (`| head`) ends the listing quietly.
+    let _ = std::iter::once(&header)
+        .chain(rows)
+        .try_for_each(|row| line(row));
+}
+
+/// `ringkv cluster status`: state, members, their slots and keys, and the balance.
+pub fn status(addr: &str, as_json: bool) -> Result<()> {
+    let info = info(addr)?;
+    let members = nodes(addr)?;
+    let mut rows = Vec::new();
+    let mut listed = Vec::new();
+    for m in &members {
+        let keys: Option<i64> = connect(&m.addr)
+            .ok()
+            .and_then(|mut c| redis::cmd("DBSIZE").query(&mut c).ok());
+        rows.push(vec![
+            short(&m.id).to_string(),
+            m.addr.clone(),
+            m.slots.to_string(),
+            keys.map_or("unreachable".into(), |k| k.to_string()),
+            m.flags.clone(),
+        ]);
+        listed.push(
+            json!({"id": m.id, "addr": m.addr, "slots": m.slots, "keys": keys, "flags": m.flags}),
+        );
+    }
+    let mean = 16384.0 / members.len().max(1) as f64;
+    let balance = members.iter().map(|m| m.slots).max().unwrap_or(0) as f64 / mean;
+    let state = info.get("cluster_state").cloned().unwrap_or_default();
+    if as_json {
+        println!(
+            "{}",
+            json!({"state": state, "members": listed, "balance": balance,
+                   "epoch": info.get("cluster_current_epoch"), "table_version": info.get("cluster_table_version"),
+                   "routing": info.get("cluster_routing"), "replicas": info.get("cluster_replicas")})
+        );
+        return Ok(());
+    }
+    println!(
+        "state {state}, {} members, routing {}, {} replica(s) per slot, balance {balance:.3} (busiest / mean slots)",
+        members.len(),
+        info.get("cluster_routing").map_or("?", |s| s.as_str()),
+        info.get("cluster_replicas").map_or("?", |s| s.as_str()),
+    );
+    print_table(&["ID", "ADDRESS", "SLOTS", "KEYS", "FLAGS"], &rows);
+    Ok(())
+}
+
+/// `ringkv cluster nodes`.
+pub fn show_nodes(addr: &str, as_json: bool) -> Result<()> {
+    let members = nodes(addr)?;
+    if as_json {
+        let list: Vec<Json> = members
+            .iter()
+            .map(|m| json!({"id": m.id, "addr": m.addr, "bus_port": m.bus_port, "flags": m.flags, "slots": m.slots, "ranges": m.ranges.len()}))
+            .collect();
+        println!("{}", Json::Array(list));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|m| {
+            vec![
+                m.id.clone(),
+                m.addr.clone(),
+                m.bus_port.clone(),
+                m.flags.clone(),
+                m.slots.to_string(),
+                m.ranges.len().to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["ID", "ADDRESS", "BUS", "FLAGS", "SLOTS", "RANGES"], &rows);
+    Ok(())
+}
+
+/// `ringkv cluster slots`.
+pub fn show_slots(addr: &str, as_json: bool) -> Result<()> {
+    let ranges = slot_ranges(addr)?;
+    if as_json {
+        let list: Vec<Json> = ranges
+            .iter()
+            .map(|(a, b, owners)| json!({"first": a, "last": b, "owners": owners}))
+            .collect();
+        println!("{}", Json::Array(list));
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = ranges
+        .iter()
+        .map(|(a, b, owners)| {
+            vec![
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                },
+                owners[0].clone(),
+                owners[1..].join(" "),
+            ]
+        })
+        .collect();
+    print_table(&["SLOTS", "PRIMARY", "REPLICAS"], &rows);
+    Ok(())
+}
+
+/// `ringkv cluster locate KEY`.
+pub fn locate(addr: &str, key: &str, as_json: bool) -> Result<()> {
+    let slot: i64 = cluster_cmd(&mut connect(addr)?, &["KEYSLOT", key])?;
+    let owners = slot_ranges(addr)?
+        .into_iter()
+        .find(|(a, b, _)| (*a..=*b).contains(&slot))
+        .map(|(_, _, o)| o)
+        .context("no member owns the slot")?;
+    if as_json {
+        println!(
+            "{}",
+            json!({"key": key, "slot": slot, "primary": owners[0], "replicas": &owners[1..]})
+        );
+    } else {
+        println!(
+            "key {key:?} → slot {slot} → primary {}, replicas {}",
+            owners[0],
+            if owners.len() > 1 {
+                owners[1..].join(", ")
+            } else {
+                "none".into()
+            }
+        );
+    }
+    Ok(())
+}
+
+fn server_binary() -> PathBuf {
+    // Installed side by side (cargo build puts both in target/<profile>/).
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("ringkv-server")));
+    match beside {
+        Some(path) if path.exists() => path,
+        _ => PathBuf::from("ringkv-server"),
+    }
+}
+
+/// Kills (SIGTERM first) and reaps every child when dropped.
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("sh")
+                .args(["-c", &format!("kill -TERM {} 2>/dev/null", child.id())])
+                .status();
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for child in &mut self.0 {
+            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `ringkv cluster up`: N local members on consecutive ports, until Ctrl-C.
+pub fn up(nodes_wanted: usize, base_port: u16, extra: &[String], as_json: bool) -> Result<()> {
+    if !(1..=64).contains(&nodes_wanted) {
+        bail!("--nodes must be 1 to 64");
+    }
+    let binary = server_binary();
+    let started = Instant::now();
+    let mut children = Children(Vec::new());
+    let seed_bus = u32::from(base_port) + 10000;
+    for i in 0..nodes_wanted {
+        let port = base_port + i as u16;
+        let mut command = Command::new(&binary);
+        command
+            .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+            .args(["--persistence", "no"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        if i > 0 {
+            command.args(["--cluster-join", &format!("127.0.0.1:{seed_bus}")]);
+        }
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        children.0.push(child);
+    }
+    let addrs: Vec<String> = (0..nodes_wanted)
+        .map(|i| format!("127.0.0.1:{}", base_port + i as u16))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let agreed = addrs
+            .iter()
+            .map(|a| info(a).ok())
+            .collect::<Option<Vec<_>>>()
+            .is_some_and(|infos| {
+                infos.iter().all(|i| {
+                    i.get("cluster_state").map(String::as_str) == Some("ok")
+                        && i.get("cluster_known_nodes") == Some(&nodes_wanted.to_string())
+                        && i.get("cluster_current_epoch") == infos[0].get("cluster_current_epoch")
+                })
+            });
+        if agreed {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the {nodes_wanted} members did not agree within 30 s");
+        }
+        for child in &mut children.0 {
+            if let Some(status) = child.try_wait()? {
+                bail!("a member exited early ({status}); is port range {base_port}.. free?");
+            }
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let took = started.elapsed();
+    if as_json {
+        println!(
+            "{}",
+            json!({"members": addrs, "agreed_ms": took.as_millis()})
+        );
+    } else {
+        println!(
+            "{nodes_wanted} members agreed on one slot table {:.0} ms after start",
+            took.as_secs_f64() * 1000.0
+        );
+        status(&addrs[0], false)?;
+        println!("\ntry: redis-cli -c -p {base_port}    (Ctrl-C stops the cluster)");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            stopped = tokio::signal::ctrl_c() => stopped,
+            _ = terminate.recv() => Ok(()),
+        }
+    })?;
+    // Stops the members (SIGTERM: each leaves the cluster and exits).
+    drop(children);
+    Ok(())
+}
