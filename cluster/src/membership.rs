@@ -255,6 +255,7 @@ pub struct Output {
 struct StepRuntime<'a> {
     out: &'a mut Output,
     mac_key: Option<&'a [u8; 32]>,
+    sent: &'a mut u64,
 }
 
 impl Runtime<Identity> for StepRuntime<'_> {
@@ -263,6 +264,7 @@ impl Runtime<Identity> for StepRuntime<'_> {
     }
 
     fn send_to(&mut self, to: Identity, data: &[u8]) {
+        *self.sent += 1;
         self.out.sends.push((to.bus, seal(self.mac_key, data)));
     }
 
@@ -508,13 +510,7 @@ impl Core {
                 return;
             }
         };
-        let result = {
-            let mut runtime = StepRuntime {
-                out: &mut *out,
-                mac_key: self.mac_key.as_ref(),
-            };
-            self.foca.handle_data(payload, &mut runtime)
-        };
+        let result = self.step(out, |foca, runtime| foca.handle_data(payload, runtime));
         match result {
             Ok(()) => self.stats.received += 1,
             Err(error) => {
@@ -530,13 +526,7 @@ impl Core {
         if self.left {
             return;
         }
-        let result = {
-            let mut runtime = StepRuntime {
-                out: &mut *out,
-                mac_key: self.mac_key.as_ref(),
-            };
-            self.foca.handle_timer(timer, &mut runtime)
-        };
+        let result = self.step(out, |foca, runtime| foca.handle_timer(timer, runtime));
         if let Err(error) = result {
             tracing::debug!(%error, "gossip timer failed");
         }
@@ -570,18 +560,11 @@ impl Core {
         if self.left {
             return;
         }
-        let result = {
-            let mut runtime = StepRuntime {
-                out: &mut *out,
-                mac_key: self.mac_key.as_ref(),
-            };
-            self.foca.leave_cluster(&mut runtime)
-        };
+        let result = self.step(out, |foca, runtime| foca.leave_cluster(runtime));
         if let Err(error) = result {
             tracing::debug!(%error, "leaving the cluster failed");
         }
         self.left = true;
-        self.stats.sent += out.sends.len() as u64;
         out.changed = true;
     }
 
@@ -623,15 +606,10 @@ impl Core {
                 bus: seed,
                 bump: 0,
             };
-            let mut runtime = StepRuntime {
-                out: &mut *out,
-                mac_key: self.mac_key.as_ref(),
-            };
-            if let Err(error) = self.foca.announce(target, &mut runtime) {
+            if let Err(error) = self.step(out, |foca, runtime| foca.announce(target, runtime)) {
                 tracing::debug!(%error, %seed, "announce failed");
             }
         }
-        self.stats.sent += out.sends.len() as u64;
     }
 
     fn publish_info(&mut self, out: &mut Output) {
@@ -647,11 +625,7 @@ impl Core {
             tracing::warn!(%error, "queueing our node info failed");
         }
         // Push it now rather than waiting for the next probe to carry it.
-        let mut runtime = StepRuntime {
-            out: &mut *out,
-            mac_key: self.mac_key.as_ref(),
-        };
-        if let Err(error) = self.foca.broadcast(&mut runtime) {
+        if let Err(error) = self.step(out, |foca, runtime| foca.broadcast(runtime)) {
             tracing::debug!(%error, "broadcasting our node info failed");
         }
     }
@@ -700,7 +674,20 @@ impl Core {
         if std::mem::take(&mut lock(&self.infos).changed) {
             out.changed = true;
         }
-        self.stats.sent += out.sends.len() as u64;
+    }
+
+    /// Runs one foca call with a runtime that seals its packets and counts them.
+    fn step<R>(
+        &mut self,
+        out: &mut Output,
+        call: impl FnOnce(&mut Swim, &mut StepRuntime<'_>) -> R,
+    ) -> R {
+        let mut runtime = StepRuntime {
+            out,
+            mac_key: self.mac_key.as_ref(),
+            sent: &mut self.stats.sent,
+        };
+        call(&mut self.foca, &mut runtime)
     }
 }
 
