@@ -8,7 +8,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -33,14 +32,12 @@ pub struct Bus {
     view: watch::Receiver<Arc<ClusterView>>,
     commands: mpsc::Sender<Command>,
     stats: Arc<Mutex<BusStats>>,
-    local: SocketAddr,
 }
 
 impl Bus {
     /// Binds nothing itself: takes a bound socket, starts the task, announces to the
     /// seeds.
     pub fn start(settings: Settings, socket: UdpSocket) -> std::io::Result<Bus> {
-        let local = socket.local_addr()?;
         let timing = settings.timing;
         let mut core = Core::new(settings);
         let (view_tx, view) = watch::channel(Arc::new(core.view()));
@@ -64,28 +61,23 @@ impl Bus {
             view,
             commands,
             stats,
-            local,
         })
     }
 
-    /// The current view.
+    /// The current view, to keep.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
     }
 
-    /// A receiver that sees every new view.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
-        self.view.clone()
+    /// The current view, borrowed: no reference count is touched, which matters on the
+    /// per-command path. Hold it briefly; the bus cannot publish while it is held.
+    pub fn borrow_view(&self) -> watch::Ref<'_, Arc<ClusterView>> {
+        self.view.borrow()
     }
 
     /// Bus counters.
     pub fn stats(&self) -> BusStats {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// The bound bus address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
     }
 
     /// Announces draining, tells a few members we leave, and stops the task. Waits at

@@ -150,8 +150,13 @@ impl foca::BroadcastHandler<Identity> for InfoBook {
             id: info.id,
             version: info.version,
         };
+        // A periodic refresh repeats the same details under a new version: still worth
+        // passing on, but the view (and its slot table) need not be rebuilt for it.
+        let same_details = infos.by_id.get(&info.id).is_some_and(|known| {
+            (known.client, known.weight, known.state) == (info.client, info.weight, info.state)
+        });
         infos.by_id.insert(info.id, info);
-        infos.changed = true;
+        infos.changed |= !same_details;
         Ok(Some(key))
     }
 }
@@ -477,11 +482,6 @@ impl Core {
     /// Our identity.
     pub fn identity(&self) -> &Identity {
         self.foca.identity()
-    }
-
-    /// Our info.
-    pub fn info(&self) -> &NodeInfo {
-        &self.info
     }
 
     /// Bus counters.

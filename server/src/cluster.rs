@@ -173,11 +173,6 @@ impl ClusterNode {
         self.bus.stats()
     }
 
-    /// The bus address.
-    pub fn bus_addr(&self) -> SocketAddr {
-        self.bus.local_addr()
-    }
-
     /// Leaves the cluster gracefully (on shutdown).
     pub async fn leave(&self) {
         self.bus.leave(Duration::from_millis(500)).await;
@@ -189,14 +184,13 @@ impl ClusterNode {
         let Some(&first) = keys.peek() else {
             return Verdict::Local;
         };
-        let view = self.view();
+        let view = self.bus.borrow_view();
         if view.state != ClusterState::Ok {
             return Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into()));
         }
         let slot = key_slot(args.get(first));
         let same_slot = keys.all(|i| key_slot(args.get(i)) == slot);
-        let may_proxy =
-            self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi() && !conn.no_block;
+        let may_proxy = self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi();
         if same_slot {
             return match view.table.primary(slot) {
                 Some(id) if *id == view.me => Verdict::Local,
@@ -263,29 +257,28 @@ impl ClusterNode {
     }
 
     /// Runs a forwarded command and returns the reply for the client.
-    pub async fn finish(self: &Arc<Self>, forward: Forward, protocol: Protocol) -> Vec<u8> {
+    pub async fn finish(self: &Arc<Self>, mut forward: Forward, protocol: Protocol) -> Vec<u8> {
         let resp3 = protocol == Protocol::Resp3;
-        let mut calls = tokio::task::JoinSet::new();
-        for (index, part) in forward.parts.iter().enumerate() {
-            let me = self.clone();
-            let (addr, command) = (part.addr, part.command.clone());
-            calls.spawn(async move {
-                let reply = tokio::time::timeout(
-                    PROXY_TIMEOUT,
-                    me.pool.call(addr, resp3, &me.password, &command),
-                )
-                .await
-                .unwrap_or(Err(ProxyError::Timeout));
-                (index, reply)
-            });
-        }
-        let mut replies: Vec<Option<Result<Upstreamed, ProxyError>>> =
-            (0..forward.parts.len()).map(|_| None).collect();
-        while let Some(joined) = calls.join_next().await {
-            if let Ok((index, reply)) = joined {
-                replies[index] = Some(reply);
-            }
-        }
+        let replies: Vec<Option<Result<Upstreamed, ProxyError>>> =
+            if let [part] = forward.parts.as_slice() {
+                // The common case, one owner: no task to spawn.
+                vec![Some(self.call(part.addr, resp3, &part.command).await)]
+            } else {
+                // A split command: its pieces go out in parallel.
+                let mut calls = tokio::task::JoinSet::new();
+                for (index, part) in forward.parts.iter_mut().enumerate() {
+                    let me = self.clone();
+                    let (addr, command) = (part.addr, std::mem::take(&mut part.command));
+                    calls.spawn(async move { (index, me.call(addr, resp3, &command).await) });
+                }
+                let mut replies: Vec<_> = (0..forward.parts.len()).map(|_| None).collect();
+                while let Some(joined) = calls.join_next().await {
+                    if let Ok((index, reply)) = joined {
+                        replies[index] = Some(reply);
+                    }
+                }
+                replies
+            };
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, protocol);
         let mut done = Vec::with_capacity(replies.len());
@@ -303,6 +296,22 @@ impl ClusterNode {
         }
         gather(&mut w, &forward, done);
         out
+    }
+}
+
+impl ClusterNode {
+    async fn call(
+        &self,
+        addr: SocketAddr,
+        resp3: bool,
+        command: &[u8],
+    ) -> Result<Upstreamed, ProxyError> {
+        tokio::time::timeout(
+            PROXY_TIMEOUT,
+            self.pool.call(addr, resp3, &self.password, command),
+        )
+        .await
+        .unwrap_or(Err(ProxyError::Timeout))
     }
 }
 

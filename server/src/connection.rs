@@ -58,8 +58,6 @@ pub struct ConnState {
     /// A proxying node's connection: never proxied again, so a stale view cannot
     /// bounce a command between nodes.
     pub forwarded: bool,
-    /// READONLY was sent (accepted; replicas hold no data until replication lands).
-    pub readonly: bool,
 }
 
 impl ConnState {
@@ -79,7 +77,6 @@ impl ConnState {
             wrote: false,
             no_block: false,
             forwarded: false,
-            readonly: false,
         }
     }
 

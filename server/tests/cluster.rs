@@ -512,3 +512,57 @@ fn bad_cluster_flags_stop_the_node_with_a_reason() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("HOST:BUSPORT"));
 }
+
+#[test]
+fn proxying_to_a_dead_owner_answers_an_error_and_the_connection_lives_on() {
+    let mut members = start_cluster(3, &["--cluster-routing", "proxy"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let owners = slot_owners(ports[0]);
+    let doomed = (0..)
+        .map(|i| format!("k:{i}"))
+        .find(|k| owners[ringkv_slot(k) as usize][0] == ports[2])
+        .unwrap();
+    let mut con = client(ports[0]);
+    let _: () = con.set(&doomed, "v").unwrap();
+    drop(members.pop()); // SIGKILL the owner; the others still route to it for ~2 s.
+    let err = con.get::<_, String>(&doomed).unwrap_err();
+    assert_eq!(err.code(), Some("CLUSTERDOWN"), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{}", ports[2])),
+        "{err}"
+    );
+    // Same connection, a key this node owns: served.
+    let mine = (0..)
+        .map(|i| format!("m:{i}"))
+        .find(|k| owners[ringkv_slot(k) as usize][0] == ports[0])
+        .unwrap();
+    let _: () = con.set(&mine, "here").unwrap();
+    let v: String = con.get(&mine).unwrap();
+    assert_eq!(v, "here");
+}
+
+#[test]
+fn garbage_on_the_bus_is_counted_and_changes_nothing() {
+    let members = start_cluster(2, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(15));
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let junk: [&[u8]; 4] = [
+        b"",
+        b"GET / HTTP/1.1\r\n\r\n",
+        &[0xA7, 1, 0xff, 0xff, 0xff],
+        &[0xA7],
+    ];
+    for packet in junk {
+        socket
+            .send_to(packet, ("127.0.0.1", members[0].bus))
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let info = cluster_info(ports[0]);
+    let malformed: u64 = info["cluster_bus_packets_malformed"].parse().unwrap();
+    assert!(malformed >= 3, "{info:?}");
+    assert_eq!(info["cluster_known_nodes"], "2");
+    assert_eq!(info["cluster_state"], "ok");
+}

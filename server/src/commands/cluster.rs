@@ -312,7 +312,6 @@ pub fn help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 /// replication exists.
 pub fn readonly(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     cluster(ctx)?;
-    ctx.conn.readonly = true;
     ctx.out.ok();
     Ok(())
 }
@@ -320,7 +319,6 @@ pub fn readonly(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 /// READWRITE
 pub fn readwrite(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     cluster(ctx)?;
-    ctx.conn.readonly = false;
     ctx.out.ok();
     Ok(())
 }
