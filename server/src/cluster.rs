@@ -374,7 +374,7 @@ impl Forward {
         Forward {
             parts: vec![Part {
                 addr,
-                command: encode(args.iter().collect::<Vec<_>>().into_iter()),
+                command: encode(args.iter()),
                 keys: Vec::new(),
             }],
             gather: Gather::Relay,
