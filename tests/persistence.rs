@@ -1,5 +1,6 @@
-//! The persistence tier in a loopback node: LOADING while recovering, MISCONF and
-//! disk-full paths through the fault-injecting backend, store mode larger than memory.
+//! The persistence tier in a loopback node: LOADING while recovering (PING included),
+//! MISCONF and disk-full paths through fault-injecting storage, restarts that keep what was
+//! written, checkpoints, and store mode larger than memory.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,26 +9,72 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use redis::AsyncCommands;
-use ringkv::store::persist::{FaultyPersist, MemoryPersist, Persist, SledPersist};
-use ringkv_server::{Config, Node, Server};
+use ringkv::store::base_image::{FaultyKv, MemoryKv};
+use ringkv::store::data_dir::{FaultyDir, MemoryDir};
+use ringkv_server::{Config, Node, Server, Storage};
 
 mod support;
 use support::{client, start};
 
-async fn start_with(backend: Arc<dyn Persist>, extra: &[&str]) -> Result<(SocketAddr, Arc<Node>)> {
+/// A disk that fails on command: the WAL directory and the base image together.
+struct Disk {
+    dir: Arc<FaultyDir<MemoryDir>>,
+    base: Arc<FaultyKv<MemoryKv>>,
+}
+
+impl Disk {
+    fn new() -> Disk {
+        Disk {
+            dir: Arc::new(FaultyDir::new(MemoryDir::default())),
+            base: Arc::new(FaultyKv::new(MemoryKv::default())),
+        }
+    }
+
+    fn storage(&self) -> Storage {
+        Storage {
+            dir: self.dir.clone(),
+            base: self.base.clone(),
+        }
+    }
+
+    fn fail(&self, fail: bool) {
+        self.dir.fail_writes(fail);
+        self.base.fail_writes(fail);
+    }
+}
+
+struct Running {
+    addr: SocketAddr,
+    node: Arc<Node>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl Running {
+    /// A clean stop: the tier writes and syncs what it holds.
+    async fn stop(self) -> Result<()> {
+        self.node.begin_shutdown();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+async fn start_with(storage: Storage, extra: &[&str]) -> Result<Running> {
     let mut args = vec!["ringkv-server", "--port", "0", "--bind", "127.0.0.1"];
     args.extend_from_slice(extra);
-    let server = Server::bind_with_backend(Config::from_args(args)?, None, Some(backend)).await?;
+    let server = Server::bind_with_storage(Config::from_args(args)?, None, Some(storage)).await?;
     let addr = server.local_addrs()[0];
     let node = server.node();
-    tokio::spawn(server.run());
+    let task = tokio::spawn(server.run());
     wait_loaded(&node).await;
-    Ok((addr, node))
+    Ok(Running { addr, node, task })
 }
 
 async fn wait_loaded(node: &Node) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while node.loading.load(Relaxed) && Instant::now() < deadline {
+        if let Some(fatal) = node.fatal.lock().as_ref() {
+            panic!("the node could not recover: {fatal}");
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -39,32 +86,89 @@ async fn info_persistence(con: &mut redis::aio::MultiplexedConnection) -> Result
         .await?)
 }
 
+fn field(info: &str, name: &str) -> Option<u64> {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn while_loading_commands_answer_loading_and_info_still_works() -> Result<()> {
+async fn while_loading_every_command_but_info_answers_loading_ping_included() -> Result<()> {
     let (addr, node) = start(&[]).await?;
     let mut con = client(addr, false).await?;
     node.loading.store(true, Relaxed);
     let error = con.get::<_, Option<String>>("k").await.unwrap_err();
     assert_eq!(error.code(), Some("LOADING"), "{error}");
+    // A readiness probe (`redis-cli ping`) must not admit a node that refuses commands.
+    let error = redis::cmd("PING")
+        .query_async::<String>(&mut con)
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some("LOADING"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("Redis is loading the dataset in memory")
+    );
     assert!(info_persistence(&mut con).await?.contains("\r\nloading:1"));
     node.loading.store(false, Relaxed);
     assert_eq!(con.get::<_, Option<String>>("k").await?, None);
+    let pong: String = redis::cmd("PING").query_async(&mut con).await?;
+    assert_eq!(pong, "PONG");
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
-    let faulty = Arc::new(FaultyPersist::new(MemoryPersist::default()));
-    let (addr, _node) = start_with(faulty.clone(), &["--appendfsync", "always"]).await?;
-    let mut con = client(addr, false).await?;
-    let _: () = con.set("before", "1").await?;
-    assert_eq!(faulty.inner().get(b"before")?.unwrap().value[1..], *b"1");
+async fn a_restart_keeps_every_write_through_checkpoints() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    for i in 0..200 {
+        let _: () = con.set(format!("k{i}"), i).await?;
+    }
+    let _: () = con.hset("h", "f", "v").await?;
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    let info = info_persistence(&mut con).await?;
+    assert_eq!(field(&info, "base_keys"), Some(201), "{info}");
+    assert_eq!(
+        field(&info, "rdb_changes_since_last_save"),
+        Some(0),
+        "{info}"
+    );
+    // After the checkpoint: the WAL tail.
+    let _: () = con.set("k0", "changed").await?;
+    let _: () = con.del("k1").await?;
+    let _: () = con.set_ex("ttl", "v", 100).await?;
+    node.stop().await?;
 
-    faulty.fail_writes(true);
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    assert_eq!(con.get::<_, String>("k0").await?, "changed");
+    assert_eq!(con.get::<_, Option<String>>("k1").await?, None);
+    assert_eq!(con.get::<_, i64>("k199").await?, 199);
+    assert_eq!(con.hget::<_, _, String>("h", "f").await?, "v");
+    let ttl: i64 = con.ttl("ttl").await?;
+    assert!((90..=100).contains(&ttl), "the deadline survives: {ttl}");
+    let dbsize: u64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
+    assert_eq!(dbsize, 201);
+    let info = info_persistence(&mut con).await?;
+    assert_eq!(field(&info, "loaded_keys"), Some(201), "{info}");
+    assert_eq!(field(&info, "loaded_wal_records"), Some(3), "{info}");
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;
+    let mut con = client(node.addr, false).await?;
+    let _: () = con.set("before", "1").await?;
+
+    disk.fail(true);
     // The write that meets the failure gets no reply claiming success: its connection
     // closes. Later writes are refused up front, reads keep working.
     assert!(con.set::<_, _, ()>("during", "2").await.is_err());
-    let mut con = client(addr, false).await?;
+    let mut con = client(node.addr, false).await?;
     let error = con.set::<_, _, ()>("during", "3").await.unwrap_err();
     assert_eq!(error.code(), Some("MISCONF"), "{error}");
     assert!(
@@ -75,8 +179,8 @@ async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() 
     let info = info_persistence(&mut con).await?;
     assert!(info.contains("aof_last_write_status:err"), "{info}");
 
-    faulty.fail_writes(false);
-    // The writer probes the disk while idle and lifts the refusal by itself.
+    disk.fail(false);
+    // The log thread probes the disk while idle and lifts the refusal by itself.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match con.set::<_, _, ()>("after", "4").await {
@@ -87,21 +191,32 @@ async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() 
             Err(e) => return Err(e.into()),
         }
     }
-    assert!(faulty.inner().get(b"after")?.is_some());
     assert!(
         info_persistence(&mut con)
             .await?
             .contains("aof_last_write_status:ok")
     );
-    Ok(())
+    // The dropped records left a gap in the WAL: a checkpoint covers it on its own, so a
+    // restart keeps everything acknowledged on either side of it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while field(&info_persistence(&mut con).await?, "checkpoints") == Some(0) {
+        assert!(Instant::now() < deadline, "no checkpoint covered the loss");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    node.stop().await?;
+    let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;
+    let mut con = client(node.addr, false).await?;
+    assert_eq!(con.get::<_, String>("before").await?, "1");
+    assert_eq!(con.get::<_, String>("after").await?, "4");
+    node.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cache_mode_with_everysec_keeps_serving_when_the_disk_fails() -> Result<()> {
-    let faulty = Arc::new(FaultyPersist::new(MemoryPersist::default()));
-    let (addr, _node) = start_with(faulty.clone(), &[]).await?;
-    let mut con = client(addr, false).await?;
-    faulty.fail_writes(true);
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    disk.fail(true);
     for i in 0..20 {
         let _: () = con.set(format!("k{i}"), i).await?;
     }
@@ -114,12 +229,15 @@ async fn cache_mode_with_everysec_keeps_serving_when_the_disk_fails() -> Result<
         error.to_string().contains("No space left"),
         "SAVE reports it: {error}"
     );
-    assert!(
-        info_persistence(&mut con)
-            .await?
-            .contains("aof_last_write_status:err")
-    );
-    faulty.fail_writes(false);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !info_persistence(&mut con)
+        .await?
+        .contains("aof_last_write_status:err")
+    {
+        assert!(Instant::now() < deadline, "the failure is never reported");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    disk.fail(false);
     let _: () = con.set("k-after", 1).await?;
     let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
     assert!(
@@ -127,27 +245,41 @@ async fn cache_mode_with_everysec_keeps_serving_when_the_disk_fails() -> Result<
             .await?
             .contains("aof_last_write_status:ok")
     );
-    assert!(faulty.inner().get(b"k-after")?.is_some());
-    Ok(())
+    node.stop().await?;
+    // Nothing the node served was lost: the checkpoint after the failure wrote it all.
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    assert_eq!(con.get::<_, i64>("k19").await?, 19);
+    assert_eq!(con.get::<_, i64>("k-after").await?, 1);
+    node.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_mode_holds_five_times_maxmemory_and_returns_every_key() -> Result<()> {
+async fn store_mode_holds_five_times_maxmemory_and_returns_every_key_after_a_restart() -> Result<()>
+{
     let dir = tempfile::tempdir()?;
-    let sled: Arc<dyn Persist> = Arc::new(SledPersist::open(dir.path())?);
-    let (addr, node) = start_with(
-        sled,
-        &[
-            "--mode",
-            "store",
-            "--maxmemory",
-            "2mb",
-            "--maxmemory-policy",
-            "allkeys-lru",
-        ],
-    )
-    .await?;
-    let mut con = client(addr, false).await?;
+    let args = [
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--mode",
+        "store",
+        "--maxmemory",
+        "2mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ];
+    let start_node = || async {
+        let mut all = vec!["ringkv-server", "--port", "0", "--bind", "127.0.0.1"];
+        all.extend_from_slice(&args);
+        let server = Server::bind(Config::from_args(all)?, None).await?;
+        let addr = server.local_addrs()[0];
+        let node = server.node();
+        let task = tokio::spawn(server.run());
+        wait_loaded(&node).await;
+        anyhow::Ok(Running { addr, node, task })
+    };
+    let node = start_node().await?;
+    let mut con = client(node.addr, false).await?;
     let value = |i: u32| format!("{i:08}{}", "v".repeat(1000));
     let keys = 10_000u32; // about 10 MB of values against 2 MB of memory
     for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
@@ -157,13 +289,13 @@ async fn store_mode_holds_five_times_maxmemory_and_returns_every_key() -> Result
         }
         let _: () = pipe.query_async(&mut con).await?;
     }
-    let used = node.store.used_memory() as u64;
+    let used = node.node.store.used_memory() as u64;
     assert!(
         used <= 2 * 1024 * 1024 + 64 * 1024,
         "memory stayed bounded: {used}"
     );
     assert!(
-        (node.store.len() as u32) < keys / 2,
+        (node.node.store.len() as u32) < keys / 2,
         "most values live on disk only"
     );
     for i in 0..keys {
@@ -171,17 +303,27 @@ async fn store_mode_holds_five_times_maxmemory_and_returns_every_key() -> Result
         assert_eq!(got.as_deref(), Some(value(i).as_str()), "key:{i}");
     }
     let info = info_persistence(&mut con).await?;
-    let fault_ins: u64 = info
-        .lines()
-        .find_map(|l| l.strip_prefix("store_fault_ins:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0);
+    let fault_ins = field(&info, "store_fault_ins").unwrap_or(0);
     assert!(fault_ins >= u64::from(keys) / 2, "{info}");
     // A DEL of an evicted key deletes it on disk too: it does not come back.
     let _: () = con.del("key:0").await?;
     let _: () = con.set("filler", "x").await?;
     assert_eq!(con.get::<_, Option<String>>("key:0").await?, None);
-    Ok(())
+    node.stop().await?;
+
+    let node = start_node().await?;
+    let mut con = client(node.addr, false).await?;
+    assert!(node.node.store.used_memory() as u64 <= 2 * 1024 * 1024 + 64 * 1024);
+    for i in 1..keys {
+        let got: Option<String> = con.get(format!("key:{i}")).await?;
+        assert_eq!(
+            got.as_deref(),
+            Some(value(i).as_str()),
+            "key:{i} after the restart"
+        );
+    }
+    assert_eq!(con.get::<_, Option<String>>("key:0").await?, None);
+    node.stop().await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,10 +346,9 @@ async fn save_commands_explain_themselves_without_a_tier_and_on_bad_arguments() 
         "the start time without a tier: {lastsave}"
     );
 
-    // `appendfsync no` flushes rarely, so applied changes wait for SAVE.
-    let (addr, _node) =
-        start_with(Arc::new(MemoryPersist::default()), &["--appendfsync", "no"]).await?;
-    let mut con = client(addr, false).await?;
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &["--appendfsync", "no"]).await?;
+    let mut con = client(node.addr, false).await?;
     let error = redis::cmd("BGSAVE")
         .arg("NOW")
         .query_async::<()>(&mut con)
@@ -218,18 +359,62 @@ async fn save_commands_explain_themselves_without_a_tier_and_on_bad_arguments() 
         .arg("SCHEDULE")
         .query_async(&mut con)
         .await?;
-    assert_eq!(started, "Background saving started");
+    assert!(started.starts_with("Background saving"), "{started}");
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
     let _: () = con.set("k", "v").await?;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !info_persistence(&mut con)
-        .await?
-        .contains("rdb_changes_since_last_save:1")
-    {
-        assert!(Instant::now() < deadline, "the change was never applied");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let info = info_persistence(&mut con).await?;
+    assert_eq!(
+        field(&info, "rdb_changes_since_last_save"),
+        Some(1),
+        "{info}"
+    );
+    let before: i64 = redis::cmd("LASTSAVE").query_async(&mut con).await?;
     let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
     let info = info_persistence(&mut con).await?;
-    assert!(info.contains("rdb_changes_since_last_save:0"), "{info}");
-    Ok(())
+    assert_eq!(
+        field(&info, "rdb_changes_since_last_save"),
+        Some(0),
+        "{info}"
+    );
+    assert_eq!(field(&info, "base_keys"), Some(1), "{info}");
+    let after: i64 = redis::cmd("LASTSAVE").query_async(&mut con).await?;
+    assert!(after >= before);
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_tells_the_truth_about_memory_and_the_tier() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &["--persistence-cache-size", "8mb"]).await?;
+    let mut con = client(node.addr, false).await?;
+    let _: () = con.set("k", "v").await?;
+    let memory: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(
+        field(&memory, "persistence_cache_size"),
+        Some(8 << 20),
+        "{memory}"
+    );
+    assert!(memory.contains("mem_allocator:"), "{memory}");
+    let info = info_persistence(&mut con).await?;
+    for name in [
+        "aof_enabled",
+        "wal_last_lsn",
+        "wal_durable_lsn",
+        "checkpoint_lsn",
+        "base_keys",
+        "wal_bytes_since_checkpoint",
+    ] {
+        assert!(field(&info, name).is_some(), "{name} missing: {info}");
+    }
+    assert_eq!(field(&info, "wal_last_lsn"), Some(1));
+    let config: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("auto-aof-rewrite-min-size")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(config, vec!["auto-aof-rewrite-min-size", "268435456"]);
+    node.stop().await
 }

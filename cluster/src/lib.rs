@@ -1,5 +1,5 @@
-//! ringkv's cluster core: which slot a key is in ([`slot`]), which members own a slot
-//! ([`ring`]), and who the members are ([`membership`], SWIM gossip through foca).
+//! ringkv's cluster core: which members own a slot ([`ring`]; the key → slot rule lives in
+//! the store, [`ringkv_store::slot`], and is re-exported here), and who the members are ([`membership`], SWIM gossip through foca).
 //!
 //! The ring and the table are pure functions; membership is a pure core
 //! ([`membership::Core`]) driven either by a tokio task over UDP or by the deterministic
@@ -8,9 +8,8 @@
 pub mod bus;
 pub mod membership;
 pub mod ring;
-pub mod slot;
 
 pub use bus::Bus;
 pub use membership::{ClusterState, ClusterView, NodeState, NodeView};
 pub use ring::{NodeId, RingConfig, RingMember, SlotMove, SlotTable, diff};
-pub use slot::{SLOT_COUNT, hash_tag, key_slot};
+pub use ringkv_store::slot::{SLOT_COUNT, hash_tag, key_slot};

@@ -18,7 +18,7 @@ use std::str::FromStr;
 
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::slot::SLOT_COUNT;
+use ringkv_store::slot::SLOT_COUNT;
 
 /// The seed of every ring hash. Changing it (or the hash) reshuffles a running cluster,
 /// which the golden vectors in the tests forbid.

@@ -218,7 +218,9 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "ping",
         -1,
-        CONN,
+        // As Redis: PING answers -LOADING while the dataset loads, so a readiness probe
+        // (`redis-cli ping`) admits the node only once it serves.
+        CommandFlags::FAST,
         NOKEY,
         "connection",
         "1.0.0",
@@ -836,7 +838,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "flushdb",
         -1,
-        W,
+        // Exclusive: the change log's Clear record must order exactly as in memory.
+        W.with(CommandFlags::EXCLUSIVE),
         NOKEY,
         "server",
         "1.0.0",
@@ -846,7 +849,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "flushall",
         -1,
-        W,
+        // Exclusive: the change log's Clear record must order exactly as in memory.
+        W.with(CommandFlags::EXCLUSIVE),
         NOKEY,
         "server",
         "1.0.0",

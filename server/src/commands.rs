@@ -120,6 +120,11 @@ pub fn float_arg(arg: &[u8]) -> Option<f64> {
     (!value.is_nan()).then_some(value)
 }
 
+/// The store's wrong-type error as a reply.
+pub fn wrong_type(_: ringkv_store::WrongType) -> CmdError {
+    CmdError::WrongType
+}
+
 /// The string value of an existing key, or WRONGTYPE.
 pub fn as_str(value: &Value) -> Result<&[u8], CmdError> {
     match value {

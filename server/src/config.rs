@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use ringkv_store::EvictionPolicy;
-use ringkv_store::persist::FsyncPolicy;
+use ringkv_store::wal::FsyncPolicy;
 
 /// A config value that could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -147,7 +147,8 @@ pub struct Config {
     /// Worker threads; 0 = one per core.
     #[arg(long = "io-threads", default_value_t = 0)]
     pub io_threads: usize,
-    /// Persist every change behind the keyspace (sled) and recover it on start: yes or no.
+    /// Persist every change (a WAL, with sled as the base image) and recover it on start:
+    /// yes or no.
     #[arg(long, default_value = "yes", value_parser = yes_no, action = clap::ArgAction::Set)]
     pub persistence: bool,
     /// Data directory of the persistence tier.
@@ -156,6 +157,16 @@ pub struct Config {
     /// When changes reach the disk: always (before the reply), everysec, or no.
     #[arg(long, default_value = "everysec", value_parser = fsync_arg)]
     pub appendfsync: FsyncPolicy,
+    /// Memory for sled's page cache under the base image (counted in INFO memory).
+    #[arg(long = "persistence-cache-size", default_value = "16mb", value_parser = memory_arg)]
+    pub persistence_cache_size: u64,
+    /// Checkpoint once the WAL since the last checkpoint is this percent of the base
+    /// image (Redis's AOF rewrite trigger; 0 disables it).
+    #[arg(long = "auto-aof-rewrite-percentage", default_value_t = 100)]
+    pub auto_aof_rewrite_percentage: u64,
+    /// ...and at least this large.
+    #[arg(long = "auto-aof-rewrite-min-size", default_value = "256mb", value_parser = memory_arg)]
+    pub auto_aof_rewrite_min_size: u64,
     /// cache (eviction deletes from memory and disk) or store (eviction keeps the value on
     /// disk; a read faults it back in, so nothing acknowledged is lost to eviction).
     #[arg(long, default_value = "cache", value_parser = ["cache", "store"])]

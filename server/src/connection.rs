@@ -289,8 +289,8 @@ async fn write_out(
     Ok(())
 }
 
-/// Under `appendfsync always`, waits until this batch's writes are durable. False when
-/// the disk failed.
+/// Under `appendfsync always`, waits until this batch's writes are durable (one sync
+/// covers every connection waiting meanwhile). False when writing them failed.
 async fn durable(node: &Node, conn: &mut ConnState) -> bool {
     if !std::mem::take(&mut conn.wrote) {
         return true;
@@ -302,7 +302,8 @@ async fn durable(node: &Node, conn: &mut ConnState) -> bool {
     else {
         return true;
     };
-    matches!(persistence.durable().await, Ok(Ok(())))
+    // Every record this batch appended has an LSN at or below the log's last one now.
+    persistence.wait_durable(persistence.last_lsn()).await
 }
 
 /// Finishes a parked command and returns its encoded reply.
@@ -353,26 +354,9 @@ async fn fault_in(node: &Node, persistence: &Arc<Persistence>, input: &[u8], bat
         return;
     }
     let tier = persistence.clone();
-    let found = tokio::task::spawn_blocking(move || tier.fault_in(&missing)).await;
-    let found = match found {
-        Ok(Ok(found)) => found,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "reading evicted values back failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    for (key, value, expires_at) in found {
-        // Only where nothing was written meanwhile: a newer value wins.
-        let restored = node.store.write(&key, now, |slot| {
-            if slot.exists() {
-                return false;
-            }
-            slot.set(value, Some(expires_at));
-            true
-        });
-        if restored {
-            persistence.fault_ins.fetch_add(1, Relaxed);
-        }
+    let store = node.store.clone();
+    let found = tokio::task::spawn_blocking(move || tier.fault_in(&store, &missing)).await;
+    if let Ok(Err(error)) = found {
+        tracing::warn!(%error, "reading evicted values back failed");
     }
 }

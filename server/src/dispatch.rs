@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
-use parking_lot::{RwLockReadGuard, RwLockWriteGuard};
+use parking_lot::RwLockReadGuard;
 use ringkv_protocol::{
     Args, COMMANDS, CommandFlags, CommandSpec, Protocol, ReplyWriter, lookup_subcommand,
 };
@@ -83,7 +83,7 @@ fn lookup(name: &[u8]) -> Option<&'static Route> {
 pub struct Gate<'a> {
     store: &'a Store,
     shared: Option<RwLockReadGuard<'a, ()>>,
-    exclusive: Option<RwLockWriteGuard<'a, ()>>,
+    exclusive: Option<ringkv_store::Exclusive<'a>>,
 }
 
 impl<'a> Gate<'a> {
@@ -257,9 +257,8 @@ pub fn run(
             && persistence.refuses_writes()
         {
             let cause = persistence
-                .status()
                 .last_error()
-                .map_or_else(|| "unknown error".to_string(), |e| e.to_string());
+                .unwrap_or_else(|| "unknown error".to_string());
             return Err(CmdError::Misconf(cause));
         }
         conn.wrote = true;

@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use persistence::Persistence;
-use ringkv_store::persist::Persist;
+pub use persistence::Storage;
 use tokio::net::TcpListener;
 
 pub use commands::{CmdError, write_info};
 pub use config::{Config, ConfigError, parse_memory};
-pub use node::{LogReload, Node, unix_ms};
+pub use node::{LogReload, Node, set_allocator_name, unix_ms};
 
 /// How long shutdown waits for connections to finish their current batch.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -37,22 +37,22 @@ impl Server {
     /// Binds every `--bind` address on `--port` (port 0 picks a free port, the same for
     /// every address).
     pub async fn bind(config: Config, log_reload: Option<LogReload>) -> anyhow::Result<Server> {
-        let backend = if config.persistence {
+        let storage = if config.persistence {
             let for_open = config.clone();
-            let opened = tokio::task::spawn_blocking(move || persistence::open_backend(&for_open));
+            let opened = tokio::task::spawn_blocking(move || persistence::open_storage(&for_open));
             Some(opened.await.context("opening the data directory")??)
         } else {
             None
         };
-        Server::bind_with_backend(config, log_reload, backend).await
+        Server::bind_with_storage(config, log_reload, storage).await
     }
 
-    /// Binds with this persistence backend (or none), whatever `--persistence` says;
-    /// tests pass a fault-injecting one.
-    pub async fn bind_with_backend(
+    /// Binds with this persistence storage (or none), whatever `--persistence` says;
+    /// tests pass in-memory and fault-injecting ones.
+    pub async fn bind_with_storage(
         config: Config,
         log_reload: Option<LogReload>,
-        backend: Option<Arc<dyn Persist>>,
+        storage: Option<Storage>,
     ) -> anyhow::Result<Server> {
         let mut port = config.port;
         let mut listeners = Vec::new();
@@ -86,14 +86,27 @@ impl Server {
             "no address to listen on (bind = {:?})",
             config.bind
         );
-        let persistence = backend.map(|b| Arc::new(Persistence::new(b, &config)));
+        let persistence = match storage {
+            Some(storage) => {
+                let for_open = config.clone();
+                let opened =
+                    tokio::task::spawn_blocking(move || Persistence::open(storage, &for_open));
+                Some(Arc::new(
+                    opened.await.context("opening the persistence tier")??,
+                ))
+            }
+            None => None,
+        };
         let cluster = if config.cluster_enabled {
             Some(Arc::new(cluster::ClusterNode::start(&config, port).await?))
         } else {
             None
         };
+        let loading = persistence.is_some();
         let mut node = Node::new(config, log_reload, persistence);
         node.cluster = cluster;
+        // From the first accepted connection until recovery ends, commands get -LOADING.
+        node.loading.store(loading, Relaxed);
         let node = Arc::new(node);
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
@@ -117,7 +130,6 @@ impl Server {
         let node = self.node;
         if let Some(persistence) = node.persistence.clone() {
             // Clients may connect meanwhile; commands answer -LOADING until this is done.
-            node.loading.store(true, Relaxed);
             let loader = node.clone();
             tokio::task::spawn_blocking(move || recover(&loader, &persistence));
         }
@@ -157,12 +169,13 @@ impl Server {
         while !node.clients.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        if let Some(persistence) = &node.persistence {
+        if let Some(persistence) = node.persistence.clone() {
             // A clean stop loses nothing, whatever the fsync policy.
-            match persistence.durable().await {
+            let stopped = tokio::task::spawn_blocking(move || persistence.shutdown()).await;
+            match stopped {
                 Ok(Ok(())) => tracing::info!("persistence tier flushed"),
                 Ok(Err(error)) => tracing::error!(%error, "final flush failed"),
-                Err(_) => tracing::error!("persistence writer gone before the final flush"),
+                Err(_) => tracing::error!("persistence tier gone before the final flush"),
             }
         }
         if let Some(fatal) = node.fatal.lock().take() {
@@ -176,25 +189,29 @@ impl Server {
 /// Loads the persistence tier, then attaches it to the store and opens for commands.
 fn recover(node: &Node, persistence: &Arc<Persistence>) {
     tracing::info!(dir = %persistence.dir.display(), "loading data from the persistence tier");
-    match persistence.recover(&node.store) {
-        Ok(()) => tracing::info!(
-            keys = persistence.recovered.load(Relaxed),
-            expired_while_down = persistence.expired_while_down.load(Relaxed),
-            ms = persistence.recovery_ms.load(Relaxed),
+    let started = persistence.recover(&node.store).and_then(|report| {
+        persistence.start(node.store.clone())?;
+        Ok(report)
+    });
+    match started {
+        Ok(report) => tracing::info!(
+            base_keys = report.base_keys,
+            wal_records = report.replayed,
+            expired_while_down = report.expired_while_down,
+            ms = report.millis,
             "data loaded"
         ),
         Err(error) => {
             // Serving a partial keyspace as if it were whole would lose data silently.
-            tracing::error!(%error, dir = %persistence.dir.display(), "recovery failed; shutting down");
+            tracing::error!(error = %format!("{error:#}"), dir = %persistence.dir.display(), "recovery failed; shutting down");
             *node.fatal.lock() = Some(format!(
-                "recovering {} failed: {error}",
+                "recovering {} failed: {error:#}",
                 persistence.dir.display()
             ));
             node.begin_shutdown();
             return;
         }
     }
-    node.store.set_change_sink(persistence.clone());
     node.loading.store(false, Relaxed);
 }
 

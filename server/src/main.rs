@@ -11,6 +11,7 @@ use tracing_subscriber::{EnvFilter, reload};
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> anyhow::Result<()> {
+    ringkv_server::set_allocator_name("jemalloc-5.3.0");
     let config = Config::load()?;
     let filter = EnvFilter::try_new(config.log_filter())
         .with_context(|| format!("invalid loglevel {:?}", config.loglevel))?;

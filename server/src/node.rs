@@ -158,10 +158,23 @@ impl Clients {
 /// Applies a new log filter (installed by the binary, which owns the subscriber).
 pub type LogReload = Box<dyn Fn(&str) -> Result<(), String> + Send + Sync>;
 
+static ALLOCATOR: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+/// Names the process's allocator for INFO (the binary links jemalloc; a program that
+/// embeds the node keeps its own).
+pub fn set_allocator_name(name: &'static str) {
+    let _ = ALLOCATOR.set(name);
+}
+
+/// The allocator INFO reports (`mem_allocator`).
+pub fn allocator_name() -> &'static str {
+    ALLOCATOR.get().copied().unwrap_or("libc")
+}
+
 /// A node's shared state.
 pub struct Node {
-    /// The keyspace.
-    pub store: Store,
+    /// The keyspace (shared with the persistence tier's checkpoint thread).
+    pub store: Arc<Store>,
     /// CACHE.GET leases and fill history.
     pub leases: Leases,
     /// The persistence tier, when `--persistence yes`.
@@ -216,6 +229,7 @@ impl Node {
             .samples(config.maxmemory_samples)
             .build();
         store.set_lfu_params(config.lfu_log_factor, config.lfu_decay_time);
+        let store = Arc::new(store);
         let run_id = (0..40)
             .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0'))
             .collect();

@@ -1,74 +1,157 @@
-//! The node's persistence tier: every keyspace change is written behind through the
-//! store's [`ChangeSink`] into a [`PersistWriter`] (group commit on its own thread; sled
-//! never runs on the async runtime), a restarted node recovers its keys and deadlines
-//! before it serves, and in store mode evicted values stay on disk and fault back in.
+//! The node's persistence tier: the store's change log goes to the WAL (the log threads
+//! never run on the async runtime), checkpoints keep the sled base image, a restarted node
+//! recovers base image and WAL before it serves, and in store mode evicted values stay on
+//! disk and fault back in. Clients waiting for durability (`appendfsync always`) await the
+//! durable LSN on a watch channel the log threads publish to.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
 
 use anyhow::Context;
-use ringkv_store::persist::{
-    Change, FsyncPolicy, Persist, PersistError, PersistWriter, SledPersist, Stored,
-};
-use ringkv_store::{ChangeCause, ChangeSink, Store, Value};
-use tokio::sync::oneshot;
+use parking_lot::RwLock;
+use ringkv_store::Store;
+use ringkv_store::base_image::{BaseKv, SledKv};
+use ringkv_store::checkpoint::CheckpointConfig;
+use ringkv_store::data_dir::{DataDir, DiskDir};
+use ringkv_store::recovery::RecoveryReport;
+use ringkv_store::tier::{Tier, TierConfig, TierError, TierMode};
+use ringkv_store::wal::{DurableWatch, FsyncPolicy, WalConfig};
+use tokio::sync::{oneshot, watch};
 
 use crate::config::Config;
 use crate::node::unix_ms;
 
-/// Changes queued for the writer before senders wait.
-const QUEUE: usize = 64 * 1024;
+/// Where the base image lives inside the data directory.
+const BASE_DIR: &str = "base";
+
+/// The storage a tier runs on: real directories, or injected ones in tests.
+#[derive(Clone)]
+pub struct Storage {
+    /// WAL segments and the manifest.
+    pub dir: Arc<dyn DataDir>,
+    /// The base image's raw store.
+    pub base: Arc<dyn BaseKv>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The durable and failed LSNs, published by the log threads.
+struct DurableSignal(watch::Sender<(u64, u64)>);
+
+impl DurableWatch for DurableSignal {
+    fn advanced(&self, durable: u64, failed: u64) {
+        self.0.send_if_modified(|current| {
+            let next = (current.0.max(durable), current.1.max(failed));
+            let changed = next != *current;
+            *current = next;
+            changed
+        });
+    }
+}
 
 /// The tier of one node.
 pub struct Persistence {
-    backend: Arc<dyn Persist>,
-    writer: PersistWriter,
-    store_mode: bool,
+    tier: RwLock<Arc<Tier>>,
+    storage: Storage,
+    config: TierConfig,
     /// The data directory (for INFO and messages).
     pub dir: PathBuf,
     /// Values read back from disk after eviction (store mode).
     pub fault_ins: AtomicU64,
-    /// Keys loaded at start.
-    pub recovered: AtomicU64,
-    /// Records dropped at start because they expired while the node was down.
-    pub expired_while_down: AtomicU64,
-    /// Milliseconds the recovery took.
-    pub recovery_ms: AtomicU64,
     /// A SAVE/BGSAVE is running.
     pub saving: AtomicBool,
+    /// sled's page cache, as configured.
+    pub cache_bytes: u64,
+    durable: Arc<DurableSignal>,
+    discard_corrupt: bool,
 }
 
 impl std::fmt::Debug for Persistence {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Persistence")
             .field("dir", &self.dir)
-            .field("store_mode", &self.store_mode)
+            .field("mode", &self.config.mode)
             .finish_non_exhaustive()
     }
 }
 
-/// Opens the configured data directory (blocking). In cache mode with
+fn tier_config(config: &Config) -> TierConfig {
+    TierConfig {
+        mode: if config.mode == "store" {
+            TierMode::Store
+        } else {
+            TierMode::Cache
+        },
+        wal: WalConfig {
+            policy: config.appendfsync,
+            ..WalConfig::default()
+        },
+        checkpoint: CheckpointConfig {
+            wal_percent: config.auto_aof_rewrite_percentage,
+            wal_min_bytes: config.auto_aof_rewrite_min_size,
+            ..CheckpointConfig::default()
+        },
+        ..TierConfig::default()
+    }
+}
+
+/// Real directories for the configured data directory (blocking). In cache mode with
 /// `--on-corrupt-data discard`, a directory that cannot be opened is moved aside and the
 /// node starts cold.
-pub fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Persist>> {
+pub fn open_storage(config: &Config) -> anyhow::Result<Storage> {
     let dir = &config.dir;
-    match SledPersist::open(dir) {
-        Ok(sled) => Ok(Arc::new(sled)),
+    refuse_old_format(dir)?;
+    match open_dirs(config) {
+        Ok(storage) => Ok(storage),
         Err(error) if config.on_corrupt_data == "discard" && config.mode == "cache" => {
             let aside = aside_path(dir);
-            tracing::warn!(%error, aside = %aside.display(), "moving the unreadable data directory aside and starting cold");
+            tracing::warn!(error = %format!("{error:#}"), aside = %aside.display(), "moving the unusable data directory aside and starting cold");
             std::fs::rename(dir, &aside).with_context(|| {
-                format!("{error}; moving it aside to {} failed too", aside.display())
+                format!(
+                    "{error:#}; moving it aside to {} failed too",
+                    aside.display()
+                )
             })?;
-            Ok(Arc::new(SledPersist::open(dir)?))
+            open_dirs(config)
         }
-        Err(error) => Err(error).context(
+        Err(error) => Err(error.context(
             "the persistence tier cannot start (fix the directory, choose another with --dir, \
              or in cache mode start cold with --on-corrupt-data discard)",
-        ),
+        )),
     }
+}
+
+fn open_dirs(config: &Config) -> anyhow::Result<Storage> {
+    let dir = &config.dir;
+    let data = DiskDir::open(dir)
+        .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
+    let base = SledKv::open(&dir.join(BASE_DIR), config.persistence_cache_size)?;
+    Ok(Storage {
+        dir: Arc::new(data),
+        base: Arc::new(base),
+    })
+}
+
+/// A directory written by ringkv before the WAL (sled's files at its top, no manifest) is
+/// not read as empty: that would lose its keys silently.
+fn refuse_old_format(dir: &Path) -> anyhow::Result<()> {
+    let old = dir.join("conf").is_file() && dir.join("db").is_file();
+    if old && !dir.join(ringkv_store::checkpoint::MANIFEST).exists() {
+        anyhow::bail!(
+            "{} holds data in ringkv's earlier format (sled files without a WAL). Start the \
+             earlier release on it and copy the keys over (redis-cli --scan | MIGRATE), or \
+             move the directory aside to start empty",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 fn aside_path(dir: &Path) -> PathBuf {
@@ -78,155 +161,180 @@ fn aside_path(dir: &Path) -> PathBuf {
 }
 
 impl Persistence {
-    /// The tier over `backend`; its writer starts at once.
-    pub fn new(backend: Arc<dyn Persist>, config: &Config) -> Self {
-        Persistence {
-            writer: PersistWriter::spawn(backend.clone(), config.appendfsync, QUEUE),
-            backend,
-            store_mode: config.mode == "store",
+    /// The tier over `storage` (blocking: reads the manifest).
+    pub fn open(storage: Storage, config: &Config) -> anyhow::Result<Persistence> {
+        let tier_config = tier_config(config);
+        let tier = Tier::open(storage.dir.clone(), storage.base.clone(), tier_config)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "the persistence tier in {} cannot start (fix the directory, choose another \
+                     with --dir, or in cache mode start cold with --on-corrupt-data discard)",
+                    config.dir.display()
+                )
+            })?;
+        Ok(Persistence {
+            tier: RwLock::new(Arc::new(tier)),
+            storage,
+            config: tier_config,
             dir: config.dir.clone(),
             fault_ins: AtomicU64::new(0),
-            recovered: AtomicU64::new(0),
-            expired_while_down: AtomicU64::new(0),
-            recovery_ms: AtomicU64::new(0),
             saving: AtomicBool::new(false),
-        }
+            cache_bytes: config.persistence_cache_size,
+            durable: Arc::new(DurableSignal(watch::channel((0, 0)).0)),
+            discard_corrupt: config.on_corrupt_data == "discard" && config.mode == "cache",
+        })
+    }
+
+    /// The running tier.
+    pub fn tier(&self) -> Arc<Tier> {
+        self.tier.read().clone()
     }
 
     /// The fsync policy.
     pub fn policy(&self) -> FsyncPolicy {
-        self.writer.policy()
+        self.config.wal.policy
     }
 
     /// True in store mode.
     pub fn store_mode(&self) -> bool {
-        self.store_mode
+        self.config.mode == TierMode::Store
     }
 
-    /// The writer's counters and health.
-    pub fn status(&self) -> &ringkv_store::persist::WriterStatus {
-        self.writer.status()
+    /// False while the disk fails.
+    pub fn healthy(&self) -> bool {
+        self.tier()
+            .wal_status()
+            .is_none_or(|s| s.healthy.load(Relaxed))
     }
 
-    /// Bytes the backend holds on disk.
-    pub fn disk_bytes(&self) -> Option<u64> {
-        self.backend.size_on_disk()
-    }
-
-    /// Changes applied but not yet made durable by a completed flush.
-    pub fn changes_since_save(&self) -> u64 {
-        self.status().unflushed.load(Relaxed)
+    /// The last failure, for MISCONF and INFO.
+    pub fn last_error(&self) -> Option<String> {
+        let tier = self.tier();
+        tier.wal_status()
+            .and_then(|s| s.last_error())
+            .or_else(|| tier.checkpoints().and_then(|c| c.status().last_error()))
     }
 
     /// Writes are refused (MISCONF) while the disk fails and a write must be durable:
     /// `appendfsync always`, or store mode where the disk is the only copy after eviction.
     pub fn refuses_writes(&self) -> bool {
-        let durable_required = self.store_mode || self.policy() == FsyncPolicy::Always;
-        durable_required && !self.status().healthy.load(Relaxed)
+        let durable_required = self.store_mode() || self.policy() == FsyncPolicy::Always;
+        durable_required && !self.healthy()
     }
 
-    /// Loads every live record into `store` (blocking; before the sink is attached, so
-    /// nothing is written back). In store mode, loading stops at `maxmemory`: the rest
-    /// faults in on first use.
-    pub fn recover(&self, store: &Store) -> Result<(), PersistError> {
-        let started = Instant::now();
-        let now = unix_ms();
-        let maxmemory = store.maxmemory();
-        let mut expired = Vec::new();
-        let mut loaded = 0u64;
-        let mut corrupt = None;
-        self.backend.scan(&mut |key, stored| {
-            if stored.expired(now) {
-                expired.push(key.to_vec());
-                return;
-            }
-            if self.store_mode && maxmemory > 0 && store.used_memory() as u64 >= maxmemory {
-                return;
-            }
-            match Value::from_persisted(&stored.value) {
-                Some(value) => {
-                    store.write(key, now, |slot| slot.set(value, Some(stored.expires_at)));
-                    loaded += 1;
+    /// Loads the base image and the WAL into `store` (blocking). In cache mode with
+    /// `--on-corrupt-data discard`, unreadable data is moved aside and the node starts cold.
+    pub fn recover(&self, store: &Store) -> Result<RecoveryReport, anyhow::Error> {
+        let tier = self.tier();
+        match tier.recover(store, unix_ms()) {
+            Ok(report) => Ok(report),
+            Err(error) if self.discard_corrupt && is_corruption(&error) => {
+                let aside = aside_path(&self.dir);
+                tracing::warn!(%error, aside = %aside.display(), "moving the unreadable data aside and starting cold");
+                drop(store.flush());
+                // The WAL and manifest move aside; the base image is open, so it is emptied.
+                let files = self
+                    .storage
+                    .dir
+                    .list()
+                    .context("listing the data directory")?;
+                std::fs::create_dir_all(&aside)?;
+                for name in files {
+                    std::fs::rename(self.dir.join(&name), aside.join(&name))
+                        .with_context(|| format!("moving {name} aside"))?;
                 }
-                None => {
-                    corrupt.get_or_insert_with(|| String::from_utf8_lossy(key).into_owned());
-                }
+                self.storage.base.clear()?;
+                let fresh = Tier::open(
+                    self.storage.dir.clone(),
+                    self.storage.base.clone(),
+                    self.config,
+                )?;
+                let report = fresh.recover(store, unix_ms())?;
+                *self.tier.write() = Arc::new(fresh);
+                Ok(report)
             }
-        })?;
-        if let Some(key) = corrupt {
-            return Err(PersistError::Corrupt {
-                key,
-                cause: "value does not decode",
-            });
+            Err(error) => Err(error.into()),
         }
-        self.expired_while_down.store(expired.len() as u64, Relaxed);
-        for key in expired {
-            self.writer.send(Change::Delete(key), None)?;
-        }
-        self.recovered.store(loaded, Relaxed);
-        self.recovery_ms
-            .store(started.elapsed().as_millis() as u64, Relaxed);
-        Ok(())
     }
 
-    /// Resolves once every change sent so far is durable (`appendfsync always`, SAVE).
-    pub fn durable(&self) -> oneshot::Receiver<Result<(), PersistError>> {
+    /// Attaches the change log to `store` and starts the log and checkpoint threads.
+    pub fn start(&self, store: Arc<Store>) -> Result<(), TierError> {
+        let tier = self.tier();
+        let last = tier.recovery_report().last_lsn;
+        self.durable.0.send_replace((last, 0));
+        tier.start(store, self.durable.clone())
+    }
+
+    /// Resolves true once every change up to `lsn` is on disk, false when writing it failed
+    /// (its writers must not be told it is safe).
+    pub async fn wait_durable(&self, lsn: u64) -> bool {
+        let mut rx = self.durable.0.subscribe();
+        if let Some(log) = self.tier().log() {
+            log.hurry();
+        }
+        match rx
+            .wait_for(|&(durable, failed)| durable >= lsn || failed >= lsn)
+            .await
+        {
+            Ok(state) => state.1 < lsn,
+            Err(_) => false,
+        }
+    }
+
+    /// The last LSN appended to the change log.
+    pub fn last_lsn(&self) -> u64 {
+        self.tier().log().map_or(0, |log| log.last_lsn())
+    }
+
+    /// Resolves once a checkpoint has written everything so far into the base image and
+    /// the WAL is synced (SAVE); BGSAVE drops the receiver.
+    pub fn save(&self) -> oneshot::Receiver<Result<(), String>> {
         let (tx, rx) = oneshot::channel();
-        // A stopped writer drops `tx`: the receiver then reports the failure.
-        let _ = self.writer.flush(Box::new(move |result| {
+        let tier = self.tier();
+        if let Err(error) = tier.sync_now() {
+            let _ = tx.send(Err(error.to_string()));
+            return rx;
+        }
+        tier.request_checkpoint(Some(Box::new(move |result| {
             let _ = tx.send(result);
-        }));
+        })));
         rx
     }
 
-    /// Reads keys back from disk after eviction (store mode; blocking). Waits for the
-    /// writer to apply everything queued first, so a value evicted right after its write
-    /// is read as written.
-    pub fn fault_in(&self, keys: &[Vec<u8>]) -> Result<Vec<(Vec<u8>, Value, u64)>, PersistError> {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.writer.barrier(Box::new(move |result| {
-            let _ = tx.send(result);
-        }))?;
-        rx.recv().map_err(|_| PersistError::WriterStopped)??;
+    /// Store mode: reads keys back from disk after eviction (blocking).
+    pub fn fault_in(&self, store: &Store, keys: &[Vec<u8>]) -> Result<(), TierError> {
+        let tier = self.tier();
         let now = unix_ms();
-        let mut found = Vec::new();
         for key in keys {
-            if let Some(stored) = self.backend.get(key)? {
-                if stored.expired(now) {
-                    continue;
-                }
-                if let Some(value) = Value::from_persisted(&stored.value) {
-                    found.push((key.clone(), value, stored.expires_at));
+            if let Some(found) = tier.fault_in(key, now)? {
+                // Only where nothing was written meanwhile: a newer value wins.
+                if store.load(key, found.value, found.deadline, now, found.changed) {
+                    self.fault_ins.fetch_add(1, Relaxed);
                 }
             }
         }
-        Ok(found)
+        Ok(())
+    }
+
+    /// Writes and syncs what the log holds and stops the threads (a clean stop).
+    pub fn shutdown(&self) -> Result<(), TierError> {
+        self.tier().shutdown()
     }
 }
 
-impl ChangeSink for Persistence {
-    fn changed(&self, key: Box<[u8]>, state: Option<(&Value, u64)>, cause: ChangeCause) {
-        // Store mode keeps an evicted value on disk: memory was only its cache.
-        if self.store_mode && cause == ChangeCause::Evict {
-            return;
-        }
-        let change = match state {
-            Some((value, expires_at)) => Change::Put(
-                key.into_vec(),
-                Stored {
-                    value: value.to_persisted(),
-                    expires_at,
-                },
-            ),
-            None => Change::Delete(key.into_vec()),
-        };
-        // Blocks while the queue is full: backpressure instead of unbounded memory.
-        if let Err(error) = self.writer.send(change, None) {
-            tracing::warn!(%error, "persistence writer unavailable");
-        }
-    }
-
-    fn cleared(&self) {
-        let _ = self.writer.send(Change::Clear, None);
-    }
+fn is_corruption(error: &TierError) -> bool {
+    use ringkv_store::recovery::RecoveryError;
+    use ringkv_store::wal::WalError;
+    matches!(
+        error,
+        TierError::Manifest(_)
+            | TierError::Base(ringkv_store::base_image::BaseError::Corrupt { .. })
+            | TierError::Wal(WalError::Corrupt { .. } | WalError::Record { .. })
+            | TierError::Recovery(
+                RecoveryError::Wal(WalError::Corrupt { .. } | WalError::Record { .. })
+                    | RecoveryError::Value { .. }
+                    | RecoveryError::Base(ringkv_store::base_image::BaseError::Corrupt { .. })
+            )
+    )
 }

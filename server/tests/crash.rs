@@ -366,29 +366,147 @@ fn a_clean_stop_flushes_everything_even_with_appendfsync_no() {
     assert_eq!(client.call(&[b"DBSIZE"]).unwrap(), ":100");
 }
 
+/// Runs the node on `dir` expecting it to refuse to start; its stderr.
+fn refused_start(dir: &Path, extra: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
+        .args(["--port", &free_port().to_string(), "--dir"])
+        .arg(dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "{output:?}");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Writes keys through a node on `dir` and stops it cleanly.
+fn fill_and_stop(dir: &Path, keys: usize) {
+    let port = free_port();
+    let mut node = spawn(dir, port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    for i in 0..keys {
+        let key = format!("k{i}");
+        assert_eq!(
+            client
+                .call(&[b"SET", key.as_bytes(), value(0, i as u64).as_bytes()])
+                .unwrap(),
+            "+OK"
+        );
+    }
+    sigterm(&node);
+    assert!(node.0.wait().unwrap().success());
+}
+
 #[test]
-fn a_record_that_does_not_decode_stops_the_node_instead_of_serving_a_partial_keyspace() {
+fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_and_stop(dir.path(), 500);
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    // In the middle of the records, with valid chunks after it: corruption, not a tear.
+    let at = bytes.len() / 3;
+    bytes[at] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+    let stderr = refused_start(dir.path(), &[]);
+    let name = segment.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        stderr.contains(&name) && stderr.contains("at byte"),
+        "{stderr}"
+    );
+
+    // In cache mode the operator may start cold instead; the bad segment is kept aside.
+    let port = free_port();
+    let _node = spawn(dir.path(), port, &["--on-corrupt-data", "discard"]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.call(&[b"DBSIZE"]).unwrap(), ":0");
+    assert_eq!(client.call(&[b"SET", b"k", b"v"]).unwrap(), "+OK");
+    let prefix = format!(
+        "{}.corrupt-",
+        dir.path().file_name().unwrap().to_string_lossy()
+    );
+    let aside: Vec<_> = std::fs::read_dir(dir.path().parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(
+        aside.len(),
+        1,
+        "the unreadable WAL was moved aside, not deleted"
+    );
+    assert!(aside[0].join(&name).exists());
+    std::fs::remove_dir_all(&aside[0]).unwrap();
+}
+
+#[test]
+fn a_torn_wal_tail_recovers_everything_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_and_stop(dir.path(), 300);
+    let segment = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..bytes.len() - 7]).unwrap();
+    let port = free_port();
+    let _node = spawn(dir.path(), port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    let dbsize: usize = client.call(&[b"DBSIZE"]).unwrap()[1..].parse().unwrap();
+    assert!(dbsize < 300, "the torn chunk is dropped: {dbsize}");
+    // What survived is a prefix, every value whole.
+    for i in 0..dbsize {
+        assert_eq!(client.get(&format!("k{i}")), value(0, i as u64));
+    }
+    assert_eq!(client.get(&format!("k{dbsize}")), "(nil)");
+}
+
+#[test]
+fn a_damaged_manifest_stops_the_node_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_and_stop(dir.path(), 10);
+    let port = free_port();
+    let mut node = spawn(dir.path(), port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.call(&[b"SAVE"]).unwrap(), "+OK");
+    sigterm(&node);
+    assert!(node.0.wait().unwrap().success());
+    let manifest = dir.path().join("MANIFEST");
+    let mut bytes = std::fs::read(&manifest).unwrap();
+    bytes[5] ^= 1;
+    std::fs::write(&manifest, &bytes).unwrap();
+    let stderr = refused_start(dir.path(), &[]);
+    assert!(stderr.contains("MANIFEST"), "{stderr}");
+}
+
+#[test]
+fn a_data_directory_of_the_old_format_is_refused_with_what_to_do() {
     use ringkv_store::persist::{Change, Persist, SledPersist, Stored};
     let dir = tempfile::tempdir().unwrap();
     {
         let sled = SledPersist::open(dir.path()).unwrap();
-        let garbage = Stored {
-            value: vec![0xEE, 1, 2, 3],
+        let stored = Stored {
+            value: b"\x00v".to_vec(),
             expires_at: 0,
         };
-        sled.apply(&[Change::Put(b"bad".to_vec(), garbage)])
-            .unwrap();
+        sled.apply(&[Change::Put(b"k".to_vec(), stored)]).unwrap();
         sled.flush().unwrap();
     }
-    let output = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
-        .args(["--port", &free_port().to_string(), "--dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("recovering") && stderr.contains("bad"),
-        "{stderr}"
-    );
+    let stderr = refused_start(dir.path(), &[]);
+    assert!(stderr.contains("earlier format"), "{stderr}");
+    assert!(stderr.contains("move the directory aside"), "{stderr}");
+    // Nothing was touched: the old files are all still there.
+    assert!(dir.path().join("conf").exists() && !dir.path().join("MANIFEST").exists());
 }

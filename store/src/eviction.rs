@@ -105,7 +105,9 @@ impl FromStr for EvictionPolicy {
 
 /// Redis's LFU: an 8-bit logarithmic counter that halves its growth as it rises and
 /// decays by one every `decay_minutes` without access.
+// Packed to 3 bytes so a keyspace entry's flags byte fits beside it in 8 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(C, packed)]
 pub struct LfuCounter {
     /// The logarithmic counter.
     pub counter: u8,

@@ -2,17 +2,26 @@
 //! memory accounting and eviction under `maxmemory`, and WATCH versions. No sockets, no
 //! RESP, no clock: every operation takes the current time (Unix milliseconds) as `now`.
 
+pub mod base_image;
+pub mod change_log;
+pub mod checkpoint;
+pub mod data_dir;
 mod error;
 mod eviction;
 pub mod flight;
 mod glob;
 mod key_map;
 pub mod persist;
+pub mod recovery;
 mod refresh;
+pub mod replay;
 mod scan;
+pub mod slot;
 mod store;
 mod sync;
+pub mod tier;
 mod value;
+pub mod wal;
 
 pub use error::StoreError;
 pub use eviction::{EvictionPolicy, LfuCounter, UnknownPolicy};
@@ -20,7 +29,7 @@ pub use glob::glob_match;
 pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{
-    ChangeCause, ChangeSink, EntryView, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
-    StoreStats, WatchTicket,
+    DirtyEntry, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, ShardChanges, Slot,
+    Store, StoreBuilder, StoreStats, WatchTicket, WrongType,
 };
 pub use value::{HashValue, Value, alloc_size};

@@ -293,17 +293,7 @@ impl<P: Persist> Persist for FaultyPersist<P> {
     }
 }
 
-/// When the writer makes applied changes durable; Redis's `appendfsync` names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FsyncPolicy {
-    /// After every group, before acknowledging it.
-    Always,
-    /// At most once a second.
-    #[default]
-    EverySec,
-    /// Rarely: about every 30 s, as the kernel writes back dirty pages.
-    No,
-}
+pub use crate::wal::FsyncPolicy;
 
 /// Called once a change is applied (and, under [`FsyncPolicy::Always`], durable).
 pub type Ack = Box<dyn FnOnce(Result<(), PersistError>) + Send>;

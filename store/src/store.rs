@@ -1,19 +1,29 @@
 //! The sharded keyspace. Each shard is an index map behind its own mutex; no lock is held
-//! across an `.await` because nothing here is async. Keys are spread over shards by a
-//! per-process seeded hash, so clients cannot aim at one shard. Memory is accounted per
-//! entry in O(1); eviction samples keys into a candidate pool as Redis does.
+//! across an `.await` because nothing here is async. A shard holds a contiguous range of
+//! cluster slots, so one slot's keys (a snapshot, a checkpoint of one range) live in one
+//! shard; inside a shard keys are placed by a per-process seeded hash, so clients cannot
+//! aim collisions at a table. Memory is accounted per entry in O(1); eviction samples keys
+//! into a candidate pool as Redis does.
+//!
+//! With a [`ChangeLog`] attached, every change appends its effect record under the shard
+//! lock, and every changed key is noted (a dirty bit in the entry, or a tombstone for a key
+//! the base image holds) in the shard's current checkpoint epoch.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::ops::Range;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use crate::change_log::{ChangeLog, RecordKind, put_item};
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::scan::scan_window;
-use crate::value::{Value, alloc_size};
+use crate::slot::{SLOT_COUNT, key_slot};
+use crate::value::{HashValue, Value, alloc_size};
 use crate::{StoreError, glob_match};
 
 type KeyMap = crate::key_map::KeyMap<Entry>;
@@ -22,6 +32,12 @@ type KeyMap = crate::key_map::KeyMap<Entry>;
 /// pointer, entry) and its 5-byte index slot with load-factor slack.
 const ENTRY_OVERHEAD: usize =
     8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 6;
+
+/// Entry flags: changed since the base image took it, per checkpoint epoch.
+const DIRTY: [u8; 2] = [1, 2];
+/// Entry flag: the base image holds some version of this key (so deleting it must reach
+/// the base image as a tombstone).
+const IN_BASE: u8 = 4;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -32,7 +48,11 @@ struct Entry {
     /// Last access, Unix ms truncated to 32 bits (idle times wrap after 49 days).
     access: u32,
     lfu: LfuCounter,
+    flags: u8,
 }
+
+// The flags byte fits in the padding the LFU counter would otherwise leave.
+const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 fn entry_cost(key_len: usize, value: &Value) -> usize {
     ENTRY_OVERHEAD + alloc_size(key_len) + value.heap_bytes()
@@ -68,32 +88,51 @@ struct Shard {
     sweep: usize,
     rng: SmallRng,
     stats: ShardStats,
-    /// True once a [`ChangeSink`] is attached: changed keys are noted in `pending` and
-    /// reported before the shard lock is released, so a key's changes reach the sink in
-    /// the order they happened.
-    recording: bool,
-    pending: Vec<(Box<[u8]>, ChangeCause)>,
+    /// The checkpoint epoch (0 or 1) changes are noted in now.
+    epoch: usize,
+    /// Entries flagged dirty in each epoch.
+    dirty_count: [usize; 2],
+    /// Keys deleted in each epoch that the base image may hold.
+    tombstones: [Vec<Box<[u8]>>; 2],
+    /// A FLUSHALL (the LSN of the last) emptied the shard in this epoch: what its range of
+    /// the base image holds from before it goes too. 0: none.
+    cleared: [u64; 2],
+    /// Reused buffer for records built across several calls (HSET of many fields).
+    scratch: Vec<u8>,
 }
 
-/// Why a key changed, for a [`ChangeSink`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChangeCause {
-    /// A command wrote or deleted it.
-    Write,
-    /// Its TTL passed.
-    Expire,
-    /// Eviction under `maxmemory` removed it.
-    Evict,
+/// Where a store-mode eviction puts a value the base image does not hold yet, so its
+/// memory is freed only once the value is safe. May wait briefly when it is full.
+pub trait EvictionSpill: Send + Sync {
+    /// Takes the evicted key's state (stamped with the log position it reflects). Called
+    /// with the shard locked: it must not block.
+    fn spill(&self, entry: DirtyEntry);
+    /// Waits (bounded) while too much is spilled and not yet written; called before each
+    /// eviction with no shard locked.
+    fn wait_for_room(&self);
 }
 
-/// Receives every keyspace change (the persistence tier). Called with the shard locked:
-/// it must not call back into the store.
-pub trait ChangeSink: Send + Sync {
-    /// `key` now holds `state` (value and deadline, 0 = none), or nothing. The key is
-    /// handed over, so a sink that queues it need not copy it again.
-    fn changed(&self, key: Box<[u8]>, state: Option<(&Value, u64)>, cause: ChangeCause);
-    /// Every key was deleted (FLUSHALL).
-    fn cleared(&self);
+/// A changed key as a checkpoint (or a spill) writes it: its state now, or its absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyEntry {
+    /// The key.
+    pub key: Box<[u8]>,
+    /// `Value::to_persisted` bytes and the deadline (0 = none), or `None`: deleted.
+    pub state: Option<(Vec<u8>, u64)>,
+    /// The last LSN the state reflects: a replayed record at or below it is skipped.
+    pub stamp: u64,
+}
+
+/// What [`Store::take_changes`] collected from one shard.
+#[derive(Debug, Default)]
+pub struct ShardChanges {
+    /// A FLUSHALL emptied the shard: drop what its range of the base image holds with a
+    /// stamp below this LSN first. 0: none.
+    pub cleared_before: u64,
+    /// Changed keys, in no particular order.
+    pub entries: Vec<DirtyEntry>,
+    /// Bytes of keys and values collected.
+    pub bytes: usize,
 }
 
 /// Tunables read on every access; atomics so CONFIG SET applies at once.
@@ -116,14 +155,11 @@ impl Shard {
             sweep: 0,
             rng: SmallRng::seed_from_u64(seed),
             stats: ShardStats::default(),
-            recording: false,
-            pending: Vec::new(),
-        }
-    }
-
-    fn note(&mut self, key: &[u8], cause: ChangeCause) {
-        if self.recording {
-            self.pending.push((key.into(), cause));
+            epoch: 0,
+            dirty_count: [0; 2],
+            tombstones: [Vec::new(), Vec::new()],
+            cleared: [0; 2],
+            scratch: Vec::new(),
         }
     }
 
@@ -133,13 +169,23 @@ impl Shard {
         }
     }
 
+    /// Notes that the entry at `index` changed in the current epoch.
+    fn mark_dirty(&mut self, index: usize) {
+        let bit = DIRTY[self.epoch];
+        let entry = &mut self.map[index];
+        if entry.flags & bit == 0 {
+            entry.flags |= bit;
+            self.dirty_count[self.epoch] += 1;
+        }
+    }
+
     /// Looks a key up, deleting it first when its deadline has passed.
-    fn find(&mut self, key: &[u8], now: u64) -> Option<usize> {
+    fn find(&mut self, key: &[u8], now: u64, sinks: Sinks<'_>) -> Option<usize> {
         let index = self.map.get_index_of(key)?;
         let expires_at = self.map[index].expires_at;
         if expires_at != 0 && expires_at <= now {
-            let (key, _) = self.remove_index(index);
-            self.note(&key, ChangeCause::Expire);
+            let (key, _) = self.delete_index(index, sinks);
+            log_del(sinks.log, &key);
             self.stats.expired += 1;
             return None;
         }
@@ -158,17 +204,40 @@ impl Shard {
         );
     }
 
+    /// Takes an entry out of the map (its accounting and dirty counts with it).
     fn remove_index(&mut self, index: usize) -> (Box<[u8]>, Entry) {
         let (key, entry) = self.map.swap_remove_index(index).expect("index in range");
         self.bytes -= entry_cost(key.len(), &entry.value);
         if entry.expires_at != 0 {
             self.volatile -= 1;
         }
+        for (count, bit) in self.dirty_count.iter_mut().zip(DIRTY) {
+            if entry.flags & bit != 0 {
+                *count -= 1;
+            }
+        }
         self.bump_watch(&key);
         (key, entry)
     }
 
-    fn insert(&mut self, key: &[u8], value: Value, expires_at: u64, now: u64) -> usize {
+    /// Deletes an entry for good: the base image learns it through a tombstone (store
+    /// mode: at once, through the spill queue, so a fault-in never brings it back).
+    fn delete_index(&mut self, index: usize, sinks: Sinks<'_>) -> (Box<[u8]>, Entry) {
+        let (key, entry) = self.remove_index(index);
+        if entry.flags & IN_BASE != 0 {
+            match sinks.spill {
+                Some(spill) => spill.spill(DirtyEntry {
+                    key: key.clone(),
+                    state: None,
+                    stamp: sinks.stamp(),
+                }),
+                None => self.tombstones[self.epoch].push(key.clone()),
+            }
+        }
+        (key, entry)
+    }
+
+    fn insert(&mut self, key: &[u8], value: Value, expires_at: u64, now: u64, flags: u8) -> usize {
         self.bytes += entry_cost(key.len(), &value);
         if expires_at != 0 {
             self.volatile += 1;
@@ -179,6 +248,7 @@ impl Shard {
             expires_at,
             access: now as u32,
             lfu: LfuCounter::new(minutes(now)),
+            flags,
         };
         self.map.insert_full(key, entry)
     }
@@ -194,17 +264,66 @@ impl Shard {
     }
 }
 
-/// Write access to one key while its shard is locked. Changes are accounted and WATCHes
+/// Where a change goes besides memory: the change log, and in store mode the spill queue.
+#[derive(Clone, Copy, Default)]
+struct Sinks<'a> {
+    log: Option<&'a ChangeLog>,
+    spill: Option<&'a dyn EvictionSpill>,
+}
+
+impl Sinks<'_> {
+    /// The log position the keyspace reflects now (under the key's shard lock).
+    fn stamp(&self) -> u64 {
+        self.log.map_or(0, ChangeLog::last_lsn)
+    }
+}
+
+fn log_del(log: Option<&ChangeLog>, key: &[u8]) {
+    if let Some(log) = log {
+        log.append(RecordKind::Del, key_slot(key), key, |_| {});
+    }
+}
+
+fn put_deadline(body: &mut Vec<u8>, deadline: u64) {
+    body.extend_from_slice(&deadline.to_le_bytes());
+}
+
+/// Appends the record that recreates an entry's whole value.
+fn log_whole_value(log: &ChangeLog, slot: u16, key: &[u8], value: &Value, deadline: u64) {
+    match value {
+        Value::Str(s) => log.append(RecordKind::Set, slot, key, |body| {
+            put_deadline(body, deadline);
+            body.extend_from_slice(s);
+        }),
+        other => log.append(RecordKind::Restore, slot, key, |body| {
+            put_deadline(body, deadline);
+            body.extend_from_slice(&other.to_persisted());
+        }),
+    };
+}
+
+/// Write access to one key while its shard is locked. Every change goes through a method
+/// that also appends its effect record to the change log; changes are accounted and WATCHes
 /// of the key are invalidated when the slot is finished.
 pub struct Slot<'a> {
     shard: &'a mut Shard,
     key: &'a [u8],
     index: Option<usize>,
     now: u64,
+    /// Deadlines at or before this have passed (0 while replaying: none has).
+    expiry_now: u64,
     modified: bool,
-    /// Cost of the entry before `value_mut` handed out a mutable borrow.
-    cost_before_mutation: Option<usize>,
+    log: Option<&'a ChangeLog>,
+    spill: Option<&'a dyn EvictionSpill>,
+    slot: u16,
+    /// The record being built across calls (consecutive HSET fields, HDEL fields).
+    pending: Option<RecordKind>,
 }
+
+/// A string or hash operation met a key of another type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+pub struct WrongType;
 
 impl Slot<'_> {
     /// The key this slot is for.
@@ -222,17 +341,6 @@ impl Slot<'_> {
         self.index.map(|i| &self.shard.map[i].value)
     }
 
-    /// The current value, to change in place.
-    pub fn value_mut(&mut self) -> Option<&mut Value> {
-        let index = self.index?;
-        self.modified = true;
-        if self.cost_before_mutation.is_none() {
-            let value = &self.shard.map[index].value;
-            self.cost_before_mutation = Some(entry_cost(self.key.len(), value));
-        }
-        Some(&mut self.shard.map[index].value)
-    }
-
     /// The absolute deadline (Unix ms), if the key has a TTL.
     pub fn expires_at(&self) -> Option<u64> {
         self.index
@@ -240,25 +348,204 @@ impl Slot<'_> {
             .filter(|&at| at != 0)
     }
 
+    /// Accounts a value change of the entry at `index` from `before` bytes.
+    fn account(&mut self, index: usize, before: usize) {
+        let after = entry_cost(self.key.len(), &self.shard.map[index].value);
+        self.shard.bytes = self.shard.bytes - before + after;
+    }
+
+    fn cost(&self, index: usize) -> usize {
+        entry_cost(self.key.len(), &self.shard.map[index].value)
+    }
+
+    /// Ends a record built across calls.
+    fn flush_pending(&mut self) {
+        let Some(kind) = self.pending.take() else {
+            return;
+        };
+        if let Some(log) = self.log {
+            let body = &self.shard.scratch;
+            log.append(kind, self.slot, self.key, |out| out.extend_from_slice(body));
+        }
+        self.shard.scratch.clear();
+    }
+
+    /// Starts (or continues) a record built across calls.
+    fn pend(&mut self, kind: RecordKind) -> Option<&mut Vec<u8>> {
+        self.log?;
+        if self.pending != Some(kind) {
+            self.flush_pending();
+            self.pending = Some(kind);
+        }
+        Some(&mut self.shard.scratch)
+    }
+
     /// Stores `value`; `expires_at` is the new deadline, `None` keeps the current one
     /// (KEEPTTL), `Some(0)` removes it.
     pub fn set(&mut self, value: Value, expires_at: Option<u64>) {
-        self.settle();
+        self.flush_pending();
         self.modified = true;
-        match self.index {
+        let index = match self.index {
             Some(index) => {
-                let old_cost = entry_cost(self.key.len(), &self.shard.map[index].value);
-                self.shard.bytes = self.shard.bytes - old_cost + entry_cost(self.key.len(), &value);
+                let before = self.cost(index);
                 self.shard.map[index].value = value;
+                self.account(index, before);
                 if let Some(at) = expires_at {
                     self.shard.set_deadline(index, at);
                 }
+                index
             }
             None => {
                 let at = expires_at.unwrap_or(0);
-                self.index = Some(self.shard.insert(self.key, value, at, self.now));
+                let index = self.shard.insert(self.key, value, at, self.now, 0);
+                self.index = Some(index);
+                index
             }
+        };
+        if let Some(log) = self.log {
+            let entry = &self.shard.map[index];
+            log_whole_value(log, self.slot, self.key, &entry.value, entry.expires_at);
         }
+    }
+
+    /// Replaces a string's bytes in place (INCR and friends: no new allocation), keeping
+    /// the TTL; creates the key when absent.
+    pub fn replace_str(&mut self, text: &[u8]) {
+        let Some(index) = self.index else {
+            return self.set(Value::Str(text.to_vec()), Some(0));
+        };
+        self.flush_pending();
+        self.modified = true;
+        let before = self.cost(index);
+        match &mut self.shard.map[index].value {
+            Value::Str(s) => {
+                s.clear();
+                s.extend_from_slice(text);
+            }
+            other => *other = Value::Str(text.to_vec()),
+        }
+        self.account(index, before);
+        if let Some(log) = self.log {
+            let deadline = self.shard.map[index].expires_at;
+            log.append(RecordKind::Set, self.slot, self.key, |body| {
+                put_deadline(body, deadline);
+                body.extend_from_slice(text);
+            });
+        }
+    }
+
+    /// Appends to the string (created when absent); its new length.
+    pub fn append(&mut self, suffix: &[u8]) -> Result<usize, WrongType> {
+        let Some(index) = self.index else {
+            self.set(Value::Str(suffix.to_vec()), Some(0));
+            return Ok(suffix.len());
+        };
+        let before = self.cost(index);
+        let Value::Str(s) = &mut self.shard.map[index].value else {
+            return Err(WrongType);
+        };
+        s.extend_from_slice(suffix);
+        let len = s.len();
+        self.flush_pending();
+        self.modified = true;
+        self.account(index, before);
+        if let Some(log) = self.log {
+            log.append(RecordKind::Append, self.slot, self.key, |body| {
+                body.extend_from_slice(suffix)
+            });
+        }
+        Ok(len)
+    }
+
+    /// Overwrites the string from `offset` on (zero-padded; created when absent); its new
+    /// length.
+    pub fn set_range(&mut self, offset: usize, patch: &[u8]) -> Result<usize, WrongType> {
+        // A new key needs no record of its own: replaying SetRange creates it.
+        let index = match self.index {
+            Some(index) => index,
+            None => {
+                let index = self
+                    .shard
+                    .insert(self.key, Value::Str(Vec::new()), 0, self.now, 0);
+                self.index = Some(index);
+                index
+            }
+        };
+        let before = self.cost(index);
+        let Value::Str(s) = &mut self.shard.map[index].value else {
+            return Err(WrongType);
+        };
+        if s.len() < offset + patch.len() {
+            s.resize(offset + patch.len(), 0);
+        }
+        s[offset..offset + patch.len()].copy_from_slice(patch);
+        let len = s.len();
+        self.flush_pending();
+        self.modified = true;
+        self.account(index, before);
+        if let Some(log) = self.log {
+            log.append(RecordKind::SetRange, self.slot, self.key, |body| {
+                body.extend_from_slice(&(offset as u64).to_le_bytes());
+                body.extend_from_slice(patch);
+            });
+        }
+        Ok(len)
+    }
+
+    /// The hash at this key, or WRONGTYPE; `None` when absent.
+    pub fn hash(&self) -> Result<Option<&HashValue>, WrongType> {
+        match self.value() {
+            None => Ok(None),
+            Some(Value::Hash(h)) => Ok(Some(h)),
+            Some(_) => Err(WrongType),
+        }
+    }
+
+    /// Sets a hash field (the hash is created when absent); true when the field is new.
+    pub fn hash_insert(&mut self, field: &[u8], value: &[u8]) -> Result<bool, WrongType> {
+        let index = match self.index {
+            Some(index) => index,
+            None => {
+                let index =
+                    self.shard
+                        .insert(self.key, Value::Hash(Box::default()), 0, self.now, 0);
+                self.index = Some(index);
+                index
+            }
+        };
+        let before = self.cost(index);
+        let Value::Hash(h) = &mut self.shard.map[index].value else {
+            return Err(WrongType);
+        };
+        let added = h.insert(field, value);
+        self.modified = true;
+        self.account(index, before);
+        if let Some(body) = self.pend(RecordKind::HSet) {
+            put_item(body, field);
+            put_item(body, value);
+        }
+        Ok(added)
+    }
+
+    /// Removes a hash field; true when it existed. An emptied hash is deleted when the
+    /// slot finishes.
+    pub fn hash_remove(&mut self, field: &[u8]) -> Result<bool, WrongType> {
+        let Some(index) = self.index else {
+            return Ok(false);
+        };
+        let before = self.cost(index);
+        let Value::Hash(h) = &mut self.shard.map[index].value else {
+            return Err(WrongType);
+        };
+        if !h.remove(field) {
+            return Ok(false);
+        }
+        self.modified = true;
+        self.account(index, before);
+        if let Some(body) = self.pend(RecordKind::HDel) {
+            put_item(body, field);
+        }
+        Ok(true)
     }
 
     /// Sets or clears the deadline of an existing key; a deadline not after `now` deletes
@@ -267,44 +554,52 @@ impl Slot<'_> {
         let Some(index) = self.index else {
             return false;
         };
-        self.settle();
-        self.modified = true;
         match expires_at {
-            Some(at) if at <= self.now => {
+            Some(at) if at <= self.expiry_now => {
                 self.remove();
             }
-            at => self.shard.set_deadline(index, at.unwrap_or(0)),
+            at => {
+                self.flush_pending();
+                self.modified = true;
+                let at = at.unwrap_or(0);
+                self.shard.set_deadline(index, at);
+                if let Some(log) = self.log {
+                    log.append(RecordKind::Expire, self.slot, self.key, |body| {
+                        put_deadline(body, at)
+                    });
+                }
+            }
         }
         true
     }
 
     /// Deletes the key, returning its value.
     pub fn remove(&mut self) -> Option<Value> {
-        self.settle();
+        self.flush_pending();
         let index = self.index.take()?;
         self.modified = true;
-        Some(self.shard.remove_index(index).1.value)
-    }
-
-    /// Brings the accounting up to date after an in-place mutation.
-    fn settle(&mut self) {
-        if let (Some(before), Some(index)) = (self.cost_before_mutation.take(), self.index) {
-            let after = entry_cost(self.key.len(), &self.shard.map[index].value);
-            self.shard.bytes = self.shard.bytes - before + after;
-        }
+        let sinks = Sinks {
+            log: self.log,
+            spill: self.spill,
+        };
+        let value = self.shard.delete_index(index, sinks).1.value;
+        log_del(self.log, self.key);
+        Some(value)
     }
 
     fn finish(mut self) {
-        self.settle();
         // An emptied hash is deleted, as Redis never keeps an empty aggregate.
         if let Some(Value::Hash(h)) = self.value()
             && h.is_empty()
         {
             self.remove();
         }
+        self.flush_pending();
         if self.modified {
             self.shard.bump_watch(self.key);
-            self.shard.note(self.key, ChangeCause::Write);
+            if let Some(index) = self.index {
+                self.shard.mark_dirty(index);
+            }
         }
     }
 }
@@ -380,9 +675,9 @@ pub struct StoreBuilder {
 }
 
 impl StoreBuilder {
-    /// Number of shards (rounded up to a power of two). Default 256.
+    /// Number of shards (rounded up to a power of two, at most one per slot). Default 256.
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards.max(1).next_power_of_two();
+        self.shards = shards.clamp(1, usize::from(SLOT_COUNT)).next_power_of_two();
         self
     }
 
@@ -418,6 +713,7 @@ impl StoreBuilder {
                 .map(|i| Mutex::new(Shard::new(seed.wrapping_add(i as u64))))
                 .collect(),
             mask: self.shards - 1,
+            slot_shift: SLOT_COUNT.trailing_zeros() - self.shards.trailing_zeros(),
             hasher: foldhash::fast::RandomState::default(),
             gate: RwLock::new(()),
             used: AtomicUsize::new(0),
@@ -431,8 +727,30 @@ impl StoreBuilder {
             pool: Mutex::new(EvictionPool::default()),
             sweep_shard: AtomicUsize::new(0),
             rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
-            sink: std::sync::OnceLock::new(),
+            log: std::sync::OnceLock::new(),
+            spill: std::sync::OnceLock::new(),
+            last_clear: AtomicU64::new(0),
         }
+    }
+}
+
+/// The store gate held exclusively; dropping it ends the change log's atomic group.
+pub struct Exclusive<'a> {
+    _guard: RwLockWriteGuard<'a, ()>,
+    log: Option<&'a ChangeLog>,
+}
+
+impl Drop for Exclusive<'_> {
+    fn drop(&mut self) {
+        if let Some(log) = self.log {
+            log.end_group();
+        }
+    }
+}
+
+impl std::fmt::Debug for Exclusive<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exclusive").finish_non_exhaustive()
     }
 }
 
@@ -440,6 +758,8 @@ impl StoreBuilder {
 pub struct Store {
     shards: Box<[Mutex<Shard>]>,
     mask: usize,
+    /// A key's shard is its slot shifted right by this: each shard holds a slot range.
+    slot_shift: u32,
     hasher: foldhash::fast::RandomState,
     /// Held shared by every command batch and exclusively by MULTI/EXEC and multi-key
     /// atomic commands, which therefore see no other connection's writes in between.
@@ -449,7 +769,10 @@ pub struct Store {
     pool: Mutex<EvictionPool>,
     sweep_shard: AtomicUsize,
     rng: Mutex<SmallRng>,
-    sink: std::sync::OnceLock<std::sync::Arc<dyn ChangeSink>>,
+    log: std::sync::OnceLock<Arc<ChangeLog>>,
+    /// Store mode: where evicted values go until the base image holds them.
+    spill: std::sync::OnceLock<Arc<dyn EvictionSpill>>,
+    last_clear: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -484,7 +807,39 @@ impl Store {
     }
 
     fn shard_of(&self, key: &[u8]) -> usize {
-        (self.hash(key) as usize) & self.mask
+        self.shard_of_slot(key_slot(key))
+    }
+
+    fn shard_of_slot(&self, slot: u16) -> usize {
+        usize::from(slot) >> self.slot_shift
+    }
+
+    fn log(&self) -> Option<&ChangeLog> {
+        self.log.get().map(|log| &**log)
+    }
+
+    fn sinks(&self) -> Sinks<'_> {
+        Sinks {
+            log: self.log(),
+            spill: self.spill.get().map(|s| &**s),
+        }
+    }
+
+    /// The LSN of the last FLUSHALL: whatever the persistence tier holds with an older
+    /// stamp is gone, even where a checkpoint has not dropped it yet.
+    pub fn last_clear(&self) -> u64 {
+        self.last_clear.load(Relaxed)
+    }
+
+    /// Recovery replayed a FLUSHALL at `lsn` but skipped what the base image holds: the
+    /// next checkpoint drops the older entries there, fault-ins ignore them meanwhile.
+    pub fn note_cleared(&self, lsn: u64) {
+        self.last_clear.fetch_max(lsn, Relaxed);
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            let epoch = shard.epoch;
+            shard.cleared[epoch] = shard.cleared[epoch].max(lsn);
+        }
     }
 
     /// Runs `f` on a locked shard and accounts the bytes it added or freed.
@@ -492,18 +847,6 @@ impl Store {
         let mut shard = self.shards[index].lock();
         let before = shard.bytes;
         let result = f(&mut shard);
-        if !shard.pending.is_empty()
-            && let Some(sink) = self.sink.get()
-        {
-            let shard = &mut *shard;
-            for (key, cause) in shard.pending.drain(..) {
-                let state = shard.map.get_index_of(&key).map(|i| {
-                    let entry = &shard.map[i];
-                    (&entry.value, entry.expires_at)
-                });
-                sink.changed(key, state, cause);
-            }
-        }
         let after = shard.bytes;
         drop(shard);
         if after >= before {
@@ -514,16 +857,213 @@ impl Store {
         result
     }
 
-    /// Attaches the sink every later change is reported to (once; false if one was
-    /// attached already). Load recovered data before attaching, so it is not written back.
-    pub fn set_change_sink(&self, sink: std::sync::Arc<dyn ChangeSink>) -> bool {
-        if self.sink.set(sink).is_err() {
+    /// Attaches the change log every later change appends to (once; false if one was
+    /// attached already). Recover before attaching, so recovered data is not logged again.
+    pub fn attach_change_log(&self, log: Arc<ChangeLog>) -> bool {
+        self.log.set(log).is_ok()
+    }
+
+    /// The attached change log.
+    pub fn change_log(&self) -> Option<&Arc<ChangeLog>> {
+        self.log.get()
+    }
+
+    /// Store mode: evicted values the base image does not hold yet go to `spill` instead
+    /// of being deleted; eviction is then not a change and appends no record.
+    /// Deletions waiting as tombstones move there too, so a fault-in cannot bring back a
+    /// key recovery deleted.
+    pub fn attach_eviction_spill(&self, spill: Arc<dyn EvictionSpill>) -> bool {
+        if self.spill.set(spill.clone()).is_err() {
             return false;
         }
+        let stamp = self.log().map_or(0, ChangeLog::last_lsn);
         for shard in self.shards.iter() {
-            shard.lock().recording = true;
+            let mut shard = shard.lock();
+            for epoch in 0..2 {
+                for key in std::mem::take(&mut shard.tombstones[epoch]) {
+                    spill.spill(DirtyEntry {
+                        key,
+                        state: None,
+                        stamp,
+                    });
+                }
+            }
         }
         true
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// The slots shard `index` holds.
+    pub fn shard_slots(&self, index: usize) -> Range<u16> {
+        let start = (index << self.slot_shift) as u16;
+        start..start + (1u16 << self.slot_shift)
+    }
+
+    /// Starts a checkpoint: every shard notes later changes in the other epoch. Returns the
+    /// epoch to drain and the checkpoint LSN: every change up to it is noted in that epoch
+    /// (or in an earlier one already drained), so once [`take_changes`](Self::take_changes)
+    /// has drained it and the base image holds the result, the log up to it is redundant.
+    pub fn begin_checkpoint(&self) -> (usize, u64) {
+        // Read before flipping: a change with an LSN up to here was noted (under its shard
+        // lock) before that shard flips.
+        let lsn = self.log().map_or(0, ChangeLog::last_lsn);
+        let mut drained = 0;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            drained = shard.epoch;
+            shard.epoch = 1 - shard.epoch;
+        }
+        (drained, lsn)
+    }
+
+    /// Takes up to about `budget` bytes of the changes noted in `epoch` in shard `index`:
+    /// each dirty entry's current state (copied now, stamped with the log position it
+    /// reflects) and the tombstones. Returns false once nothing of `epoch` is left there.
+    pub fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        out: &mut ShardChanges,
+    ) -> bool {
+        let stamp_of = || self.log().map_or(0, ChangeLog::last_lsn);
+        let mut shard = self.shards[index].lock();
+        let shard = &mut *shard;
+        let cleared = std::mem::take(&mut shard.cleared[epoch]);
+        out.cleared_before = out.cleared_before.max(cleared);
+        while let Some(key) = shard.tombstones[epoch].pop() {
+            // Deleted then written again: the current state is what the base must hold.
+            let state = shard.map.get_index_of(&key).map(|i| {
+                let entry = &mut shard.map[i];
+                entry.flags |= IN_BASE;
+                (entry.value.to_persisted(), entry.expires_at)
+            });
+            out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
+            out.entries.push(DirtyEntry {
+                key,
+                state,
+                stamp: stamp_of(),
+            });
+            if out.bytes >= budget {
+                return true;
+            }
+        }
+        let bit = DIRTY[epoch];
+        // Entries move on swap-remove, so walk until the epoch's count is zero rather than
+        // once over the indexes.
+        let mut index = 0;
+        while shard.dirty_count[epoch] > 0 {
+            if index >= shard.map.len() {
+                index = 0;
+            }
+            let entry = &mut shard.map[index];
+            if entry.flags & bit != 0 {
+                entry.flags = (entry.flags & !bit) | IN_BASE;
+                shard.dirty_count[epoch] -= 1;
+                let (key, entry) = shard.map.get_index(index).expect("index in range");
+                let value = entry.value.to_persisted();
+                out.bytes += key.len() + value.len();
+                out.entries.push(DirtyEntry {
+                    key: key.into(),
+                    state: Some((value, entry.expires_at)),
+                    stamp: stamp_of(),
+                });
+                if out.bytes >= budget {
+                    return shard.dirty_count[epoch] > 0;
+                }
+            }
+            index += 1;
+        }
+        false
+    }
+
+    /// A checkpoint failed: what it took from `epoch` but could not make durable, and what
+    /// it had not taken yet, is noted in the current epoch again, so the next checkpoint
+    /// writes it.
+    pub fn abort_checkpoint(&self, epoch: usize, untaken: Vec<Box<[u8]>>) {
+        let mut by_shard: Vec<Vec<Box<[u8]>>> = vec![Vec::new(); self.shards.len()];
+        for key in untaken {
+            by_shard[self.shard_of(&key)].push(key);
+        }
+        for (index, keys) in by_shard.into_iter().enumerate() {
+            let mut shard = self.shards[index].lock();
+            let shard = &mut *shard;
+            let current = shard.epoch;
+            if current == epoch {
+                continue;
+            }
+            for key in keys {
+                match shard.map.get_index_of(&key) {
+                    Some(i) => shard.mark_dirty(i),
+                    None => shard.tombstones[current].push(key),
+                }
+            }
+            let leftover = std::mem::take(&mut shard.tombstones[epoch]);
+            shard.tombstones[current].extend(leftover);
+            let cleared = std::mem::take(&mut shard.cleared[epoch]);
+            shard.cleared[current] = shard.cleared[current].max(cleared);
+            if shard.dirty_count[epoch] > 0 {
+                for i in 0..shard.map.len() {
+                    if shard.map[i].flags & DIRTY[epoch] != 0 {
+                        shard.map[i].flags &= !DIRTY[epoch];
+                        shard.dirty_count[epoch] -= 1;
+                        shard.mark_dirty(i);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Changed keys not yet taken by a checkpoint, in both epochs (for INFO).
+    pub fn pending_changes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.dirty_count[0] + s.dirty_count[1] + s.tombstones[0].len() + s.tombstones[1].len()
+            })
+            .sum()
+    }
+
+    /// Loads a key as the persistence tier holds it (recovery, a store-mode fault-in): no
+    /// record is appended. `changed` when the base image may not hold this version (it
+    /// came back from the spill queue): the next checkpoint writes it. Returns false,
+    /// changing nothing, when the key already exists (a newer write wins).
+    pub fn load(&self, key: &[u8], value: Value, expires_at: u64, now: u64, changed: bool) -> bool {
+        self.with_shard(self.shard_of(key), |shard| {
+            if shard.map.get_index_of(key).is_some() {
+                return false;
+            }
+            let index = shard.insert(key, value, expires_at, now, IN_BASE);
+            if changed {
+                shard.mark_dirty(index);
+            }
+            true
+        })
+    }
+
+    /// Notes that the base image holds a version of `key` although memory does not (a
+    /// recovery skipped an expired or cleared entry): the next checkpoint deletes it there.
+    pub fn note_base_tombstone(&self, key: &[u8]) {
+        self.with_shard(self.shard_of(key), |shard| {
+            let epoch = shard.epoch;
+            shard.tombstones[epoch].push(key.into());
+        });
+    }
+
+    /// Marks every entry changed, so the next checkpoint writes all of them (a base image
+    /// rebuilt from memory, a data directory migrated from the old format).
+    pub fn mark_all_dirty(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            for i in 0..shard.map.len() {
+                shard.mark_dirty(i);
+            }
+        }
     }
 
     /// Holds off exclusive sections (EXEC, MSET, RENAME…) while a batch of commands runs.
@@ -533,21 +1073,32 @@ impl Store {
     }
 
     /// Runs alone: no other shared or exclusive holder runs meanwhile.
-    pub fn exclusive(&self) -> RwLockWriteGuard<'_, ()> {
-        self.gate.write()
+    /// The change log records what happens meanwhile as one atomic group, which a
+    /// recovery applies whole or not at all.
+    pub fn exclusive(&self) -> Exclusive<'_> {
+        let guard = self.gate.write();
+        if let Some(log) = self.log() {
+            log.begin_group();
+        }
+        Exclusive {
+            _guard: guard,
+            log: self.log(),
+        }
     }
 
     /// Reads a key: counts a hit or a miss and records the access for LRU/LFU.
     pub fn read<R>(&self, key: &[u8], now: u64, f: impl FnOnce(Option<&Value>) -> R) -> R {
-        self.with_shard(self.shard_of(key), |shard| match shard.find(key, now) {
-            Some(index) => {
-                shard.stats.hits += 1;
-                shard.touch(index, now, &self.tunables);
-                f(Some(&shard.map[index].value))
-            }
-            None => {
-                shard.stats.misses += 1;
-                f(None)
+        self.with_shard(self.shard_of(key), |shard| {
+            match shard.find(key, now, self.sinks()) {
+                Some(index) => {
+                    shard.stats.hits += 1;
+                    shard.touch(index, now, &self.tunables);
+                    f(Some(&shard.map[index].value))
+                }
+                None => {
+                    shard.stats.misses += 1;
+                    f(None)
+                }
             }
         })
     }
@@ -561,7 +1112,7 @@ impl Store {
     ) -> R {
         let decay = self.tunables.lfu_decay_time.load(Relaxed);
         self.with_shard(self.shard_of(key), |shard| {
-            let view = shard.find(key, now).map(|index| {
+            let view = shard.find(key, now, self.sinks()).map(|index| {
                 let entry = &shard.map[index];
                 EntryView {
                     value: &entry.value,
@@ -577,8 +1128,26 @@ impl Store {
 
     /// Changes one key through a [`Slot`].
     pub fn write<R>(&self, key: &[u8], now: u64, f: impl FnOnce(&mut Slot<'_>) -> R) -> R {
-        self.with_shard(self.shard_of(key), |shard| {
-            let index = shard.find(key, now);
+        self.write_expiring_at(key, now, now, f)
+    }
+
+    /// Changes one key as a replayed record does: nothing expires meanwhile (records are
+    /// replayed long after they were made; a key's later PERSIST must still find it), and
+    /// `now` stamps access times only. Sweep expired keys once the replay is done.
+    pub fn replay_write<R>(&self, key: &[u8], now: u64, f: impl FnOnce(&mut Slot<'_>) -> R) -> R {
+        self.write_expiring_at(key, now, 0, f)
+    }
+
+    fn write_expiring_at<R>(
+        &self,
+        key: &[u8],
+        now: u64,
+        expiry_now: u64,
+        f: impl FnOnce(&mut Slot<'_>) -> R,
+    ) -> R {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            let index = shard.find(key, expiry_now, self.sinks());
             if let Some(index) = index {
                 shard.touch(index, now, &self.tunables);
             }
@@ -587,8 +1156,12 @@ impl Store {
                 key,
                 index,
                 now,
+                expiry_now,
                 modified: false,
-                cost_before_mutation: None,
+                log: self.log(),
+                spill: self.sinks().spill,
+                slot,
+                pending: None,
             };
             let result = f(&mut slot);
             slot.finish();
@@ -604,7 +1177,7 @@ impl Store {
     /// True when the key exists; counts a hit or miss as EXISTS does in Redis.
     pub fn contains(&self, key: &[u8], now: u64) -> bool {
         self.with_shard(self.shard_of(key), |shard| {
-            let found = shard.find(key, now).is_some();
+            let found = shard.find(key, now, self.sinks()).is_some();
             if found {
                 shard.stats.hits += 1;
             } else {
@@ -616,12 +1189,14 @@ impl Store {
 
     /// Records an access (TOUCH); true when the key exists.
     pub fn touch(&self, key: &[u8], now: u64) -> bool {
-        self.with_shard(self.shard_of(key), |shard| match shard.find(key, now) {
-            Some(index) => {
-                shard.touch(index, now, &self.tunables);
-                true
+        self.with_shard(self.shard_of(key), |shard| {
+            match shard.find(key, now, self.sinks()) {
+                Some(index) => {
+                    shard.touch(index, now, &self.tunables);
+                    true
+                }
+                None => false,
             }
-            None => false,
         })
     }
 
@@ -749,7 +1324,7 @@ impl Store {
                 }
                 let index = shard.rng.random_range(0..shard.map.len());
                 let key = shard.map.get_index(index).map(|(k, _)| k.to_vec())?;
-                shard.find(&key, now).map(|_| key)
+                shard.find(&key, now, self.sinks()).map(|_| key)
             });
             if found.is_some() {
                 return found;
@@ -760,15 +1335,22 @@ impl Store {
             self.with_shard(i, |shard| {
                 let keys: Vec<Box<[u8]>> = shard.map.keys().map(Box::from).collect();
                 keys.into_iter()
-                    .find(|k| shard.find(k, now).is_some())
+                    .find(|k| shard.find(k, now, self.sinks()).is_some())
                     .map(|k| k.to_vec())
             })
         })
     }
 
-    /// Deletes every key (FLUSHALL/FLUSHDB); drop the result to free the memory.
+    /// Deletes every key (FLUSHALL/FLUSHDB); drop the result to free the memory. Call
+    /// under [`Store::exclusive`], so the Clear record orders before and after every other
+    /// change exactly as in memory.
     pub fn flush(&self) -> FlushedData {
         let mut maps = Vec::with_capacity(self.shards.len());
+        let lsn = match self.log() {
+            Some(log) => log.append(RecordKind::Clear, 0, b"", |_| {}),
+            None => self.log().map_or(0, ChangeLog::last_lsn) + 1,
+        };
+        self.last_clear.fetch_max(lsn, Relaxed);
         for index in 0..self.shards.len() {
             self.with_shard(index, |shard| {
                 for w in shard.watched.values_mut() {
@@ -778,12 +1360,15 @@ impl Store {
                 shard.volatile = 0;
                 shard.bytes = 0;
                 shard.sweep = 0;
+                // The base image drops this shard's range at the next checkpoint; the
+                // Clear record covers anything a recovery replays before it.
+                shard.dirty_count = [0; 2];
+                shard.tombstones = [Vec::new(), Vec::new()];
+                let epoch = shard.epoch;
+                shard.cleared[epoch] = lsn;
             });
         }
         self.pool.lock().clear();
-        if let Some(sink) = self.sink.get() {
-            sink.cleared();
-        }
         FlushedData(maps)
     }
 
@@ -847,7 +1432,9 @@ impl Store {
     }
 
     fn contains_quietly(&self, key: &[u8], now: u64) -> bool {
-        self.with_shard(self.shard_of(key), |shard| shard.find(key, now).is_some())
+        self.with_shard(self.shard_of(key), |shard| {
+            shard.find(key, now, self.sinks()).is_some()
+        })
     }
 
     /// Starts watching a key for MULTI/EXEC.
@@ -855,7 +1442,7 @@ impl Store {
         let shard_index = self.shard_of(key);
         self.with_shard(shard_index, |shard| {
             let deadline = shard
-                .find(key, now)
+                .find(key, now, self.sinks())
                 .map(|i| shard.map[i].expires_at)
                 .unwrap_or(0);
             let watched = shard.watched.entry(key.into()).or_insert(Watched {
@@ -897,6 +1484,11 @@ impl Store {
     /// hold keys with a TTL, deleting the expired ones. Bounded work per call.
     pub fn active_expire(&self, now: u64, budget: usize) -> ExpireReport {
         let mut report = ExpireReport::default();
+        // Never inside an exclusive section: its atomic group in the change log must hold
+        // only its own records. The next pass catches up.
+        let Some(_gate) = self.gate.try_read() else {
+            return report;
+        };
         let shard_count = self.shards.len();
         let per_shard = (budget / shard_count).max(16);
         for _ in 0..shard_count {
@@ -917,8 +1509,8 @@ impl Store {
                     let at = shard.map[shard.sweep].expires_at;
                     if at != 0 && at <= now {
                         // swap_remove moves the last entry here: look at this index again.
-                        let (key, _) = shard.remove_index(shard.sweep);
-                        shard.note(&key, ChangeCause::Expire);
+                        let (key, _) = shard.delete_index(shard.sweep, self.sinks());
+                        log_del(self.log(), &key);
                         shard.stats.expired += 1;
                         report.expired += 1;
                     } else {
@@ -989,6 +1581,9 @@ impl Store {
         }
         let mut pool = self.pool.lock();
         while self.used_memory() as u64 > max {
+            if let Some(spill) = self.spill.get() {
+                spill.wait_for_room();
+            }
             if !self.evict_one(&mut pool, policy, now) {
                 return Err(StoreError::OutOfMemory);
             }
@@ -1005,6 +1600,25 @@ impl Store {
             }
             EvictionPolicy::VolatileTtl => u64::MAX - entry.expires_at,
             _ => (now as u32).wrapping_sub(entry.access) as u64,
+        }
+    }
+
+    /// Evicts one entry. Cache mode deletes it (a Del record); store mode keeps it on disk:
+    /// a value the base image does not hold yet is spilled there first.
+    fn evict_index(&self, shard: &mut Shard, index: usize) {
+        shard.stats.evicted += 1;
+        let Some(spill) = self.spill.get() else {
+            let (key, _) = shard.delete_index(index, self.sinks());
+            log_del(self.log(), &key);
+            return;
+        };
+        let (key, entry) = shard.remove_index(index);
+        if entry.flags & (DIRTY[0] | DIRTY[1]) != 0 || entry.flags & IN_BASE == 0 {
+            spill.spill(DirtyEntry {
+                key,
+                state: Some((entry.value.to_persisted(), entry.expires_at)),
+                stamp: self.log().map_or(0, ChangeLog::last_lsn),
+            });
         }
     }
 
@@ -1051,9 +1665,7 @@ impl Store {
                         }
                         found += 1;
                         if random {
-                            let (key, _) = shard.remove_index(i);
-                            shard.note(&key, ChangeCause::Evict);
-                            shard.stats.evicted += 1;
+                            self.evict_index(shard, i);
                             return Some(true);
                         }
                         pool.offer(Candidate {
@@ -1085,9 +1697,7 @@ impl Store {
                     if score < candidate.score {
                         return Some(Err(score));
                     }
-                    let (key, _) = shard.remove_index(index);
-                    shard.note(&key, ChangeCause::Evict);
-                    shard.stats.evicted += 1;
+                    self.evict_index(shard, index);
                     Some(Ok(()))
                 });
                 match outcome {

@@ -2,29 +2,15 @@
 
 use rand::Rng;
 use ringkv_protocol::{Args, format_double, parse_i64};
-use ringkv_store::{HashValue, Slot, Value, glob_match, scan_window};
+use ringkv_store::{HashValue, Slot, Value, WrongType, glob_match, scan_window};
 
 use super::keys::{hscan_options, write_scan_reply};
-use super::{CmdError, CmdResult, float_arg, int_arg, is};
+use super::{CmdError, CmdResult, float_arg, int_arg, is, wrong_type};
 use crate::dispatch::{Ctx, is_resp3};
 
-/// Runs `f` on the hash at `slot`, creating it first when `create`. `Ok(None)` when the key
-/// is missing and not created; WRONGTYPE when it holds a string.
-fn with_hash<R>(
-    slot: &mut Slot<'_>,
-    create: bool,
-    f: impl FnOnce(&mut HashValue) -> Result<R, CmdError>,
-) -> Result<Option<R>, CmdError> {
-    match slot.value() {
-        None if create => slot.set(Value::Hash(Box::default()), Some(0)),
-        None => return Ok(None),
-        Some(Value::Hash(_)) => {}
-        Some(_) => return Err(CmdError::WrongType),
-    }
-    match slot.value_mut() {
-        Some(Value::Hash(h)) => f(h).map(Some),
-        _ => Err(CmdError::WrongType),
-    }
+/// WRONGTYPE unless the key holds a hash or nothing; true when it exists.
+fn hash_or_none(slot: &Slot<'_>) -> Result<bool, CmdError> {
+    slot.hash().map(|h| h.is_some()).map_err(wrong_type)
 }
 
 /// Reads the hash at `key`: `f(None)` when missing, WRONGTYPE when a string.
@@ -50,14 +36,17 @@ fn set_fields(
         return Err(CmdError::WrongArity(name));
     }
     let added = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        with_hash(slot, true, |h| {
-            Ok((2..args.len())
-                .step_by(2)
-                .filter(|&i| h.insert(args.get(i), args.get(i + 1)))
-                .count())
-        })
+        hash_or_none(slot)?;
+        let mut added = 0;
+        for i in (2..args.len()).step_by(2) {
+            added += usize::from(
+                slot.hash_insert(args.get(i), args.get(i + 1))
+                    .map_err(wrong_type)?,
+            );
+        }
+        Ok::<_, CmdError>(added)
     })?;
-    Ok(added.unwrap_or(0))
+    Ok(added)
 }
 
 /// HSET key field value [field value ...]
@@ -77,12 +66,17 @@ pub fn hmset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// HSETNX key field value
 pub fn hsetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (field, value) = (args.get(2), args.get(3));
-    let set = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        with_hash(slot, true, |h| {
-            Ok(h.get(field).is_none() && h.insert(field, value))
+    let set = ctx
+        .node
+        .store
+        .write(args.get(1), ctx.now, |slot| {
+            if slot.hash()?.is_some_and(|h| h.get(field).is_some()) {
+                return Ok(false);
+            }
+            slot.hash_insert(field, value)
         })
-    })?;
-    ctx.out.int(set.unwrap_or(false) as i64);
+        .map_err(wrong_type)?;
+    ctx.out.int(set as i64);
     Ok(())
 }
 
@@ -117,12 +111,18 @@ pub fn hgetall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// HDEL key field [field ...]
 pub fn hdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let removed = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        with_hash(slot, false, |h| {
-            Ok(args.iter().skip(2).filter(|f| h.remove(f)).count())
+    let removed = ctx
+        .node
+        .store
+        .write(args.get(1), ctx.now, |slot| {
+            let mut removed = 0;
+            for field in args.iter().skip(2) {
+                removed += usize::from(slot.hash_remove(field)?);
+            }
+            Ok::<_, WrongType>(removed)
         })
-    })?;
-    ctx.out.int(removed.unwrap_or(0) as i64);
+        .map_err(wrong_type)?;
+    ctx.out.int(removed as i64);
     Ok(())
 }
 
@@ -174,17 +174,16 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let delta = int_arg(args.get(3))?;
     let field = args.get(2);
     let value = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        with_hash(slot, true, |h| {
-            let current = match h.get(field) {
-                None => 0,
-                Some(v) => parse_i64(v).ok_or(CmdError::HashNotInteger)?,
-            };
-            let next = current.checked_add(delta).ok_or(CmdError::Overflow)?;
-            h.insert(field, itoa::Buffer::new().format(next).as_bytes());
-            Ok(next)
-        })
+        let current = match slot.hash().map_err(wrong_type)?.and_then(|h| h.get(field)) {
+            None => 0,
+            Some(v) => parse_i64(v).ok_or(CmdError::HashNotInteger)?,
+        };
+        let next = current.checked_add(delta).ok_or(CmdError::Overflow)?;
+        slot.hash_insert(field, itoa::Buffer::new().format(next).as_bytes())
+            .map_err(wrong_type)?;
+        Ok::<_, CmdError>(next)
     })?;
-    ctx.out.int(value.unwrap_or(0));
+    ctx.out.int(value);
     Ok(())
 }
 
@@ -193,21 +192,20 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let delta = float_arg(args.get(3)).ok_or(CmdError::NotFloat)?;
     let field = args.get(2);
     let text = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        with_hash(slot, true, |h| {
-            let current = match h.get(field) {
-                None => 0.0,
-                Some(v) => float_arg(v).ok_or(CmdError::HashNotFloat)?,
-            };
-            let next = current + delta;
-            if !next.is_finite() {
-                return Err(CmdError::NanOrInfinity);
-            }
-            let text = format_double(next);
-            h.insert(field, text.as_bytes());
-            Ok(text)
-        })
+        let current = match slot.hash().map_err(wrong_type)?.and_then(|h| h.get(field)) {
+            None => 0.0,
+            Some(v) => float_arg(v).ok_or(CmdError::HashNotFloat)?,
+        };
+        let next = current + delta;
+        if !next.is_finite() {
+            return Err(CmdError::NanOrInfinity);
+        }
+        let text = format_double(next);
+        slot.hash_insert(field, text.as_bytes())
+            .map_err(wrong_type)?;
+        Ok(text)
     })?;
-    ctx.out.bulk(text.unwrap_or_default().as_bytes());
+    ctx.out.bulk(text.as_bytes());
     Ok(())
 }
 

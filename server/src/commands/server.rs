@@ -120,7 +120,7 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
     section(
         "Memory",
         format!(
-            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:libc\r\n",
+            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\nmem_aof_buffer:{}\r\npersistence_cache_size:{}\r\n",
             human_bytes(used),
             human_bytes(rss),
             config.maxmemory,
@@ -131,6 +131,9 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
             } else {
                 0.0
             },
+            crate::node::allocator_name(),
+            node.store.change_log().map_or(0, |log| log.memory_bytes()),
+            node.persistence.as_ref().map_or(0, |p| p.cache_bytes),
         ),
     );
     section("Persistence", persistence_info(node));
@@ -365,6 +368,21 @@ const OPTIONS: &[ConfigOption] = &[
     ConfigOption {
         name: "mode",
         get: |c| c.mode.clone(),
+        set: None,
+    },
+    ConfigOption {
+        name: "persistence-cache-size",
+        get: |c| c.persistence_cache_size.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "auto-aof-rewrite-percentage",
+        get: |c| c.auto_aof_rewrite_percentage.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "auto-aof-rewrite-min-size",
+        get: |c| c.auto_aof_rewrite_min_size.to_string(),
         set: None,
     },
     ConfigOption {
@@ -806,14 +824,14 @@ pub fn time(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// LASTSAVE (the start time until persistence exists)
+/// LASTSAVE: when the last checkpoint completed (the start time until one has).
 pub fn lastsave(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
-    let last_flush = ctx
-        .node
-        .persistence
-        .as_ref()
-        .map_or(0, |p| p.status().last_flush_unix.load(Relaxed));
-    ctx.out.int(last_flush.max(ctx.node.started_unix) as i64);
+    let last = ctx.node.persistence.as_ref().map_or(0, |p| {
+        p.tier()
+            .checkpoints()
+            .map_or(0, |c| c.status().last_unix.load(Relaxed))
+    });
+    ctx.out.int(last.max(ctx.node.started_unix) as i64);
     Ok(())
 }
 
@@ -822,8 +840,8 @@ pub fn lastsave(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 pub enum Parked {
     /// CACHE.GET waiting for another client's fill.
     CacheGet(super::BlockedGet),
-    /// SAVE waiting for the flush.
-    Save(tokio::sync::oneshot::Receiver<Result<(), ringkv_store::persist::PersistError>>),
+    /// SAVE waiting for its checkpoint.
+    Save(tokio::sync::oneshot::Receiver<Result<(), String>>),
     /// A command (or its pieces) proxied to the nodes that own its keys.
     Forward(crate::cluster::Forward),
 }
@@ -836,20 +854,31 @@ fn tier<'a>(
     })
 }
 
-/// SAVE: replies once every change so far is durable.
+/// SAVE: replies once a checkpoint has written everything so far into the base image (and
+/// the WAL is synced).
 pub fn save(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
-    let durable = tier(ctx)?.durable();
-    ctx.conn.parked = Some(Parked::Save(durable));
+    let done = tier(ctx)?.save();
+    ctx.conn.parked = Some(Parked::Save(done));
     Ok(())
 }
 
-/// BGSAVE [SCHEDULE]: starts making every change durable and replies at once.
+/// BGSAVE [SCHEDULE]: starts a checkpoint and replies at once.
 pub fn bgsave(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    if args.len() > 2 || (args.len() == 2 && !is(args.get(1), "SCHEDULE")) {
+    let schedule = args.len() == 2 && is(args.get(1), "SCHEDULE");
+    if args.len() > 2 || (args.len() == 2 && !schedule) {
         return Err(CmdError::Syntax);
     }
-    drop(tier(ctx)?.durable());
-    ctx.out.simple("Background saving started");
+    let persistence = tier(ctx)?;
+    let running = persistence
+        .tier()
+        .checkpoints()
+        .is_some_and(|c| c.status().running.load(Relaxed));
+    drop(persistence.save());
+    ctx.out.simple(if running {
+        "Background saving scheduled"
+    } else {
+        "Background saving started"
+    });
     Ok(())
 }
 
@@ -882,38 +911,129 @@ pub fn shutdown(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// INFO persistence: Redis's field names where they fit, then ringkv's own.
 fn persistence_info(node: &Node) -> String {
-    let loading = u8::from(node.loading.load(Relaxed));
+    use std::fmt::Write;
+    let loading = node.loading.load(Relaxed);
     let Some(p) = &node.persistence else {
         return format!(
-            "loading:{loading}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\npersistence:no\r\n",
+            "loading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\npersistence:no\r\n",
+            u8::from(loading),
             node.started_unix
         );
     };
-    let status = p.status();
+    let tier = p.tier();
     let ok = |healthy: bool| if healthy { "ok" } else { "err" };
-    let healthy = status.healthy.load(Relaxed);
-    let last_save = status.last_flush_unix.load(Relaxed).max(node.started_unix);
-    format!(
-        "loading:{loading}\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{last_save}\r\nrdb_last_bgsave_status:{}\r\naof_enabled:1\r\naof_rewrite_in_progress:0\r\naof_last_write_status:{}\r\n\
-         persistence:yes\r\npersistence_mode:{}\r\npersistence_dir:{}\r\nappendfsync:{}\r\npersistence_pending:{}\r\npersistence_applied:{}\r\npersistence_groups:{}\r\npersistence_fsyncs:{}\r\npersistence_failures:{}\r\npersistence_last_error:{}\r\npersistence_disk_bytes:{}\r\nloaded_keys:{}\r\nloaded_expired_while_down:{}\r\nloading_time_ms:{}\r\nstore_fault_ins:{}\r\n",
-        p.changes_since_save(),
+    let mut out = format!("loading:{}\r\nasync_loading:0\r\n", u8::from(loading));
+    let progress = tier.recovery_progress();
+    if loading {
+        let total = progress.total_bytes.load(Relaxed);
+        let loaded = progress.loaded_bytes.load(Relaxed).min(total);
+        let started = progress.started_unix.load(Relaxed);
+        let elapsed = (crate::node::unix_ms() / 1000)
+            .saturating_sub(started)
+            .max(1);
+        let perc = if total > 0 {
+            loaded as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        };
+        let eta = ((total - loaded) * elapsed)
+            .checked_div(loaded)
+            .unwrap_or(1);
+        let _ = write!(
+            out,
+            "loading_start_time:{started}\r\nloading_total_bytes:{total}\r\nloading_rdb_used_mem:{}\r\nloading_loaded_bytes:{loaded}\r\nloading_loaded_perc:{perc:.2}\r\nloading_eta_seconds:{eta}\r\n",
+            node.store.used_memory()
+        );
+    }
+    let manifest = tier.manifest();
+    let checkpoints = tier.checkpoints();
+    let (running, completed, failed, last_unix, last_ms, last_keys, done, total, cp_error) =
+        checkpoints.map_or((false, 0, 0, 0, 0, 0, 0, 0, None), |c| {
+            let s = c.status();
+            (
+                s.running.load(Relaxed),
+                s.completed.load(Relaxed),
+                s.failed.load(Relaxed),
+                s.last_unix.load(Relaxed),
+                s.last_ms.load(Relaxed),
+                s.last_keys.load(Relaxed),
+                s.shards_done.load(Relaxed),
+                s.shards_total.load(Relaxed),
+                s.last_error(),
+            )
+        });
+    let wal = tier.wal_status();
+    let read = |f: fn(&ringkv_store::wal::WalStatus) -> &std::sync::atomic::AtomicU64| {
+        wal.map_or(0, |w| f(w).load(Relaxed))
+    };
+    let healthy = p.healthy();
+    let last_lsn = p.last_lsn();
+    let report = tier.recovery_report();
+    let last_save = last_unix.max(node.started_unix);
+    let _ = write!(
+        out,
+        "rdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\nrdb_last_save_time:{last_save}\r\nrdb_last_bgsave_status:{}\r\nrdb_last_bgsave_time_sec:{}\r\nrdb_saves:{completed}\r\n\
+         aof_enabled:1\r\naof_rewrite_in_progress:{}\r\naof_rewrites:{completed}\r\naof_last_rewrite_time_sec:{}\r\naof_last_bgrewrite_status:{}\r\naof_last_write_status:{}\r\naof_current_size:{}\r\naof_base_size:{}\r\naof_buffer_length:{}\r\n",
+        last_lsn.saturating_sub(manifest.checkpoint_lsn),
+        u8::from(running),
+        ok(cp_error.is_none()),
+        if completed > 0 {
+            (last_ms / 1000) as i64
+        } else {
+            -1
+        },
+        u8::from(running),
+        if completed > 0 {
+            (last_ms / 1000) as i64
+        } else {
+            -1
+        },
+        ok(cp_error.is_none()),
         ok(healthy),
-        ok(healthy),
+        read(|w| &w.bytes_on_disk),
+        tier.base_disk_bytes().unwrap_or(0),
+        node.store.change_log().map_or(0, |log| log.memory_bytes()),
+    );
+    let _ = write!(
+        out,
+        "persistence:yes\r\npersistence_mode:{}\r\npersistence_dir:{}\r\nappendfsync:{}\r\npersistence_last_error:{}\r\n\
+         wal_last_lsn:{last_lsn}\r\nwal_written_lsn:{}\r\nwal_durable_lsn:{}\r\nwal_segments:{}\r\nwal_bytes:{}\r\nwal_bytes_since_checkpoint:{}\r\nwal_writes:{}\r\nwal_fsyncs:{}\r\nwal_failures:{}\r\nwal_dropped_records:{}\r\n\
+         checkpoint_lsn:{}\r\ncheckpoints:{}\r\ncheckpoints_failed:{failed}\r\ncheckpoint_in_progress:{}\r\ncheckpoint_progress_perc:{:.2}\r\ncheckpoint_last_ms:{last_ms}\r\ncheckpoint_last_keys:{last_keys}\r\ncheckpoint_pending_keys:{}\r\n\
+         base_keys:{}\r\nbase_bytes:{}\r\nbase_bucket_bits:{}\r\nbase_disk_bytes:{}\r\n\
+         loaded_keys:{}\r\nloaded_wal_records:{}\r\nloaded_expired_while_down:{}\r\nloading_time_ms:{}\r\nstore_fault_ins:{}\r\n",
         if p.store_mode() { "store" } else { "cache" },
         p.dir.display(),
         fsync_name(p.policy()),
-        status.pending.load(Relaxed),
-        status.applied.load(Relaxed),
-        status.groups.load(Relaxed),
-        status.flushes.load(Relaxed),
-        status.failures.load(Relaxed),
-        status
-            .last_error()
-            .map_or_else(String::new, |e| e.to_string().replace(['\r', '\n'], " ")),
-        p.disk_bytes().unwrap_or(0),
-        p.recovered.load(Relaxed),
-        p.expired_while_down.load(Relaxed),
-        p.recovery_ms.load(Relaxed),
+        p.last_error()
+            .unwrap_or_default()
+            .replace(['\r', '\n'], " "),
+        read(|w| &w.written_lsn),
+        read(|w| &w.durable_lsn),
+        read(|w| &w.segments),
+        read(|w| &w.bytes_on_disk),
+        tier.wal_bytes_since_checkpoint(),
+        read(|w| &w.writes),
+        read(|w| &w.fsyncs),
+        read(|w| &w.failures),
+        read(|w| &w.dropped_records),
+        manifest.checkpoint_lsn,
+        manifest.checkpoints,
+        u8::from(running),
+        if total > 0 {
+            done as f64 * 100.0 / total as f64
+        } else {
+            0.0
+        },
+        node.store.pending_changes(),
+        manifest.base_keys,
+        manifest.base_bytes,
+        manifest.layout.bits,
+        tier.base_disk_bytes().unwrap_or(0),
+        report.base_keys,
+        report.replayed,
+        report.expired_while_down,
+        report.millis,
         p.fault_ins.load(Relaxed),
-    )
+    );
+    out
 }

@@ -3,7 +3,7 @@
 use ringkv_protocol::{Args, format_double, parse_i64};
 use ringkv_store::Value;
 
-use super::{CmdError, CmdResult, as_str, float_arg, int_arg, is};
+use super::{CmdError, CmdResult, as_str, float_arg, int_arg, is, wrong_type};
 use crate::dispatch::Ctx;
 
 /// How a command sets a key's deadline.
@@ -281,24 +281,12 @@ pub fn append(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let limit = max_len(ctx);
     let suffix = args.get(2);
     let len = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        match slot.value() {
-            None => {
-                slot.set(Value::Str(suffix.to_vec()), Some(0));
-                return Ok(suffix.len());
-            }
-            Some(v) => {
-                if (as_str(v)?.len() + suffix.len()) as u64 > limit {
-                    return Err(CmdError::StringTooLong);
-                }
-            }
+        if let Some(v) = slot.value()
+            && (as_str(v)?.len() + suffix.len()) as u64 > limit
+        {
+            return Err(CmdError::StringTooLong);
         }
-        match slot.value_mut() {
-            Some(Value::Str(s)) => {
-                s.extend_from_slice(suffix);
-                Ok(s.len())
-            }
-            _ => Err(CmdError::WrongType),
-        }
+        slot.append(suffix).map_err(wrong_type)
     })?;
     ctx.out.int(len as i64);
     Ok(())
@@ -364,18 +352,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         if offset + patch.len() as u64 > limit {
             return Err(CmdError::StringTooLong);
         }
-        let offset = offset as usize;
-        if current.is_none() {
-            slot.set(Value::Str(Vec::new()), Some(0));
-        }
-        let Some(Value::Str(s)) = slot.value_mut() else {
-            return Err(CmdError::WrongType);
-        };
-        if s.len() < offset + patch.len() {
-            s.resize(offset + patch.len(), 0);
-        }
-        s[offset..offset + patch.len()].copy_from_slice(patch);
-        Ok(s.len())
+        slot.set_range(offset as usize, patch).map_err(wrong_type)
     })?;
     ctx.out.int(len as i64);
     Ok(())
@@ -389,14 +366,7 @@ fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
         };
         let next = current.checked_add(delta).ok_or(CmdError::Overflow)?;
         let mut text = itoa::Buffer::new();
-        let text = text.format(next).as_bytes();
-        match slot.value_mut() {
-            Some(Value::Str(s)) => {
-                s.clear();
-                s.extend_from_slice(text);
-            }
-            _ => slot.set(Value::Str(text.to_vec()), Some(0)),
-        }
+        slot.replace_str(text.format(next).as_bytes());
         Ok(next)
     })?;
     ctx.out.int(value);

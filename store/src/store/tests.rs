@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 
+use crate::change_log::{ChangeLog, LogLimits};
 use crate::{EvictionPolicy, HashValue, Store, Value};
 
 fn s(v: &[u8]) -> Value {
@@ -81,6 +82,9 @@ proptest! {
     #[test]
     fn the_store_behaves_like_a_map_with_deadlines(ops in proptest::collection::vec(op_strategy(), 1..120)) {
         let store = Store::builder().shards(4).seed(7).build();
+        let log = std::sync::Arc::new(ChangeLog::new(1, LogLimits::default()));
+        let mut cursor = log.subscribe(1, true).unwrap();
+        store.attach_change_log(log.clone());
         let mut model = Model::new();
         let mut now = 1_000_000u64;
         for op in ops {
@@ -93,26 +97,23 @@ proptest! {
                 }
                 Op::Append { key, len } => {
                     let suffix = vec![b'+'; len];
-                    let applied = store.write(&[key], now, |slot| match slot.value_mut() {
-                        Some(Value::Str(v)) => { v.extend_from_slice(&suffix); true }
-                        _ => false,
-                    });
-                    let expect = matches!(live(&model, &[key], now), Some(Value::Str(_)));
-                    prop_assert_eq!(applied, expect);
-                    if applied && let Some((Value::Str(v), _)) = model.get_mut(&vec![key]) {
-                        v.extend_from_slice(&suffix);
+                    let applied = store.write(&[key], now, |slot| slot.append(&suffix).is_ok());
+                    match live(&model, &[key], now) {
+                        None => {
+                            model.insert(vec![key], (s(&suffix), 0));
+                            prop_assert!(applied);
+                        }
+                        Some(Value::Str(_)) => {
+                            if let Some((Value::Str(v), _)) = model.get_mut(&vec![key]) {
+                                v.extend_from_slice(&suffix);
+                            }
+                            prop_assert!(applied);
+                        }
+                        Some(_) => prop_assert!(!applied),
                     }
                 }
                 Op::HashSet { key, field } => {
-                    let ok = store.write(&[key], now, |slot| {
-                        if slot.value().is_none() {
-                            slot.set(Value::Hash(Box::default()), Some(0));
-                        }
-                        match slot.value_mut() {
-                            Some(Value::Hash(h)) => { h.insert(&[field], b"x"); true }
-                            _ => false,
-                        }
-                    });
+                    let ok = store.write(&[key], now, |slot| slot.hash_insert(&[field], b"x").is_ok());
                     match live(&model, &[key], now) {
                         None => {
                             let mut h = HashValue::new();
@@ -128,9 +129,7 @@ proptest! {
                     }
                 }
                 Op::HashDel { key, field } => {
-                    store.write(&[key], now, |slot| {
-                        if let Some(Value::Hash(h)) = slot.value_mut() { h.remove(&[field]); }
-                    });
+                    store.write(&[key], now, |slot| slot.hash_remove(&[field]).ok());
                     if let Some(Value::Hash(_)) = live(&model, &[key], now) {
                         let (Value::Hash(h), _) = model.get_mut(&vec![key]).unwrap() else { unreachable!() };
                         h.remove(&[field]);
@@ -162,8 +161,20 @@ proptest! {
             // Expired entries may linger until touched, never more than the model holds.
             prop_assert!(store.len() <= model.len());
         }
+        // The change log is the whole truth: replaying it into an empty store yields the
+        // same live keys, values and deadlines.
+        let replayed = Store::builder().shards(4).seed(8).build();
+        while let Some(chunk) = log.take(&mut cursor, std::time::Duration::ZERO).unwrap() {
+            for record in chunk.records() {
+                crate::replay::apply_record(&replayed, &record.unwrap(), now).unwrap();
+            }
+        }
         for key in 0u8..12 {
-            prop_assert_eq!(store.read(&[key], now, |v| v.cloned()), live(&model, &[key], now));
+            let expected = live(&model, &[key], now);
+            prop_assert_eq!(replayed.read(&[key], now, |v| v.cloned()), expected.clone());
+            let deadline = |store: &Store| store.inspect(&[key], now, |e| e.and_then(|e| e.expires_at));
+            prop_assert_eq!(deadline(&replayed), deadline(&store));
+            prop_assert_eq!(store.read(&[key], now, |v| v.cloned()), expected);
             store.remove(&[key], now);
         }
         store.active_expire(now + 1_000_000, 10_000);

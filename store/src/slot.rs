@@ -1,5 +1,6 @@
 //! Key → slot, exactly as Redis Cluster computes it, so every cluster client library
-//! agrees with the server about where a key lives.
+//! agrees with the server about where a key lives. It lives in the store because the
+//! store shards its keyspace by slot range and stamps every change record with its slot.
 
 /// The number of hash slots.
 pub const SLOT_COUNT: u16 = 16384;

@@ -1,0 +1,86 @@
+//! Applies change records to a store: the inverse of what [`Slot`](crate::Slot) appends.
+//! Recovery replays the WAL with it (and replicas will apply a primary's stream with it).
+//! It is lenient where a record meets a key of another type than the one it was made on:
+//! that happens only when a fuzzy base image already holds a later state of the key, and a
+//! later whole-key record then sets it right.
+
+use crate::change_log::{MalformedRecord, Record, RecordKind};
+use crate::store::Store;
+use crate::value::Value;
+
+/// Applies one record; `now` stamps access times only: nothing expires during a replay
+/// (sweep afterwards), since a record may be followed by one that lifts its deadline.
+/// Clear empties the store, Commit does nothing (grouping is the reader's).
+pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), MalformedRecord> {
+    let key = record.key;
+    match record.kind {
+        RecordKind::Set => {
+            let deadline = record.deadline()?;
+            let value = record.payload().to_vec();
+            store.replay_write(key, now, |slot| slot.set(Value::Str(value), Some(deadline)));
+        }
+        RecordKind::Restore => {
+            let deadline = record.deadline()?;
+            let value = Value::from_persisted(record.payload())
+                .ok_or(MalformedRecord("a restored value does not decode"))?;
+            store.replay_write(key, now, |slot| slot.set(value, Some(deadline)));
+        }
+        RecordKind::Del => {
+            store.replay_write(key, now, |slot| slot.remove());
+        }
+        RecordKind::Expire => {
+            let deadline = record.deadline()?;
+            store.replay_write(key, now, |slot| {
+                slot.set_expires_at((deadline != 0).then_some(deadline))
+            });
+        }
+        RecordKind::HSet => {
+            let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            if items.len() % 2 != 0 {
+                return Err(MalformedRecord("a field without a value"));
+            }
+            store.replay_write(key, now, |slot| {
+                if slot.hash().is_err() {
+                    slot.remove();
+                }
+                for pair in items.chunks_exact(2) {
+                    let _ = slot.hash_insert(pair[0], pair[1]);
+                }
+            });
+        }
+        RecordKind::HDel => {
+            let fields: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            store.replay_write(key, now, |slot| {
+                for field in fields {
+                    let _ = slot.hash_remove(field);
+                }
+            });
+        }
+        RecordKind::Append => {
+            store.replay_write(key, now, |slot| {
+                if slot.append(record.body).is_err() {
+                    slot.remove();
+                    let _ = slot.append(record.body);
+                }
+            });
+        }
+        RecordKind::SetRange => {
+            let offset = record.deadline()? as usize;
+            let patch = record.payload();
+            if offset.saturating_add(patch.len()) > crate::change_log::MAX_RECORD * 2 {
+                return Err(MalformedRecord("a range past any string"));
+            }
+            store.replay_write(key, now, |slot| {
+                if slot.set_range(offset, patch).is_err() {
+                    slot.remove();
+                    let _ = slot.set_range(offset, patch);
+                }
+            });
+        }
+        RecordKind::Clear => {
+            drop(store.flush());
+        }
+        RecordKind::Commit => {}
+    }
+    Ok(())
+}
