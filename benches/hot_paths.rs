@@ -162,10 +162,61 @@ fn store_ops() {
     }
 }
 
+/// SET with the change log attached and a consumer draining it (as the WAL thread does,
+/// minus the write): the cost persistence adds on the request path.
+fn logged_sets() {
+    use ringkv::store::change_log::{ChangeLog, LogLimits};
+    let keys = keys(100_000);
+    let value = vec![b'v'; 64];
+    let now = 1_000_000;
+    for logged in [false, true] {
+        let store = Store::builder().build();
+        let log = Arc::new(ChangeLog::new(1, LogLimits::default()));
+        let mut cursor = log.subscribe(1, true).unwrap();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let drain = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(Some(chunk)) =
+                        log.take(&mut cursor, std::time::Duration::from_millis(5))
+                    {
+                        log.recycle(chunk);
+                    }
+                }
+            })
+        };
+        if logged {
+            store.attach_change_log(log.clone());
+        }
+        let mut i = 0;
+        let ns = measure(2_000_000, || {
+            for _ in 0..2_000_000 {
+                i = (i + 104_729) % keys.len();
+                store.write(&keys[i], now, |slot| {
+                    slot.set(Value::Str(value.clone()), Some(0))
+                });
+            }
+        });
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        log.close();
+        let _ = drain.join();
+        report(
+            if logged {
+                "store set, change log attached"
+            } else {
+                "store set, no change log"
+            },
+            ns,
+        );
+    }
+}
+
 fn main() {
     println!("| case | ns/op | Mops/s |");
     println!("|---|---|---|");
     parsing();
     encoding();
     store_ops();
+    logged_sets();
 }

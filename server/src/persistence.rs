@@ -2,7 +2,7 @@
 //! never run on the async runtime), checkpoints keep the sled base image, a restarted node
 //! recovers base image and WAL before it serves, and in store mode evicted values stay on
 //! disk and fault back in. Clients waiting for durability (`appendfsync always`) await the
-//! durable LSN on a watch channel the log threads publish to.
+//! durable LSN, woken by the log threads exactly when it covers their writes.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,7 +17,7 @@ use ringkv_store::data_dir::{DataDir, DiskDir};
 use ringkv_store::recovery::RecoveryReport;
 use ringkv_store::tier::{Tier, TierConfig, TierError, TierMode};
 use ringkv_store::wal::{DurableWatch, FsyncPolicy, WalConfig};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::node::unix_ms;
@@ -42,17 +42,58 @@ impl std::fmt::Debug for Storage {
     }
 }
 
-/// The durable and failed LSNs, published by the log threads.
-struct DurableSignal(watch::Sender<(u64, u64)>);
+/// Clients waiting for their writes to be durable, woken exactly when their LSN is
+/// covered (one wake-up per waiter, not one per sync per waiter).
+#[derive(Default)]
+struct DurableSignal {
+    state: parking_lot::Mutex<Waiters>,
+}
+
+#[derive(Default)]
+struct Waiters {
+    durable: u64,
+    failed: u64,
+    /// By the LSN each waits for.
+    waiting: std::collections::BTreeMap<u64, Vec<oneshot::Sender<bool>>>,
+}
 
 impl DurableWatch for DurableSignal {
     fn advanced(&self, durable: u64, failed: u64) {
-        self.0.send_if_modified(|current| {
-            let next = (current.0.max(durable), current.1.max(failed));
-            let changed = next != *current;
-            *current = next;
-            changed
-        });
+        let (ready, failed) = {
+            let mut state = self.state.lock();
+            state.durable = state.durable.max(durable);
+            state.failed = state.failed.max(failed);
+            let covered = state.durable.max(state.failed);
+            let later = state.waiting.split_off(&(covered + 1));
+            (std::mem::replace(&mut state.waiting, later), state.failed)
+        };
+        for (lsn, senders) in ready {
+            for sender in senders {
+                let _ = sender.send(lsn > failed);
+            }
+        }
+    }
+}
+
+impl DurableSignal {
+    fn reset(&self, lsn: u64) {
+        let mut state = self.state.lock();
+        state.durable = lsn;
+        state.failed = 0;
+    }
+
+    /// `Ok(outcome)` when already decided, else a receiver of the outcome.
+    fn wait(&self, lsn: u64) -> Result<bool, oneshot::Receiver<bool>> {
+        let mut state = self.state.lock();
+        if state.failed >= lsn {
+            return Ok(false);
+        }
+        if state.durable >= lsn {
+            return Ok(true);
+        }
+        let (tx, rx) = oneshot::channel();
+        state.waiting.entry(lsn).or_default().push(tx);
+        Err(rx)
     }
 }
 
@@ -181,7 +222,7 @@ impl Persistence {
             fault_ins: AtomicU64::new(0),
             saving: AtomicBool::new(false),
             cache_bytes: config.persistence_cache_size,
-            durable: Arc::new(DurableSignal(watch::channel((0, 0)).0)),
+            durable: Arc::new(DurableSignal::default()),
             discard_corrupt: config.on_corrupt_data == "discard" && config.mode == "cache",
         })
     }
@@ -262,24 +303,22 @@ impl Persistence {
     pub fn start(&self, store: Arc<Store>) -> Result<(), TierError> {
         let tier = self.tier();
         let last = tier.recovery_report().last_lsn;
-        self.durable.0.send_replace((last, 0));
+        self.durable.reset(last);
         tier.start(store, self.durable.clone())
     }
 
     /// Resolves true once every change up to `lsn` is on disk, false when writing it failed
     /// (its writers must not be told it is safe).
     pub async fn wait_durable(&self, lsn: u64) -> bool {
-        let mut rx = self.durable.0.subscribe();
+        let rx = match self.durable.wait(lsn) {
+            Ok(outcome) => return outcome,
+            Err(rx) => rx,
+        };
         if let Some(log) = self.tier().log() {
             log.hurry();
         }
-        match rx
-            .wait_for(|&(durable, failed)| durable >= lsn || failed >= lsn)
-            .await
-        {
-            Ok(state) => state.1 < lsn,
-            Err(_) => false,
-        }
+        // A dropped sender means the tier stopped: the write is not known to be safe.
+        rx.await.unwrap_or(false)
     }
 
     /// The last LSN appended to the change log.

@@ -400,6 +400,8 @@ struct State {
     group_depth: u32,
     group_records: u32,
     closed: bool,
+    /// A chunk taken out of `open` and not in `sealed` yet: its first LSN and bytes.
+    sealing: Option<(u64, usize)>,
     /// Buffers of chunks every consumer dropped, reused for the open chunk.
     spare: Vec<Vec<u8>>,
 }
@@ -420,7 +422,7 @@ impl Default for LogLimits {
         LogLimits {
             max_unconsumed: 64 << 20,
             backlog: 0,
-            wake_bytes: 64 << 10,
+            wake_bytes: 256 << 10,
         }
     }
 }
@@ -429,6 +431,8 @@ impl Default for LogLimits {
 #[derive(Debug)]
 pub struct ChangeLog {
     state: Mutex<State>,
+    /// Held while a chunk is sealed outside `state`.
+    sealer: Mutex<()>,
     data: Condvar,
     space: Condvar,
     /// The last LSN handed out, readable without the lock.
@@ -437,13 +441,14 @@ pub struct ChangeLog {
 }
 
 /// Bytes a new open chunk reserves.
-const CHUNK_CAPACITY: usize = 128 << 10;
+const CHUNK_CAPACITY: usize = 512 << 10;
 
 impl ChangeLog {
     /// A log whose first record will get `next_lsn`.
     pub fn new(next_lsn: u64, limits: LogLimits) -> ChangeLog {
         let next_lsn = next_lsn.max(1);
         ChangeLog {
+            sealer: Mutex::new(()),
             state: Mutex::new(State {
                 next_lsn,
                 open: fresh_chunk(Vec::new()),
@@ -456,6 +461,7 @@ impl ChangeLog {
                 group_depth: 0,
                 group_records: 0,
                 closed: false,
+                sealing: None,
                 spare: Vec::new(),
             }),
             data: Condvar::new(),
@@ -544,11 +550,7 @@ impl ChangeLog {
     /// consumer holds producers back when it lags; an optional one is dropped instead.
     pub fn subscribe(&self, from_lsn: u64, required: bool) -> Result<Cursor, TakeError> {
         let mut state = self.state.lock();
-        let oldest = state
-            .sealed
-            .front()
-            .map_or(state.open_first, |c| c.first_lsn());
-        if from_lsn < oldest {
+        if from_lsn < self.oldest(&state) {
             return Err(TakeError::Lagged);
         }
         let consumer = ConsumerState {
@@ -588,26 +590,41 @@ impl ChangeLog {
         cursor: &mut Cursor,
         wait: Duration,
     ) -> Result<Option<Arc<Chunk>>, TakeError> {
-        let mut state = self.state.lock();
         let mut waited = false;
         loop {
-            if let Some(chunk) = self.next_sealed(&mut state, cursor)? {
-                return Ok(Some(chunk));
+            {
+                let mut state = self.state.lock();
+                if let Some(chunk) = self.next_sealed(&mut state, cursor)? {
+                    return Ok(Some(chunk));
+                }
+                if state.open_count == 0 {
+                    if state.closed && state.sealing.is_none() {
+                        return Err(TakeError::Closed);
+                    }
+                    if waited || wait.is_zero() {
+                        return Ok(None);
+                    }
+                    state.waiting += 1;
+                    self.data.wait_for(&mut state, wait);
+                    state.waiting -= 1;
+                    waited = true;
+                    continue;
+                }
             }
-            if state.open_count > 0 {
-                self.seal_open(&mut state);
-                continue;
+            self.seal_open();
+        }
+    }
+
+    /// Hands a chunk back once it is written, so its buffer serves a later chunk (no page
+    /// faults on a fresh allocation for every chunk).
+    pub fn recycle(&self, chunk: Arc<Chunk>) {
+        if let Ok(chunk) = Arc::try_unwrap(chunk)
+            && chunk.frame.capacity() <= 4 * CHUNK_CAPACITY
+        {
+            let mut state = self.state.lock();
+            if state.spare.len() < 4 {
+                state.spare.push(chunk.frame);
             }
-            if state.closed {
-                return Err(TakeError::Closed);
-            }
-            if waited || wait.is_zero() {
-                return Ok(None);
-            }
-            state.waiting += 1;
-            self.data.wait_for(&mut state, wait);
-            state.waiting -= 1;
-            waited = true;
         }
     }
 
@@ -621,11 +638,7 @@ impl ChangeLog {
             return Err(TakeError::Lagged);
         };
         debug_assert_eq!(consumer.next_lsn, want);
-        let oldest = state
-            .sealed
-            .front()
-            .map_or(state.open_first, |c| c.first_lsn());
-        if want < oldest {
+        if want < self.oldest(state) {
             state.consumers[cursor.id] = None;
             return Err(TakeError::Lagged);
         }
@@ -642,14 +655,34 @@ impl ChangeLog {
         Ok(Some(chunk))
     }
 
-    fn seal_open(&self, state: &mut State) {
-        let spare = state.spare.pop().unwrap_or_default();
-        let frame = std::mem::replace(&mut state.open, fresh_chunk(spare));
-        let chunk = Chunk::seal(state.open_first, state.open_count, frame);
-        state.open_first = state.next_lsn;
-        state.open_count = 0;
-        state.urgent = false;
-        state.sealed.push_back(Arc::new(chunk));
+    /// The oldest LSN still held (sealed, being sealed, or open).
+    fn oldest(&self, state: &State) -> u64 {
+        let open = state.sealing.map_or(state.open_first, |(first, _)| first);
+        state.sealed.front().map_or(open, |c| c.first_lsn())
+    }
+
+    /// Seals the open chunk. Only the swap happens under the producers' lock; the CRC is
+    /// computed outside it (one sealer at a time, so chunks stay in order).
+    fn seal_open(&self) {
+        let _sealer = self.sealer.lock();
+        let (first, count, frame) = {
+            let mut state = self.state.lock();
+            if state.open_count == 0 {
+                return;
+            }
+            let spare = state.spare.pop().unwrap_or_default();
+            let frame = std::mem::replace(&mut state.open, fresh_chunk(spare));
+            let sealed = (state.open_first, state.open_count, frame);
+            state.sealing = Some((sealed.0, sealed.2.len()));
+            state.open_first = state.next_lsn;
+            state.open_count = 0;
+            state.urgent = false;
+            sealed
+        };
+        let chunk = Arc::new(Chunk::seal(first, count, frame));
+        let mut state = self.state.lock();
+        state.sealing = None;
+        state.sealed.push_back(chunk);
     }
 
     /// Drops sealed chunks every consumer passed, beyond the backlog; drops optional
@@ -697,7 +730,7 @@ impl ChangeLog {
             .filter(|c| c.last_lsn() >= slowest)
             .map(|c| c.frame.len())
             .sum();
-        sealed + state.open.len() - CHUNK_HEADER
+        sealed + state.sealing.map_or(0, |(_, bytes)| bytes) + state.open.len() - CHUNK_HEADER
     }
 
     /// Asks consumers to take what is open now (a client waits for it to be durable).

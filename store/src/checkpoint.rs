@@ -505,7 +505,12 @@ impl Checkpoints {
     ) -> Result<u64, String> {
         let manifest = self.manifest();
         let current = manifest.layout;
-        let wanted = Layout::bits_for(manifest.base_bytes);
+        // Size the layout for what the image will hold after this checkpoint: at the first
+        // one the base image is empty but memory (about 1.5× its data) is not.
+        let expected = manifest
+            .base_bytes
+            .max(self.store.used_memory() as u64 * 2 / 3);
+        let wanted = Layout::bits_for(expected);
         // Relayout only on a fourfold change, so a size hovering at a boundary does not
         // rewrite the image every time.
         let relayout = (wanted as i32 - current.bits as i32).abs() >= 2;
