@@ -21,10 +21,14 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use ringkv_store::ShardChanges;
+use ringkv_store::change_marks::{ChangeMarks, IN_BASE};
 use ringkv_store::flight::{Flights, Landing, Role};
-use ringkv_store::persist::{Change, FsyncPolicy, Persist, PersistError, PersistWriter, Stored};
+use ringkv_store::tier::{Storage, TierError};
+use ringkv_store::wal::FsyncPolicy;
 use ringkv_store::{AdaptiveTtl, FixedTtl, LfuCounter, LoadOutcome, TtlPolicy, xfetch_due};
 
+use crate::cache_tier::{self, CacheTier, Codec, Shards};
 use crate::clock::{Clock, SystemClock};
 
 /// Which entry leaves when a shard is over capacity. Expired entries always go first.
@@ -142,29 +146,8 @@ macro_rules! persistable_int {
 persistable_int!(u32, u64, i32, i64, u128);
 
 struct TierConfig<K, V> {
-    backend: Arc<dyn Persist>,
+    storage: Storage,
     fsync: FsyncPolicy,
-    codec: Codec<K, V>,
-}
-
-impl<K, V> Clone for Codec<K, V> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<K, V> Copy for Codec<K, V> {}
-
-struct Codec<K, V> {
-    key: fn(&K) -> Vec<u8>,
-    value: fn(&V) -> Vec<u8>,
-    decode_key: fn(&[u8]) -> Option<K>,
-    decode_value: fn(&[u8]) -> Option<V>,
-}
-
-/// The running tier: the writer thread and how to encode entries for it.
-struct Tier<K, V> {
-    writer: PersistWriter,
     codec: Codec<K, V>,
 }
 
@@ -207,18 +190,18 @@ where
         }
     }
 
-    /// A persistence tier (for example [`SledPersist`](ringkv_store::persist::SledPersist)):
-    /// every insert, invalidation and eviction is written behind by a writer thread
-    /// (flushed at most once a second), and [`build`](Self::build) loads what the tier
-    /// holds, so a restarted program starts warm. Entries whose deadline passed meanwhile
-    /// are not loaded.
-    pub fn persistence(mut self, backend: Arc<dyn Persist>) -> Self
+    /// A persistence tier ([`Storage::open`] for a directory): every insert, invalidation
+    /// and eviction goes to the node's change log and WAL (synced per
+    /// [`fsync`](Self::fsync), once a second by default), checkpoints keep a sled base
+    /// image, and [`build`](Self::build) loads what the tier holds, so a restarted program
+    /// starts warm. Entries whose deadline passed meanwhile are not loaded.
+    pub fn persistence(mut self, storage: Storage) -> Self
     where
         K: Persistable,
         V: Persistable,
     {
         self.tier = Some(TierConfig {
-            backend,
+            storage,
             fsync: FsyncPolicy::EverySec,
             codec: Codec {
                 key: K::to_bytes,
@@ -227,6 +210,16 @@ where
                 decode_value: V::from_bytes,
             },
         });
+        self
+    }
+
+    /// When the persistence tier syncs its WAL: `Always` before
+    /// [`flush_persistence`](Cache::flush_persistence) returns and after every write,
+    /// `EverySec` (the default) about once a second, `No` when the kernel decides.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        if let Some(tier) = &mut self.tier {
+            tier.fsync = policy;
+        }
         self
     }
 
@@ -323,42 +316,51 @@ where
     }
 
     /// Builds the cache, failing when the persistence tier cannot be read.
-    pub fn try_build(self) -> Result<Cache<K, V>, PersistError> {
+    pub fn try_build(self) -> Result<Cache<K, V>, TierError> {
         match self.build_reporting() {
             (_, Some(error)) => Err(error),
             (cache, None) => Ok(cache),
         }
     }
 
-    fn build_reporting(self) -> (Cache<K, V>, Option<PersistError>) {
-        let tier = self.tier.as_ref().map(|t| (t.backend.clone(), t.fsync));
-        let (recovered, error) = match (&self.tier, &tier) {
-            (Some(config), Some((backend, _))) => match recover(backend.as_ref(), &config.codec) {
-                Ok(entries) => (Some(entries), None),
-                Err(error) => (None, Some(error)),
-            },
-            _ => (None, None),
+    fn build_reporting(mut self) -> (Cache<K, V>, Option<TierError>) {
+        let Some(config) = self.tier.take() else {
+            return (self.build_in_memory(), None);
         };
-        let codec = self.tier.as_ref().map(|t| t.codec);
+        let opened = cache_tier::open(&config.storage, config.fsync, &config.codec, unix_ms());
         let cache = self.build_in_memory();
-        if let Some(entries) = recovered {
-            let now = cache.inner.clock.now_ms();
-            let unix_now = unix_ms();
-            for (key, value, expires_at_unix) in entries {
-                let ttl = (expires_at_unix != 0).then(|| expires_at_unix.saturating_sub(unix_now));
-                cache.store_entry(key, value, now, 0, ttl, false);
-                bump(&cache.inner.counters.recovered);
+        let (tier, entries, deleted) = match opened {
+            Ok(opened) => opened,
+            Err(error) => return (cache, Some(error)),
+        };
+        let now = cache.inner.clock.now_ms();
+        let unix_now = unix_ms();
+        for (key, value, deadline) in entries {
+            let ttl = (deadline != 0).then(|| deadline.saturating_sub(unix_now));
+            cache.store_entry(key, value, now, 0, ttl, false);
+            bump(&cache.inner.counters.recovered);
+        }
+        // What recovery deleted may still be in the base image.
+        cache.inner.shards[0].lock().marks.tombstones[0].extend(deleted);
+        let shards: Arc<dyn Shards> = cache.inner.clone();
+        let source = Arc::new(cache_tier::Source {
+            shards: Arc::downgrade(&shards),
+            log: std::sync::OnceLock::new(),
+        });
+        drop(shards);
+        match tier.start_source(source.clone(), Arc::new(())) {
+            Ok(log) => {
+                let _ = source.log.set(log.clone());
+                // Set once, before the cache is shared.
+                let _ = cache.inner.tier.set(CacheTier {
+                    tier,
+                    log,
+                    codec: config.codec,
+                });
+                (cache, None)
             }
+            Err(error) => (cache, Some(error)),
         }
-        if let (Some((backend, fsync)), Some(codec)) = (tier, codec) {
-            let tier = Tier {
-                writer: PersistWriter::spawn(backend, fsync, 64 * 1024),
-                codec,
-            };
-            // Set once, before the cache is shared.
-            let _ = cache.inner.tier.set(tier);
-        }
-        (cache, error)
     }
 
     fn build_in_memory(self) -> Cache<K, V> {
@@ -371,6 +373,7 @@ where
             .map(|i| {
                 Mutex::new(Shard {
                     map: IndexMap::default(),
+                    marks: ChangeMarks::default(),
                     weight: 0,
                     capacity: per_shard,
                     tick: 0,
@@ -399,6 +402,8 @@ where
 
 struct Entry<V> {
     value: V,
+    /// Change marks for the persistence tier ([`ringkv_store::change_marks`]).
+    flags: u8,
     /// Clock milliseconds; `u64::MAX` for no expiry.
     expires_at: u64,
     ttl_ms: Option<u64>,
@@ -412,6 +417,7 @@ struct Entry<V> {
 
 struct Shard<K, V> {
     map: IndexMap<K, Entry<V>, foldhash::fast::RandomState>,
+    marks: ChangeMarks,
     weight: u64,
     capacity: u64,
     tick: u64,
@@ -435,7 +441,7 @@ struct Inner<K, V> {
     grace_ms: u64,
     clock: Arc<dyn Clock>,
     counters: Counters,
-    tier: std::sync::OnceLock<Tier<K, V>>,
+    tier: std::sync::OnceLock<CacheTier<K, V>>,
 }
 
 /// Why a key is looked up.
@@ -576,19 +582,21 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let mut shard = self.shard(key).lock();
+        let mut guard = self.shard(key).lock();
+        let shard = &mut *guard;
         if let Some((key, entry)) = shard.map.swap_remove_entry(key) {
             shard.weight -= u64::from(entry.weight);
-            self.persist_delete(&key);
+            self.persist_delete(&mut shard.marks, &key, entry.flags);
         }
     }
 
     /// Removes every entry.
     pub fn invalidate_all(&self) {
         for shard in self.inner.shards.iter() {
-            let mut shard = shard.lock();
-            for (key, _) in shard.map.drain(..) {
-                self.persist_delete(&key);
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            for (key, entry) in shard.map.drain(..) {
+                self.persist_delete(&mut shard.marks, &key, entry.flags);
             }
             shard.weight = 0;
         }
@@ -613,13 +621,15 @@ where
         let now = self.inner.clock.now_ms();
         let grace = self.inner.grace_ms;
         for shard in self.inner.shards.iter() {
-            let mut shard = shard.lock();
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
             let mut freed = 0u64;
+            let marks = &mut shard.marks;
             shard.map.retain(|key, e| {
                 let keep = now < e.expires_at.saturating_add(grace);
                 if !keep {
                     freed += u64::from(e.weight);
-                    self.persist_delete(key);
+                    self.persist_delete(marks, key, e.flags);
                 }
                 keep
             });
@@ -847,20 +857,39 @@ where
     }
 
     /// Flushes the persistence tier: everything stored so far is on disk when this
-    /// returns. Blocks: call it from a blocking context. `Ok` when there is no tier.
-    pub fn flush_persistence(&self) -> Result<(), PersistError> {
+    /// returns, or the error that kept it off. Blocks: call it from a blocking context.
+    /// `Ok` when there is no tier.
+    pub fn flush_persistence(&self) -> Result<(), TierError> {
         match self.inner.tier.get() {
-            Some(tier) => tier.writer.flush_blocking(),
+            Some(tier) => tier.tier.flush().map(|_| ()),
             None => Ok(()),
         }
     }
 
-    fn persist_delete(&self, key: &K) {
+    /// Writes everything stored so far into the base image (a checkpoint) and waits for
+    /// it; the WAL before it is let go. Blocks.
+    pub fn checkpoint_persistence(&self) -> Result<(), TierError> {
+        let Some(tier) = self.inner.tier.get() else {
+            return Ok(());
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        tier.tier
+            .request_checkpoint(Some(Box::new(move |result| drop(tx.send(result)))));
+        rx.recv()
+            .map_err(|_| TierError::State("stopped"))?
+            .map_err(TierError::Manifest)
+    }
+
+    /// A key left the cache: the tier's log learns it (called with its shard locked).
+    fn persist_delete(&self, marks: &mut ChangeMarks, key: &K, flags: u8) {
+        marks.forget(flags);
         if let Some(tier) = self.inner.tier.get() {
-            // A stopped writer only happens while the cache is dropped.
-            let _ = tier
-                .writer
-                .send(Change::Delete((tier.codec.key)(key)), None);
+            let bytes = (tier.codec.key)(key);
+            if flags & IN_BASE != 0 {
+                let epoch = marks.epoch;
+                marks.tombstones[epoch].push(bytes.as_slice().into());
+            }
+            cache_tier::log_del(&tier.log, &bytes);
         }
     }
 
@@ -889,8 +918,16 @@ where
             policy.ttl_after_load(&outcome)
         });
         let lfu = previous.map_or_else(|| LfuCounter::new(minutes(now)), |p| p.lfu);
+        // A recovered entry came from the base image (and a WAL tail the base image may
+        // not hold yet: the next checkpoint writes it); a replaced one keeps its place.
+        let mut flags = previous.map_or(if persist { 0 } else { IN_BASE }, |p| p.flags & IN_BASE);
+        if let Some(previous) = previous {
+            shard.marks.forget(previous.flags);
+        }
+        shard.marks.mark(&mut flags);
         let entry = Entry {
             value,
+            flags,
             expires_at: ttl_ms.map_or(u64::MAX, |ttl| now.saturating_add(ttl)),
             ttl_ms,
             load_ms,
@@ -900,15 +937,10 @@ where
             weight,
         };
         if let Some(tier) = inner.tier.get().filter(|_| persist) {
-            // Sent under the shard lock, so the tier sees one key's changes in order.
-            let expires_at = ttl_ms.map_or(0, |ttl| unix_ms().saturating_add(ttl).max(1));
-            let stored = Stored {
-                value: (tier.codec.value)(&entry.value),
-                expires_at,
-            };
-            let _ = tier
-                .writer
-                .send(Change::Put((tier.codec.key)(&key), stored), None);
+            // Appended under the shard lock, so the log holds one key's changes in order.
+            let deadline = ttl_ms.map_or(0, |ttl| unix_ms().saturating_add(ttl).max(1));
+            let bytes = (tier.codec.value)(&entry.value);
+            cache_tier::log_set(&tier.log, &(tier.codec.key)(&key), &bytes, deadline);
         }
         let (mut newest, old) = shard.map.insert_full(key, entry);
         if let Some(old) = old {
@@ -918,7 +950,7 @@ where
         while shard.weight > shard.capacity && shard.map.len() > 1 {
             let victim = shard.pick_victim(now, inner.eviction, inner.grace_ms, newest);
             if let Some((evicted_key, evicted)) = shard.map.swap_remove_index(victim) {
-                self.persist_delete(&evicted_key);
+                self.persist_delete(&mut shard.marks, &evicted_key, evicted.flags);
                 // swap_remove moved the last entry into the victim's place.
                 if newest == shard.map.len() {
                     newest = victim;
@@ -974,21 +1006,88 @@ fn minutes(now_ms: u64) -> u16 {
     (now_ms / 60_000) as u16
 }
 
-/// Reads every live record of a tier.
-#[allow(clippy::type_complexity)]
-fn recover<K, V>(
-    backend: &dyn Persist,
-    codec: &Codec<K, V>,
-) -> Result<Vec<(K, V, u64)>, PersistError> {
-    let now = unix_ms();
-    let mut entries = Vec::new();
-    backend.scan(&mut |key, stored| {
-        if stored.expired(now) {
-            return;
+impl<K, V> Shards for Inner<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn flip(&self, shard: usize) -> usize {
+        self.shards[shard].lock().marks.flip()
+    }
+
+    fn take(&self, shard: usize, epoch: usize, budget: usize, out: &mut ShardChanges) -> bool {
+        let Some(tier) = self.tier.get() else {
+            return false;
+        };
+        let mut guard = self.shards[shard].lock();
+        let shard = &mut *guard;
+        // Under the shard lock: every record of these keys up to here is reflected.
+        let stamp = tier.log.last_lsn();
+        let (now, unix_now) = (self.clock.now_ms(), unix_ms());
+        let codec = tier.codec;
+        let entries = shard
+            .map
+            .iter_mut()
+            .map(|(key, entry)| (&mut entry.flags, (key, &entry.value, entry.expires_at)));
+        cache_tier::take_marked(
+            &mut shard.marks,
+            epoch,
+            budget,
+            stamp,
+            out,
+            entries,
+            |(key, value, expires_at)| {
+                let deadline = if expires_at == u64::MAX {
+                    0
+                } else {
+                    unix_now
+                        .saturating_add(expires_at.saturating_sub(now))
+                        .max(1)
+                };
+                ((codec.key)(key).into(), (codec.value)(value), deadline)
+            },
+        )
+    }
+
+    fn restore(&self, shard: usize, epoch: usize, deleted: Vec<Box<[u8]>>) {
+        let mut guard = self.shards[shard].lock();
+        let shard = &mut *guard;
+        let current = shard.marks.epoch;
+        shard.marks.tombstones[current].extend(deleted);
+        let Shard { map, marks, .. } = shard;
+        marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
+    }
+
+    fn mark_all(&self) {
+        for shard in self.shards.iter() {
+            let mut guard = shard.lock();
+            let Shard { map, marks, .. } = &mut *guard;
+            for entry in map.values_mut() {
+                marks.mark(&mut entry.flags);
+            }
         }
-        if let (Some(k), Some(v)) = ((codec.decode_key)(key), (codec.decode_value)(&stored.value)) {
-            entries.push((k, v, stored.expires_at));
+    }
+
+    fn pending(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().marks.pending()).sum()
+    }
+
+    fn bytes(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().weight as usize).sum()
+    }
+}
+
+impl<K, V> Drop for Inner<K, V> {
+    /// The tier's threads stop, and what the log holds is written and synced.
+    fn drop(&mut self) {
+        if let Some(tier) = self.tier.get()
+            && let Err(error) = tier.tier.shutdown()
+        {
+            tracing::warn!(%error, "the cache's persistence tier did not stop cleanly");
         }
-    })?;
-    Ok(entries)
+    }
 }

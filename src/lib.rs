@@ -20,6 +20,7 @@
 //! ```
 
 mod cache;
+mod cache_tier;
 mod clock;
 
 pub use cache::{Cache, CacheBuilder, CacheStats, Eviction};

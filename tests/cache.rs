@@ -336,11 +336,9 @@ fn a_weigher_bounds_bytes() {
 
 #[tokio::test]
 async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
-    use ringkv::store::persist::SledPersist;
+    use ringkv::store::tier::Storage;
     let dir = tempfile::tempdir().unwrap();
-    let open = || -> Arc<dyn ringkv::store::persist::Persist> {
-        Arc::new(SledPersist::open(dir.path()).unwrap())
-    };
+    let open = || Storage::open(dir.path(), 1 << 20).unwrap();
     {
         let cache: Cache<String, String> = Cache::builder()
             .max_capacity(100)
@@ -349,6 +347,10 @@ async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
             .unwrap();
         for i in 0..150 {
             cache.insert_with_ttl(format!("k{i}"), format!("v{i}"), Duration::from_secs(600));
+            if i == 120 {
+                // Half from the base image, half from the WAL tail after it.
+                cache.checkpoint_persistence().unwrap();
+            }
         }
         cache.insert_with_ttl("short".into(), "gone".into(), Duration::from_millis(50));
         cache.insert("forever".into(), "here".into());
@@ -394,14 +396,49 @@ async fn a_persistence_tier_restarts_the_cache_warm_without_expired_entries() {
         "expired at its original deadline"
     );
     assert_eq!(cache.get("forever"), Some("here".to_string()));
+    // A second restart after a checkpoint of the recovered cache gives the same.
+    cache.checkpoint_persistence().unwrap();
+    drop(cache);
+    let again: Cache<String, String> = Cache::builder()
+        .max_capacity(100)
+        .persistence(open())
+        .try_build()
+        .unwrap();
+    assert_eq!(again.get("forever"), Some("here".to_string()));
+    assert_eq!(again.get("k149"), None);
+}
+
+#[test]
+fn the_fsync_policy_is_the_callers_and_always_syncs_every_write() {
+    use ringkv::store::tier::Storage;
+    use ringkv::store::wal::FsyncPolicy;
+    let storage = Storage::memory();
+    let cache: Cache<u64, u64> = Cache::builder()
+        .persistence(storage.clone())
+        .fsync(FsyncPolicy::Always)
+        .build();
+    for i in 0..100 {
+        cache.insert(i, i * 2);
+    }
+    cache.flush_persistence().unwrap();
+    drop(cache);
+    let cache: Cache<u64, u64> = Cache::builder().persistence(storage).build();
+    assert_eq!(cache.stats().recovered, 100);
+    assert_eq!(cache.get(&7), Some(14));
 }
 
 #[test]
 fn a_failing_tier_never_fails_the_cache() {
-    use ringkv::store::persist::{FaultyPersist, MemoryPersist};
-    let faulty = Arc::new(FaultyPersist::new(MemoryPersist::default()));
-    let cache: Cache<String, String> = Cache::builder().persistence(faulty.clone()).build();
-    faulty.fail_writes(true);
+    use ringkv::store::base_image::{FaultyKv, MemoryKv};
+    use ringkv::store::data_dir::{FaultyDir, MemoryDir};
+    use ringkv::store::tier::Storage;
+    let dir = Arc::new(FaultyDir::new(MemoryDir::default()));
+    let storage = Storage {
+        dir: dir.clone(),
+        base: Arc::new(FaultyKv::new(MemoryKv::default())),
+    };
+    let cache: Cache<String, String> = Cache::builder().persistence(storage).build();
+    dir.fail_writes(true);
     cache.insert("a".into(), "1".into());
     assert!(
         cache.flush_persistence().is_err(),
@@ -412,7 +449,7 @@ fn a_failing_tier_never_fails_the_cache() {
         Some("1".to_string()),
         "and memory still serves"
     );
-    faulty.fail_writes(false);
+    dir.fail_writes(false);
     cache.insert("b".into(), "2".into());
     assert!(cache.flush_persistence().is_ok());
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use ringkv_protocol::{Args, Batch, Protocol, ReplyWriter, RequestParser};
 use ringkv_store::WatchTicket;
-use ringkv_store::persist::FsyncPolicy;
+use ringkv_store::wal::FsyncPolicy;
 
 use crate::persistence::Persistence;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

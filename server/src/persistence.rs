@@ -11,36 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use anyhow::Context;
 use parking_lot::RwLock;
 use ringkv_store::Store;
-use ringkv_store::base_image::{BaseKv, SledKv};
 use ringkv_store::checkpoint::CheckpointConfig;
-use ringkv_store::data_dir::{DataDir, DiskDir};
 use ringkv_store::recovery::RecoveryReport;
+pub use ringkv_store::tier::Storage;
 use ringkv_store::tier::{Tier, TierConfig, TierError, TierMode};
 use ringkv_store::wal::{DurableWatch, FsyncPolicy, WalConfig};
 use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::node::unix_ms;
-
-/// Where the base image lives inside the data directory.
-const BASE_DIR: &str = "base";
-
-/// The storage a tier runs on: real directories, or injected ones in tests.
-#[derive(Clone)]
-pub struct Storage {
-    /// WAL segments and the manifest.
-    pub dir: Arc<dyn DataDir>,
-    /// The base image's raw store.
-    pub base: Arc<dyn BaseKv>,
-}
-
-impl std::fmt::Debug for Storage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Storage")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
-    }
-}
 
 /// Clients waiting for their writes to be durable, woken exactly when their LSN is
 /// covered (one wake-up per waiter, not one per sync per waiter).
@@ -171,13 +150,8 @@ pub fn open_storage(config: &Config) -> anyhow::Result<Storage> {
 
 fn open_dirs(config: &Config) -> anyhow::Result<Storage> {
     let dir = &config.dir;
-    let data = DiskDir::open(dir)
-        .with_context(|| format!("cannot open the data directory {}", dir.display()))?;
-    let base = SledKv::open(&dir.join(BASE_DIR), config.persistence_cache_size)?;
-    Ok(Storage {
-        dir: Arc::new(data),
-        base: Arc::new(base),
-    })
+    Storage::open(dir, config.persistence_cache_size)
+        .with_context(|| format!("cannot open the data directory {}", dir.display()))
 }
 
 /// A directory written by ringkv before the WAL (sled's files at its top, no manifest) is

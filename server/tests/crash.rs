@@ -493,16 +493,13 @@ fn a_damaged_manifest_stops_the_node_naming_it() {
 
 #[test]
 fn a_data_directory_of_the_old_format_is_refused_with_what_to_do() {
-    use ringkv_store::persist::{Change, Persist, SledPersist, Stored};
     let dir = tempfile::tempdir().unwrap();
     {
-        let sled = SledPersist::open(dir.path()).unwrap();
-        let stored = Stored {
-            value: b"\x00v".to_vec(),
-            expires_at: 0,
-        };
-        sled.apply(&[Change::Put(b"k".to_vec(), stored)]).unwrap();
-        sled.flush().unwrap();
+        // The earlier release kept sled's own files at the top of the directory.
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"k", b"\x01\0\0\0\0\0\0\0\0\0v".as_slice())
+            .unwrap();
+        db.flush().unwrap();
     }
     let stderr = refused_start(dir.path(), &[]);
     assert!(stderr.contains("earlier format"), "{stderr}");

@@ -659,8 +659,9 @@ impl BaseImage {
     }
 
     /// As [`apply`](Self::apply), but the chunks of replaced outside values are listed in
-    /// `obsolete` instead of removed (another layout may still name them).
-    fn apply_keeping(
+    /// `obsolete` instead of removed (the layout the manifest names may still name them):
+    /// remove them once the manifest is written.
+    pub fn apply_keeping(
         &self,
         layout: Layout,
         positions: Range<u64>,
@@ -782,32 +783,17 @@ impl BaseImage {
         Ok(delta)
     }
 
-    /// Copies every bucket of `from` over `positions` into the layout `to`, applying a
-    /// shard's `changes` on the way (a relayout: the data grew or shrank fourfold). Call
-    /// once per shard. Outside values are shared, not copied; the chunks of those the
-    /// changes replace are listed in `obsolete`, to remove once `from` is gone.
+    /// Copies every bucket of `from` over `positions` into the layout `to` (a relayout:
+    /// the data grew or shrank fourfold). Outside values are shared, not copied.
     pub fn relayout(
         &self,
         from: Layout,
         to: Layout,
         positions: Range<u64>,
-        cleared_before: u64,
-        changes: Vec<DirtyEntry>,
-        obsolete: &mut Vec<Obsolete>,
     ) -> Result<BaseDelta, BaseError> {
         let mut by_bucket: BTreeMap<u32, Vec<BucketEntry>> = BTreeMap::new();
         for bucket in from.buckets(positions.clone()) {
             for entry in self.read_bucket(from, bucket)? {
-                if entry.stamp < cleared_before {
-                    if let Stored::Outside(len) = entry.value {
-                        obsolete.push(Obsolete {
-                            key: entry.key,
-                            stamp: entry.stamp,
-                            len,
-                        });
-                    }
-                    continue;
-                }
                 by_bucket
                     .entry(to.bucket(position(&entry.key)))
                     .or_default()
@@ -815,7 +801,7 @@ impl BaseImage {
             }
         }
         let mut delta = BaseDelta::default();
-        for bucket in to.buckets(positions.clone()) {
+        for bucket in to.buckets(positions) {
             let entries = by_bucket.remove(&bucket).unwrap_or_default();
             if entries.is_empty() {
                 self.kv.remove(&to.bucket_key(bucket))?;
@@ -825,7 +811,6 @@ impl BaseImage {
                 delta.buckets_written += 1;
             }
         }
-        delta.add(self.apply_keeping(to, positions, 0, changes, obsolete)?);
         Ok(delta)
     }
 
@@ -1011,18 +996,14 @@ mod tests {
             bits: 14,
         };
         let mut obsolete = Vec::new();
-        for shard in 0..4u16 {
-            let positions = slot_positions(shard * 4096..(shard + 1) * 4096);
-            let changes = keys
-                .iter()
-                .filter(|k| (key_slot(k.as_bytes()) / 4096) == shard)
-                .take(3)
-                .map(|k| change(k, None, 2))
-                .collect();
-            image
-                .relayout(LAYOUT, wider, positions, 0, changes, &mut obsolete)
-                .unwrap();
+        for part in 0..4u16 {
+            let positions = slot_positions(part * 4096..(part + 1) * 4096);
+            image.relayout(LAYOUT, wider, positions).unwrap();
         }
+        let changes = keys.iter().take(12).map(|k| change(k, None, 2)).collect();
+        image
+            .apply_keeping(wider, 0..0, 0, changes, &mut obsolete)
+            .unwrap();
         image.drop_generation(0).unwrap();
         image.remove_obsolete(obsolete).unwrap();
         let after = everything(&image, wider);

@@ -15,10 +15,72 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::base_image::{BaseDelta, BaseError, BaseImage, Layout, slot_positions};
+use crate::base_image::{BaseDelta, BaseError, BaseImage, Layout, Obsolete, slot_positions};
 use crate::data_dir::DataDir;
 use crate::store::{DirtyEntry, EvictionSpill, ShardChanges, Store};
 use crate::wal::Wal;
+
+/// What a checkpoint reads changes from: the node's [`Store`], or the embedded cache.
+/// Changes are noted per shard in two alternating epochs (see [`Store::begin_checkpoint`]).
+pub trait CheckpointSource: Send + Sync {
+    /// Number of shards.
+    fn shard_count(&self) -> usize;
+    /// The slots shard `index` holds, when shards are slot ranges (a FLUSHALL clears one
+    /// range of the base image); `0..0` otherwise.
+    fn shard_slots(&self, index: usize) -> std::ops::Range<u16>;
+    /// Flips every shard to the other epoch; the epoch to drain and the checkpoint LSN.
+    fn begin_checkpoint(&self) -> (usize, u64);
+    /// Takes up to about `budget` bytes of shard `index`'s changes in `epoch`; false once
+    /// none is left.
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        out: &mut ShardChanges,
+    ) -> bool;
+    /// A checkpoint failed: `deleted` keys and what was not taken are noted again.
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>);
+    /// Notes every key as changed (the next checkpoint writes all of them).
+    fn mark_all_dirty(&self);
+    /// Changes not yet taken.
+    fn pending_changes(&self) -> usize;
+    /// Bytes held in memory (sizes the first layout).
+    fn used_memory(&self) -> usize;
+}
+
+impl CheckpointSource for Store {
+    fn shard_count(&self) -> usize {
+        Store::shard_count(self)
+    }
+    fn shard_slots(&self, index: usize) -> std::ops::Range<u16> {
+        Store::shard_slots(self, index)
+    }
+    fn begin_checkpoint(&self) -> (usize, u64) {
+        Store::begin_checkpoint(self)
+    }
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        out: &mut ShardChanges,
+    ) -> bool {
+        Store::take_changes(self, index, epoch, budget, out)
+    }
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
+        Store::abort_checkpoint(self, epoch, deleted)
+    }
+    fn mark_all_dirty(&self) {
+        Store::mark_all_dirty(self)
+    }
+    fn pending_changes(&self) -> usize {
+        Store::pending_changes(self)
+    }
+    fn used_memory(&self) -> usize {
+        Store::used_memory(self)
+    }
+}
 
 /// The manifest: where the base image and the WAL meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,7 +349,7 @@ pub type CheckpointResult = Result<(), String>;
 
 /// The shared state the checkpoint thread works on.
 pub struct Checkpoints {
-    pub(crate) store: Arc<Store>,
+    pub(crate) store: Arc<dyn CheckpointSource>,
     pub(crate) base: Arc<BaseImage>,
     pub(crate) dir: Arc<dyn DataDir>,
     pub(crate) manifest: Mutex<Manifest>,
@@ -318,7 +380,7 @@ impl std::fmt::Debug for Checkpoints {
 
 impl Checkpoints {
     pub(crate) fn new(
-        store: Arc<Store>,
+        store: Arc<dyn CheckpointSource>,
         base: Arc<BaseImage>,
         dir: Arc<dyn DataDir>,
         manifest: Manifest,
@@ -382,7 +444,11 @@ impl Checkpoints {
                 let asked = std::mem::take(&mut requests.asked);
                 if !asked && !self.due(wal, last.elapsed()) {
                     drop(requests);
-                    if let Err(error) = self.drain_spill() {
+                    let mut obsolete = Vec::new();
+                    let drained = self
+                        .drain_spill(&mut obsolete)
+                        .and_then(|()| self.base.remove_obsolete(obsolete));
+                    if let Err(error) = drained {
                         tracing::warn!(%error, "writing evicted values to the base image failed; retrying");
                     }
                     continue;
@@ -429,7 +495,8 @@ impl Checkpoints {
         since_last > Duration::from_secs(3600) && self.store.pending_changes() > 0
     }
 
-    fn drain_spill(&self) -> Result<(), BaseError> {
+    /// Writes the spill queue into the live layout; chunks it replaces go to `obsolete`.
+    fn drain_spill(&self, obsolete: &mut Vec<Obsolete>) -> Result<(), BaseError> {
         let Some(spill) = &self.spill else {
             return Ok(());
         };
@@ -438,7 +505,9 @@ impl Checkpoints {
             return Ok(());
         }
         let layout = *self.layout.read();
-        let written = self.base.apply(layout, 0..0, 0, batch.clone());
+        let written = self
+            .base
+            .apply_keeping(layout, 0..0, 0, batch.clone(), obsolete);
         match written {
             Ok(delta) => {
                 self.count(delta);
@@ -529,10 +598,23 @@ impl Checkpoints {
         let mut buckets = 0u64;
         let mut obsolete = Vec::new();
         let base_error = |e: BaseError| e.to_string();
-        self.drain_spill().map_err(base_error)?;
+        self.drain_spill(&mut obsolete).map_err(base_error)?;
+        if relayout {
+            // Copy the old layout into the new one in bounded parts; the changes then land
+            // on top. The old layout stays whole until the manifest names the new one.
+            for part in 0..256u64 {
+                let positions = (part << 24)..((part + 1) << 24);
+                let work = Instant::now();
+                let delta = self
+                    .base
+                    .relayout(current, target, positions)
+                    .map_err(base_error)?;
+                buckets += delta.buckets_written;
+                self.pace(wal, work.elapsed(), manifest.checkpoint_lsn);
+            }
+        }
         for shard in 0..shards {
             let positions = slot_positions(self.store.shard_slots(shard));
-            let mut first = true;
             loop {
                 let mut changes = ShardChanges::default();
                 let more =
@@ -547,32 +629,20 @@ impl Checkpoints {
                         .filter(|e| e.state.is_none())
                         .map(|e| e.key.clone()),
                 );
-                let delta = if relayout && first {
-                    self.base
-                        .relayout(
-                            current,
+                if changes.cleared_before > 0 || !changes.entries.is_empty() {
+                    let delta = self
+                        .base
+                        .apply_keeping(
                             target,
                             positions.clone(),
                             changes.cleared_before,
                             changes.entries,
                             &mut obsolete,
                         )
-                        .map_err(base_error)?
-                } else if changes.cleared_before > 0 || !changes.entries.is_empty() {
-                    self.base
-                        .apply(
-                            target,
-                            positions.clone(),
-                            changes.cleared_before,
-                            changes.entries,
-                        )
-                        .map_err(base_error)?
-                } else {
-                    BaseDelta::default()
-                };
-                first = false;
-                buckets += delta.buckets_written;
-                self.count(delta);
+                        .map_err(base_error)?;
+                    buckets += delta.buckets_written;
+                    self.count(delta);
+                }
                 self.pace(wal, work.elapsed(), manifest.checkpoint_lsn);
                 if !more {
                     break;
@@ -584,7 +654,7 @@ impl Checkpoints {
             // Every shard is in the new layout: fault-ins and spills go there from now on.
             *self.layout.write() = target;
         }
-        self.drain_spill().map_err(base_error)?;
+        self.drain_spill(&mut obsolete).map_err(base_error)?;
         self.base.make_durable().map_err(base_error)?;
         let next = {
             let mut manifest = self.manifest.lock();
@@ -598,9 +668,9 @@ impl Checkpoints {
         if relayout {
             self.base
                 .drop_generation(current.generation)
-                .and_then(|()| self.base.remove_obsolete(obsolete))
                 .map_err(base_error)?;
         }
+        self.base.remove_obsolete(obsolete).map_err(base_error)?;
         wal.retire_through(lsn).map_err(|e| e.to_string())?;
         let gap = wal.status().gap_after.load(Relaxed);
         if gap != 0 && gap <= lsn {

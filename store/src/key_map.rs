@@ -117,6 +117,16 @@ impl<V> KeyMap<V> {
         self.entries.get(index).map(|b| (&*b.key, &b.value))
     }
 
+    /// Every key and value, owned.
+    pub fn into_entries(self) -> impl Iterator<Item = (Box<[u8]>, V)> {
+        self.entries.into_iter().map(|b| (b.key, b.value))
+    }
+
+    /// Every value, mutable, in storage order.
+    pub fn values_mut(&mut self) -> impl Iterator<Item = &mut V> {
+        self.entries.iter_mut().map(|b| &mut b.value)
+    }
+
     /// Every key and value, in storage order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.entries.iter().map(|b| (&*b.key, &b.value))

@@ -4,6 +4,7 @@
 
 pub mod base_image;
 pub mod change_log;
+pub mod change_marks;
 pub mod checkpoint;
 pub mod data_dir;
 mod error;
@@ -11,7 +12,6 @@ mod eviction;
 pub mod flight;
 mod glob;
 mod key_map;
-pub mod persist;
 pub mod recovery;
 mod refresh;
 pub mod replay;

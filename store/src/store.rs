@@ -20,6 +20,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::change_log::{ChangeLog, RecordKind, put_item};
+use crate::change_marks::{ChangeMarks, DIRTY, IN_BASE};
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::scan::scan_window;
 use crate::slot::{SLOT_COUNT, key_slot};
@@ -32,12 +33,6 @@ type KeyMap = crate::key_map::KeyMap<Entry>;
 /// pointer, entry) and its 5-byte index slot with load-factor slack.
 const ENTRY_OVERHEAD: usize =
     8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 6;
-
-/// Entry flags: changed since the base image took it, per checkpoint epoch.
-const DIRTY: [u8; 2] = [1, 2];
-/// Entry flag: the base image holds some version of this key (so deleting it must reach
-/// the base image as a tombstone).
-const IN_BASE: u8 = 4;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -88,12 +83,8 @@ struct Shard {
     sweep: usize,
     rng: SmallRng,
     stats: ShardStats,
-    /// The checkpoint epoch (0 or 1) changes are noted in now.
-    epoch: usize,
-    /// Entries flagged dirty in each epoch.
-    dirty_count: [usize; 2],
-    /// Keys deleted in each epoch that the base image may hold.
-    tombstones: [Vec<Box<[u8]>>; 2],
+    /// What changed since the base image took it.
+    marks: ChangeMarks,
     /// A FLUSHALL (the LSN of the last) emptied the shard in this epoch: what its range of
     /// the base image holds from before it goes too. 0: none.
     cleared: [u64; 2],
@@ -155,9 +146,7 @@ impl Shard {
             sweep: 0,
             rng: SmallRng::seed_from_u64(seed),
             stats: ShardStats::default(),
-            epoch: 0,
-            dirty_count: [0; 2],
-            tombstones: [Vec::new(), Vec::new()],
+            marks: ChangeMarks::default(),
             cleared: [0; 2],
             scratch: Vec::new(),
         }
@@ -171,12 +160,7 @@ impl Shard {
 
     /// Notes that the entry at `index` changed in the current epoch.
     fn mark_dirty(&mut self, index: usize) {
-        let bit = DIRTY[self.epoch];
-        let entry = &mut self.map[index];
-        if entry.flags & bit == 0 {
-            entry.flags |= bit;
-            self.dirty_count[self.epoch] += 1;
-        }
+        self.marks.mark(&mut self.map[index].flags);
     }
 
     /// Looks a key up, deleting it first when its deadline has passed.
@@ -211,11 +195,7 @@ impl Shard {
         if entry.expires_at != 0 {
             self.volatile -= 1;
         }
-        for (count, bit) in self.dirty_count.iter_mut().zip(DIRTY) {
-            if entry.flags & bit != 0 {
-                *count -= 1;
-            }
-        }
+        self.marks.forget(entry.flags);
         self.bump_watch(&key);
         (key, entry)
     }
@@ -231,7 +211,7 @@ impl Shard {
                     state: None,
                     stamp: sinks.stamp(),
                 }),
-                None => self.tombstones[self.epoch].push(key.clone()),
+                None => self.marks.tombstones[self.marks.epoch].push(key.clone()),
             }
         }
         (key, entry)
@@ -837,7 +817,7 @@ impl Store {
         self.last_clear.fetch_max(lsn, Relaxed);
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            let epoch = shard.epoch;
+            let epoch = shard.marks.epoch;
             shard.cleared[epoch] = shard.cleared[epoch].max(lsn);
         }
     }
@@ -880,7 +860,7 @@ impl Store {
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
             for epoch in 0..2 {
-                for key in std::mem::take(&mut shard.tombstones[epoch]) {
+                for key in std::mem::take(&mut shard.marks.tombstones[epoch]) {
                     spill.spill(DirtyEntry {
                         key,
                         state: None,
@@ -914,8 +894,7 @@ impl Store {
         let mut drained = 0;
         for shard in self.shards.iter() {
             let mut shard = shard.lock();
-            drained = shard.epoch;
-            shard.epoch = 1 - shard.epoch;
+            drained = shard.marks.flip();
         }
         (drained, lsn)
     }
@@ -935,7 +914,7 @@ impl Store {
         let shard = &mut *shard;
         let cleared = std::mem::take(&mut shard.cleared[epoch]);
         out.cleared_before = out.cleared_before.max(cleared);
-        while let Some(key) = shard.tombstones[epoch].pop() {
+        while let Some(key) = shard.marks.tombstones[epoch].pop() {
             // Deleted then written again: the current state is what the base must hold.
             let state = shard.map.get_index_of(&key).map(|i| {
                 let entry = &mut shard.map[i];
@@ -952,18 +931,14 @@ impl Store {
                 return true;
             }
         }
-        let bit = DIRTY[epoch];
         // Entries move on swap-remove, so walk until the epoch's count is zero rather than
         // once over the indexes.
         let mut index = 0;
-        while shard.dirty_count[epoch] > 0 {
+        while shard.marks.dirty_count[epoch] > 0 {
             if index >= shard.map.len() {
                 index = 0;
             }
-            let entry = &mut shard.map[index];
-            if entry.flags & bit != 0 {
-                entry.flags = (entry.flags & !bit) | IN_BASE;
-                shard.dirty_count[epoch] -= 1;
+            if shard.marks.take(&mut shard.map[index].flags, epoch) {
                 let (key, entry) = shard.map.get_index(index).expect("index in range");
                 let value = entry.value.to_persisted();
                 out.bytes += key.len() + value.len();
@@ -973,7 +948,7 @@ impl Store {
                     stamp: stamp_of(),
                 });
                 if out.bytes >= budget {
-                    return shard.dirty_count[epoch] > 0;
+                    return shard.marks.dirty_count[epoch] > 0;
                 }
             }
             index += 1;
@@ -992,29 +967,20 @@ impl Store {
         for (index, keys) in by_shard.into_iter().enumerate() {
             let mut shard = self.shards[index].lock();
             let shard = &mut *shard;
-            let current = shard.epoch;
+            let current = shard.marks.epoch;
             if current == epoch {
                 continue;
             }
             for key in keys {
                 match shard.map.get_index_of(&key) {
                     Some(i) => shard.mark_dirty(i),
-                    None => shard.tombstones[current].push(key),
+                    None => shard.marks.tombstones[current].push(key),
                 }
             }
-            let leftover = std::mem::take(&mut shard.tombstones[epoch]);
-            shard.tombstones[current].extend(leftover);
             let cleared = std::mem::take(&mut shard.cleared[epoch]);
             shard.cleared[current] = shard.cleared[current].max(cleared);
-            if shard.dirty_count[epoch] > 0 {
-                for i in 0..shard.map.len() {
-                    if shard.map[i].flags & DIRTY[epoch] != 0 {
-                        shard.map[i].flags &= !DIRTY[epoch];
-                        shard.dirty_count[epoch] -= 1;
-                        shard.mark_dirty(i);
-                    }
-                }
-            }
+            let Shard { map, marks, .. } = shard;
+            marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
         }
     }
 
@@ -1024,7 +990,7 @@ impl Store {
             .iter()
             .map(|s| {
                 let s = s.lock();
-                s.dirty_count[0] + s.dirty_count[1] + s.tombstones[0].len() + s.tombstones[1].len()
+                s.marks.pending()
             })
             .sum()
     }
@@ -1050,9 +1016,31 @@ impl Store {
     /// recovery skipped an expired or cleared entry): the next checkpoint deletes it there.
     pub fn note_base_tombstone(&self, key: &[u8]) {
         self.with_shard(self.shard_of(key), |shard| {
-            let epoch = shard.epoch;
-            shard.tombstones[epoch].push(key.into());
+            let epoch = shard.marks.epoch;
+            shard.marks.tombstones[epoch].push(key.into());
         });
+    }
+
+    /// Empties the store into `visit` (key, value, deadline), and returns the deletions it
+    /// noted for the base image: an embedded cache recovers through a store this way.
+    pub fn drain(&self, mut visit: impl FnMut(Box<[u8]>, Value, u64)) -> Vec<Box<[u8]>> {
+        let mut tombstones = Vec::new();
+        for index in 0..self.shards.len() {
+            let (map, marks) = self.with_shard(index, |shard| {
+                shard.volatile = 0;
+                shard.bytes = 0;
+                shard.sweep = 0;
+                (
+                    std::mem::take(&mut shard.map),
+                    std::mem::take(&mut shard.marks),
+                )
+            });
+            for (key, entry) in map.into_entries() {
+                visit(key, entry.value, entry.expires_at);
+            }
+            tombstones.extend(marks.tombstones.into_iter().flatten());
+        }
+        tombstones
     }
 
     /// Marks every entry changed, so the next checkpoint writes all of them (a base image
@@ -1362,9 +1350,11 @@ impl Store {
                 shard.sweep = 0;
                 // The base image drops this shard's range at the next checkpoint; the
                 // Clear record covers anything a recovery replays before it.
-                shard.dirty_count = [0; 2];
-                shard.tombstones = [Vec::new(), Vec::new()];
-                let epoch = shard.epoch;
+                let epoch = shard.marks.epoch;
+                shard.marks = ChangeMarks {
+                    epoch,
+                    ..ChangeMarks::default()
+                };
                 shard.cleared[epoch] = lsn;
             });
         }

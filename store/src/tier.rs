@@ -14,12 +14,57 @@ use parking_lot::Mutex;
 
 use crate::base_image::{BaseError, BaseImage, BaseKv};
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::checkpoint::{CheckpointConfig, CheckpointResult, Checkpoints, Manifest, SpillQueue};
+use crate::checkpoint::{
+    CheckpointConfig, CheckpointResult, CheckpointSource, Checkpoints, Manifest, SpillQueue,
+};
 use crate::data_dir::DataDir;
 use crate::recovery::{RecoveryError, RecoveryProgress, RecoveryReport, recover};
 use crate::store::Store;
 use crate::value::Value;
 use crate::wal::{DurableWatch, Wal, WalConfig, WalError, WalScan, WalStatus};
+
+/// Where a tier keeps its files: the WAL and manifest, and the base image's store.
+#[derive(Clone)]
+pub struct Storage {
+    /// WAL segments and the manifest.
+    pub dir: Arc<dyn DataDir>,
+    /// The base image's raw store.
+    pub base: Arc<dyn BaseKv>,
+}
+
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Storage {
+    /// A directory on disk: WAL segments and the manifest in it, sled in `base/` with a
+    /// page cache of `cache_bytes`.
+    pub fn open(path: &std::path::Path, cache_bytes: u64) -> Result<Storage, TierError> {
+        let dir = crate::data_dir::DiskDir::open(path).map_err(|source| {
+            TierError::Wal(WalError::Io {
+                file: path.display().to_string(),
+                source,
+            })
+        })?;
+        let base = crate::base_image::SledKv::open(&path.join("base"), cache_bytes)?;
+        Ok(Storage {
+            dir: Arc::new(dir),
+            base: Arc::new(base),
+        })
+    }
+
+    /// Everything in memory (tests).
+    pub fn memory() -> Storage {
+        Storage {
+            dir: Arc::new(crate::data_dir::MemoryDir::default()),
+            base: Arc::new(crate::base_image::MemoryKv::default()),
+        }
+    }
+}
 
 /// What eviction means for the tier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,7 +115,8 @@ pub enum TierError {
 }
 
 struct Running {
-    store: Arc<Store>,
+    /// The node's keyspace (absent for an embedded cache).
+    store: Option<Arc<Store>>,
     log: Arc<ChangeLog>,
     wal: Arc<Wal>,
     checkpoints: Arc<Checkpoints>,
@@ -159,12 +205,6 @@ impl Tier {
 
     /// Attaches the change log to `store` and starts the log and checkpoint threads.
     pub fn start(&self, store: Arc<Store>, watch: Arc<dyn DurableWatch>) -> Result<(), TierError> {
-        let (report, scan) = self
-            .recovered
-            .lock()
-            .take()
-            .ok_or(TierError::State("not recovered"))?;
-        let log = Arc::new(ChangeLog::new(report.last_lsn + 1, self.config.log_limits));
         let spill = (self.config.mode == TierMode::Store).then(|| {
             let limit = match self.config.spill_limit {
                 0 => 64 << 20,
@@ -172,6 +212,44 @@ impl Tier {
             };
             Arc::new(SpillQueue::new(limit))
         });
+        let log = self.start_threads(store.clone(), Some(store.clone()), spill.clone(), watch)?;
+        if !store.attach_change_log(log) {
+            return Err(TierError::State(
+                "attached to a store that already has a log",
+            ));
+        }
+        if let Some(spill) = &spill {
+            store.attach_eviction_spill(spill.clone());
+            // The tail may have brought back more than maxmemory: spill it now that the
+            // spill queue is attached and drained.
+            let _ = store.ensure_memory(self.progress.started_unix.load(Relaxed) * 1000);
+        }
+        Ok(())
+    }
+
+    /// Starts the log and checkpoint threads for another keeper of keys (the embedded
+    /// cache), which appends its own records to the returned log.
+    pub fn start_source(
+        &self,
+        source: Arc<dyn CheckpointSource>,
+        watch: Arc<dyn DurableWatch>,
+    ) -> Result<Arc<ChangeLog>, TierError> {
+        self.start_threads(source, None, None, watch)
+    }
+
+    fn start_threads(
+        &self,
+        source: Arc<dyn CheckpointSource>,
+        store: Option<Arc<Store>>,
+        spill: Option<Arc<SpillQueue>>,
+        watch: Arc<dyn DurableWatch>,
+    ) -> Result<Arc<ChangeLog>, TierError> {
+        let (report, scan) = self
+            .recovered
+            .lock()
+            .take()
+            .ok_or(TierError::State("not recovered"))?;
+        let log = Arc::new(ChangeLog::new(report.last_lsn + 1, self.config.log_limits));
         let wal = Arc::new(Wal::start(
             self.dir.clone(),
             log.clone(),
@@ -179,16 +257,8 @@ impl Tier {
             self.config.wal,
             watch,
         )?);
-        if !store.attach_change_log(log.clone()) {
-            return Err(TierError::State(
-                "attached to a store that already has a log",
-            ));
-        }
-        if let Some(spill) = &spill {
-            store.attach_eviction_spill(spill.clone());
-        }
         let checkpoints = Arc::new(Checkpoints::new(
-            store.clone(),
+            source,
             self.base.clone(),
             self.dir.clone(),
             self.manifest,
@@ -210,21 +280,15 @@ impl Tier {
         };
         let running = Running {
             store,
-            log,
+            log: log.clone(),
             wal,
             checkpoints,
             thread: Mutex::new(Some(thread)),
         };
-        let store = running.store.clone();
         self.running
             .set(running)
             .map_err(|_| TierError::State("started twice"))?;
-        if self.config.mode == TierMode::Store {
-            // The tail may have brought back more than maxmemory: spill it now that the
-            // spill queue is attached and drained.
-            let _ = store.ensure_memory(self.progress.started_unix.load(Relaxed) * 1000);
-        }
-        Ok(())
+        Ok(log)
     }
 
     fn running(&self) -> Option<&Running> {
@@ -301,6 +365,26 @@ impl Tier {
         }
     }
 
+    /// Waits (bounded) until the log thread has written everything appended so far, then
+    /// syncs it; the error when some of it could not be written.
+    pub fn flush(&self) -> Result<u64, TierError> {
+        let running = self.running().ok_or(TierError::State("not running"))?;
+        let target = running.log.last_lsn();
+        running.wal.drain(std::time::Duration::from_secs(10));
+        let status = running.wal.status();
+        if status.failed_lsn.load(Relaxed) >= target && target > 0 {
+            return Err(TierError::Wal(WalError::Io {
+                file: "the WAL".into(),
+                source: std::io::Error::other(
+                    status
+                        .last_error()
+                        .unwrap_or_else(|| "a write failed".into()),
+                ),
+            }));
+        }
+        Ok(running.wal.sync_now()?)
+    }
+
     /// Syncs the WAL now; the durable LSN.
     pub fn sync_now(&self) -> Result<u64, TierError> {
         let running = self.running().ok_or(TierError::State("not running"))?;
@@ -315,7 +399,7 @@ impl Tier {
         };
         let checkpoints = &running.checkpoints;
         // Anything stamped before the last FLUSHALL is gone, wherever it still sits.
-        let cleared = running.store.last_clear();
+        let cleared = running.store.as_ref().map_or(0, |s| s.last_clear());
         if let Some(spill) = &checkpoints.spill
             && let Some(entry) = spill.take(key)
         {
@@ -350,7 +434,10 @@ impl Tier {
         };
         running.checkpoints.stop();
         if let Some(thread) = running.thread.lock().take() {
-            let _ = thread.join();
+            // The embedded cache may be dropped on the checkpoint thread itself.
+            if thread.thread().id() != std::thread::current().id() {
+                let _ = thread.join();
+            }
         }
         running.wal.shutdown()?;
         Ok(())

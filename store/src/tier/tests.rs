@@ -396,3 +396,39 @@ fn an_atomic_group_cut_off_by_a_crash_is_dropped_whole() {
     );
     recovered.tier.shutdown().unwrap();
 }
+
+#[test]
+fn a_growing_image_is_relaid_out_and_keeps_every_key() {
+    let dir = MemoryDir::default();
+    let kv: Arc<dyn BaseKv> = Arc::new(MemoryKv::default());
+    let node = boot(&dir, kv.clone(), config(TierMode::Cache), store());
+    let value = "v".repeat(100);
+    for i in 0..2_000 {
+        set(&node.store, &format!("k{i}"), &value, 0);
+    }
+    checkpoint(&node.tier).unwrap();
+    let small = node.tier.manifest().layout;
+    // Twenty times the data: the next checkpoint writes a new layout with more buckets.
+    for i in 2_000..40_000 {
+        set(&node.store, &format!("k{i}"), &value, 0);
+    }
+    node.store.remove(b"k7", NOW);
+    checkpoint(&node.tier).unwrap();
+    let large = node.tier.manifest().layout;
+    assert!(large.bits >= small.bits + 2, "{small:?} → {large:?}");
+    assert_ne!(large.generation, small.generation);
+    assert_eq!(node.tier.manifest().base_keys, 39_999);
+    node.tier.shutdown().unwrap();
+    let recovered = boot(&dir, kv.clone(), config(TierMode::Cache), store());
+    assert_eq!(recovered.store.len(), 39_999);
+    assert_eq!(recovered.tier.recovery_report().base_keys, 39_999);
+    assert!(get(&recovered.store, "k7").is_none());
+    assert!(get(&recovered.store, "k39999").is_some());
+    let base = crate::base_image::BaseImage::new(kv);
+    assert_eq!(
+        base.generations().unwrap(),
+        vec![large.generation],
+        "the old layout is gone"
+    );
+    recovered.tier.shutdown().unwrap();
+}

@@ -1,0 +1,207 @@
+//! The embedded cache's persistence tier: the node's own change log, WAL and sled base
+//! image ([`ringkv_store::tier::Tier`]). Every insert and removal appends a record under
+//! the cache's shard lock; the log thread writes it with the chosen fsync policy, and
+//! checkpoints write the entries changed since the last one into the base image. A build
+//! recovers through a scratch [`Store`]: base image plus WAL tail, then into the cache.
+
+use std::sync::{Arc, Weak};
+
+use ringkv_store::change_log::{ChangeLog, RecordKind};
+use ringkv_store::change_marks::ChangeMarks;
+use ringkv_store::checkpoint::{CheckpointConfig, CheckpointSource};
+use ringkv_store::slot::key_slot;
+use ringkv_store::tier::{Storage, Tier, TierConfig, TierError, TierMode};
+use ringkv_store::wal::{FsyncPolicy, WalConfig};
+use ringkv_store::{DirtyEntry, ShardChanges, Store, Value};
+
+/// How the cache turns keys and values into bytes and back.
+pub(crate) struct Codec<K, V> {
+    pub key: fn(&K) -> Vec<u8>,
+    pub value: fn(&V) -> Vec<u8>,
+    pub decode_key: fn(&[u8]) -> Option<K>,
+    pub decode_value: fn(&[u8]) -> Option<V>,
+}
+
+impl<K, V> Clone for Codec<K, V> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<K, V> Copy for Codec<K, V> {}
+
+/// What the cache's shards expose to a checkpoint.
+pub(crate) trait Shards: Send + Sync {
+    fn shard_count(&self) -> usize;
+    /// Flips the shard's epoch; the epoch to drain.
+    fn flip(&self, shard: usize) -> usize;
+    /// As [`Store::take_changes`]: stamps are read from the log under the shard lock.
+    fn take(&self, shard: usize, epoch: usize, budget: usize, out: &mut ShardChanges) -> bool;
+    /// As [`Store::abort_checkpoint`]: `deleted` go back as tombstones.
+    fn restore(&self, shard: usize, epoch: usize, deleted: Vec<Box<[u8]>>);
+    fn mark_all(&self);
+    fn pending(&self) -> usize;
+    fn bytes(&self) -> usize;
+}
+
+/// The running tier of one cache.
+pub(crate) struct CacheTier<K, V> {
+    pub tier: Tier,
+    pub log: Arc<ChangeLog>,
+    pub codec: Codec<K, V>,
+}
+
+/// A recovered entry: key, value, Unix ms deadline (0: none).
+pub(crate) type Recovered<K, V> = (K, V, u64);
+
+/// An opened tier, the entries it held, and the deletions the base image still has to
+/// learn.
+pub(crate) type Opened<K, V> = (Tier, Vec<Recovered<K, V>>, Vec<Box<[u8]>>);
+
+/// Opens the tier and reads back what it holds (blocking), before the cache exists.
+pub(crate) fn open<K, V>(
+    storage: &Storage,
+    fsync: FsyncPolicy,
+    codec: &Codec<K, V>,
+    now_unix: u64,
+) -> Result<Opened<K, V>, TierError> {
+    let config = TierConfig {
+        mode: TierMode::Cache,
+        wal: WalConfig {
+            policy: fsync,
+            ..WalConfig::default()
+        },
+        checkpoint: CheckpointConfig {
+            // An embedded cache is small next to a node: checkpoint at 64 MiB of log.
+            wal_min_bytes: 64 << 20,
+            ..CheckpointConfig::default()
+        },
+        ..TierConfig::default()
+    };
+    let tier = Tier::open(storage.dir.clone(), storage.base.clone(), config)?;
+    let scratch = Store::builder().shards(16).build();
+    tier.recover(&scratch, now_unix)?;
+    let mut entries = Vec::new();
+    let deleted = scratch.drain(|key, value, deadline| {
+        if let Value::Str(bytes) = value
+            && let (Some(k), Some(v)) = ((codec.decode_key)(&key), (codec.decode_value)(&bytes))
+        {
+            entries.push((k, v, deadline));
+        }
+    });
+    Ok((tier, entries, deleted))
+}
+
+/// Appends the record of an insert: `deadline` in Unix ms (0: none).
+pub(crate) fn log_set(log: &ChangeLog, key: &[u8], value: &[u8], deadline: u64) {
+    log.append(RecordKind::Set, key_slot(key), key, |body| {
+        body.extend_from_slice(&deadline.to_le_bytes());
+        body.extend_from_slice(value);
+    });
+}
+
+/// Appends the record of a removal.
+pub(crate) fn log_del(log: &ChangeLog, key: &[u8]) {
+    log.append(RecordKind::Del, key_slot(key), key, |_| {});
+}
+
+/// Takes a locked shard's changes of `epoch`: its tombstones, then its marked entries.
+pub(crate) fn take_marked<'a, E: 'a>(
+    marks: &mut ChangeMarks,
+    epoch: usize,
+    budget: usize,
+    stamp: u64,
+    out: &mut ShardChanges,
+    entries: impl Iterator<Item = (&'a mut u8, E)>,
+    encode: impl Fn(E) -> (Box<[u8]>, Vec<u8>, u64),
+) -> bool {
+    while let Some(key) = marks.tombstones[epoch].pop() {
+        out.bytes += key.len();
+        out.entries.push(DirtyEntry {
+            key,
+            state: None,
+            stamp,
+        });
+        if out.bytes >= budget {
+            return true;
+        }
+    }
+    for (flags, entry) in entries {
+        if marks.dirty_count[epoch] == 0 {
+            break;
+        }
+        if marks.take(flags, epoch) {
+            let (key, value, deadline) = encode(entry);
+            let persisted = Value::Str(value).to_persisted();
+            out.bytes += key.len() + persisted.len();
+            out.entries.push(DirtyEntry {
+                key,
+                state: Some((persisted, deadline)),
+                stamp,
+            });
+            if out.bytes >= budget {
+                return marks.dirty_count[epoch] > 0 || !marks.tombstones[epoch].is_empty();
+            }
+        }
+    }
+    false
+}
+
+/// The cache as a checkpoint sees it, held weakly so the tier's thread does not keep the
+/// cache alive.
+pub(crate) struct Source {
+    pub shards: Weak<dyn Shards>,
+    pub log: std::sync::OnceLock<Arc<ChangeLog>>,
+}
+
+impl CheckpointSource for Source {
+    fn shard_count(&self) -> usize {
+        self.shards.upgrade().map_or(0, |s| s.shard_count())
+    }
+    fn shard_slots(&self, _: usize) -> std::ops::Range<u16> {
+        // The cache's shards are not slot ranges, and it never clears a range.
+        0..0
+    }
+    fn begin_checkpoint(&self) -> (usize, u64) {
+        // Read before flipping: a change up to here was noted before its shard flips.
+        let lsn = self.log.get().map_or(0, |l| l.last_lsn());
+        let mut epoch = 0;
+        if let Some(shards) = self.shards.upgrade() {
+            for shard in 0..shards.shard_count() {
+                epoch = shards.flip(shard);
+            }
+        }
+        (epoch, lsn)
+    }
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        out: &mut ShardChanges,
+    ) -> bool {
+        self.shards
+            .upgrade()
+            .is_some_and(|shards| shards.take(index, epoch, budget, out))
+    }
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
+        if let Some(shards) = self.shards.upgrade() {
+            // Tombstones may sit in any shard: they only say "delete this from the base".
+            shards.restore(0, epoch, deleted);
+            for shard in 1..shards.shard_count() {
+                shards.restore(shard, epoch, Vec::new());
+            }
+        }
+    }
+    fn mark_all_dirty(&self) {
+        if let Some(shards) = self.shards.upgrade() {
+            shards.mark_all();
+        }
+    }
+    fn pending_changes(&self) -> usize {
+        self.shards.upgrade().map_or(0, |s| s.pending())
+    }
+    fn used_memory(&self) -> usize {
+        self.shards.upgrade().map_or(0, |s| s.bytes())
+    }
+}

@@ -1,0 +1,136 @@
+//! Which keys of a shard changed since the base image last took them: a dirty bit per
+//! entry for each of two alternating checkpoint epochs, and tombstones for deleted keys the
+//! base image may hold. A checkpoint flips the shard to the other epoch and drains the old
+//! one, so writes meanwhile are noted for the next checkpoint and the drain terminates.
+//! Shared by the node's keyspace and the embedded cache. No I/O.
+
+/// Entry flags: changed in epoch 0 or 1.
+pub const DIRTY: [u8; 2] = [1, 2];
+/// Entry flag: the base image holds some version of this key, so deleting it must reach
+/// the base image as a tombstone.
+pub const IN_BASE: u8 = 4;
+
+/// A shard's change bookkeeping (the flags live in its entries).
+#[derive(Debug, Default)]
+pub struct ChangeMarks {
+    /// The epoch changes are noted in now.
+    pub epoch: usize,
+    /// Entries flagged dirty in each epoch.
+    pub dirty_count: [usize; 2],
+    /// Keys deleted in each epoch that the base image may hold.
+    pub tombstones: [Vec<Box<[u8]>>; 2],
+}
+
+impl ChangeMarks {
+    /// Notes that the entry with `flags` changed.
+    pub fn mark(&mut self, flags: &mut u8) {
+        let bit = DIRTY[self.epoch];
+        if *flags & bit == 0 {
+            *flags |= bit;
+            self.dirty_count[self.epoch] += 1;
+        }
+    }
+
+    /// The entry with `flags` left the map (its dirty counts go with it).
+    pub fn forget(&mut self, flags: u8) {
+        for (count, bit) in self.dirty_count.iter_mut().zip(DIRTY) {
+            if flags & bit != 0 {
+                *count -= 1;
+            }
+        }
+    }
+
+    /// The entry with `flags` left the map for good: forgotten, and tombstoned when the
+    /// base image may hold it.
+    pub fn delete(&mut self, key: &[u8], flags: u8) {
+        self.forget(flags);
+        if flags & IN_BASE != 0 {
+            self.tombstones[self.epoch].push(key.into());
+        }
+    }
+
+    /// Starts a checkpoint: later changes go to the other epoch. The epoch to drain.
+    pub fn flip(&mut self) -> usize {
+        let drained = self.epoch;
+        self.epoch = 1 - self.epoch;
+        drained
+    }
+
+    /// Takes the entry's mark of `epoch` if it has one (the base image is about to hold it).
+    pub fn take(&mut self, flags: &mut u8, epoch: usize) -> bool {
+        let bit = DIRTY[epoch];
+        if *flags & bit == 0 {
+            return false;
+        }
+        *flags = (*flags & !bit) | IN_BASE;
+        self.dirty_count[epoch] -= 1;
+        true
+    }
+
+    /// A failed checkpoint: what `epoch` still marks moves to the current epoch. `flags`
+    /// yields each entry's flags.
+    pub fn restore<'a>(&mut self, epoch: usize, flags: impl Iterator<Item = &'a mut u8>) {
+        if self.epoch == epoch {
+            return;
+        }
+        let leftover = std::mem::take(&mut self.tombstones[epoch]);
+        let current = self.epoch;
+        self.tombstones[current].extend(leftover);
+        if self.dirty_count[epoch] > 0 {
+            for flag in flags {
+                if *flag & DIRTY[epoch] != 0 {
+                    *flag &= !DIRTY[epoch];
+                    self.dirty_count[epoch] -= 1;
+                    self.mark(flag);
+                }
+            }
+        }
+    }
+
+    /// Changes noted and not taken, both epochs.
+    pub fn pending(&self) -> usize {
+        self.dirty_count.iter().sum::<usize>() + self.tombstones.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flip_separates_what_a_checkpoint_drains_from_what_comes_after() {
+        let mut marks = ChangeMarks::default();
+        let (mut a, mut b) = (0u8, IN_BASE);
+        marks.mark(&mut a);
+        marks.mark(&mut a);
+        assert_eq!(
+            marks.dirty_count,
+            [1, 0],
+            "marked once however often it changed"
+        );
+        let drained = marks.flip();
+        marks.mark(&mut b);
+        assert!(marks.take(&mut a, drained));
+        assert!(!marks.take(&mut b, drained), "b changed after the flip");
+        assert_eq!(a, IN_BASE);
+        marks.delete(b"b", b);
+        assert_eq!(marks.tombstones[1], vec![b"b".as_slice().into()]);
+        assert_eq!(marks.pending(), 1);
+    }
+
+    #[test]
+    fn a_failed_checkpoint_puts_its_marks_back() {
+        let mut marks = ChangeMarks::default();
+        let mut flags = [0u8, 0, IN_BASE];
+        for f in &mut flags[..2] {
+            marks.mark(f);
+        }
+        marks.delete(b"gone", IN_BASE);
+        let drained = marks.flip();
+        assert!(marks.take(&mut flags[0], drained));
+        marks.restore(drained, flags.iter_mut());
+        assert_eq!(marks.dirty_count, [0, 1]);
+        assert_eq!(marks.tombstones[1].len(), 1);
+        assert_ne!(flags[1] & DIRTY[1], 0);
+    }
+}
