@@ -326,7 +326,41 @@ def main():
                   f"{s['requests'] / max(s['wal_fsyncs'], 1):.1f} SETs per sync (group commit).",
                   ""]
         print("\n".join(lines[-3:]), flush=True)
+    lines += floors(t, off_hset, on_hset, m, s)
     (ROOT / "docs" / "persistence-benchmarks.md").write_text("\n".join(lines) + "\n")
+
+
+def floors(t, off_hset, on_hset, m, s):
+    """The issue's floors against this run's figures."""
+    ratio = lambda p, kind, policy: t[(p, kind, policy)]["ops"] / t[(p, kind, "off")]["ops"]
+    cpu = lambda p, kind, policy: t[(p, kind, policy)]["cpu_us"] - t[(p, kind, "off")]["cpu_us"]
+    rows = [
+        ("everysec / off at -P 16 ≥ 0.90", ratio(16, "ringkv", "everysec"), 0.90, True),
+        ("everysec / off at -P 1 ≥ 0.97", ratio(1, "ringkv", "everysec"), 0.97, True),
+        ("ringkv everysec ops/s ≥ redis everysec, -P 16",
+         t[(16, "ringkv", "everysec")]["ops"] / t[(16, "redis", "everysec")]["ops"], 1.0, True),
+        ("ringkv everysec ops/s ≥ redis everysec, -P 1",
+         t[(1, "ringkv", "everysec")]["ops"] / t[(1, "redis", "everysec")]["ops"], 1.0, True),
+        ("always / off ≥ redis's always / off, -P 1 (ratio of ratios)",
+         ratio(1, "ringkv", "always") / ratio(1, "redis", "always"), 1.0, True),
+        ("always / off ≥ redis's always / off, -P 16 (ratio of ratios)",
+         ratio(16, "ringkv", "always") / ratio(16, "redis", "always"), 1.0, True),
+        ("CPU everysec − off at -P 16 ≤ 0.15 µs/op", cpu(16, "ringkv", "everysec"), 0.15, False),
+        ("HSET on a 100,000-field hash, on / off ≥ 0.8", on_hset / off_hset, 0.8, True),
+        ("RSS with persistence / off ≤ 1.15 (after a checkpoint)",
+         m["rss_base"] / m["rss_off"], 1.15, False),
+        ("restart, every key readable ≤ 1.0 s (base image + tail)", m["restart_base"], 1.0, False),
+        ("restart, every key readable ≤ 1.0 s (WAL only)", m["restart_wal"], 1.0, False),
+        ("disk bytes per key at steady state ≤ 300", m["disk_base"], 300, False),
+    ]
+    out = ["## Against the floors", "", "| floor | this run | held |", "|---|---|---|"]
+    for name, value, bound, at_least in rows:
+        held = value >= bound if at_least else value <= bound
+        out.append(f"| {name} | {value:.3f} | {'yes' if held else 'no'} |")
+    if s:
+        out.append(f"| fdatasync for every WAL write under always | {s['fdatasync']} syncs, "
+                   f"{s['wal_writes']} writes | {'yes' if s['fdatasync'] >= s['wal_writes'] else 'no'} |")
+    return out + [""]
 
 
 if __name__ == "__main__":
