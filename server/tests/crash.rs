@@ -397,17 +397,22 @@ fn fill_and_stop(dir: &Path, keys: usize) {
     assert!(node.0.wait().unwrap().success());
 }
 
-#[test]
-fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
-    let dir = tempfile::tempdir().unwrap();
-    fill_and_stop(dir.path(), 500);
-    let segment = std::fs::read_dir(dir.path())
+/// The WAL segment holding the most bytes.
+fn largest_segment(dir: &Path) -> std::path::PathBuf {
+    std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    fill_and_stop(dir.path(), 500);
+    let segment = largest_segment(dir.path());
     let mut bytes = std::fs::read(&segment).unwrap();
     // In the middle of the records, with valid chunks after it: corruption, not a tear.
     let at = bytes.len() / 3;
@@ -450,13 +455,7 @@ fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
 fn a_torn_wal_tail_recovers_everything_before_it() {
     let dir = tempfile::tempdir().unwrap();
     fill_and_stop(dir.path(), 300);
-    let segment = std::fs::read_dir(dir.path())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("wal-"))
-        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
-        .unwrap();
+    let segment = largest_segment(dir.path());
     let bytes = std::fs::read(&segment).unwrap();
     std::fs::write(&segment, &bytes[..bytes.len() - 7]).unwrap();
     let port = free_port();
