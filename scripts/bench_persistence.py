@@ -36,6 +36,8 @@ DURATION = int(os.environ.get("DURATION", "5" if QUICK else "30"))
 ROUNDS = int(os.environ.get("ROUNDS", "1" if QUICK else "3"))
 SETTLE = int(os.environ.get("SETTLE", "5" if QUICK else "30"))
 KEYS = int(os.environ.get("KEYS", "1000000"))
+# SECTIONS=memory (or throughput,hset,memory,strace) runs only those, printing their tables.
+SECTIONS = set(os.environ.get("SECTIONS", "throughput,hset,memory,strace").split(","))
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -262,6 +264,11 @@ def main():
                if l.startswith("model name"))
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True,
                                    text=True).stdout.split()[2]
+    if SECTIONS != {"throughput", "hset", "memory", "strace"}:
+        for name in sorted(SECTIONS):
+            print(name, {"throughput": throughput, "hset": lambda: (hset_run("off"), hset_run("everysec")),
+                         "memory": memory_and_restart, "strace": strace_always}[name]())
+        return
     t = throughput()
     lines = ["# Persistence tier figures", "",
              f"Commit {commit}, {cpu}, {os.cpu_count()} cores, redis-server {redis_version}. "

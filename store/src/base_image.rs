@@ -70,38 +70,53 @@ pub trait BaseKv: Send + Sync + std::fmt::Debug {
     }
     /// Deletes every item (a cache-mode node starting cold over unreadable data).
     fn clear(&self) -> Result<(), BaseError>;
+    /// Lets go of cached pages after a bulk read or write; the data stays.
+    fn release_memory(&self) -> Result<(), BaseError> {
+        Ok(())
+    }
 }
 
 /// sled 0.34 as the base image's store.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SledKv {
-    db: sled::Db,
+    /// Replaced by a fresh handle to let go of sled's page cache (see `release_memory`).
+    db: parking_lot::RwLock<Option<sled::Db>>,
     path: PathBuf,
+    cache_bytes: u64,
 }
 
 fn io(error: impl std::fmt::Display) -> BaseError {
     BaseError::Io(error.to_string())
 }
 
+fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BaseError> {
+    sled::Config::new()
+        .path(path)
+        .cache_capacity(cache_bytes.max(1 << 20))
+        // Checkpoints decide when to sync, and sync for real (see make_durable).
+        .flush_every_ms(None)
+        // Pages above segment_size/4 become blob files; 1 MiB keeps bucket and chunk
+        // pages inline while sled's write buffers stay small.
+        .segment_size(1 << 20)
+        .open()
+        .map_err(|e| BaseError::Open {
+            path: path.to_path_buf(),
+            cause: e.to_string(),
+        })
+}
+
 impl SledKv {
+    fn db(&self) -> Result<parking_lot::MappedRwLockReadGuard<'_, sled::Db>, BaseError> {
+        parking_lot::RwLockReadGuard::try_map(self.db.read(), Option::as_ref)
+            .map_err(|_| BaseError::Io("the base image is being reopened".into()))
+    }
+
     /// Opens (or creates) sled in `path` with a page cache of `cache_bytes`.
     pub fn open(path: &Path, cache_bytes: u64) -> Result<SledKv, BaseError> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes.max(1 << 20))
-            // Checkpoints decide when to sync, and sync for real (see make_durable).
-            .flush_every_ms(None)
-            // Pages above segment_size/4 become blob files; 1 MiB keeps bucket and chunk
-            // pages inline while sled's write buffers stay small.
-            .segment_size(1 << 20)
-            .open()
-            .map_err(|e| BaseError::Open {
-                path: path.to_path_buf(),
-                cause: e.to_string(),
-            })?;
         Ok(SledKv {
-            db,
+            db: parking_lot::RwLock::new(Some(open_sled(path, cache_bytes)?)),
             path: path.to_path_buf(),
+            cache_bytes,
         })
     }
 }
@@ -112,15 +127,15 @@ fn sync_path(path: &Path) -> std::io::Result<()> {
 
 impl BaseKv for SledKv {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BaseError> {
-        Ok(self.db.get(key).map_err(io)?.map(|v| v.to_vec()))
+        Ok(self.db()?.get(key).map_err(io)?.map(|v| v.to_vec()))
     }
 
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<(), BaseError> {
-        self.db.insert(key, value).map(|_| ()).map_err(io)
+        self.db()?.insert(key, value).map(|_| ()).map_err(io)
     }
 
     fn remove(&self, key: &[u8]) -> Result<(), BaseError> {
-        self.db.remove(key).map(|_| ()).map_err(io)
+        self.db()?.remove(key).map(|_| ()).map_err(io)
     }
 
     fn range(
@@ -129,7 +144,8 @@ impl BaseKv for SledKv {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(), BaseError> {
-        for item in self.db.range(from..to) {
+        let db = self.db()?.clone();
+        for item in db.range(from..to) {
             let (key, value) = item.map_err(io)?;
             if !visit(&key, &value) {
                 break;
@@ -141,7 +157,7 @@ impl BaseKv for SledKv {
     fn make_durable(&self) -> Result<(), BaseError> {
         // sled's flush ends in sync_file_range, which a power cut can still undo, and it
         // never syncs blob files: sync its files and directories ourselves.
-        self.db.flush().map_err(io)?;
+        self.db()?.flush().map_err(io)?;
         sync_path(&self.path.join("db")).map_err(io)?;
         let blobs = self.path.join("blobs");
         if let Ok(entries) = std::fs::read_dir(&blobs) {
@@ -154,11 +170,23 @@ impl BaseKv for SledKv {
     }
 
     fn size_on_disk(&self) -> Option<u64> {
-        self.db.size_on_disk().ok()
+        self.db().ok()?.size_on_disk().ok()
     }
 
     fn clear(&self) -> Result<(), BaseError> {
-        self.db.clear().map_err(io)
+        self.db()?.clear().map_err(io)
+    }
+
+    fn release_memory(&self) -> Result<(), BaseError> {
+        // sled 0.34's LRU evicts only once 64 accesses queue up in one of its 256 shards,
+        // so a recovery scan or a checkpoint leaves most pages it touched in memory. A
+        // fresh handle holds none; the old one is flushed and closed first.
+        let mut db = self.db.write();
+        if let Some(old) = db.take() {
+            old.flush().map_err(io)?;
+        }
+        *db = Some(open_sled(&self.path, self.cache_bytes)?);
+        Ok(())
     }
 }
 

@@ -671,6 +671,12 @@ impl Checkpoints {
                 .map_err(base_error)?;
         }
         self.base.remove_obsolete(obsolete).map_err(base_error)?;
+        // A checkpoint touched many pages sled would otherwise keep. Fault-ins wait for
+        // the reopen under the layout lock.
+        {
+            let _layout = self.layout.write();
+            self.base.kv().release_memory().map_err(base_error)?;
+        }
         wal.retire_through(lsn).map_err(|e| e.to_string())?;
         let gap = wal.status().gap_after.load(Relaxed);
         if gap != 0 && gap <= lsn {

@@ -198,6 +198,8 @@ impl Tier {
         if let Some((file, offset)) = &report.torn {
             tracing::warn!(%file, offset, "cut a torn WAL tail (a crash mid-write): unacknowledged writes at most");
         }
+        // The scan left sled holding the pages it read.
+        self.base.kv().release_memory()?;
         *self.report.lock() = report.clone();
         *self.recovered.lock() = Some((report.clone(), scan));
         Ok(report)

@@ -269,7 +269,12 @@ pub fn scan(
                                 ),
                             });
                         }
-                        if offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0) {
+                        // Zeros, or an older chunk of a reused file, end the data cleanly;
+                        // anything else is the tail of a write a crash cut.
+                        let stale =
+                            parse_chunk(&bytes[offset..]).is_some_and(|c| c.first_lsn < next);
+                        if !stale && offset < bytes.len() && bytes[offset..].iter().any(|&b| b != 0)
+                        {
                             result.torn = Some((name.clone(), offset as u64));
                         }
                         break;
