@@ -94,10 +94,7 @@ pub(crate) fn open<K, V>(
 
 /// Appends the record of an insert: `deadline` in Unix ms (0: none).
 pub(crate) fn log_set(log: &ChangeLog, key: &[u8], value: &[u8], deadline: u64) {
-    log.append(RecordKind::Set, key_slot(key), key, |body| {
-        body.extend_from_slice(&deadline.to_le_bytes());
-        body.extend_from_slice(value);
-    });
+    ringkv_store::log_string(log, key_slot(key), key, value, deadline);
 }
 
 /// Appends the record of a removal.

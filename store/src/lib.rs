@@ -30,6 +30,6 @@ pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{
     DirtyEntry, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, ShardChanges, Slot,
-    Store, StoreBuilder, StoreStats, WatchTicket, WrongType,
+    Store, StoreBuilder, StoreStats, WatchTicket, WrongType, log_string,
 };
 pub use value::{HashValue, Value, alloc_size};

@@ -14,12 +14,12 @@ use crate::value::Value;
 pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), MalformedRecord> {
     let key = record.key;
     match record.kind {
-        RecordKind::Set => {
+        RecordKind::Set | RecordKind::SetPersistent => {
             let deadline = record.deadline()?;
             let value = record.payload().to_vec();
             store.replay_write(key, now, |slot| slot.set(Value::Str(value), Some(deadline)));
         }
-        RecordKind::Restore => {
+        RecordKind::Restore | RecordKind::RestorePersistent => {
             let deadline = record.deadline()?;
             let value = Value::from_persisted(record.payload())
                 .ok_or(MalformedRecord("a restored value does not decode"))?;

@@ -271,15 +271,36 @@ fn put_deadline(body: &mut Vec<u8>, deadline: u64) {
 /// Appends the record that recreates an entry's whole value.
 fn log_whole_value(log: &ChangeLog, slot: u16, key: &[u8], value: &Value, deadline: u64) {
     match value {
-        Value::Str(s) => log.append(RecordKind::Set, slot, key, |body| {
-            put_deadline(body, deadline);
-            body.extend_from_slice(s);
-        }),
-        other => log.append(RecordKind::Restore, slot, key, |body| {
-            put_deadline(body, deadline);
-            body.extend_from_slice(&other.to_persisted());
-        }),
+        Value::Str(s) => log_string(log, slot, key, s, deadline),
+        other => {
+            let kind = if deadline == 0 {
+                RecordKind::RestorePersistent
+            } else {
+                RecordKind::Restore
+            };
+            log.append(kind, slot, key, |body| {
+                if deadline != 0 {
+                    put_deadline(body, deadline);
+                }
+                body.extend_from_slice(&other.to_persisted());
+            });
+        }
+    }
+}
+
+/// Appends the record of a whole string value; a key without a TTL needs no deadline.
+pub fn log_string(log: &ChangeLog, slot: u16, key: &[u8], value: &[u8], deadline: u64) {
+    let kind = if deadline == 0 {
+        RecordKind::SetPersistent
+    } else {
+        RecordKind::Set
     };
+    log.append(kind, slot, key, |body| {
+        if deadline != 0 {
+            put_deadline(body, deadline);
+        }
+        body.extend_from_slice(value);
+    });
 }
 
 /// Write access to one key while its shard is locked. Every change goes through a method
@@ -407,10 +428,7 @@ impl Slot<'_> {
         self.account(index, before);
         if let Some(log) = self.log {
             let deadline = self.shard.map[index].expires_at;
-            log.append(RecordKind::Set, self.slot, self.key, |body| {
-                put_deadline(body, deadline);
-                body.extend_from_slice(text);
-            });
+            log_string(log, self.slot, self.key, text, deadline);
         }
     }
 
