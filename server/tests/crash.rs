@@ -34,7 +34,8 @@ struct Client {
 
 impl Client {
     fn connect(port: u16) -> Client {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        // Generous: on a loaded machine several nodes open their data directories at once.
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             match TcpStream::connect(("127.0.0.1", port)) {
                 Ok(stream) => {

@@ -497,11 +497,6 @@ impl Wal {
             syncer_lock: Mutex::new(()),
         });
         shared.trim_spares();
-        if config.policy == FsyncPolicy::Always {
-            // An fdatasync into already-allocated blocks journals no size change: about
-            // half the latency of one that grows the file, which every reply waits for.
-            shared.prepare_spare()?;
-        }
         shared.open_segment(next_lsn, next_lsn - 1)?;
         shared.update_disk_figures();
         let writer = {
@@ -523,6 +518,10 @@ impl Wal {
         } else {
             None
         };
+        // Under always, an fdatasync into already-allocated blocks journals no size change:
+        // about half the latency of one that grows the file, which every reply waits for.
+        // A thread keeps a zero-filled spare ready for the next segment (in the background,
+        // so a start never waits for 32 MiB of zeros).
         let preparer = if config.policy == FsyncPolicy::Always {
             let shared = shared.clone();
             Some(
