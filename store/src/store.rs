@@ -168,8 +168,7 @@ impl Shard {
         let index = self.map.get_index_of(key)?;
         let expires_at = self.map[index].expires_at;
         if expires_at != 0 && expires_at <= now {
-            let (key, _) = self.delete_index(index, sinks);
-            log_del(sinks.log, &key);
+            self.delete_index(index, sinks, None);
             self.stats.expired += 1;
             return None;
         }
@@ -200,10 +199,20 @@ impl Shard {
         (key, entry)
     }
 
-    /// Deletes an entry for good: the base image learns it through a tombstone (store
-    /// mode: at once, through the spill queue, so a fault-in never brings it back).
-    fn delete_index(&mut self, index: usize, sinks: Sinks<'_>) -> (Box<[u8]>, Entry) {
+    /// Deletes an entry for good: a Del record goes to the log (`slot` is the key's, when
+    /// the caller knows it), and the base image learns it through a tombstone (store mode:
+    /// at once, through the spill queue, so a fault-in never brings it back).
+    fn delete_index(
+        &mut self,
+        index: usize,
+        sinks: Sinks<'_>,
+        slot: Option<u16>,
+    ) -> (Box<[u8]>, Entry) {
         let (key, entry) = self.remove_index(index);
+        if let Some(log) = sinks.log {
+            let slot = slot.unwrap_or_else(|| key_slot(&key));
+            log.append(RecordKind::Del, slot, &key, |_| {});
+        }
         if entry.flags & IN_BASE != 0 {
             match sinks.spill {
                 Some(spill) => spill.spill(DirtyEntry {
@@ -258,12 +267,6 @@ impl Sinks<'_> {
     }
 }
 
-fn log_del(log: Option<&ChangeLog>, key: &[u8]) {
-    if let Some(log) = log {
-        log.append(RecordKind::Del, key_slot(key), key, |_| {});
-    }
-}
-
 fn put_deadline(body: &mut Vec<u8>, deadline: u64) {
     body.extend_from_slice(&deadline.to_le_bytes());
 }
@@ -314,8 +317,7 @@ pub struct Slot<'a> {
     /// Deadlines at or before this have passed (0 while replaying: none has).
     expiry_now: u64,
     modified: bool,
-    log: Option<&'a ChangeLog>,
-    spill: Option<&'a dyn EvictionSpill>,
+    sinks: Sinks<'a>,
     slot: u16,
     /// The record being built across calls (consecutive HSET fields, HDEL fields).
     pending: Option<RecordKind>,
@@ -364,7 +366,7 @@ impl Slot<'_> {
         let Some(kind) = self.pending.take() else {
             return;
         };
-        if let Some(log) = self.log {
+        if let Some(log) = self.sinks.log {
             let body = &self.shard.scratch;
             log.append(kind, self.slot, self.key, |out| out.extend_from_slice(body));
         }
@@ -373,7 +375,7 @@ impl Slot<'_> {
 
     /// Starts (or continues) a record built across calls.
     fn pend(&mut self, kind: RecordKind) -> Option<&mut Vec<u8>> {
-        self.log?;
+        self.sinks.log?;
         if self.pending != Some(kind) {
             self.flush_pending();
             self.pending = Some(kind);
@@ -403,7 +405,7 @@ impl Slot<'_> {
                 index
             }
         };
-        if let Some(log) = self.log {
+        if let Some(log) = self.sinks.log {
             let entry = &self.shard.map[index];
             log_whole_value(log, self.slot, self.key, &entry.value, entry.expires_at);
         }
@@ -426,7 +428,7 @@ impl Slot<'_> {
             other => *other = Value::Str(text.to_vec()),
         }
         self.account(index, before);
-        if let Some(log) = self.log {
+        if let Some(log) = self.sinks.log {
             let deadline = self.shard.map[index].expires_at;
             log_string(log, self.slot, self.key, text, deadline);
         }
@@ -447,7 +449,7 @@ impl Slot<'_> {
         self.flush_pending();
         self.modified = true;
         self.account(index, before);
-        if let Some(log) = self.log {
+        if let Some(log) = self.sinks.log {
             log.append(RecordKind::Append, self.slot, self.key, |body| {
                 body.extend_from_slice(suffix)
             });
@@ -481,7 +483,7 @@ impl Slot<'_> {
         self.flush_pending();
         self.modified = true;
         self.account(index, before);
-        if let Some(log) = self.log {
+        if let Some(log) = self.sinks.log {
             log.append(RecordKind::SetRange, self.slot, self.key, |body| {
                 body.extend_from_slice(&(offset as u64).to_le_bytes());
                 body.extend_from_slice(patch);
@@ -561,7 +563,7 @@ impl Slot<'_> {
                 self.modified = true;
                 let at = at.unwrap_or(0);
                 self.shard.set_deadline(index, at);
-                if let Some(log) = self.log {
+                if let Some(log) = self.sinks.log {
                     log.append(RecordKind::Expire, self.slot, self.key, |body| {
                         put_deadline(body, at)
                     });
@@ -576,13 +578,12 @@ impl Slot<'_> {
         self.flush_pending();
         let index = self.index.take()?;
         self.modified = true;
-        let sinks = Sinks {
-            log: self.log,
-            spill: self.spill,
-        };
-        let value = self.shard.delete_index(index, sinks).1.value;
-        log_del(self.log, self.key);
-        Some(value)
+        Some(
+            self.shard
+                .delete_index(index, self.sinks, Some(self.slot))
+                .1
+                .value,
+        )
     }
 
     fn finish(mut self) {
@@ -927,9 +928,10 @@ impl Store {
         budget: usize,
         out: &mut ShardChanges,
     ) -> bool {
-        let stamp_of = || self.log().map_or(0, ChangeLog::last_lsn);
         let mut shard = self.shards[index].lock();
         let shard = &mut *shard;
+        // Under the shard lock: every record of its keys up to here is reflected.
+        let stamp = self.sinks().stamp();
         let cleared = std::mem::take(&mut shard.cleared[epoch]);
         out.cleared_before = out.cleared_before.max(cleared);
         while let Some(key) = shard.marks.tombstones[epoch].pop() {
@@ -940,11 +942,7 @@ impl Store {
                 (entry.value.to_persisted(), entry.expires_at)
             });
             out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
-            out.entries.push(DirtyEntry {
-                key,
-                state,
-                stamp: stamp_of(),
-            });
+            out.entries.push(DirtyEntry { key, state, stamp });
             if out.bytes >= budget {
                 return true;
             }
@@ -963,7 +961,7 @@ impl Store {
                 out.entries.push(DirtyEntry {
                     key: key.into(),
                     state: Some((value, entry.expires_at)),
-                    stamp: stamp_of(),
+                    stamp,
                 });
                 if out.bytes >= budget {
                     return shard.marks.dirty_count[epoch] > 0;
@@ -1164,8 +1162,7 @@ impl Store {
                 now,
                 expiry_now,
                 modified: false,
-                log: self.log(),
-                spill: self.sinks().spill,
+                sinks: self.sinks(),
                 slot,
                 pending: None,
             };
@@ -1352,10 +1349,10 @@ impl Store {
     /// change exactly as in memory.
     pub fn flush(&self) -> FlushedData {
         let mut maps = Vec::with_capacity(self.shards.len());
-        let lsn = match self.log() {
-            Some(log) => log.append(RecordKind::Clear, 0, b"", |_| {}),
-            None => self.log().map_or(0, ChangeLog::last_lsn) + 1,
-        };
+        // Without a log there is no base image to clear: 0 notes nothing.
+        let lsn = self
+            .log()
+            .map_or(0, |log| log.append(RecordKind::Clear, 0, b"", |_| {}));
         self.last_clear.fetch_max(lsn, Relaxed);
         for index in 0..self.shards.len() {
             self.with_shard(index, |shard| {
@@ -1517,8 +1514,7 @@ impl Store {
                     let at = shard.map[shard.sweep].expires_at;
                     if at != 0 && at <= now {
                         // swap_remove moves the last entry here: look at this index again.
-                        let (key, _) = shard.delete_index(shard.sweep, self.sinks());
-                        log_del(self.log(), &key);
+                        shard.delete_index(shard.sweep, self.sinks(), None);
                         shard.stats.expired += 1;
                         report.expired += 1;
                     } else {
@@ -1615,9 +1611,9 @@ impl Store {
     /// a value the base image does not hold yet is spilled there first.
     fn evict_index(&self, shard: &mut Shard, index: usize) {
         shard.stats.evicted += 1;
-        let Some(spill) = self.spill.get() else {
-            let (key, _) = shard.delete_index(index, self.sinks());
-            log_del(self.log(), &key);
+        let sinks = self.sinks();
+        let Some(spill) = sinks.spill else {
+            shard.delete_index(index, sinks, None);
             return;
         };
         let (key, entry) = shard.remove_index(index);
@@ -1625,7 +1621,7 @@ impl Store {
             spill.spill(DirtyEntry {
                 key,
                 state: Some((entry.value.to_persisted(), entry.expires_at)),
-                stamp: self.log().map_or(0, ChangeLog::last_lsn),
+                stamp: sinks.stamp(),
             });
         }
     }
