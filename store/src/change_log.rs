@@ -411,6 +411,8 @@ struct State {
     open_first: u64,
     open_count: u32,
     sealed: VecDeque<Arc<Chunk>>,
+    /// Bytes of `sealed`, kept so the producers' limit check costs nothing per record.
+    sealed_bytes: usize,
     consumers: Vec<Option<ConsumerState>>,
     /// Consumers blocked in `take`.
     waiting: usize,
@@ -474,6 +476,7 @@ impl ChangeLog {
                 open_first: next_lsn,
                 open_count: 0,
                 sealed: VecDeque::new(),
+                sealed_bytes: 0,
                 consumers: Vec::new(),
                 waiting: 0,
                 urgent: false,
@@ -509,8 +512,7 @@ impl ChangeLog {
         let mut waited = 0;
         // Backpressure, bounded: a stuck consumer costs memory up to the limit and then
         // delay, never a deadlock (the WAL writer drops what it cannot write).
-        while self.unconsumed(&state) > self.limits.max_unconsumed && waited < 100 && !state.closed
-        {
+        while self.over_limit(&state) && waited < 100 && !state.closed {
             state.urgent = true;
             self.data.notify_all();
             self.space.wait_for(&mut state, Duration::from_millis(10));
@@ -701,6 +703,7 @@ impl ChangeLog {
         let chunk = Arc::new(Chunk::seal(first, count, frame));
         let mut state = self.state.lock();
         state.sealing = None;
+        state.sealed_bytes += chunk.frame.len();
         state.sealed.push_back(chunk);
     }
 
@@ -714,15 +717,14 @@ impl ChangeLog {
             .filter(|c| c.required)
             .map(|c| c.next_lsn)
             .min();
-        let mut held: usize = state.sealed.iter().map(|c| c.frame.len()).sum();
         while let Some(front) = state.sealed.front() {
             // Optional consumers are protected up to the backlog; past it they lag.
             let passed_required = slowest_required.is_none_or(|lsn| front.last_lsn() < lsn);
-            if !(passed_required && held > self.limits.backlog) {
+            if !(passed_required && state.sealed_bytes > self.limits.backlog) {
                 break;
             }
             let chunk = state.sealed.pop_front().expect("front exists");
-            held -= chunk.frame.len();
+            state.sealed_bytes -= chunk.frame.len();
             if let Ok(chunk) = Arc::try_unwrap(chunk)
                 && state.spare.len() < 4
                 && chunk.frame.capacity() <= 4 * CHUNK_CAPACITY
@@ -730,6 +732,14 @@ impl ChangeLog {
                 state.spare.push(chunk.frame);
             }
         }
+    }
+
+    /// True when required consumers leave more than the limit unconsumed. Everything held
+    /// bounds what is unconsumed, so the exact count is needed only past the limit.
+    fn over_limit(&self, state: &State) -> bool {
+        let held =
+            state.open.len() + state.sealed_bytes + state.sealing.map_or(0, |(_, bytes)| bytes);
+        held > self.limits.max_unconsumed && self.unconsumed(state) > self.limits.max_unconsumed
     }
 
     fn unconsumed(&self, state: &State) -> usize {
@@ -906,6 +916,42 @@ mod tests {
             Err(TakeError::Lagged),
             "without a backlog, what the WAL passed is gone"
         );
+    }
+
+    #[test]
+    fn a_stalled_required_consumer_holds_producers_back_and_unsubscribing_frees_the_log() {
+        let log = ChangeLog::new(
+            1,
+            LogLimits {
+                max_unconsumed: 4 << 10,
+                ..LogLimits::default()
+            },
+        );
+        let cursor = log.subscribe(1, true).unwrap();
+        let mut optional = log.subscribe(1, false).unwrap();
+        let value = "v".repeat(1000);
+        for _ in 0..5 {
+            set(&log, "k", &value);
+        }
+        // Over the limit and nobody takes: the next append waits, but only for a bound.
+        let started = std::time::Instant::now();
+        set(&log, "k", &value);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(500), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        // The optional consumer still reads everything; the required one going away lets
+        // producers run freely again.
+        assert_eq!(
+            log.take(&mut optional, Duration::ZERO)
+                .unwrap()
+                .unwrap()
+                .count(),
+            6
+        );
+        log.unsubscribe(cursor);
+        let started = std::time::Instant::now();
+        set(&log, "k", &value);
+        assert!(started.elapsed() < Duration::from_millis(100));
     }
 
     #[test]
