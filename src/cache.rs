@@ -21,14 +21,16 @@ use indexmap::IndexMap;
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use ringkv_store::ShardChanges;
+use ringkv_store::change_log::ChangeLog;
+use ringkv_store::change_marks::WeakSource;
 use ringkv_store::change_marks::{ChangeMarks, IN_BASE};
 use ringkv_store::flight::{Flights, Landing, Role};
 use ringkv_store::tier::{Storage, TierError};
 use ringkv_store::wal::FsyncPolicy;
 use ringkv_store::{AdaptiveTtl, FixedTtl, LfuCounter, LoadOutcome, TtlPolicy, xfetch_due};
+use ringkv_store::{CheckpointSource, ShardChanges};
 
-use crate::cache_tier::{self, CacheTier, Codec, Shards};
+use crate::cache_tier::{self, CacheTier, Codec};
 use crate::clock::{Clock, SystemClock};
 
 /// Which entry leaves when a shard is over capacity. Expired entries always go first.
@@ -342,21 +344,12 @@ where
         }
         // What recovery deleted may still be in the base image.
         cache.inner.shards[0].lock().marks.tombstones[0].extend(deleted);
-        let shards: Arc<dyn Shards> = cache.inner.clone();
-        let source = Arc::new(cache_tier::Source {
-            shards: Arc::downgrade(&shards),
-            log: std::sync::OnceLock::new(),
-        });
-        drop(shards);
-        match tier.start_source(source.clone(), Arc::new(())) {
+        let _ = cache.inner.codec.set(config.codec);
+        let source = Arc::new(WeakSource(Arc::downgrade(&cache.inner)));
+        match tier.start_source(source, Arc::new(())) {
             Ok(log) => {
-                let _ = source.log.set(log.clone());
                 // Set once, before the cache is shared.
-                let _ = cache.inner.tier.set(CacheTier {
-                    tier,
-                    log,
-                    codec: config.codec,
-                });
+                let _ = cache.inner.tier.set(CacheTier { tier, log });
                 (cache, None)
             }
             Err(error) => (cache, Some(error)),
@@ -395,6 +388,7 @@ where
                 clock: self.clock,
                 counters: Counters::default(),
                 tier: std::sync::OnceLock::new(),
+                codec: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -441,7 +435,9 @@ struct Inner<K, V> {
     grace_ms: u64,
     clock: Arc<dyn Clock>,
     counters: Counters,
-    tier: std::sync::OnceLock<CacheTier<K, V>>,
+    tier: std::sync::OnceLock<CacheTier>,
+    /// How entries become bytes for the tier (set when there is one).
+    codec: std::sync::OnceLock<Codec<K, V>>,
 }
 
 /// Why a key is looked up.
@@ -883,8 +879,8 @@ where
     /// A key left the cache: the tier's log learns it (called with its shard locked).
     fn persist_delete(&self, marks: &mut ChangeMarks, key: &K, flags: u8) {
         marks.forget(flags);
-        if let Some(tier) = self.inner.tier.get() {
-            let bytes = (tier.codec.key)(key);
+        if let (Some(tier), Some(codec)) = (self.inner.tier.get(), self.inner.codec.get()) {
+            let bytes = (codec.key)(key);
             if flags & IN_BASE != 0 {
                 let epoch = marks.epoch;
                 marks.tombstones[epoch].push(bytes.as_slice().into());
@@ -936,11 +932,11 @@ where
             lfu,
             weight,
         };
-        if let Some(tier) = inner.tier.get().filter(|_| persist) {
+        if let (Some(tier), Some(codec), true) = (inner.tier.get(), inner.codec.get(), persist) {
             // Appended under the shard lock, so the log holds one key's changes in order.
             let deadline = ttl_ms.map_or(0, |ttl| unix_ms().saturating_add(ttl).max(1));
-            let bytes = (tier.codec.value)(&entry.value);
-            cache_tier::log_set(&tier.log, &(tier.codec.key)(&key), &bytes, deadline);
+            let bytes = (codec.value)(&entry.value);
+            cache_tier::log_set(&tier.log, &(codec.key)(&key), &bytes, deadline);
         }
         let (mut newest, old) = shard.map.insert_full(key, entry);
         if let Some(old) = old {
@@ -1006,7 +1002,8 @@ fn minutes(now_ms: u64) -> u16 {
     (now_ms / 60_000) as u16
 }
 
-impl<K, V> Shards for Inner<K, V>
+/// The cache as its tier's checkpoints read it (through a [`WeakSource`]).
+impl<K, V> CheckpointSource for Inner<K, V>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -1015,20 +1012,32 @@ where
         self.shards.len()
     }
 
-    fn flip(&self, shard: usize) -> usize {
-        self.shards[shard].lock().marks.flip()
+    fn shard_slots(&self, _: usize) -> std::ops::Range<u16> {
+        // The cache's shards are not slot ranges, and it never clears a range.
+        0..0
     }
 
-    fn take(&self, shard: usize, epoch: usize, budget: usize, out: &mut ShardChanges) -> bool {
-        let Some(tier) = self.tier.get() else {
+    fn flip(&self, index: usize) -> usize {
+        self.shards[index].lock().marks.flip()
+    }
+
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        log: &ChangeLog,
+        out: &mut ShardChanges,
+    ) -> bool {
+        // Set before the tier's threads start, so a checkpoint never finds it missing.
+        let Some(codec) = self.codec.get().copied() else {
             return false;
         };
-        let mut guard = self.shards[shard].lock();
+        let mut guard = self.shards[index].lock();
         let shard = &mut *guard;
         // Under the shard lock: every record of these keys up to here is reflected.
-        let stamp = tier.log.last_lsn();
+        let stamp = log.last_lsn();
         let (now, unix_now) = (self.clock.now_ms(), unix_ms());
-        let codec = tier.codec;
         let entries = shard
             .map
             .iter_mut()
@@ -1053,16 +1062,19 @@ where
         )
     }
 
-    fn restore(&self, shard: usize, epoch: usize, deleted: Vec<Box<[u8]>>) {
-        let mut guard = self.shards[shard].lock();
-        let shard = &mut *guard;
-        let current = shard.marks.epoch;
-        shard.marks.tombstones[current].extend(deleted);
-        let Shard { map, marks, .. } = shard;
-        marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
+        // Tombstones may sit in any shard: they only say "delete this from the base".
+        let mut deleted = Some(deleted);
+        for shard in self.shards.iter() {
+            let mut guard = shard.lock();
+            let Shard { map, marks, .. } = &mut *guard;
+            let current = marks.epoch;
+            marks.tombstones[current].extend(deleted.take().into_iter().flatten());
+            marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
+        }
     }
 
-    fn mark_all(&self) {
+    fn mark_all_dirty(&self) {
         for shard in self.shards.iter() {
             let mut guard = shard.lock();
             let Shard { map, marks, .. } = &mut *guard;
@@ -1072,11 +1084,11 @@ where
         }
     }
 
-    fn pending(&self) -> usize {
+    fn pending_changes(&self) -> usize {
         self.shards.iter().map(|s| s.lock().marks.pending()).sum()
     }
 
-    fn bytes(&self) -> usize {
+    fn used_memory(&self) -> usize {
         self.shards.iter().map(|s| s.lock().weight as usize).sum()
     }
 }

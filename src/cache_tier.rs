@@ -4,11 +4,11 @@
 //! checkpoints write the entries changed since the last one into the base image. A build
 //! recovers through a scratch [`Store`]: base image plus WAL tail, then into the cache.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use ringkv_store::change_log::{ChangeLog, RecordKind};
 use ringkv_store::change_marks::ChangeMarks;
-use ringkv_store::checkpoint::{CheckpointConfig, CheckpointSource};
+use ringkv_store::checkpoint::CheckpointConfig;
 use ringkv_store::slot::key_slot;
 use ringkv_store::tier::{Storage, Tier, TierConfig, TierError, TierMode};
 use ringkv_store::wal::{FsyncPolicy, WalConfig};
@@ -30,25 +30,10 @@ impl<K, V> Clone for Codec<K, V> {
 
 impl<K, V> Copy for Codec<K, V> {}
 
-/// What the cache's shards expose to a checkpoint.
-pub(crate) trait Shards: Send + Sync {
-    fn shard_count(&self) -> usize;
-    /// Flips the shard's epoch; the epoch to drain.
-    fn flip(&self, shard: usize) -> usize;
-    /// As [`Store::take_changes`]: stamps are read from the log under the shard lock.
-    fn take(&self, shard: usize, epoch: usize, budget: usize, out: &mut ShardChanges) -> bool;
-    /// As [`Store::abort_checkpoint`]: `deleted` go back as tombstones.
-    fn restore(&self, shard: usize, epoch: usize, deleted: Vec<Box<[u8]>>);
-    fn mark_all(&self);
-    fn pending(&self) -> usize;
-    fn bytes(&self) -> usize;
-}
-
 /// The running tier of one cache.
-pub(crate) struct CacheTier<K, V> {
+pub(crate) struct CacheTier {
     pub tier: Tier,
     pub log: Arc<ChangeLog>,
-    pub codec: Codec<K, V>,
 }
 
 /// A recovered entry: key, value, Unix ms deadline (0: none).
@@ -142,63 +127,4 @@ pub(crate) fn take_marked<'a, E: 'a>(
         }
     }
     false
-}
-
-/// The cache as a checkpoint sees it, held weakly so the tier's thread does not keep the
-/// cache alive.
-pub(crate) struct Source {
-    pub shards: Weak<dyn Shards>,
-    pub log: std::sync::OnceLock<Arc<ChangeLog>>,
-}
-
-impl CheckpointSource for Source {
-    fn shard_count(&self) -> usize {
-        self.shards.upgrade().map_or(0, |s| s.shard_count())
-    }
-    fn shard_slots(&self, _: usize) -> std::ops::Range<u16> {
-        // The cache's shards are not slot ranges, and it never clears a range.
-        0..0
-    }
-    fn begin_checkpoint(&self) -> (usize, u64) {
-        // Read before flipping: a change up to here was noted before its shard flips.
-        let lsn = self.log.get().map_or(0, |l| l.last_lsn());
-        let mut epoch = 0;
-        if let Some(shards) = self.shards.upgrade() {
-            for shard in 0..shards.shard_count() {
-                epoch = shards.flip(shard);
-            }
-        }
-        (epoch, lsn)
-    }
-    fn take_changes(
-        &self,
-        index: usize,
-        epoch: usize,
-        budget: usize,
-        out: &mut ShardChanges,
-    ) -> bool {
-        self.shards
-            .upgrade()
-            .is_some_and(|shards| shards.take(index, epoch, budget, out))
-    }
-    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
-        if let Some(shards) = self.shards.upgrade() {
-            // Tombstones may sit in any shard: they only say "delete this from the base".
-            shards.restore(0, epoch, deleted);
-            for shard in 1..shards.shard_count() {
-                shards.restore(shard, epoch, Vec::new());
-            }
-        }
-    }
-    fn mark_all_dirty(&self) {
-        if let Some(shards) = self.shards.upgrade() {
-            shards.mark_all();
-        }
-    }
-    fn pending_changes(&self) -> usize {
-        self.shards.upgrade().map_or(0, |s| s.pending())
-    }
-    fn used_memory(&self) -> usize {
-        self.shards.upgrade().map_or(0, |s| s.bytes())
-    }
 }

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use parking_lot::Mutex;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::change_marks::DirtyEntry;
 use crate::slot::key_slot;
-use crate::store::DirtyEntry;
 
 /// A base image that cannot be read or written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

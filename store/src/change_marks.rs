@@ -2,7 +2,13 @@
 //! entry for each of two alternating checkpoint epochs, and tombstones for deleted keys the
 //! base image may hold. A checkpoint flips the shard to the other epoch and drains the old
 //! one, so writes meanwhile are noted for the next checkpoint and the drain terminates.
-//! Shared by the node's keyspace and the embedded cache. No I/O.
+//! Shared by the node's keyspace and the embedded cache, which a checkpoint reads through
+//! [`CheckpointSource`]. No I/O.
+
+use std::ops::Range;
+use std::sync::Weak;
+
+use crate::change_log::ChangeLog;
 
 /// Entry flags: changed in epoch 0 or 1.
 pub const DIRTY: [u8; 2] = [1, 2];
@@ -90,6 +96,104 @@ impl ChangeMarks {
     /// Changes noted and not taken, both epochs.
     pub fn pending(&self) -> usize {
         self.dirty_count.iter().sum::<usize>() + self.tombstones.iter().map(Vec::len).sum::<usize>()
+    }
+}
+
+/// A changed key as a checkpoint (or a spill) writes it: its state now, or its absence.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirtyEntry {
+    /// The key.
+    pub key: Box<[u8]>,
+    /// `Value::to_persisted` bytes and the deadline (0 = none), or `None`: deleted.
+    pub state: Option<(Vec<u8>, u64)>,
+    /// The last LSN the state reflects: a replayed record at or below it is skipped.
+    pub stamp: u64,
+}
+
+/// What one take of a shard's changes collected.
+#[derive(Debug, Default)]
+pub struct ShardChanges {
+    /// A FLUSHALL emptied the shard: drop what its range of the base image holds with a
+    /// stamp below this LSN first. 0: none.
+    pub cleared_before: u64,
+    /// Changed keys, in no particular order.
+    pub entries: Vec<DirtyEntry>,
+    /// Bytes of keys and values collected.
+    pub bytes: usize,
+}
+
+/// What a checkpoint reads changes from: the node's keyspace, or the embedded cache. Each
+/// keeps [`ChangeMarks`] per shard; the checkpoint reads the log position, flips every
+/// shard, then drains the old epoch shard by shard.
+pub trait CheckpointSource: Send + Sync {
+    /// Number of shards.
+    fn shard_count(&self) -> usize;
+    /// The slots shard `index` holds, when shards are slot ranges (a FLUSHALL clears one
+    /// range of the base image); `0..0` otherwise.
+    fn shard_slots(&self, index: usize) -> Range<u16>;
+    /// Flips shard `index` to the other epoch; the epoch to drain.
+    fn flip(&self, index: usize) -> usize;
+    /// Takes up to about `budget` bytes of shard `index`'s changes in `epoch`, each stamped
+    /// with `log`'s position read under the shard lock; false once none is left.
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        log: &ChangeLog,
+        out: &mut ShardChanges,
+    ) -> bool;
+    /// A checkpoint failed: `deleted` keys and what `epoch` still marks are noted again.
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>);
+    /// Notes every key as changed (the next checkpoint writes all of them).
+    fn mark_all_dirty(&self);
+    /// Changes not yet taken.
+    fn pending_changes(&self) -> usize;
+    /// Bytes held in memory (sizes the first layout).
+    fn used_memory(&self) -> usize;
+}
+
+/// A source held weakly, so a checkpoint thread does not keep its keeper alive (the
+/// embedded cache stops its tier when dropped). Gone, it has nothing to give.
+pub struct WeakSource<T>(pub Weak<T>);
+
+impl<T: CheckpointSource> CheckpointSource for WeakSource<T> {
+    fn shard_count(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.shard_count())
+    }
+    fn shard_slots(&self, index: usize) -> Range<u16> {
+        self.0.upgrade().map_or(0..0, |s| s.shard_slots(index))
+    }
+    fn flip(&self, index: usize) -> usize {
+        self.0.upgrade().map_or(0, |s| s.flip(index))
+    }
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        log: &ChangeLog,
+        out: &mut ShardChanges,
+    ) -> bool {
+        self.0
+            .upgrade()
+            .is_some_and(|s| s.take_changes(index, epoch, budget, log, out))
+    }
+    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
+        if let Some(s) = self.0.upgrade() {
+            s.abort_checkpoint(epoch, deleted);
+        }
+    }
+    fn mark_all_dirty(&self) {
+        if let Some(s) = self.0.upgrade() {
+            s.mark_all_dirty();
+        }
+    }
+    fn pending_changes(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.pending_changes())
+    }
+    fn used_memory(&self) -> usize {
+        self.0.upgrade().map_or(0, |s| s.used_memory())
     }
 }
 

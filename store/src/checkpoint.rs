@@ -16,71 +16,11 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex, RwLock};
 
 use crate::base_image::{BaseDelta, BaseError, BaseImage, Layout, Obsolete, slot_positions};
+use crate::change_log::ChangeLog;
+use crate::change_marks::{CheckpointSource, DirtyEntry, ShardChanges};
 use crate::data_dir::DataDir;
-use crate::store::{DirtyEntry, EvictionSpill, ShardChanges, Store};
+use crate::store::EvictionSpill;
 use crate::wal::Wal;
-
-/// What a checkpoint reads changes from: the node's [`Store`], or the embedded cache.
-/// Changes are noted per shard in two alternating epochs (see [`Store::begin_checkpoint`]).
-pub trait CheckpointSource: Send + Sync {
-    /// Number of shards.
-    fn shard_count(&self) -> usize;
-    /// The slots shard `index` holds, when shards are slot ranges (a FLUSHALL clears one
-    /// range of the base image); `0..0` otherwise.
-    fn shard_slots(&self, index: usize) -> std::ops::Range<u16>;
-    /// Flips every shard to the other epoch; the epoch to drain and the checkpoint LSN.
-    fn begin_checkpoint(&self) -> (usize, u64);
-    /// Takes up to about `budget` bytes of shard `index`'s changes in `epoch`; false once
-    /// none is left.
-    fn take_changes(
-        &self,
-        index: usize,
-        epoch: usize,
-        budget: usize,
-        out: &mut ShardChanges,
-    ) -> bool;
-    /// A checkpoint failed: `deleted` keys and what was not taken are noted again.
-    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>);
-    /// Notes every key as changed (the next checkpoint writes all of them).
-    fn mark_all_dirty(&self);
-    /// Changes not yet taken.
-    fn pending_changes(&self) -> usize;
-    /// Bytes held in memory (sizes the first layout).
-    fn used_memory(&self) -> usize;
-}
-
-impl CheckpointSource for Store {
-    fn shard_count(&self) -> usize {
-        Store::shard_count(self)
-    }
-    fn shard_slots(&self, index: usize) -> std::ops::Range<u16> {
-        Store::shard_slots(self, index)
-    }
-    fn begin_checkpoint(&self) -> (usize, u64) {
-        Store::begin_checkpoint(self)
-    }
-    fn take_changes(
-        &self,
-        index: usize,
-        epoch: usize,
-        budget: usize,
-        out: &mut ShardChanges,
-    ) -> bool {
-        Store::take_changes(self, index, epoch, budget, out)
-    }
-    fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {
-        Store::abort_checkpoint(self, epoch, deleted)
-    }
-    fn mark_all_dirty(&self) {
-        Store::mark_all_dirty(self)
-    }
-    fn pending_changes(&self) -> usize {
-        Store::pending_changes(self)
-    }
-    fn used_memory(&self) -> usize {
-        Store::used_memory(self)
-    }
-}
 
 /// The manifest: where the base image and the WAL meet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -350,6 +290,7 @@ pub type CheckpointResult = Result<(), String>;
 /// The shared state the checkpoint thread works on.
 pub struct Checkpoints {
     pub(crate) store: Arc<dyn CheckpointSource>,
+    log: Arc<ChangeLog>,
     pub(crate) base: Arc<BaseImage>,
     pub(crate) dir: Arc<dyn DataDir>,
     pub(crate) manifest: Mutex<Manifest>,
@@ -381,6 +322,7 @@ impl std::fmt::Debug for Checkpoints {
 impl Checkpoints {
     pub(crate) fn new(
         store: Arc<dyn CheckpointSource>,
+        log: Arc<ChangeLog>,
         base: Arc<BaseImage>,
         dir: Arc<dyn DataDir>,
         manifest: Manifest,
@@ -389,6 +331,7 @@ impl Checkpoints {
     ) -> Checkpoints {
         Checkpoints {
             store,
+            log,
             base,
             dir,
             layout: RwLock::new(manifest.layout),
@@ -531,7 +474,13 @@ impl Checkpoints {
     pub(crate) fn checkpoint(&self, wal: &Wal) -> CheckpointResult {
         let started = Instant::now();
         self.status.running.store(true, Relaxed);
-        let (epoch, lsn) = self.store.begin_checkpoint();
+        // Read before flipping: a change with an LSN up to here was noted (under its shard
+        // lock) before that shard flips, so draining the old epoch covers it.
+        let lsn = self.log.last_lsn();
+        let mut epoch = 0;
+        for shard in 0..self.store.shard_count() {
+            epoch = self.store.flip(shard);
+        }
         let mut deleted = Vec::new();
         let result = self.write_checkpoint(wal, epoch, lsn, &mut deleted);
         self.status.running.store(false, Relaxed);
@@ -617,9 +566,13 @@ impl Checkpoints {
             let positions = slot_positions(self.store.shard_slots(shard));
             loop {
                 let mut changes = ShardChanges::default();
-                let more =
-                    self.store
-                        .take_changes(shard, epoch, self.config.batch_bytes, &mut changes);
+                let more = self.store.take_changes(
+                    shard,
+                    epoch,
+                    self.config.batch_bytes,
+                    &self.log,
+                    &mut changes,
+                );
                 let work = Instant::now();
                 keys += changes.entries.len() as u64;
                 deleted.extend(

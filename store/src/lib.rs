@@ -23,13 +23,14 @@ pub mod tier;
 mod value;
 pub mod wal;
 
+pub use change_marks::{CheckpointSource, DirtyEntry, ShardChanges};
 pub use error::StoreError;
 pub use eviction::{EvictionPolicy, LfuCounter, UnknownPolicy};
 pub use glob::glob_match;
 pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{
-    DirtyEntry, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, ShardChanges, Slot,
-    Store, StoreBuilder, StoreStats, WatchTicket, WrongType, log_string,
+    EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
+    StoreStats, WatchTicket, WrongType, log_string,
 };
 pub use value::{HashValue, Value, alloc_size};

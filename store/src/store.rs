@@ -20,7 +20,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::change_log::{ChangeLog, RecordKind, put_item};
-use crate::change_marks::{ChangeMarks, DIRTY, IN_BASE};
+use crate::change_marks::{
+    ChangeMarks, CheckpointSource, DIRTY, DirtyEntry, IN_BASE, ShardChanges,
+};
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::scan::scan_window;
 use crate::slot::{SLOT_COUNT, key_slot};
@@ -101,29 +103,6 @@ pub trait EvictionSpill: Send + Sync {
     /// Waits (bounded) while too much is spilled and not yet written; called before each
     /// eviction with no shard locked.
     fn wait_for_room(&self);
-}
-
-/// A changed key as a checkpoint (or a spill) writes it: its state now, or its absence.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirtyEntry {
-    /// The key.
-    pub key: Box<[u8]>,
-    /// `Value::to_persisted` bytes and the deadline (0 = none), or `None`: deleted.
-    pub state: Option<(Vec<u8>, u64)>,
-    /// The last LSN the state reflects: a replayed record at or below it is skipped.
-    pub stamp: u64,
-}
-
-/// What [`Store::take_changes`] collected from one shard.
-#[derive(Debug, Default)]
-pub struct ShardChanges {
-    /// A FLUSHALL emptied the shard: drop what its range of the base image holds with a
-    /// stamp below this LSN first. 0: none.
-    pub cleared_before: u64,
-    /// Changed keys, in no particular order.
-    pub entries: Vec<DirtyEntry>,
-    /// Bytes of keys and values collected.
-    pub bytes: usize,
 }
 
 /// Tunables read on every access; atomics so CONFIG SET applies at once.
@@ -891,124 +870,10 @@ impl Store {
         true
     }
 
-    /// Number of shards.
-    pub fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
     /// The slots shard `index` holds.
     pub fn shard_slots(&self, index: usize) -> Range<u16> {
         let start = (index << self.slot_shift) as u16;
         start..start + (1u16 << self.slot_shift)
-    }
-
-    /// Starts a checkpoint: every shard notes later changes in the other epoch. Returns the
-    /// epoch to drain and the checkpoint LSN: every change up to it is noted in that epoch
-    /// (or in an earlier one already drained), so once [`take_changes`](Self::take_changes)
-    /// has drained it and the base image holds the result, the log up to it is redundant.
-    pub fn begin_checkpoint(&self) -> (usize, u64) {
-        // Read before flipping: a change with an LSN up to here was noted (under its shard
-        // lock) before that shard flips.
-        let lsn = self.log().map_or(0, ChangeLog::last_lsn);
-        let mut drained = 0;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            drained = shard.marks.flip();
-        }
-        (drained, lsn)
-    }
-
-    /// Takes up to about `budget` bytes of the changes noted in `epoch` in shard `index`:
-    /// each dirty entry's current state (copied now, stamped with the log position it
-    /// reflects) and the tombstones. Returns false once nothing of `epoch` is left there.
-    pub fn take_changes(
-        &self,
-        index: usize,
-        epoch: usize,
-        budget: usize,
-        out: &mut ShardChanges,
-    ) -> bool {
-        let mut shard = self.shards[index].lock();
-        let shard = &mut *shard;
-        // Under the shard lock: every record of its keys up to here is reflected.
-        let stamp = self.sinks().stamp();
-        let cleared = std::mem::take(&mut shard.cleared[epoch]);
-        out.cleared_before = out.cleared_before.max(cleared);
-        while let Some(key) = shard.marks.tombstones[epoch].pop() {
-            // Deleted then written again: the current state is what the base must hold.
-            let state = shard.map.get_index_of(&key).map(|i| {
-                let entry = &mut shard.map[i];
-                entry.flags |= IN_BASE;
-                (entry.value.to_persisted(), entry.expires_at)
-            });
-            out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
-            out.entries.push(DirtyEntry { key, state, stamp });
-            if out.bytes >= budget {
-                return true;
-            }
-        }
-        // Entries move on swap-remove, so walk until the epoch's count is zero rather than
-        // once over the indexes.
-        let mut index = 0;
-        while shard.marks.dirty_count[epoch] > 0 {
-            if index >= shard.map.len() {
-                index = 0;
-            }
-            if shard.marks.take(&mut shard.map[index].flags, epoch) {
-                let (key, entry) = shard.map.get_index(index).expect("index in range");
-                let value = entry.value.to_persisted();
-                out.bytes += key.len() + value.len();
-                out.entries.push(DirtyEntry {
-                    key: key.into(),
-                    state: Some((value, entry.expires_at)),
-                    stamp,
-                });
-                if out.bytes >= budget {
-                    return shard.marks.dirty_count[epoch] > 0;
-                }
-            }
-            index += 1;
-        }
-        false
-    }
-
-    /// A checkpoint failed: what it took from `epoch` but could not make durable, and what
-    /// it had not taken yet, is noted in the current epoch again, so the next checkpoint
-    /// writes it.
-    pub fn abort_checkpoint(&self, epoch: usize, untaken: Vec<Box<[u8]>>) {
-        let mut by_shard: Vec<Vec<Box<[u8]>>> = vec![Vec::new(); self.shards.len()];
-        for key in untaken {
-            by_shard[self.shard_of(&key)].push(key);
-        }
-        for (index, keys) in by_shard.into_iter().enumerate() {
-            let mut shard = self.shards[index].lock();
-            let shard = &mut *shard;
-            let current = shard.marks.epoch;
-            if current == epoch {
-                continue;
-            }
-            for key in keys {
-                match shard.map.get_index_of(&key) {
-                    Some(i) => shard.mark_dirty(i),
-                    None => shard.marks.tombstones[current].push(key),
-                }
-            }
-            let cleared = std::mem::take(&mut shard.cleared[epoch]);
-            shard.cleared[current] = shard.cleared[current].max(cleared);
-            let Shard { map, marks, .. } = shard;
-            marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
-        }
-    }
-
-    /// Changed keys not yet taken by a checkpoint, in both epochs (for INFO).
-    pub fn pending_changes(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| {
-                let s = s.lock();
-                s.marks.pending()
-            })
-            .sum()
     }
 
     /// Loads a key as the persistence tier holds it (recovery, a store-mode fault-in): no
@@ -1057,17 +922,6 @@ impl Store {
             tombstones.extend(marks.tombstones.into_iter().flatten());
         }
         tombstones
-    }
-
-    /// Marks every entry changed, so the next checkpoint writes all of them (a base image
-    /// rebuilt from memory, a data directory migrated from the old format).
-    pub fn mark_all_dirty(&self) {
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock();
-            for i in 0..shard.map.len() {
-                shard.mark_dirty(i);
-            }
-        }
     }
 
     /// Holds off exclusive sections (EXEC, MSET, RENAME…) while a batch of commands runs.
@@ -1716,6 +1570,130 @@ impl Store {
             start = self.rng.lock().random_range(0..shard_count);
         }
         false
+    }
+}
+
+/// The keyspace as a checkpoint reads it.
+impl CheckpointSource for Store {
+    fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    fn shard_slots(&self, index: usize) -> Range<u16> {
+        Store::shard_slots(self, index)
+    }
+
+    fn flip(&self, index: usize) -> usize {
+        self.shards[index].lock().marks.flip()
+    }
+
+    /// Takes up to about `budget` bytes of the changes noted in `epoch` in shard `index`:
+    /// each dirty entry's current state (copied now, stamped with the log position it
+    /// reflects) and the tombstones. Returns false once nothing of `epoch` is left there.
+    fn take_changes(
+        &self,
+        index: usize,
+        epoch: usize,
+        budget: usize,
+        log: &ChangeLog,
+        out: &mut ShardChanges,
+    ) -> bool {
+        let mut shard = self.shards[index].lock();
+        let shard = &mut *shard;
+        // Under the shard lock: every record of its keys up to here is reflected.
+        let stamp = log.last_lsn();
+        let cleared = std::mem::take(&mut shard.cleared[epoch]);
+        out.cleared_before = out.cleared_before.max(cleared);
+        while let Some(key) = shard.marks.tombstones[epoch].pop() {
+            // Deleted then written again: the current state is what the base must hold.
+            let state = shard.map.get_index_of(&key).map(|i| {
+                let entry = &mut shard.map[i];
+                entry.flags |= IN_BASE;
+                (entry.value.to_persisted(), entry.expires_at)
+            });
+            out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
+            out.entries.push(DirtyEntry { key, state, stamp });
+            if out.bytes >= budget {
+                return true;
+            }
+        }
+        // Entries move on swap-remove, so walk until the epoch's count is zero rather than
+        // once over the indexes.
+        let mut index = 0;
+        while shard.marks.dirty_count[epoch] > 0 {
+            if index >= shard.map.len() {
+                index = 0;
+            }
+            if shard.marks.take(&mut shard.map[index].flags, epoch) {
+                let (key, entry) = shard.map.get_index(index).expect("index in range");
+                let value = entry.value.to_persisted();
+                out.bytes += key.len() + value.len();
+                out.entries.push(DirtyEntry {
+                    key: key.into(),
+                    state: Some((value, entry.expires_at)),
+                    stamp,
+                });
+                if out.bytes >= budget {
+                    return shard.marks.dirty_count[epoch] > 0;
+                }
+            }
+            index += 1;
+        }
+        false
+    }
+
+    /// A checkpoint failed: what it took from `epoch` but could not make durable, and what
+    /// it had not taken yet, is noted in the current epoch again, so the next checkpoint
+    /// writes it.
+    fn abort_checkpoint(&self, epoch: usize, untaken: Vec<Box<[u8]>>) {
+        let mut by_shard: Vec<Vec<Box<[u8]>>> = vec![Vec::new(); self.shards.len()];
+        for key in untaken {
+            by_shard[self.shard_of(&key)].push(key);
+        }
+        for (index, keys) in by_shard.into_iter().enumerate() {
+            let mut shard = self.shards[index].lock();
+            let shard = &mut *shard;
+            let current = shard.marks.epoch;
+            if current == epoch {
+                continue;
+            }
+            for key in keys {
+                match shard.map.get_index_of(&key) {
+                    Some(i) => shard.mark_dirty(i),
+                    None => shard.marks.tombstones[current].push(key),
+                }
+            }
+            let cleared = std::mem::take(&mut shard.cleared[epoch]);
+            shard.cleared[current] = shard.cleared[current].max(cleared);
+            let Shard { map, marks, .. } = shard;
+            marks.restore(epoch, map.values_mut().map(|e| &mut e.flags));
+        }
+    }
+
+    /// Changed keys not yet taken by a checkpoint, in both epochs (for INFO).
+    fn pending_changes(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.lock();
+                s.marks.pending()
+            })
+            .sum()
+    }
+
+    /// Marks every entry changed, so the next checkpoint writes all of them (a base image
+    /// rebuilt from memory, a data directory migrated from the old format).
+    fn mark_all_dirty(&self) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            for i in 0..shard.map.len() {
+                shard.mark_dirty(i);
+            }
+        }
+    }
+
+    fn used_memory(&self) -> usize {
+        Store::used_memory(self)
     }
 }
 

@@ -14,9 +14,8 @@ use parking_lot::Mutex;
 
 use crate::base_image::{BaseError, BaseImage, BaseKv};
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::checkpoint::{
-    CheckpointConfig, CheckpointResult, CheckpointSource, Checkpoints, Manifest, SpillQueue,
-};
+use crate::change_marks::CheckpointSource;
+use crate::checkpoint::{CheckpointConfig, CheckpointResult, Checkpoints, Manifest, SpillQueue};
 use crate::data_dir::DataDir;
 use crate::recovery::{RecoveryError, RecoveryProgress, RecoveryReport, recover};
 use crate::store::Store;
@@ -261,6 +260,7 @@ impl Tier {
         )?);
         let checkpoints = Arc::new(Checkpoints::new(
             source,
+            log.clone(),
             self.base.clone(),
             self.dir.clone(),
             self.manifest,

@@ -1024,7 +1024,7 @@ fn persistence_info(node: &Node) -> String {
         } else {
             0.0
         },
-        node.store.pending_changes(),
+        ringkv_store::CheckpointSource::pending_changes(&*node.store),
         manifest.base_keys,
         manifest.base_bytes,
         manifest.layout.bits,
