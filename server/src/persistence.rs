@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use anyhow::Context;
 use parking_lot::RwLock;
@@ -85,8 +85,6 @@ pub struct Persistence {
     pub dir: PathBuf,
     /// Values read back from disk after eviction (store mode).
     pub fault_ins: AtomicU64,
-    /// A SAVE/BGSAVE is running.
-    pub saving: AtomicBool,
     /// sled's page cache, as configured.
     pub cache_bytes: u64,
     durable: Arc<DurableSignal>,
@@ -194,7 +192,6 @@ impl Persistence {
             config: tier_config,
             dir: config.dir.clone(),
             fault_ins: AtomicU64::new(0),
-            saving: AtomicBool::new(false),
             cache_bytes: config.persistence_cache_size,
             durable: Arc::new(DurableSignal::default()),
             discard_corrupt: config.on_corrupt_data == "discard" && config.mode == "cache",

@@ -19,12 +19,6 @@ pub trait DataFile: Send + Sync + std::fmt::Debug {
     fn write_at(&self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// `fdatasync`: what was written is on the device.
     fn sync_data(&self) -> io::Result<()>;
-    /// Bytes in the file.
-    fn len(&self) -> io::Result<u64>;
-    /// True when the file holds no byte.
-    fn is_empty(&self) -> io::Result<bool> {
-        Ok(self.len()? == 0)
-    }
     /// Shortens the file to `len` bytes.
     fn truncate(&self, len: u64) -> io::Result<()>;
 }
@@ -43,11 +37,6 @@ pub trait DataDir: Send + Sync + std::fmt::Debug {
     fn remove(&self, name: &str) -> io::Result<()>;
     /// Makes renames and new files durable (an fsync of the directory).
     fn sync(&self) -> io::Result<()>;
-    /// The directory on disk, for the sled base image and messages; `None` in memory.
-    fn path(&self) -> Option<&Path> {
-        None
-    }
-
     /// Replaces `name` atomically with `data`: temp file, fdatasync, rename, directory
     /// fsync. A crash leaves the old content or the new, never a mix.
     fn write_atomically(&self, name: &str, data: &[u8]) -> io::Result<()> {
@@ -87,9 +76,6 @@ impl DataFile for DiskFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         self.0.sync_data()
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.0.set_len(len)
@@ -137,9 +123,6 @@ impl DataDir for DiskDir {
         File::open(&self.root)?.sync_all()
     }
 
-    fn path(&self) -> Option<&Path> {
-        Some(&self.root)
-    }
 }
 
 type Files = Arc<Mutex<BTreeMap<String, Arc<Mutex<Vec<u8>>>>>>;
@@ -165,9 +148,6 @@ impl DataFile for MemoryFile {
     }
     fn sync_data(&self) -> io::Result<()> {
         Ok(())
-    }
-    fn len(&self) -> io::Result<u64> {
-        Ok(self.0.lock().len() as u64)
     }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.0.lock().truncate(len as usize);
@@ -287,9 +267,6 @@ impl DataFile for FaultyFile {
         self.faults.sync()?;
         self.inner.sync_data()
     }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
     fn truncate(&self, len: u64) -> io::Result<()> {
         self.faults.write()?;
         self.inner.truncate(len)
@@ -319,9 +296,6 @@ impl<D: DataDir> DataDir for FaultyDir<D> {
     fn sync(&self) -> io::Result<()> {
         self.faults.sync()?;
         self.inner.sync()
-    }
-    fn path(&self) -> Option<&Path> {
-        self.inner.path()
     }
 }
 

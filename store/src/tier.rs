@@ -5,7 +5,6 @@
 //! Order of use: [`Tier::open`], [`Tier::recover`] into an empty store, [`Tier::start`]
 //! (attaches the log and starts the threads), then [`Tier::shutdown`] on a clean stop.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -295,21 +294,6 @@ impl Tier {
 
     fn running(&self) -> Option<&Running> {
         self.running.get()
-    }
-
-    /// The directory's path on disk, if it has one.
-    pub fn path(&self) -> Option<PathBuf> {
-        self.dir.path().map(|p| p.to_path_buf())
-    }
-
-    /// Cache or store mode.
-    pub fn mode(&self) -> TierMode {
-        self.config.mode
-    }
-
-    /// The fsync policy.
-    pub fn policy(&self) -> crate::wal::FsyncPolicy {
-        self.config.wal.policy
     }
 
     /// What the last recovery did.
