@@ -177,15 +177,20 @@ impl Persistence {
     /// The tier over `storage` (blocking: reads the manifest).
     pub fn open(storage: Storage, config: &Config) -> anyhow::Result<Persistence> {
         let tier_config = tier_config(config);
-        let tier = Tier::open(storage.dir.clone(), storage.base.clone(), tier_config)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
+        let discard_corrupt = config.on_corrupt_data == "discard" && config.mode == "cache";
+        let tier = match Tier::open(storage.dir.clone(), storage.base.clone(), tier_config) {
+            Ok(tier) => tier,
+            Err(error) if discard_corrupt && is_corruption(&error) => {
+                discard_aside(&storage, &config.dir, tier_config, &error)?
+            }
+            Err(error) => {
+                return Err(anyhow::Error::from(error).context(format!(
                     "the persistence tier in {} cannot start (fix the directory, choose another \
                      with --dir, or in cache mode start cold with --on-corrupt-data discard)",
                     config.dir.display()
-                )
-            })?;
+                )));
+            }
+        };
         Ok(Persistence {
             tier: RwLock::new(Arc::new(tier)),
             storage,
@@ -194,7 +199,7 @@ impl Persistence {
             fault_ins: AtomicU64::new(0),
             cache_bytes: config.persistence_cache_size,
             durable: Arc::new(DurableSignal::default()),
-            discard_corrupt: config.on_corrupt_data == "discard" && config.mode == "cache",
+            discard_corrupt,
         })
     }
 
@@ -242,26 +247,8 @@ impl Persistence {
         match tier.recover(store, unix_ms()) {
             Ok(report) => Ok(report),
             Err(error) if self.discard_corrupt && is_corruption(&error) => {
-                let aside = aside_path(&self.dir);
-                tracing::warn!(%error, aside = %aside.display(), "moving the unreadable data aside and starting cold");
                 drop(store.flush());
-                // The WAL and manifest move aside; the base image is open, so it is emptied.
-                let files = self
-                    .storage
-                    .dir
-                    .list()
-                    .context("listing the data directory")?;
-                std::fs::create_dir_all(&aside)?;
-                for name in files {
-                    std::fs::rename(self.dir.join(&name), aside.join(&name))
-                        .with_context(|| format!("moving {name} aside"))?;
-                }
-                self.storage.base.clear()?;
-                let fresh = Tier::open(
-                    self.storage.dir.clone(),
-                    self.storage.base.clone(),
-                    self.config,
-                )?;
+                let fresh = discard_aside(&self.storage, &self.dir, self.config, &error)?;
                 let report = fresh.recover(store, unix_ms())?;
                 *self.tier.write() = Arc::new(fresh);
                 Ok(report)
@@ -331,6 +318,30 @@ impl Persistence {
     pub fn shutdown(&self) -> Result<(), TierError> {
         self.tier().shutdown()
     }
+}
+
+/// `--on-corrupt-data discard`: moves the WAL and manifest into `<dir>.corrupt-<ms>` (kept
+/// for inspection), empties the base image (open, so it cannot move) and opens a fresh tier.
+fn discard_aside(
+    storage: &Storage,
+    dir: &Path,
+    config: TierConfig,
+    error: &TierError,
+) -> anyhow::Result<Tier> {
+    let aside = aside_path(dir);
+    tracing::warn!(%error, aside = %aside.display(), "moving the unreadable data aside and starting cold");
+    let files = storage.dir.list().context("listing the data directory")?;
+    std::fs::create_dir_all(&aside).with_context(|| format!("creating {}", aside.display()))?;
+    for name in files {
+        std::fs::rename(dir.join(&name), aside.join(&name))
+            .with_context(|| format!("moving {name} aside"))?;
+    }
+    storage.base.clear()?;
+    Ok(Tier::open(
+        storage.dir.clone(),
+        storage.base.clone(),
+        config,
+    )?)
 }
 
 fn is_corruption(error: &TierError) -> bool {

@@ -427,17 +427,20 @@ fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
     );
 
     // In cache mode the operator may start cold instead; the bad segment is kept aside.
+    starts_cold_keeping_aside(dir.path(), &name);
+}
+
+/// With `--on-corrupt-data discard` the node starts empty and writable, and the damaged
+/// `file` is moved into `<dir>.corrupt-<ms>`, not deleted.
+fn starts_cold_keeping_aside(dir: &Path, file: &str) {
     let port = free_port();
-    let _node = spawn(dir.path(), port, &["--on-corrupt-data", "discard"]);
+    let _node = spawn(dir, port, &["--on-corrupt-data", "discard"]);
     let mut client = Client::connect(port);
     client.wait_loaded();
     assert_eq!(client.call(&[b"DBSIZE"]).unwrap(), ":0");
     assert_eq!(client.call(&[b"SET", b"k", b"v"]).unwrap(), "+OK");
-    let prefix = format!(
-        "{}.corrupt-",
-        dir.path().file_name().unwrap().to_string_lossy()
-    );
-    let aside: Vec<_> = std::fs::read_dir(dir.path().parent().unwrap())
+    let prefix = format!("{}.corrupt-", dir.file_name().unwrap().to_string_lossy());
+    let aside: Vec<_> = std::fs::read_dir(dir.parent().unwrap())
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
@@ -446,9 +449,13 @@ fn a_flipped_bit_in_the_wal_stops_the_node_naming_the_segment_and_offset() {
     assert_eq!(
         aside.len(),
         1,
-        "the unreadable WAL was moved aside, not deleted"
+        "the unreadable data was moved aside, not deleted"
     );
-    assert!(aside[0].join(&name).exists());
+    assert!(
+        aside[0].join(file).exists(),
+        "{file} is in {}",
+        aside[0].display()
+    );
     std::fs::remove_dir_all(&aside[0]).unwrap();
 }
 
@@ -473,7 +480,7 @@ fn a_torn_wal_tail_recovers_everything_before_it() {
 }
 
 #[test]
-fn a_damaged_manifest_stops_the_node_naming_it() {
+fn a_damaged_manifest_stops_the_node_naming_it_or_is_moved_aside() {
     let dir = tempfile::tempdir().unwrap();
     fill_and_stop(dir.path(), 10);
     let port = free_port();
@@ -489,6 +496,7 @@ fn a_damaged_manifest_stops_the_node_naming_it() {
     std::fs::write(&manifest, &bytes).unwrap();
     let stderr = refused_start(dir.path(), &[]);
     assert!(stderr.contains("MANIFEST"), "{stderr}");
+    starts_cold_keeping_aside(dir.path(), "MANIFEST");
 }
 
 #[test]

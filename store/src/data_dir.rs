@@ -122,7 +122,6 @@ impl DataDir for DiskDir {
     fn sync(&self) -> io::Result<()> {
         File::open(&self.root)?.sync_all()
     }
-
 }
 
 type Files = Arc<Mutex<BTreeMap<String, Arc<Mutex<Vec<u8>>>>>>;
