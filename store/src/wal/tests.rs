@@ -281,36 +281,106 @@ impl DurableWatch for Recorder {
     }
 }
 
+/// A WAL over `dir` whose durability reports land in the returned recorder.
+fn start_recorded(
+    dir: Arc<dyn DataDir>,
+    policy: FsyncPolicy,
+) -> (Arc<ChangeLog>, Wal, Arc<Recorder>) {
+    let recorder = Arc::new(Recorder::default());
+    let scan = scan(&*dir, 0, &mut |_, _| Ok(())).unwrap();
+    let log = Arc::new(ChangeLog::new(scan.last_lsn + 1, LogLimits::default()));
+    let config = WalConfig {
+        policy,
+        ..WalConfig::default()
+    };
+    let wal = Wal::start(dir, log.clone(), scan, config, recorder.clone()).unwrap();
+    (log, wal, recorder)
+}
+
+/// Polls `holds` for up to `within`; its last answer.
+fn eventually(within: Duration, holds: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    while !holds() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    holds()
+}
+
 #[test]
 fn always_reports_each_write_durable_and_a_failed_sync_as_failed() {
     let faulty = Arc::new(FaultyDir::new(MemoryDir::default()));
-    let recorder = Arc::new(Recorder::default());
-    let scan = scan(&*faulty, 0, &mut |_, _| Ok(())).unwrap();
-    let log = Arc::new(ChangeLog::new(1, LogLimits::default()));
-    let config = WalConfig {
-        policy: FsyncPolicy::Always,
-        ..WalConfig::default()
-    };
-    let wal = Wal::start(faulty.clone(), log.clone(), scan, config, recorder.clone()).unwrap();
+    let (log, wal, recorder) = start_recorded(faulty.clone(), FsyncPolicy::Always);
     append(&log, 1);
     log.hurry();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while wal.status().durable_lsn.load(Relaxed) < 1 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(eventually(Duration::from_secs(5), || {
+        wal.status().durable_lsn.load(Relaxed) >= 1
+    }));
     assert_eq!(wal.status().durable_lsn.load(Relaxed), 1);
     assert!(recorder.0.lock().contains(&(1, 0)));
     faulty.fail_syncs(true);
     append(&log, 2);
     log.hurry();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while wal.status().failed_lsn.load(Relaxed) < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    assert!(eventually(Duration::from_secs(5), || {
+        wal.status().failed_lsn.load(Relaxed) >= 2
+    }));
     assert_eq!(wal.status().failed_lsn.load(Relaxed), 2);
     assert!(recorder.0.lock().iter().any(|&(_, failed)| failed == 2));
     faulty.fail_syncs(false);
     drop(wal);
+}
+
+#[test]
+fn everysec_reports_a_failed_background_sync_and_recovery_stops_before_it() {
+    let faulty = Arc::new(FaultyDir::new(MemoryDir::default()));
+    let (log, wal, recorder) = start_recorded(faulty.clone(), FsyncPolicy::EverySec);
+    for i in 1..=10 {
+        append(&log, i);
+    }
+    assert!(wal.drain(Duration::from_secs(5)));
+    assert_eq!(wal.sync_now().unwrap(), 10);
+
+    // Written but not yet synced when the disk starts failing: the once-a-second sync
+    // fails, so 11..=20 are reported lost, not durable.
+    faulty.fail_syncs(true);
+    for i in 11..=20 {
+        append(&log, i);
+    }
+    assert!(wal.drain(Duration::from_secs(5)));
+    assert!(eventually(Duration::from_secs(5), || {
+        wal.status().failed_lsn.load(Relaxed) >= 20
+    }));
+    assert_eq!(wal.status().durable_lsn.load(Relaxed), 10);
+    assert!(!wal.status().healthy.load(Relaxed));
+    assert!(wal.status().last_error().unwrap().contains("fsync"));
+    assert_eq!(wal.status().gap_after.load(Relaxed), 10);
+    assert!(
+        recorder.0.lock().iter().all(|&(durable, _)| durable <= 10),
+        "nothing past the failed sync was reported durable"
+    );
+    assert!(recorder.0.lock().contains(&(10, 20)));
+
+    // The disk recovers: the next record opens a segment that vouches only for 1..=10.
+    faulty.fail_syncs(false);
+    for i in 21..=30 {
+        append(&log, i);
+    }
+    assert!(wal.drain(Duration::from_secs(5)));
+    assert!(eventually(Duration::from_secs(5), || wal
+        .status()
+        .healthy
+        .load(Relaxed)));
+    assert_eq!(wal.sync_now().unwrap(), 30);
+    wal.shutdown().unwrap();
+    let lsns = |seen: Seen| seen.into_iter().map(|s| s.0).collect::<Vec<_>>();
+    // A checkpoint that covered the loss: recovery replays what followed it.
+    let (seen, scan) = read_back(faulty.inner(), 20).unwrap();
+    assert_eq!(scan.gap, None);
+    assert_eq!(lsns(seen), (21..=30).collect::<Vec<_>>());
+    // None did: the unsynced records are not replayed as if they were safe, nor anything
+    // after them.
+    let (seen, scan) = read_back(faulty.inner(), 0).unwrap();
+    assert_eq!(lsns(seen), (1..=10).collect::<Vec<_>>());
+    assert_eq!(scan.gap, Some((10, 21)));
 }
 
 #[test]
