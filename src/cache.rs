@@ -1042,24 +1042,28 @@ where
             .map
             .iter_mut()
             .map(|(key, entry)| (&mut entry.flags, (key, &entry.value, entry.expires_at)));
-        cache_tier::take_marked(
-            &mut shard.marks,
-            epoch,
-            budget,
-            stamp,
-            out,
-            entries,
-            |(key, value, expires_at)| {
-                let deadline = if expires_at == u64::MAX {
-                    0
-                } else {
-                    unix_now
-                        .saturating_add(expires_at.saturating_sub(now))
-                        .max(1)
-                };
-                ((codec.key)(key).into(), (codec.value)(value), deadline)
-            },
-        )
+        // A tombstone precedes the entry of a key written again, so it needs no state.
+        shard
+            .marks
+            .take_tombstones(epoch, budget, stamp, out, |_| None)
+            || shard.marks.take_dirty(
+                epoch,
+                budget,
+                stamp,
+                out,
+                entries,
+                |(key, value, expires_at)| {
+                    let deadline = if expires_at == u64::MAX {
+                        0
+                    } else {
+                        unix_now
+                            .saturating_add(expires_at.saturating_sub(now))
+                            .max(1)
+                    };
+                    let persisted = ringkv_store::Value::Str((codec.value)(value)).to_persisted();
+                    ((codec.key)(key).into(), persisted, deadline)
+                },
+            )
     }
 
     fn abort_checkpoint(&self, epoch: usize, deleted: Vec<Box<[u8]>>) {

@@ -7,12 +7,11 @@
 use std::sync::Arc;
 
 use ringkv_store::change_log::{ChangeLog, RecordKind};
-use ringkv_store::change_marks::ChangeMarks;
 use ringkv_store::checkpoint::CheckpointConfig;
 use ringkv_store::slot::key_slot;
 use ringkv_store::tier::{Storage, Tier, TierConfig, TierError, TierMode};
 use ringkv_store::wal::{FsyncPolicy, WalConfig};
-use ringkv_store::{DirtyEntry, ShardChanges, Store, Value};
+use ringkv_store::{Store, Value};
 
 /// How the cache turns keys and values into bytes and back.
 pub(crate) struct Codec<K, V> {
@@ -85,46 +84,4 @@ pub(crate) fn log_set(log: &ChangeLog, key: &[u8], value: &[u8], deadline: u64) 
 /// Appends the record of a removal.
 pub(crate) fn log_del(log: &ChangeLog, key: &[u8]) {
     log.append(RecordKind::Del, key_slot(key), key, |_| {});
-}
-
-/// Takes a locked shard's changes of `epoch`: its tombstones, then its marked entries.
-pub(crate) fn take_marked<'a, E: 'a>(
-    marks: &mut ChangeMarks,
-    epoch: usize,
-    budget: usize,
-    stamp: u64,
-    out: &mut ShardChanges,
-    entries: impl Iterator<Item = (&'a mut u8, E)>,
-    encode: impl Fn(E) -> (Box<[u8]>, Vec<u8>, u64),
-) -> bool {
-    while let Some(key) = marks.tombstones[epoch].pop() {
-        out.bytes += key.len();
-        out.entries.push(DirtyEntry {
-            key,
-            state: None,
-            stamp,
-        });
-        if out.bytes >= budget {
-            return true;
-        }
-    }
-    for (flags, entry) in entries {
-        if marks.dirty_count[epoch] == 0 {
-            break;
-        }
-        if marks.take(flags, epoch) {
-            let (key, value, deadline) = encode(entry);
-            let persisted = Value::Str(value).to_persisted();
-            out.bytes += key.len() + persisted.len();
-            out.entries.push(DirtyEntry {
-                key,
-                state: Some((persisted, deadline)),
-                stamp,
-            });
-            if out.bytes >= budget {
-                return marks.dirty_count[epoch] > 0 || !marks.tombstones[epoch].is_empty();
-            }
-        }
-    }
-    false
 }

@@ -93,6 +93,59 @@ impl ChangeMarks {
         }
     }
 
+    /// Takes `epoch`'s tombstones into `out`, each with `state_now` of its key (`None`
+    /// unless it was written again since). True when `budget` ran out first.
+    pub fn take_tombstones(
+        &mut self,
+        epoch: usize,
+        budget: usize,
+        stamp: u64,
+        out: &mut ShardChanges,
+        mut state_now: impl FnMut(&[u8]) -> Option<(Vec<u8>, u64)>,
+    ) -> bool {
+        while let Some(key) = self.tombstones[epoch].pop() {
+            let state = state_now(&key);
+            out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
+            out.entries.push(DirtyEntry { key, state, stamp });
+            if out.bytes >= budget {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Takes `epoch`'s marked entries into `out` in one pass over `entries` (each entry's
+    /// flags, and what `encode` turns into key, persisted value and deadline). True when
+    /// `budget` ran out with some left.
+    pub fn take_dirty<'a, E>(
+        &mut self,
+        epoch: usize,
+        budget: usize,
+        stamp: u64,
+        out: &mut ShardChanges,
+        entries: impl Iterator<Item = (&'a mut u8, E)>,
+        encode: impl Fn(E) -> (Box<[u8]>, Vec<u8>, u64),
+    ) -> bool {
+        for (flags, entry) in entries {
+            if self.dirty_count[epoch] == 0 {
+                break;
+            }
+            if self.take(flags, epoch) {
+                let (key, value, deadline) = encode(entry);
+                out.bytes += key.len() + value.len();
+                out.entries.push(DirtyEntry {
+                    key,
+                    state: Some((value, deadline)),
+                    stamp,
+                });
+                if out.bytes >= budget {
+                    return self.dirty_count[epoch] > 0;
+                }
+            }
+        }
+        false
+    }
+
     /// Changes noted and not taken, both epochs.
     pub fn pending(&self) -> usize {
         self.dirty_count.iter().sum::<usize>() + self.tombstones.iter().map(Vec::len).sum::<usize>()
@@ -116,7 +169,8 @@ pub struct ShardChanges {
     /// A FLUSHALL emptied the shard: drop what its range of the base image holds with a
     /// stamp below this LSN first. 0: none.
     pub cleared_before: u64,
-    /// Changed keys, in no particular order.
+    /// Changed keys: a key's tombstone before its entry (deleted, then written again, it
+    /// ends with the entry).
     pub entries: Vec<DirtyEntry>,
     /// Bytes of keys and values collected.
     pub bytes: usize,
@@ -236,5 +290,62 @@ mod tests {
         assert_eq!(marks.dirty_count, [0, 1]);
         assert_eq!(marks.tombstones[1].len(), 1);
         assert_ne!(flags[1] & DIRTY[1], 0);
+    }
+
+    #[test]
+    fn takes_in_budgeted_rounds_tombstones_first_each_change_once() {
+        let mut marks = ChangeMarks::default();
+        let keys: Vec<Box<[u8]>> = (0..10)
+            .map(|i| format!("key{i}").into_bytes().into())
+            .collect();
+        let mut flags = vec![0u8; keys.len()];
+        for f in &mut flags[..7] {
+            marks.mark(f);
+        }
+        marks.delete(b"gone1", IN_BASE);
+        marks.delete(b"gone2", IN_BASE);
+        marks.delete(b"never-stored", 0);
+        let drained = marks.flip();
+        marks.mark(&mut flags[9]);
+        let mut rounds = Vec::new();
+        loop {
+            let mut out = ShardChanges::default();
+            // About two entries a round.
+            let more = marks.take_tombstones(drained, 10, 5, &mut out, |_| None)
+                || marks.take_dirty(
+                    drained,
+                    10,
+                    5,
+                    &mut out,
+                    flags.iter_mut().zip(&keys),
+                    |key| (key.clone(), b"v".to_vec(), 0),
+                );
+            rounds.push(out.entries);
+            if !more {
+                break;
+            }
+            assert!(rounds.len() < 20, "draining terminates");
+        }
+        let taken: Vec<(String, bool)> = rounds
+            .iter()
+            .flatten()
+            .map(|e| {
+                (
+                    String::from_utf8_lossy(&e.key).into_owned(),
+                    e.state.is_some(),
+                )
+            })
+            .collect();
+        assert!(rounds.iter().all(|r| r.len() <= 2), "{rounds:?}");
+        assert!(rounds.iter().flatten().all(|e| e.stamp == 5));
+        let expected: Vec<(String, bool)> = [("gone2", false), ("gone1", false)]
+            .into_iter()
+            .map(|(k, s)| (k.to_string(), s))
+            .chain((0..7).map(|i| (format!("key{i}"), true)))
+            .collect();
+        assert_eq!(taken, expected);
+        assert_eq!(marks.dirty_count, [0, 1], "key9 changed after the flip");
+        assert_eq!(flags[9] & IN_BASE, 0);
+        assert!(flags[..7].iter().all(|f| *f == IN_BASE));
     }
 }

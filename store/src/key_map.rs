@@ -127,6 +127,11 @@ impl<V> KeyMap<V> {
         self.entries.iter_mut().map(|b| &mut b.value)
     }
 
+    /// Every key with its value mutable, in storage order.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&[u8], &mut V)> {
+        self.entries.iter_mut().map(|b| (&*b.key, &mut b.value))
+    }
+
     /// Every key and value, in storage order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], &V)> {
         self.entries.iter().map(|b| (&*b.key, &b.value))

@@ -1604,42 +1604,23 @@ impl CheckpointSource for Store {
         let stamp = log.last_lsn();
         let cleared = std::mem::take(&mut shard.cleared[epoch]);
         out.cleared_before = out.cleared_before.max(cleared);
-        while let Some(key) = shard.marks.tombstones[epoch].pop() {
+        let Shard { map, marks, .. } = shard;
+        let more = marks.take_tombstones(epoch, budget, stamp, out, |key| {
             // Deleted then written again: the current state is what the base must hold.
-            let state = shard.map.get_index_of(&key).map(|i| {
-                let entry = &mut shard.map[i];
-                entry.flags |= IN_BASE;
-                (entry.value.to_persisted(), entry.expires_at)
-            });
-            out.bytes += key.len() + state.as_ref().map_or(0, |(v, _)| v.len());
-            out.entries.push(DirtyEntry { key, state, stamp });
-            if out.bytes >= budget {
-                return true;
-            }
-        }
-        // Entries move on swap-remove, so walk until the epoch's count is zero rather than
-        // once over the indexes.
-        let mut index = 0;
-        while shard.marks.dirty_count[epoch] > 0 {
-            if index >= shard.map.len() {
-                index = 0;
-            }
-            if shard.marks.take(&mut shard.map[index].flags, epoch) {
-                let (key, entry) = shard.map.get_index(index).expect("index in range");
-                let value = entry.value.to_persisted();
-                out.bytes += key.len() + value.len();
-                out.entries.push(DirtyEntry {
-                    key: key.into(),
-                    state: Some((value, entry.expires_at)),
-                    stamp,
-                });
-                if out.bytes >= budget {
-                    return shard.marks.dirty_count[epoch] > 0;
-                }
-            }
-            index += 1;
-        }
-        false
+            let i = map.get_index_of(key)?;
+            let entry = &mut map[i];
+            entry.flags |= IN_BASE;
+            Some((entry.value.to_persisted(), entry.expires_at))
+        });
+        more || marks.take_dirty(
+            epoch,
+            budget,
+            stamp,
+            out,
+            map.iter_mut()
+                .map(|(key, entry)| (&mut entry.flags, (key, &entry.value, entry.expires_at))),
+            |(key, value, expires_at)| (key.into(), value.to_persisted(), expires_at),
+        )
     }
 
     /// A checkpoint failed: what it took from `epoch` but could not make durable, and what
