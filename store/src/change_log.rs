@@ -310,7 +310,8 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-fn decode_record(bytes: &[u8], lsn: u64) -> Result<(Record<'_>, usize), MalformedRecord> {
+/// Decodes the record at the front of `bytes`, giving it `lsn`; also returns its length.
+pub fn decode_record(bytes: &[u8], lsn: u64) -> Result<(Record<'_>, usize), MalformedRecord> {
     let header = bytes
         .first_chunk::<RECORD_HEADER>()
         .ok_or(MalformedRecord("short record header"))?;

@@ -26,6 +26,7 @@ use crate::change_marks::{
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::scan::scan_window;
 use crate::slot::{SLOT_COUNT, key_slot};
+use crate::slot_set::SlotSet;
 use crate::value::{HashValue, Value, alloc_size};
 use crate::{StoreError, glob_match};
 
@@ -1198,6 +1199,85 @@ impl Store {
         })
     }
 
+    /// Number of shards; shard `index` holds the slots [`Store::shard_slots`] names.
+    pub fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Keys in shard `index` (expired ones not yet reclaimed included).
+    pub fn shard_len(&self, index: usize) -> usize {
+        self.shards[index].lock().map.len()
+    }
+
+    /// Appends to `out`, as snapshot records ([`crate::snapshot::encode_entry`]), the live
+    /// keys of shard `index` whose map hash lies in `window` (inclusive) and whose slot is
+    /// in `slots`. Returns the stamp, the log's last LSN read under the same lock: the
+    /// copy reflects every record up to it and none after it. Also returns the keys copied.
+    pub fn snapshot_window(
+        &self,
+        index: usize,
+        window: (u64, u64),
+        slots: &SlotSet,
+        now: u64,
+        out: &mut Vec<u8>,
+    ) -> (u64, usize) {
+        let shard = self.shards[index].lock();
+        let stamp = self.log().map_or(0, ChangeLog::last_lsn);
+        let mut copied = 0;
+        for (hash, _, key, entry) in shard.map.iter_hashed() {
+            if hash < window.0 || hash > window.1 {
+                continue;
+            }
+            if entry.expires_at != 0 && entry.expires_at <= now {
+                continue;
+            }
+            let slot = key_slot(key);
+            if slots.contains(slot) {
+                crate::snapshot::encode_entry(out, slot, key, &entry.value, entry.expires_at);
+                copied += 1;
+            }
+        }
+        (stamp, copied)
+    }
+
+    /// Deletes every key in `slots` (a replica about to sync them from scratch), each
+    /// deletion logged; the lock is released every few thousand keys. Returns how many.
+    pub fn clear_slots(&self, slots: &SlotSet) -> usize {
+        const PER_LOCK: usize = 4096;
+        let mut removed = 0;
+        for index in 0..self.shards.len() {
+            let range = self.shard_slots(index);
+            if !slots.intersects_range(range.start, range.end - 1) {
+                continue;
+            }
+            let mut position = 0;
+            loop {
+                let done = self.with_shard(index, |shard| {
+                    let mut budget = PER_LOCK;
+                    while budget > 0 {
+                        let Some((key, _)) = shard.map.get_index(position) else {
+                            return true;
+                        };
+                        let slot = key_slot(key);
+                        if slots.contains(slot) {
+                            // The last entry moves into `position`: look at it next.
+                            shard.delete_index(position, self.sinks(), Some(slot));
+                            removed += 1;
+                        } else {
+                            position += 1;
+                        }
+                        budget -= 1;
+                    }
+                    false
+                });
+                if done {
+                    break;
+                }
+            }
+        }
+        removed
+    }
+
     /// Deletes every key (FLUSHALL/FLUSHDB); drop the result to free the memory. Call
     /// under [`Store::exclusive`], so the Clear record orders before and after every other
     /// change exactly as in memory.
@@ -1576,7 +1656,7 @@ impl Store {
 /// The keyspace as a checkpoint reads it.
 impl CheckpointSource for Store {
     fn shard_count(&self) -> usize {
-        self.shards.len()
+        Store::shard_count(self)
     }
 
     fn shard_slots(&self, index: usize) -> Range<u16> {

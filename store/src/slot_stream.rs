@@ -1,0 +1,612 @@
+//! The stream a primary sends a replica for a set of slots, and its application on the
+//! replica: log records of those slots in LSN order, with snapshot windows of the slots
+//! the replica syncs from scratch placed exactly at their stamps (see [`crate::snapshot`]).
+//! No I/O: the server's peer link ships the [`Piece`]s.
+//!
+//! Wire shapes (inside the link's frames): records are `through u64` then
+//! `(lsn u64, record)*`, where `through` says every record up to it was considered (so an
+//! idle or filtered stream still advances the replica); a snapshot window is its records
+//! without LSNs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::change_log::{
+    ChangeLog, Chunk, Cursor, GROUPED, MalformedRecord, Record, RecordKind, TakeError,
+    decode_record, encode_record,
+};
+use crate::replay::apply_record;
+use crate::slot_set::SlotSet;
+use crate::snapshot::hash_windows;
+use crate::store::Store;
+
+/// Keys per snapshot window (each is copied under its shard lock).
+const KEYS_PER_WINDOW: usize = 256;
+/// Empty windows skipped per poll before the caller gets control back.
+const WINDOWS_PER_POLL: usize = 64;
+
+/// What to send next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// Log records (wire shape above).
+    Records(Vec<u8>),
+    /// A snapshot window and its stamp.
+    Snapshot {
+        /// The log position the window reflects.
+        stamp: u64,
+        /// Its records.
+        records: Vec<u8>,
+    },
+    /// Every slot synced from scratch is complete once the records up to `stamp` apply.
+    SnapshotDone {
+        /// The stream position at which the snapshot completed.
+        stamp: u64,
+    },
+}
+
+/// A shard being walked: its index, its hash windows, the next window.
+type ShardWalk = (usize, Vec<(u64, u64)>, usize);
+
+struct Walk {
+    slots: SlotSet,
+    /// Shards still to walk.
+    shards: Vec<usize>,
+    /// The shard being walked, its windows and the next one.
+    current: Option<ShardWalk>,
+}
+
+/// The primary's side: a log cursor, the slots, and a snapshot walk when some slots sync
+/// from scratch.
+pub struct StreamSender {
+    log: Arc<ChangeLog>,
+    /// Always present until drop (which hands it back to the log).
+    cursor: Option<Cursor>,
+    slots: SlotSet,
+    /// A chunk taken from the log and how many of its records were considered.
+    pending: Option<(Arc<Chunk>, usize)>,
+    /// The last LSN considered.
+    through: u64,
+    /// Grouped records were sent since the last Commit.
+    in_group: bool,
+    walk: Option<Walk>,
+    /// A window copied and waiting for the stream to reach its stamp.
+    window: Option<(u64, Vec<u8>)>,
+}
+
+impl StreamSender {
+    /// Streams `slots` from `from_lsn` on; `full` (a subset) are walked from the store
+    /// first. Fails when the log no longer holds `from_lsn` (the consumer is optional: a
+    /// slow replica is dropped, never holds writers back).
+    pub fn start(
+        log: Arc<ChangeLog>,
+        from_lsn: u64,
+        slots: SlotSet,
+        full: SlotSet,
+        store: &Store,
+    ) -> Result<StreamSender, TakeError> {
+        let cursor = log.subscribe(from_lsn, false)?;
+        let walk = (!full.is_empty()).then(|| Walk {
+            shards: (0..store.shard_count())
+                .rev()
+                .filter(|&i| {
+                    let range = store.shard_slots(i);
+                    full.intersects_range(range.start, range.end - 1)
+                })
+                .collect(),
+            slots: full,
+            current: None,
+        });
+        Ok(StreamSender {
+            log,
+            cursor: Some(cursor),
+            slots,
+            pending: None,
+            through: from_lsn.saturating_sub(1),
+            in_group: false,
+            walk,
+            window: None,
+        })
+    }
+
+    /// The last LSN considered: every record of the slots up to it has been handed out.
+    pub fn through(&self) -> u64 {
+        self.through
+    }
+
+    /// True while slots are still being walked.
+    pub fn syncing(&self) -> bool {
+        self.walk.is_some() || self.window.is_some()
+    }
+
+    /// The next piece, up to about `budget` bytes of records; waits up to `wait` for new
+    /// records when there is nothing else. `None`: nothing to send now.
+    pub fn poll(
+        &mut self,
+        store: &Store,
+        now: u64,
+        budget: usize,
+        wait: Duration,
+    ) -> Result<Option<Piece>, TakeError> {
+        let mut empty_windows = 0;
+        loop {
+            if let Some((stamp, _)) = &self.window {
+                let stamp = *stamp;
+                if self.through < stamp {
+                    let records = self.tail(stamp, budget, Duration::ZERO)?;
+                    if let Some(records) = records {
+                        return Ok(Some(Piece::Records(records)));
+                    }
+                    continue;
+                }
+                let (stamp, records) = self.window.take().expect("checked above");
+                return Ok(Some(Piece::Snapshot { stamp, records }));
+            }
+            let Some(walk) = &mut self.walk else {
+                return Ok(self.tail(u64::MAX, budget, wait)?.map(Piece::Records));
+            };
+            let Some((shard, windows, next)) = &mut walk.current else {
+                let Some(shard) = walk.shards.pop() else {
+                    self.walk = None;
+                    return Ok(Some(Piece::SnapshotDone {
+                        stamp: self.through,
+                    }));
+                };
+                let windows = hash_windows(store.shard_len(shard), KEYS_PER_WINDOW);
+                walk.current = Some((shard, windows, 0));
+                continue;
+            };
+            let (shard, window) = (*shard, windows[*next]);
+            *next += 1;
+            if *next == windows.len() {
+                walk.current = None;
+            }
+            let mut records = Vec::new();
+            let (stamp, copied) =
+                store.snapshot_window(shard, window, &walk.slots, now, &mut records);
+            if copied > 0 {
+                self.window = Some((stamp, records));
+                continue;
+            }
+            empty_windows += 1;
+            if empty_windows >= WINDOWS_PER_POLL {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Records of the slots with LSN ≤ `limit`, at most about `budget` bytes; `None` when
+    /// there were none to consider.
+    fn tail(
+        &mut self,
+        limit: u64,
+        budget: usize,
+        wait: Duration,
+    ) -> Result<Option<Vec<u8>>, TakeError> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&0u64.to_le_bytes());
+        let start = self.through;
+        while out.len() < budget && self.through < limit {
+            let Some((chunk, used)) = &mut self.pending else {
+                let wait = if self.through == start {
+                    wait
+                } else {
+                    Duration::ZERO
+                };
+                let cursor = self.cursor.as_mut().expect("the cursor lives until drop");
+                match self.log.take(cursor, wait)? {
+                    Some(chunk) => {
+                        self.pending = Some((chunk, 0));
+                        continue;
+                    }
+                    None => {
+                        self.through = self.through.max(cursor.next_lsn() - 1);
+                        break;
+                    }
+                }
+            };
+            let mut exhausted = true;
+            for record in chunk.records().skip(*used) {
+                let record = record.map_err(|_| TakeError::Closed)?;
+                if record.lsn > limit || out.len() >= budget {
+                    exhausted = false;
+                    break;
+                }
+                *used += 1;
+                self.through = record.lsn;
+                if keep(&record, &self.slots, &mut self.in_group) {
+                    out.extend_from_slice(&record.lsn.to_le_bytes());
+                    encode_record(
+                        &mut out,
+                        record.kind,
+                        record.flags,
+                        record.slot,
+                        record.key,
+                        record.body,
+                    );
+                }
+            }
+            if exhausted {
+                let (chunk, _) = self.pending.take().expect("a pending chunk");
+                self.log.recycle(chunk);
+            }
+        }
+        if self.through == start {
+            return Ok(None);
+        }
+        out[..8].copy_from_slice(&self.through.to_le_bytes());
+        Ok(Some(out))
+    }
+}
+
+impl Drop for StreamSender {
+    fn drop(&mut self) {
+        if let Some(cursor) = self.cursor.take() {
+            self.log.unsubscribe(cursor);
+        }
+    }
+}
+
+/// Whether a record goes to a replica of `slots`: its slot's records, a Clear (the
+/// replica clears these slots), and the Commit of a group it got records of.
+fn keep(record: &Record<'_>, slots: &SlotSet, in_group: &mut bool) -> bool {
+    match record.kind {
+        RecordKind::Clear => true,
+        RecordKind::Commit => std::mem::take(in_group),
+        _ if slots.contains(record.slot) => {
+            if record.flags & GROUPED != 0 {
+                *in_group = true;
+            }
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The replica's side: applies pieces in order, holds a group until its Commit, and
+/// knows how far it has applied.
+#[derive(Debug)]
+pub struct StreamReceiver {
+    slots: SlotSet,
+    /// Grouped records waiting for their Commit: (first LSN, `(lsn, record)*`).
+    group: Option<(u64, Vec<u8>)>,
+    applied: u64,
+}
+
+/// Most bytes a group may hold before its Commit (far above any command's records).
+const MAX_GROUP_BYTES: usize = 1 << 30;
+
+impl StreamReceiver {
+    /// A receiver of `slots` that has applied everything up to `applied`.
+    pub fn new(slots: SlotSet, applied: u64) -> StreamReceiver {
+        StreamReceiver {
+            slots,
+            group: None,
+            applied,
+        }
+    }
+
+    /// The slots it receives.
+    pub fn slots(&self) -> &SlotSet {
+        &self.slots
+    }
+
+    /// Everything up to this LSN is applied (a pending group holds it back).
+    pub fn applied(&self) -> u64 {
+        match &self.group {
+            Some((first, _)) => self.applied.min(first - 1),
+            None => self.applied,
+        }
+    }
+
+    /// Applies a records piece. `accept(slot)` says whether the sender serves the slot
+    /// (fencing); a record it refuses is not applied, and the count of those is returned.
+    pub fn apply_records(
+        &mut self,
+        store: &Store,
+        bytes: &[u8],
+        now: u64,
+        accept: impl Fn(u16) -> bool,
+    ) -> Result<usize, MalformedRecord> {
+        let (through, mut rest) = bytes
+            .split_first_chunk::<8>()
+            .ok_or(MalformedRecord("short records piece"))?;
+        let through = u64::from_le_bytes(*through);
+        let mut refused = 0;
+        while !rest.is_empty() {
+            let (lsn, tail) = rest
+                .split_first_chunk::<8>()
+                .ok_or(MalformedRecord("short record LSN"))?;
+            let lsn = u64::from_le_bytes(*lsn);
+            let (record, used) = decode_record(tail, lsn)?;
+            let raw = &rest[..8 + used];
+            rest = &tail[used..];
+            if lsn > through {
+                return Err(MalformedRecord("a record past its piece"));
+            }
+            if lsn <= self.applied && self.group.is_none() {
+                // Already applied (a resumed stream overlaps): skip.
+                continue;
+            }
+            if record.kind == RecordKind::Commit {
+                if let Some((_, group)) = self.group.take() {
+                    refused += self.apply_all(store, &group, now, &accept)?;
+                }
+                self.applied = lsn;
+                continue;
+            }
+            if record.flags & GROUPED != 0 {
+                let group = self.group.get_or_insert_with(|| (lsn, Vec::new()));
+                if group.1.len() + raw.len() > MAX_GROUP_BYTES {
+                    return Err(MalformedRecord("a group without its commit"));
+                }
+                group.1.extend_from_slice(raw);
+                continue;
+            }
+            refused += self.apply_one(store, &record, now, &accept)?;
+            self.applied = lsn;
+        }
+        self.applied = self.applied.max(through);
+        Ok(refused)
+    }
+
+    /// Applies a snapshot window stamped `stamp`.
+    pub fn apply_snapshot(
+        &mut self,
+        store: &Store,
+        stamp: u64,
+        mut records: &[u8],
+        now: u64,
+    ) -> Result<(), MalformedRecord> {
+        while !records.is_empty() {
+            let (record, used) = decode_record(records, 0)?;
+            records = &records[used..];
+            if !self.slots.contains(record.slot) {
+                return Err(MalformedRecord(
+                    "a snapshot record outside the link's slots",
+                ));
+            }
+            apply_record(store, &record, now)?;
+        }
+        self.applied = self.applied.max(stamp);
+        Ok(())
+    }
+
+    /// The sender says everything up to `lsn` was sent (an idle stream's heartbeat).
+    pub fn heartbeat(&mut self, lsn: u64) {
+        self.applied = self.applied.max(lsn);
+    }
+
+    fn apply_all(
+        &self,
+        store: &Store,
+        mut bytes: &[u8],
+        now: u64,
+        accept: &impl Fn(u16) -> bool,
+    ) -> Result<usize, MalformedRecord> {
+        let mut refused = 0;
+        while !bytes.is_empty() {
+            let (lsn, tail) = bytes
+                .split_first_chunk::<8>()
+                .ok_or(MalformedRecord("short record LSN"))?;
+            let (record, used) = decode_record(tail, u64::from_le_bytes(*lsn))?;
+            bytes = &tail[used..];
+            refused += self.apply_one(store, &record, now, accept)?;
+        }
+        Ok(refused)
+    }
+
+    fn apply_one(
+        &self,
+        store: &Store,
+        record: &Record<'_>,
+        now: u64,
+        accept: &impl Fn(u16) -> bool,
+    ) -> Result<usize, MalformedRecord> {
+        match record.kind {
+            RecordKind::Clear => {
+                store.clear_slots(&self.slots);
+                Ok(0)
+            }
+            RecordKind::Commit => Ok(0),
+            _ if !self.slots.contains(record.slot) => {
+                Err(MalformedRecord("a record outside the link's slots"))
+            }
+            _ if !accept(record.slot) => Ok(1),
+            _ => apply_record(store, record, now).map(|()| 0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change_log::LogLimits;
+    use crate::slot::key_slot;
+    use crate::value::Value;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
+
+    const NOW: u64 = 1_000_000;
+
+    fn key(i: u32) -> Vec<u8> {
+        format!("key:{i}").into_bytes()
+    }
+
+    fn random_write(store: &Store, rng: &mut SmallRng, keys: u32) {
+        let k = key(rng.random_range(0..keys));
+        match rng.random_range(0..6) {
+            0 => store.write(&k, NOW, |s| {
+                let ttl = rng.random_bool(0.3).then_some(NOW + 100_000);
+                s.set(
+                    Value::Str(vec![b'a'; rng.random_range(1..200)]),
+                    ttl.or(Some(0)),
+                )
+            }),
+            1 => store.write(&k, NOW, |s| {
+                if s.append(b"+suffix").is_err() {
+                    s.remove();
+                }
+            }),
+            2 => store.write(&k, NOW, |s| {
+                if s.hash_insert(format!("f{}", rng.random_range(0..20)).as_bytes(), b"v")
+                    .is_err()
+                {
+                    s.remove();
+                }
+            }),
+            3 => store.write(&k, NOW, |s| {
+                let _ = s.hash_remove(format!("f{}", rng.random_range(0..20)).as_bytes());
+            }),
+            4 => store.write(&k, NOW, |s| {
+                s.remove();
+            }),
+            _ => store.write(&k, NOW, |s| {
+                s.set_expires_at(rng.random_bool(0.5).then_some(NOW + 50_000));
+            }),
+        }
+    }
+
+    fn state(store: &Store, slots: &SlotSet) -> Vec<(Vec<u8>, Value, Option<u64>)> {
+        let mut keys: Vec<Vec<u8>> = store
+            .keys(b"*", NOW)
+            .into_iter()
+            .filter(|k| slots.contains(key_slot(k)))
+            .collect();
+        keys.sort();
+        keys.into_iter()
+            .filter_map(|k| {
+                store
+                    .inspect(&k, NOW, |e| e.map(|e| (e.value.clone(), e.expires_at)))
+                    .map(|(v, at)| (k, v, at))
+            })
+            .collect()
+    }
+
+    /// The heart of replication: a snapshot walked while writers keep changing the keys,
+    /// interleaved with the log at each window's stamp, rebuilds exactly the primary's
+    /// state of the streamed slots, and nothing of the others.
+    #[test]
+    fn a_snapshot_under_concurrent_writes_plus_the_tail_rebuilds_the_primary() {
+        for seed in 0..6u64 {
+            let primary = Arc::new(Store::builder().shards(4).seed(seed).build());
+            let log = Arc::new(ChangeLog::new(
+                1,
+                LogLimits {
+                    backlog: 256 << 20,
+                    ..LogLimits::default()
+                },
+            ));
+            primary.attach_change_log(log.clone());
+            let mut rng = SmallRng::seed_from_u64(seed);
+            for _ in 0..5_000 {
+                random_write(&primary, &mut rng, 3_000);
+            }
+            let slots: SlotSet = (0..16384u16).filter(|s| s % 3 != 0).collect();
+            let writer = {
+                let primary = primary.clone();
+                std::thread::spawn(move || {
+                    let mut rng = SmallRng::seed_from_u64(seed + 100);
+                    for _ in 0..20_000 {
+                        random_write(&primary, &mut rng, 3_000);
+                    }
+                })
+            };
+            let replica = Store::builder().shards(2).build();
+            let mut sender = StreamSender::start(
+                log.clone(),
+                log.last_lsn() + 1,
+                slots.clone(),
+                slots.clone(),
+                &primary,
+            )
+            .unwrap();
+            let mut receiver = StreamReceiver::new(slots.clone(), log.last_lsn());
+            let mut done_at = None;
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "seed {seed}: never caught up"
+                );
+                match sender
+                    .poll(&primary, NOW, 64 << 10, Duration::from_millis(1))
+                    .unwrap()
+                {
+                    Some(Piece::Records(bytes)) => {
+                        assert_eq!(
+                            receiver.apply_records(&replica, &bytes, NOW, |_| true),
+                            Ok(0)
+                        );
+                    }
+                    Some(Piece::Snapshot { stamp, records }) => {
+                        receiver
+                            .apply_snapshot(&replica, stamp, &records, NOW)
+                            .unwrap();
+                    }
+                    Some(Piece::SnapshotDone { stamp }) => done_at = Some(stamp),
+                    None => {}
+                }
+                if writer.is_finished() && !sender.syncing() && sender.through() == log.last_lsn() {
+                    break;
+                }
+            }
+            writer.join().unwrap();
+            assert!(
+                done_at.is_some(),
+                "seed {seed}: the snapshot never completed"
+            );
+            assert_eq!(receiver.applied(), log.last_lsn());
+            assert_eq!(
+                state(&replica, &slots),
+                state(&primary, &slots),
+                "seed {seed}"
+            );
+            let others = SlotSet::from_ranges(&[(0, 16383)]).difference(&slots);
+            assert!(
+                state(&replica, &others).is_empty(),
+                "seed {seed}: foreign slots arrived"
+            );
+        }
+    }
+
+    #[test]
+    fn a_record_outside_the_link_or_past_its_piece_is_refused_and_fencing_skips_it() {
+        let store = Store::builder().build();
+        let slots = SlotSet::from_ranges(&[(key_slot(b"mine"), key_slot(b"mine"))]);
+        let mut receiver = StreamReceiver::new(slots, 0);
+        let piece = |lsn: u64, through: u64, key: &[u8]| {
+            let mut out = through.to_le_bytes().to_vec();
+            out.extend_from_slice(&lsn.to_le_bytes());
+            encode_record(
+                &mut out,
+                RecordKind::SetPersistent,
+                0,
+                key_slot(key),
+                key,
+                b"v",
+            );
+            out
+        };
+        assert!(
+            receiver
+                .apply_records(&store, &piece(1, 1, b"other"), NOW, |_| true)
+                .is_err()
+        );
+        assert!(
+            receiver
+                .apply_records(&store, &piece(5, 4, b"mine"), NOW, |_| true)
+                .is_err()
+        );
+        assert_eq!(
+            receiver.apply_records(&store, &piece(2, 3, b"mine"), NOW, |_| false),
+            Ok(1)
+        );
+        assert!(store.is_empty());
+        assert_eq!(receiver.applied(), 3);
+        assert!(
+            receiver
+                .apply_records(&store, b"short", NOW, |_| true)
+                .is_err()
+        );
+    }
+}
