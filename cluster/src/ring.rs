@@ -19,6 +19,7 @@ use std::str::FromStr;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use ringkv_store::slot::SLOT_COUNT;
+use ringkv_store::slot_set::SlotSet;
 
 /// The seed of every ring hash. Changing it (or the hash) reshuffles a running cluster,
 /// which the golden vectors in the tests forbid.
@@ -245,6 +246,31 @@ impl SlotTable {
     /// The primary of `slot`.
     pub fn primary(&self, slot: u16) -> Option<&NodeId> {
         self.owners(slot).next()
+    }
+
+    /// True when `node` owns `slot` as a replica (an owner other than the primary).
+    pub fn is_replica(&self, slot: u16, node: &NodeId) -> bool {
+        self.owners(slot).skip(1).any(|owner| owner == node)
+    }
+
+    /// The slots `replica` holds a copy of, grouped by their primary, primaries in id
+    /// order: what a member streams from each other member.
+    pub fn replicated_by(&self, replica: &NodeId) -> Vec<(NodeId, SlotSet)> {
+        let mut by_primary: Vec<(NodeId, SlotSet)> = Vec::new();
+        for slot in 0..SLOT_COUNT {
+            if !self.is_replica(slot, replica) {
+                continue;
+            }
+            let primary = *self
+                .primary(slot)
+                .expect("a slot with a replica has a primary");
+            match by_primary.iter_mut().find(|(id, _)| *id == primary) {
+                Some((_, slots)) => slots.insert(slot),
+                None => by_primary.push((primary, std::iter::once(slot).collect())),
+            }
+        }
+        by_primary.sort_by_key(|(id, _)| *id);
+        by_primary
     }
 
     /// How many slots each member is primary for, in `members()` order.

@@ -46,6 +46,25 @@ proptest! {
     }
 
     #[test]
+    fn every_replica_copy_is_streamed_from_its_primary_exactly_once(seeds in distinct_seeds(1..8), replicas in 0u8..3) {
+        let members = members(&seeds);
+        let table = SlotTable::build(&members, RingConfig { vnodes: 64, replicas });
+        let mut copies = vec![0usize; usize::from(SLOT_COUNT)];
+        for member in &members {
+            for (primary, slots) in table.replicated_by(&member.id) {
+                prop_assert_ne!(primary, member.id);
+                for slot in slots.iter() {
+                    prop_assert_eq!(table.primary(slot), Some(&primary));
+                    prop_assert!(table.is_replica(slot, &member.id));
+                    copies[usize::from(slot)] += 1;
+                }
+            }
+        }
+        let width = (usize::from(replicas) + 1).min(members.len());
+        prop_assert!(copies.iter().all(|&c| c == width - 1));
+    }
+
+    #[test]
     fn member_order_does_not_matter(seeds in distinct_seeds(2..10), rotate in 0usize..10) {
         let members = members(&seeds);
         let mut shuffled = members.clone();
