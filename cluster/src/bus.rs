@@ -75,6 +75,11 @@ impl Bus {
         self.view.borrow()
     }
 
+    /// A receiver that sees every new view.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
+    }
+
     /// Bus counters.
     pub fn stats(&self) -> BusStats {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner)

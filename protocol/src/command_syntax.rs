@@ -31,6 +31,7 @@ pub fn syntax(name: &str) -> &'static str {
         "cluster|countkeysinslot" => "slot",
         "cluster|getkeysinslot" => "slot count",
         "bgsave" => "[SCHEDULE]",
+        "wait" => "numreplicas timeout",
         "echo" => "message",
         "hello" => "[protover [AUTH username password] [SETNAME clientname]]",
         "auth" => "[username] password",

@@ -1474,6 +1474,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         O1,
     ),
     cmd(
+        "wait",
+        3,
+        CommandFlags::NOSCRIPT,
+        NOKEY,
+        "generic",
+        "3.0.0",
+        "Blocks until the replicas of the slots the connection wrote to acknowledged all its earlier writes.",
+        O1,
+    ),
+    cmd(
         "lastsave",
         1,
         CONN,

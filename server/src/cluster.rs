@@ -16,6 +16,7 @@ use parking_lot::Mutex;
 use ringkv_cluster::membership::{Identity, Settings, Timing};
 use ringkv_cluster::{Bus, ClusterState, ClusterView, NodeId, RingConfig, key_slot};
 use ringkv_protocol::{Args, CommandSpec, Protocol, ReplyWriter};
+use ringkv_store::slot_set::SlotSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
@@ -51,6 +52,8 @@ pub struct ClusterNode {
     pub announce: SocketAddr,
     pool: ProxyPool,
     password: String,
+    link_listener: Mutex<Option<std::net::TcpListener>>,
+    served: Mutex<(u64, Option<Arc<SlotSet>>)>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -116,6 +119,9 @@ impl ClusterNode {
         let socket = UdpSocket::bind((bind_ip, bus_port))
             .await
             .with_context(|| format!("binding the cluster bus on {bind_ip}:{bus_port}"))?;
+        // Peer links (replication) use TCP on the same port number.
+        let link_listener = std::net::TcpListener::bind((bind_ip, bus_port))
+            .with_context(|| format!("binding the peer-link port on {bind_ip}:{bus_port} (TCP)"))?;
         let seeds = config
             .cluster_join
             .iter()
@@ -160,12 +166,44 @@ impl ClusterNode {
             announce,
             pool: ProxyPool::default(),
             password: config.requirepass.clone(),
+            link_listener: Mutex::new(Some(link_listener)),
+            served: Mutex::new((0, None)),
         })
     }
 
     /// The current view.
     pub fn view(&self) -> Arc<ClusterView> {
         self.bus.view()
+    }
+
+    /// A receiver that sees every new view.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Arc<ClusterView>> {
+        self.bus.subscribe()
+    }
+
+    /// The current view, borrowed (hold it briefly).
+    pub fn borrow_view(&self) -> tokio::sync::watch::Ref<'_, Arc<ClusterView>> {
+        self.bus.borrow_view()
+    }
+
+    /// The slots this member serves as their primary in the current view (cached per
+    /// table): what DBSIZE, KEYS, SCAN, RANDOMKEY and FLUSHALL cover in cluster mode,
+    /// since each member presents itself as the master of exactly those slots.
+    pub fn served_slots(&self) -> Arc<SlotSet> {
+        let view = self.bus.borrow_view();
+        let mut cached = self.served.lock();
+        if cached.0 != view.table.version() || cached.1.is_none() {
+            let served: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
+                .filter(|&slot| view.table.primary(slot) == Some(&view.me))
+                .collect();
+            *cached = (view.table.version(), Some(Arc::new(served)));
+        }
+        cached.1.clone().expect("just filled")
+    }
+
+    /// The peer-link listener (TCP on the bus port), once: replication takes it.
+    pub fn take_link_listener(&self) -> Option<std::net::TcpListener> {
+        self.link_listener.lock().take()
     }
 
     /// Bus counters.

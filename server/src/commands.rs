@@ -7,6 +7,7 @@ mod cluster;
 mod connection;
 mod hashes;
 mod keys;
+mod replication;
 mod server;
 mod strings;
 mod transactions;
@@ -17,6 +18,7 @@ use ringkv_store::Value;
 use crate::dispatch::Ctx;
 
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
+pub use replication::{BlockedWait, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
 
@@ -282,6 +284,7 @@ pub fn handler(name: &str) -> Option<Handler> {
         "command|help" => s::command_help,
         "time" => s::time,
         "lastsave" => s::lastsave,
+        "wait" => replication::wait,
         "save" => s::save,
         "bgsave" => s::bgsave,
         "shutdown" => s::shutdown,

@@ -224,6 +224,10 @@ pub struct Config {
     /// does) or proxy (forward it to the owner and relay the reply).
     #[arg(long = "cluster-routing", default_value = "redirect", value_parser = ["redirect", "proxy"])]
     pub cluster_routing: String,
+    /// Bytes of recent changes kept so a replica whose link dropped resumes without a
+    /// snapshot (Redis's repl-backlog-size).
+    #[arg(long = "repl-backlog-size", default_value = "16mb", value_parser = memory_arg)]
+    pub repl_backlog_size: u64,
 }
 
 impl Default for Config {

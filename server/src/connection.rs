@@ -58,6 +58,11 @@ pub struct ConnState {
     /// A proxying node's connection: never proxied again, so a stale view cannot
     /// bounce a command between nodes.
     pub forwarded: bool,
+    /// The change log's last LSN after this connection's last write (WAIT covers it).
+    repl_lsn: u64,
+    /// The slots this connection wrote to (WAIT counts their replicas); boxed on the
+    /// first replicated write only.
+    repl_slots: Option<Box<ringkv_store::slot_set::SlotSet>>,
 }
 
 impl ConnState {
@@ -77,7 +82,26 @@ impl ConnState {
             wrote: false,
             no_block: false,
             forwarded: false,
+            repl_lsn: 0,
+            repl_slots: None,
         }
+    }
+
+    /// Notes a write that replication carries: up to `lsn`, in these slots.
+    pub fn note_replicated_write(&mut self, lsn: u64, slots: impl Iterator<Item = u16>) {
+        self.repl_lsn = self.repl_lsn.max(lsn);
+        let set = self.repl_slots.get_or_insert_with(Default::default);
+        for slot in slots {
+            set.insert(slot);
+        }
+    }
+
+    /// What WAIT covers: the LSN of the last write and the slots written.
+    pub fn replicated_write(&self) -> (u64, ringkv_store::slot_set::SlotSet) {
+        (
+            self.repl_lsn,
+            self.repl_slots.as_deref().cloned().unwrap_or_default(),
+        )
     }
 
     /// True between MULTI and EXEC/DISCARD.
@@ -315,6 +339,7 @@ async fn finish_parked(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u
             Ok((value, token)) => commands::write_get_reply(&mut out, value.as_deref(), token),
             Err(error) => dispatch::write_error(node, &mut out, &error),
         },
+        Parked::Wait(blocked) => out.int(commands::finish_wait(node, blocked).await),
         Parked::Forward(forward) => {
             return match &node.cluster {
                 Some(cluster) => cluster.finish(forward, protocol).await,

@@ -10,6 +10,7 @@ use ringkv_protocol::{
     Args, COMMANDS, CommandFlags, CommandSpec, Protocol, ReplyWriter, lookup_subcommand,
 };
 use ringkv_store::Store;
+use ringkv_store::slot::key_slot;
 
 use crate::cluster::Verdict;
 use crate::commands::{self, CmdError, Handler, Parked};
@@ -268,13 +269,29 @@ pub fn run(
             .ensure_memory(now)
             .map_err(|_| CmdError::OutOfMemory)?;
     }
+    let replicated = route
+        .spec
+        .flags
+        .contains(CommandFlags::WRITE)
+        .then(|| node.replication.get())
+        .flatten();
     let mut ctx = Ctx {
         node,
         conn,
         out,
         now,
     };
-    (route.handler)(&mut ctx, args)
+    let result = (route.handler)(&mut ctx, args);
+    if let Some(replication) = replicated {
+        let slots = route
+            .spec
+            .keys
+            .indices(args.len())
+            .map(|i| key_slot(args.get(i)));
+        ctx.conn
+            .note_replicated_write(replication.last_lsn(), slots);
+    }
+    result
 }
 
 /// Runs a command queued by MULTI (already resolved once; resolved again because its

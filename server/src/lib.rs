@@ -9,6 +9,7 @@ mod dispatch;
 mod leases;
 mod node;
 mod persistence;
+mod replication;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,7 +132,16 @@ impl Server {
         if let Some(persistence) = node.persistence.clone() {
             // Clients may connect meanwhile; commands answer -LOADING until this is done.
             let loader = node.clone();
-            tokio::task::spawn_blocking(move || recover(&loader, &persistence));
+            let runtime = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                if recover(&loader, &persistence) {
+                    // Replication reads the change log the tier attached.
+                    let _guard = runtime.enter();
+                    start_replication(&loader);
+                }
+            });
+        } else {
+            start_replication(&node);
         }
         let cron = tokio::spawn(run_cron(node.clone()));
         let mut accepts = tokio::task::JoinSet::new();
@@ -160,6 +170,9 @@ impl Server {
         tracing::info!(addrs = ?node.port.load(Relaxed), "ready to accept connections");
         while accepts.join_next().await.is_some() {}
         cron.abort();
+        if let Some(replication) = node.replication.get() {
+            replication.stop();
+        }
         if let Some(cluster) = &node.cluster {
             // Members learn at once that we are gone instead of suspecting us for seconds.
             cluster.leave().await;
@@ -186,8 +199,23 @@ impl Server {
     }
 }
 
-/// Loads the persistence tier, then attaches it to the store and opens for commands.
-fn recover(node: &Node, persistence: &Arc<Persistence>) {
+/// In cluster mode, starts replication (once the change log is attached).
+fn start_replication(node: &Arc<Node>) {
+    let Some(cluster) = &node.cluster else {
+        return;
+    };
+    let Some(listener) = cluster.take_link_listener() else {
+        return;
+    };
+    let config = node.config.read().clone();
+    let replication =
+        replication::Replication::start(&config, node.store.clone(), cluster.clone(), listener);
+    let _ = node.replication.set(replication);
+}
+
+/// Loads the persistence tier, then attaches it to the store and opens for commands;
+/// false when that failed (the node is stopping).
+fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
     tracing::info!(dir = %persistence.dir.display(), "loading data from the persistence tier");
     let started = persistence.recover(&node.store).and_then(|report| {
         persistence.start(node.store.clone())?;
@@ -209,10 +237,11 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) {
                 persistence.dir.display()
             ));
             node.begin_shutdown();
-            return;
+            return false;
         }
     }
     node.loading.store(false, Relaxed);
+    true
 }
 
 /// Background work `hz` times a second: active expiry with bounded work per tick, expired

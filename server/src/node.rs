@@ -205,6 +205,8 @@ pub struct Node {
     pub log_reload: Option<LogReload>,
     /// Membership and routing, with `--cluster-enabled yes`.
     pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
+    /// Replication between members, once the change log is attached (cluster mode).
+    pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -255,6 +257,7 @@ impl Node {
             shutdown: watch::channel(false).0,
             log_reload,
             cluster: None,
+            replication: std::sync::OnceLock::new(),
         }
     }
 

@@ -116,6 +116,7 @@ fn tier_config(config: &Config) -> TierConfig {
             wal_min_bytes: config.auto_aof_rewrite_min_size,
             ..CheckpointConfig::default()
         },
+        log_limits: crate::replication::log_limits(config),
         ..TierConfig::default()
     }
 }

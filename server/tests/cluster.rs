@@ -3,107 +3,16 @@
 //! gaining one, and refusing gossip signed with the wrong secret. Every wait is bounded;
 //! every process is killed when its test ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use redis::Commands;
 
 mod support;
-use support::{Node, free_port, sigterm};
-
-/// A member: its process and ports.
-struct Member {
-    node: Node,
-    port: u16,
-    bus: u16,
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
-}
-
-/// Starts a member that joins through `seed` (a bus port), if any.
-fn start(seed: Option<u16>, extra: &[&str]) -> Member {
-    let (port, bus) = (free_port(), free_udp_port());
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv-server"));
-    command
-        .args(["--persistence", "no", "--cluster-enabled", "yes"])
-        .args(["--port", &port.to_string()])
-        .args(["--cluster-bus-port", &bus.to_string()])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(seed) = seed {
-        command.args(["--cluster-join", &format!("127.0.0.1:{seed}")]);
-    }
-    let node = Node(command.spawn().expect("the server binary starts"));
-    let member = Member { node, port, bus };
-    wait_listening(member.port);
-    member
-}
-
-fn start_cluster(n: usize, extra: &[&str]) -> Vec<Member> {
-    let first = start(None, extra);
-    let seed = first.bus;
-    let mut members = vec![first];
-    for _ in 1..n {
-        members.push(start(Some(seed), extra));
-    }
-    members
-}
-
-fn wait_listening(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "node on {port} never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn client(port: u16) -> redis::Connection {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-    let con = client.get_connection().expect("connects");
-    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    con
-}
-
-fn cluster_info(port: u16) -> HashMap<String, String> {
-    let text: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query(&mut client(port))
-        .expect("CLUSTER INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
-
-/// Waits until every port reports state ok, `members` known nodes and one epoch.
-fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let infos: Vec<HashMap<String, String>> = ports.iter().map(|&p| cluster_info(p)).collect();
-        let agreed = infos
-            .iter()
-            .all(|i| i["cluster_state"] == "ok" && i["cluster_known_nodes"] == members.to_string())
-            && infos
-                .iter()
-                .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
-        if agreed {
-            return start.elapsed();
-        }
-        assert!(
-            start.elapsed() < limit,
-            "no agreement on {members} members within {limit:?}: {infos:?}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
+use support::cluster::{client, cluster_info, start, start_cluster, wait_agreed};
+use support::{free_port, sigterm};
 
 /// Slot → owners' client ports (primary first), from CLUSTER SLOTS.
 fn slot_owners(port: u16) -> Vec<Vec<u16>> {

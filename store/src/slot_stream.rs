@@ -17,7 +17,7 @@ use crate::change_log::{
 };
 use crate::replay::apply_record;
 use crate::slot_set::SlotSet;
-use crate::snapshot::hash_windows;
+use crate::snapshot::{hash_windows, split_record};
 use crate::store::Store;
 
 /// Keys per snapshot window (each is copied under its shard lock).
@@ -214,15 +214,12 @@ impl StreamSender {
                 *used += 1;
                 self.through = record.lsn;
                 if keep(&record, &self.slots, &mut self.in_group) {
-                    out.extend_from_slice(&record.lsn.to_le_bytes());
-                    encode_record(
-                        &mut out,
-                        record.kind,
-                        record.flags,
-                        record.slot,
-                        record.key,
-                        record.body,
-                    );
+                    // A big record goes as several of the same LSN, each about a piece.
+                    split_record(&record, |kind, body| {
+                        out.extend_from_slice(&record.lsn.to_le_bytes());
+                        encode_record(&mut out, kind, record.flags, record.slot, record.key, body);
+                    })
+                    .map_err(|_| TakeError::Closed)?;
                 }
             }
             if exhausted {
@@ -322,10 +319,6 @@ impl StreamReceiver {
             rest = &tail[used..];
             if lsn > through {
                 return Err(MalformedRecord("a record past its piece"));
-            }
-            if lsn <= self.applied && self.group.is_none() {
-                // Already applied (a resumed stream overlaps): skip.
-                continue;
             }
             if record.kind == RecordKind::Commit {
                 if let Some((_, group)) = self.group.take() {

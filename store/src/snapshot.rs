@@ -10,7 +10,9 @@
 //! reflects: applying "records up to the stamp, then the window, then later records" in
 //! that order rebuilds the primary's state.
 
-use crate::change_log::{RecordKind, encode_record, put_item};
+use crate::change_log::{
+    MalformedRecord, Record, RecordKind, decode_record, encode_record, put_item,
+};
 use crate::value::Value;
 
 /// Value bytes per record of a snapshot.
@@ -62,6 +64,101 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
             }
         }
     }
+}
+
+/// Calls `emit(kind, body)` for records that together do what `record` does, each with
+/// about [`PIECE_BYTES`] of payload at most: a small record as it is; a big string as a
+/// Set and Appends, a big range as several SetRanges, a big hash change as several of its
+/// kind, a big restored value as [`encode_entry`] does it.
+pub fn split_record(
+    record: &Record<'_>,
+    mut emit: impl FnMut(RecordKind, &[u8]),
+) -> Result<(), MalformedRecord> {
+    if record.body.len() <= 2 * PIECE_BYTES {
+        emit(record.kind, record.body);
+        return Ok(());
+    }
+    match record.kind {
+        RecordKind::Set | RecordKind::SetPersistent | RecordKind::Append => {
+            let deadline = if record.kind == RecordKind::Append {
+                0
+            } else {
+                record.deadline()?
+            };
+            let payload = if record.kind == RecordKind::Append {
+                record.body
+            } else {
+                record.payload()
+            };
+            let (first, rest) = payload.split_at(PIECE_BYTES);
+            if record.kind == RecordKind::Append {
+                emit(RecordKind::Append, first);
+            } else if deadline == 0 {
+                emit(RecordKind::SetPersistent, first);
+            } else {
+                emit(
+                    RecordKind::Set,
+                    &[&deadline.to_le_bytes()[..], first].concat(),
+                );
+            }
+            for piece in rest.chunks(PIECE_BYTES) {
+                emit(RecordKind::Append, piece);
+            }
+        }
+        RecordKind::SetRange => {
+            let offset = record.deadline()?;
+            for (i, piece) in record.payload().chunks(PIECE_BYTES).enumerate() {
+                let at = offset + (i * PIECE_BYTES) as u64;
+                emit(
+                    RecordKind::SetRange,
+                    &[&at.to_le_bytes()[..], piece].concat(),
+                );
+            }
+        }
+        RecordKind::HSet | RecordKind::HDel => {
+            let per_item = if record.kind == RecordKind::HSet {
+                2
+            } else {
+                1
+            };
+            let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            let mut body = Vec::new();
+            for group in items.chunks(per_item) {
+                for item in group {
+                    put_item(&mut body, item);
+                }
+                if body.len() >= PIECE_BYTES {
+                    emit(record.kind, &body);
+                    body.clear();
+                }
+            }
+            if !body.is_empty() {
+                emit(record.kind, &body);
+            }
+        }
+        RecordKind::Restore | RecordKind::RestorePersistent => {
+            let value = Value::from_persisted(record.payload())
+                .ok_or(MalformedRecord("a restored value does not decode"))?;
+            let mut out = Vec::new();
+            encode_entry(
+                &mut out,
+                record.slot,
+                record.key,
+                &value,
+                record.deadline()?,
+            );
+            let mut rest = &out[..];
+            while !rest.is_empty() {
+                let (piece, used) = decode_record(rest, record.lsn)?;
+                emit(piece.kind, piece.body);
+                rest = &rest[used..];
+            }
+        }
+        RecordKind::Del | RecordKind::Expire | RecordKind::Clear | RecordKind::Commit => {
+            emit(record.kind, record.body);
+        }
+    }
+    Ok(())
 }
 
 /// The windows a shard of `len` keys is walked in: consecutive ranges of the 64-bit hash
@@ -140,6 +237,71 @@ mod tests {
             .unwrap();
         assert_eq!(value, Value::Hash(Box::new(hash)));
         assert_eq!(deadline, Some(4_000_000_000_000));
+    }
+
+    #[test]
+    fn a_big_record_split_in_pieces_does_what_the_record_does() {
+        let big = vec![b'x'; PIECE_BYTES * 5 + 3];
+        let mut fields = Vec::new();
+        for i in 0..9_000u32 {
+            put_item(&mut fields, format!("f{i}").as_bytes());
+            put_item(&mut fields, &[b'v'; 30]);
+        }
+        let mut hash = HashValue::new();
+        hash.insert(b"a", &big[..100]);
+        let restore = [
+            &7u64.to_le_bytes()[..],
+            &Value::Hash(Box::new(hash)).to_persisted(),
+        ]
+        .concat();
+        let mut hash_restore = HashValue::new();
+        for i in 0..9_000u32 {
+            hash_restore.insert(format!("g{i}").as_bytes(), &[b'w'; 30]);
+        }
+        let big_restore = [
+            &9u64.to_le_bytes()[..],
+            &Value::Hash(Box::new(hash_restore)).to_persisted(),
+        ]
+        .concat();
+        let cases: Vec<(RecordKind, Vec<u8>)> = vec![
+            (RecordKind::Set, [&5u64.to_le_bytes()[..], &big].concat()),
+            (RecordKind::SetPersistent, big.clone()),
+            (RecordKind::Append, big.clone()),
+            (
+                RecordKind::SetRange,
+                [&10u64.to_le_bytes()[..], &big].concat(),
+            ),
+            (RecordKind::HSet, fields.clone()),
+            (RecordKind::Restore, restore),
+            (RecordKind::Restore, big_restore),
+        ];
+        for (kind, body) in cases {
+            let key = b"k";
+            let slot = key_slot(key);
+            let mut whole = Vec::new();
+            encode_record(&mut whole, kind, 0, slot, key, &body);
+            let (record, _) = decode_record(&whole, 1).unwrap();
+            let mut pieces = Vec::new();
+            split_record(&record, |k, b| {
+                assert!(
+                    b.len() <= PIECE_BYTES + 1024,
+                    "{kind:?}: a piece of {}",
+                    b.len()
+                );
+                encode_record(&mut pieces, k, 0, slot, key, b);
+            })
+            .unwrap();
+            let seeded = |records: &[u8]| {
+                let mut start = Vec::new();
+                encode_record(&mut start, RecordKind::SetPersistent, 0, slot, key, b"seed");
+                rebuild(&[start, records.to_vec()].concat())
+            };
+            let a = seeded(&whole);
+            let b = seeded(&pieces);
+            let state =
+                |s: &Store| s.inspect(key, 1, |e| e.map(|e| (e.value.clone(), e.expires_at)));
+            assert_eq!(state(&a), state(&b), "{kind:?}");
+        }
     }
 
     #[test]

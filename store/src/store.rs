@@ -1204,6 +1204,29 @@ impl Store {
         self.shards.len()
     }
 
+    /// Keys whose slot is in `slots`, expired ones not yet reclaimed included (DBSIZE of
+    /// a cluster member: the slots it serves). A shard wholly inside the set costs O(1).
+    pub fn len_in(&self, slots: &SlotSet) -> usize {
+        (0..self.shards.len())
+            .map(|index| {
+                let range = self.shard_slots(index);
+                let wanted = range.clone().filter(|&slot| slots.contains(slot)).count();
+                let shard = self.shards[index].lock();
+                if wanted == range.len() {
+                    shard.map.len()
+                } else if wanted == 0 {
+                    0
+                } else {
+                    shard
+                        .map
+                        .keys()
+                        .filter(|k| slots.contains(key_slot(k)))
+                        .count()
+                }
+            })
+            .sum()
+    }
+
     /// Keys in shard `index` (expired ones not yet reclaimed included).
     pub fn shard_len(&self, index: usize) -> usize {
         self.shards[index].lock().map.len()

@@ -1,6 +1,7 @@
 //! Keyspace commands: deletion, existence, TTLs, renames, iteration and introspection.
 
 use ringkv_protocol::Args;
+use ringkv_store::slot::key_slot;
 use ringkv_store::{StoreError, glob_match};
 
 use super::{CmdError, CmdResult, help, int_arg, is, lossy};
@@ -240,7 +241,10 @@ pub fn persist(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// KEYS pattern
 pub fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let keys = ctx.node.store.keys(args.get(1), ctx.now);
+    let mut keys = ctx.node.store.keys(args.get(1), ctx.now);
+    if let Some(served) = served(ctx) {
+        keys.retain(|key| served.contains(key_slot(key)));
+    }
     ctx.out.array(keys.len());
     for key in &keys {
         ctx.out.bulk(key);
@@ -323,11 +327,13 @@ pub fn write_scan_reply(ctx: &mut Ctx<'_, '_>, cursor: u64, items: &[Vec<u8>]) {
 /// SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]
 pub fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let options = scan_options(&args, 1, true)?;
+    let served = served(ctx);
     let (next, keys) = ctx
         .node
         .store
         .scan(options.cursor, options.count, ctx.now, |key, value| {
-            options.pattern.is_none_or(|p| glob_match(p, key, false))
+            served.as_ref().is_none_or(|s| s.contains(key_slot(key)))
+                && options.pattern.is_none_or(|p| glob_match(p, key, false))
                 && options
                     .type_name
                     .is_none_or(|t| t.eq_ignore_ascii_case(value.type_name().as_bytes()))
@@ -338,14 +344,24 @@ pub fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// RANDOMKEY
 pub fn randomkey(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
-    let key = ctx.node.store.random_key(ctx.now);
+    let key = match served(ctx) {
+        // A bounded number of draws: copies of other members' slots are not ours to show.
+        Some(served) => (0..64)
+            .filter_map(|_| ctx.node.store.random_key(ctx.now))
+            .find(|key| served.contains(key_slot(key))),
+        None => ctx.node.store.random_key(ctx.now),
+    };
     ctx.out.bulk_or_null(key.as_deref());
     Ok(())
 }
 
 /// DBSIZE
 pub fn dbsize(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
-    ctx.out.int(ctx.node.store.len() as i64);
+    let len = match served(ctx) {
+        Some(served) => ctx.node.store.len_in(&served),
+        None => ctx.node.store.len(),
+    };
+    ctx.out.int(len as i64);
     Ok(())
 }
 
@@ -357,6 +373,12 @@ pub fn flushall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         2 if is(args.get(1), "SYNC") => false,
         _ => return Err(CmdError::Syntax),
     };
+    if let Some(served) = served(ctx) {
+        // A member's copies of other members' slots follow their primaries, not us.
+        ctx.node.store.clear_slots(&served);
+        ctx.out.ok();
+        return Ok(());
+    }
     let flushed = ctx.node.store.flush();
     if asynchronous {
         // Freeing millions of entries takes a while; do it off the request path.
@@ -467,4 +489,12 @@ pub fn memory_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         ],
     );
     Ok(())
+}
+
+/// In cluster mode, the slots this member serves (keyspace-wide commands cover those).
+fn served(ctx: &Ctx<'_, '_>) -> Option<std::sync::Arc<ringkv_store::slot_set::SlotSet>> {
+    ctx.node
+        .cluster
+        .as_ref()
+        .map(|cluster| cluster.served_slots())
 }

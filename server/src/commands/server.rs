@@ -156,13 +156,19 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
             s.protocol_errors.load(Relaxed),
         ),
     );
-    section(
-        "Replication",
-        format!(
-            "role:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n",
-            node.run_id
-        ),
-    );
+    section("Replication", {
+        let mut body = String::new();
+        match node.replication.get() {
+            Some(replication) => replication.info(&mut body),
+            None => {
+                body = format!(
+                    "role:master\r\nconnected_slaves:0\r\nmaster_replid:{}\r\nmaster_repl_offset:0\r\n",
+                    node.run_id
+                )
+            }
+        }
+        body
+    });
     section(
         "CPU",
         format!("used_cpu_sys:{cpu_sys:.6}\r\nused_cpu_user:{cpu_user:.6}\r\n"),
@@ -844,6 +850,8 @@ pub enum Parked {
     Save(tokio::sync::oneshot::Receiver<Result<(), String>>),
     /// A command (or its pieces) proxied to the nodes that own its keys.
     Forward(crate::cluster::Forward),
+    /// WAIT until replicas acknowledge.
+    Wait(super::BlockedWait),
 }
 
 fn tier<'a>(

@@ -1,6 +1,8 @@
 //! Helpers shared by the tests that spawn the `ringkv-server` binary.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::net::TcpListener;
 use std::process::{Child, Command};
 

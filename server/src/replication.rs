@@ -1,0 +1,381 @@
+//! Replication between cluster members (DESIGN.md §5.2–5.4): every slot's primary streams
+//! that slot's change-log records to the slot's replicas over a peer link on the cluster
+//! bus port (TCP; gossip is UDP on the same number), and `WAIT` counts the replicas whose
+//! acknowledgements cover a connection's writes.
+//!
+//! Each member is primary of some slots and replica of others. As a replica it runs one
+//! puller per primary it copies from ([`replica`]); as a primary it serves one link per
+//! replica that connects ([`primary`]). Links are blocking threads: the change log's reads
+//! block, and a slow peer then stalls only its own thread, never the node's clients (the
+//! primary's log cursor is optional: a replica too far behind is dropped and resyncs).
+//!
+//! Fencing: a replica applies a record only while its view names the link's peer as the
+//! slot's primary; a primary counts an acknowledgement for `WAIT` only while its view
+//! names the peer a replica of the slot, and drops a link whose slots it no longer serves.
+
+mod primary;
+mod replica;
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use ringkv_cluster::link::{LinkKey, Resume};
+use ringkv_cluster::{ClusterView, NodeId};
+use ringkv_store::Store;
+use ringkv_store::change_log::{ChangeLog, LogLimits};
+use ringkv_store::slot_set::SlotSet;
+
+use crate::cluster::ClusterNode;
+use crate::config::Config;
+
+/// How often an idle primary tells its replicas how far the stream is.
+const HEARTBEAT: Duration = Duration::from_millis(100);
+/// A link that hears nothing for this long is dead.
+const LINK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often the pullers are reconciled with the view even when it did not change.
+const RECONCILE: Duration = Duration::from_millis(200);
+
+/// The change log's limits on a node: the backlog keeps a dropped replica resumable.
+pub fn log_limits(config: &Config) -> LogLimits {
+    LogLimits {
+        backlog: if config.cluster_enabled {
+            config.repl_backlog_size as usize
+        } else {
+            0
+        },
+        ..LogLimits::default()
+    }
+}
+
+/// Counters for INFO and CLUSTER INFO.
+#[derive(Debug, Default)]
+pub struct ReplStats {
+    /// Links refused because the peer failed the secret check.
+    pub bad_secret: AtomicU64,
+    /// Links closed because the peer sent garbage or out-of-turn frames.
+    pub bad_frames: AtomicU64,
+    /// Replica links that started with a snapshot of some slots.
+    pub full_syncs: AtomicU64,
+    /// Replica links that resumed from the backlog alone.
+    pub partial_syncs: AtomicU64,
+    /// Records a replica refused because its view no longer names the sender primary.
+    pub fenced_records: AtomicU64,
+    /// Snapshot windows sent.
+    pub snapshot_windows: AtomicU64,
+}
+
+/// A replica connected to this node (the primary's side of a link).
+#[derive(Debug)]
+pub struct ReplicaLink {
+    /// The replica.
+    pub peer: NodeId,
+    /// Where it connected from.
+    pub addr: SocketAddr,
+    /// The slots streamed to it.
+    pub slots: SlotSet,
+    /// Everything up to this LSN is applied there.
+    pub acked: AtomicU64,
+    /// The stream position at which its snapshot completed (`u64::MAX` until then).
+    pub synced_at: AtomicU64,
+    /// A WAIT asks for an acknowledgement now.
+    pub ack_wanted: AtomicBool,
+    /// Cleared when the link ends.
+    pub alive: AtomicBool,
+    /// When it last acknowledged (node uptime ms).
+    pub last_ack_ms: AtomicU64,
+}
+
+impl ReplicaLink {
+    /// True when it holds every write up to `lsn` of its slots.
+    fn covers(&self, lsn: u64) -> bool {
+        let acked = self.acked.load(Relaxed);
+        self.alive.load(Relaxed) && acked >= lsn && acked >= self.synced_at.load(Relaxed)
+    }
+}
+
+/// A running puller (the replica's side of a link).
+struct Puller {
+    primary: NodeId,
+    slots: SlotSet,
+    stop: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+/// Replication on a cluster member.
+pub struct Replication {
+    me: NodeId,
+    /// Names this process's LSN space: a restarted primary's LSNs are another history.
+    run: u64,
+    key: LinkKey,
+    store: Arc<Store>,
+    log: Arc<ChangeLog>,
+    cluster: Arc<ClusterNode>,
+    started: std::time::Instant,
+    replicas: Mutex<Vec<Arc<ReplicaLink>>>,
+    /// Bumped on every acknowledgement; WAIT waits on it.
+    acks: tokio::sync::watch::Sender<u64>,
+    /// Where this node stands in each primary's stream.
+    positions: Mutex<HashMap<NodeId, Resume>>,
+    pullers: Mutex<Vec<Puller>>,
+    /// Counters.
+    pub stats: ReplStats,
+    stopping: AtomicBool,
+}
+
+impl std::fmt::Debug for Replication {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replication")
+            .field("me", &self.me)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Replication {
+    /// Starts serving replicas on `listener` and pulling from primaries. The store must
+    /// have its change log attached (persistence attaches it; otherwise one is made here).
+    pub fn start(
+        config: &Config,
+        store: Arc<Store>,
+        cluster: Arc<ClusterNode>,
+        listener: TcpListener,
+    ) -> Arc<Replication> {
+        let log = match store.change_log() {
+            Some(log) => log.clone(),
+            None => {
+                let log = Arc::new(ChangeLog::new(1, log_limits(config)));
+                store.attach_change_log(log.clone());
+                log
+            }
+        };
+        let me = cluster.view().me;
+        let repl = Arc::new(Replication {
+            me,
+            run: rand::random(),
+            key: LinkKey::new(config.cluster_secret.as_deref().filter(|s| !s.is_empty())),
+            store,
+            log,
+            cluster,
+            started: std::time::Instant::now(),
+            replicas: Mutex::new(Vec::new()),
+            acks: tokio::sync::watch::channel(0).0,
+            positions: Mutex::new(HashMap::new()),
+            pullers: Mutex::new(Vec::new()),
+            stats: ReplStats::default(),
+            stopping: AtomicBool::new(false),
+        });
+        let accepting = repl.clone();
+        std::thread::Builder::new()
+            .name("ringkv-repl-accept".into())
+            .spawn(move || primary::accept(accepting, listener))
+            .expect("spawning the replication listener");
+        let managing = repl.clone();
+        tokio::spawn(async move { managing.manage().await });
+        repl
+    }
+
+    /// Stops every link (on shutdown).
+    pub fn stop(&self) {
+        self.stopping.store(true, Relaxed);
+        for puller in self.pullers.lock().iter() {
+            puller.stop.store(true, Relaxed);
+        }
+    }
+
+    fn uptime_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn view(&self) -> Arc<ClusterView> {
+        self.cluster.view()
+    }
+
+    /// Keeps one puller per primary this node copies slots from, with exactly those slots.
+    async fn manage(self: Arc<Self>) {
+        let mut changes = self.cluster.subscribe();
+        loop {
+            if self.stopping.load(Relaxed) {
+                return;
+            }
+            self.reconcile(&self.view());
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(RECONCILE) => {}
+            }
+        }
+    }
+
+    fn reconcile(self: &Arc<Self>, view: &ClusterView) {
+        let wanted = view.table.replicated_by(&self.me);
+        let mut pullers = self.pullers.lock();
+        pullers.retain(|puller| {
+            let keep = !puller.done.load(Relaxed)
+                && wanted
+                    .iter()
+                    .any(|(primary, slots)| *primary == puller.primary && *slots == puller.slots);
+            if !keep {
+                puller.stop.store(true, Relaxed);
+            }
+            keep
+        });
+        for (primary, slots) in wanted {
+            if pullers.iter().any(|p| p.primary == primary) {
+                continue;
+            }
+            let Some(addr) = view.node(&primary).map(|n| n.bus) else {
+                continue;
+            };
+            tracing::info!(%primary, slots = slots.len(), table = format_args!("{:016x}", view.table.version()), "pulling slots from their primary");
+            let stop = Arc::new(AtomicBool::new(false));
+            let done = Arc::new(AtomicBool::new(false));
+            pullers.push(Puller {
+                primary,
+                slots: slots.clone(),
+                stop: stop.clone(),
+                done: done.clone(),
+            });
+            let repl = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("ringkv-repl-pull".into())
+                .spawn(move || {
+                    replica::pull(&repl, primary, addr, slots, &stop);
+                    done.store(true, Relaxed);
+                });
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "could not start a replication puller");
+            }
+        }
+    }
+
+    fn ack_arrived(&self) {
+        self.acks.send_modify(|n| *n += 1);
+    }
+
+    /// Asks every replica for an acknowledgement now (a WAIT is waiting).
+    pub fn request_acks(&self) {
+        self.log.hurry();
+        for link in self.replicas.lock().iter() {
+            link.ack_wanted.store(true, Relaxed);
+        }
+    }
+
+    /// A receiver that changes on every acknowledgement.
+    pub fn ack_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.acks.subscribe()
+    }
+
+    /// The last LSN this node's log handed out.
+    pub fn last_lsn(&self) -> u64 {
+        self.log.last_lsn()
+    }
+
+    /// How many replicas hold every write up to `lsn` in `slots`: the least over the slots
+    /// of the replicas the current view names for the slot that acknowledged it. With no
+    /// slot, the replicas connected and in sync.
+    pub fn acknowledged(&self, lsn: u64, slots: &SlotSet) -> usize {
+        let view = self.view();
+        let links = self.replicas.lock();
+        if slots.is_empty() {
+            let mut peers: Vec<NodeId> = links
+                .iter()
+                .filter(|l| l.covers(0))
+                .map(|l| l.peer)
+                .collect();
+            peers.sort();
+            peers.dedup();
+            return peers.len();
+        }
+        slots
+            .iter()
+            .map(|slot| {
+                if view.table.primary(slot) != Some(&self.me) {
+                    return 0;
+                }
+                links
+                    .iter()
+                    .filter(|l| {
+                        l.slots.contains(slot)
+                            && l.covers(lsn)
+                            && view.table.is_replica(slot, &l.peer)
+                    })
+                    .count()
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The slots the view wants this node to hold copies of, and how many of them a live
+    /// link has synced: equal when this node is fully re-replicated.
+    pub fn sync_progress(&self) -> (usize, usize) {
+        let wanted = self.view().table.replicated_by(&self.me);
+        let pullers = self.pullers.lock();
+        let positions = self.positions.lock();
+        let mut synced = 0;
+        for (primary, slots) in &wanted {
+            let live = pullers
+                .iter()
+                .any(|p| p.primary == *primary && p.slots == *slots && !p.done.load(Relaxed));
+            if let (true, Some(position)) = (live, positions.get(primary)) {
+                synced += SlotSet::from_ranges(&position.synced)
+                    .intersection(slots)
+                    .len();
+            }
+        }
+        (wanted.iter().map(|(_, s)| s.len()).sum(), synced)
+    }
+
+    /// INFO replication's lines.
+    pub fn info(&self, out: &mut String) {
+        use std::fmt::Write;
+        let links = self.replicas.lock();
+        let alive: Vec<&Arc<ReplicaLink>> =
+            links.iter().filter(|l| l.alive.load(Relaxed)).collect();
+        let offset = self.log.last_lsn();
+        let _ = write!(out, "role:master\r\nconnected_slaves:{}\r\n", alive.len());
+        let now = self.uptime_ms();
+        for (i, link) in alive.iter().enumerate() {
+            let synced = link.synced_at.load(Relaxed) <= link.acked.load(Relaxed);
+            let _ = write!(
+                out,
+                "slave{i}:ip={},port={},state={},offset={},lag={},slots={}\r\n",
+                link.addr.ip(),
+                link.addr.port(),
+                if synced { "online" } else { "wait_bgsave" },
+                link.acked.load(Relaxed),
+                now.saturating_sub(link.last_ack_ms.load(Relaxed)) / 1000,
+                link.slots.len(),
+            );
+        }
+        let (wanted, synced) = self.sync_progress();
+        let pullers = self.pullers.lock();
+        let positions = self.positions.lock();
+        let _ = write!(
+            out,
+            "master_replid:{:016x}\r\nmaster_repl_offset:{offset}\r\nrepl_backlog_active:1\r\nrepl_wanted_slots:{wanted}\r\nrepl_synced_slots:{synced}\r\nrepl_primaries_pulled:{}\r\n",
+            self.run,
+            pullers.len(),
+        );
+        for (i, puller) in pullers.iter().enumerate() {
+            let applied = positions.get(&puller.primary).map_or(0, |r| r.applied);
+            let _ = write!(
+                out,
+                "repl_primary{i}:id={},slots={},applied={applied}\r\n",
+                puller.primary,
+                puller.slots.len(),
+            );
+        }
+        let s = &self.stats;
+        let _ = write!(
+            out,
+            "repl_full_syncs:{}\r\nrepl_partial_syncs:{}\r\nrepl_bad_secret:{}\r\nrepl_bad_frames:{}\r\nrepl_fenced_records:{}\r\n",
+            s.full_syncs.load(Relaxed),
+            s.partial_syncs.load(Relaxed),
+            s.bad_secret.load(Relaxed),
+            s.bad_frames.load(Relaxed),
+            s.fenced_records.load(Relaxed),
+        );
+    }
+}

@@ -1,0 +1,280 @@
+//! The primary's side of a peer link: the handshake, then the slot stream (snapshot
+//! windows of new slots placed at their stamps, log records, heartbeats) on this thread and
+//! the replica's acknowledgements on a second one.
+
+use std::io::{BufWriter, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+use ringkv_cluster::link::{
+    FrameKind, LINK_VERSION, LinkError, MAX_FRAME, Welcome, nonce, read_frame, read_u64,
+    write_frame,
+};
+use ringkv_store::slot_set::SlotSet;
+use ringkv_store::slot_stream::{Piece, StreamSender};
+
+use super::{HEARTBEAT, LINK_TIMEOUT, ReplicaLink, Replication};
+use crate::node::unix_ms;
+
+/// Bytes of records per frame.
+const RECORDS_PER_FRAME: usize = 256 << 10;
+
+/// Accepts replicas until the node stops; each link gets its own thread.
+pub(super) fn accept(repl: Arc<Replication>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        if repl.stopping.load(Relaxed) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let repl = repl.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringkv-repl-send".into())
+            .spawn(move || {
+                let peer = stream.peer_addr().ok();
+                if let Err(error) = serve(&repl, stream) {
+                    match error {
+                        LinkError::BadMac => {
+                            repl.stats.bad_secret.fetch_add(1, Relaxed);
+                        }
+                        LinkError::Malformed(_)
+                        | LinkError::TooLarge(_)
+                        | LinkError::UnknownKind(_) => {
+                            repl.stats.bad_frames.fetch_add(1, Relaxed);
+                        }
+                        LinkError::Io(_) | LinkError::Refused(_) => {}
+                    }
+                    tracing::info!(?peer, %error, "replica link ended");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not serve a replica link");
+        }
+    }
+}
+
+fn refuse(stream: &mut TcpStream, reason: &str) {
+    let _ = write_frame(stream, FrameKind::Refused, &[reason.as_bytes()]);
+}
+
+fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError> {
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(LINK_TIMEOUT))?;
+    stream.set_write_timeout(Some(LINK_TIMEOUT))?;
+    let challenge = nonce();
+    write_frame(&mut stream, FrameKind::Challenge, &[&challenge])?;
+    let mut payload = Vec::new();
+    if read_frame(&mut stream, &mut payload)? != FrameKind::Hello {
+        return Err(LinkError::Malformed("expected a Hello"));
+    }
+    let hello = match repl.key.open_hello(&payload, &challenge) {
+        Ok(hello) => hello,
+        Err(error) => {
+            refuse(&mut stream, "the cluster secret does not match");
+            return Err(error);
+        }
+    };
+    if hello.version != LINK_VERSION {
+        refuse(&mut stream, "unsupported peer link version");
+        return Err(LinkError::Refused(format!("version {}", hello.version)));
+    }
+    // Stream exactly what was asked, or nothing: views differ only for a moment, and the
+    // replica retries with the view it has then.
+    let view = repl.view();
+    let slots = SlotSet::from_ranges(&hello.slots);
+    let served = slots
+        .iter()
+        .all(|s| view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &hello.node));
+    if slots.is_empty() || !served {
+        refuse(&mut stream, "this member's slot table differs; retry");
+        return Err(LinkError::Refused("the slot tables differ".into()));
+    }
+    let (sender, full) = start_stream(repl, &hello.resume, &slots)?;
+    let welcome = Welcome {
+        node: repl.me,
+        run: repl.run,
+        after_lsn: sender.through(),
+        slots: slots.ranges(),
+        full: full.ranges(),
+        mac: [0; 32],
+    };
+    let sealed = repl.key.seal_welcome(welcome, &hello.nonce);
+    write_frame(&mut stream, FrameKind::Welcome, &[&sealed])?;
+    if full.is_empty() {
+        repl.stats.partial_syncs.fetch_add(1, Relaxed);
+    } else {
+        repl.stats.full_syncs.fetch_add(1, Relaxed);
+    }
+    let link = Arc::new(ReplicaLink {
+        peer: hello.node,
+        addr: stream.peer_addr()?,
+        slots,
+        acked: sender.through().into(),
+        synced_at: (if full.is_empty() { 0 } else { u64::MAX }).into(),
+        ack_wanted: false.into(),
+        alive: true.into(),
+        last_ack_ms: repl.uptime_ms().into(),
+    });
+    repl.replicas.lock().push(link.clone());
+    tracing::info!(replica = %link.peer, slots = link.slots.len(), full = full.len(), "replica link up");
+    let reader = {
+        let repl = repl.clone();
+        let link = link.clone();
+        let input = stream.try_clone()?;
+        std::thread::Builder::new()
+            .name("ringkv-repl-acks".into())
+            .spawn(move || read_acks(&repl, &link, input))?
+    };
+    let result = stream_to(repl, &link, sender, stream.try_clone()?);
+    link.alive.store(false, Relaxed);
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    let _ = reader.join();
+    repl.replicas.lock().retain(|l| !Arc::ptr_eq(l, &link));
+    repl.ack_arrived();
+    result
+}
+
+/// Resumes from the replica's position when this run's backlog still holds it; the
+/// slots it does not hold yet are walked from the store.
+fn start_stream(
+    repl: &Replication,
+    resume: &Option<ringkv_cluster::link::Resume>,
+    slots: &SlotSet,
+) -> Result<(StreamSender, SlotSet), LinkError> {
+    if let Some(resume) = resume.as_ref().filter(|r| r.run == repl.run) {
+        let synced = SlotSet::from_ranges(&resume.synced).intersection(slots);
+        let full = slots.difference(&synced);
+        if let Ok(sender) = StreamSender::start(
+            repl.log.clone(),
+            resume.applied + 1,
+            slots.clone(),
+            full.clone(),
+            &repl.store,
+        ) {
+            return Ok((sender, full));
+        }
+    }
+    let sender = StreamSender::start(
+        repl.log.clone(),
+        repl.log.last_lsn() + 1,
+        slots.clone(),
+        slots.clone(),
+        &repl.store,
+    )
+    .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
+    Ok((sender, slots.clone()))
+}
+
+fn stream_to(
+    repl: &Replication,
+    link: &ReplicaLink,
+    mut sender: StreamSender,
+    stream: TcpStream,
+) -> Result<(), LinkError> {
+    let mut out = BufWriter::with_capacity(256 << 10, stream);
+    let mut last_beat = Instant::now();
+    let mut table_version = repl.view().table.version();
+    while link.alive.load(Relaxed) && !repl.stopping.load(Relaxed) {
+        let view = repl.cluster.borrow_view();
+        if view.table.version() != table_version {
+            // A new table: go on only while every streamed slot is still ours and theirs.
+            let still = link.slots.iter().all(|s| {
+                view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &link.peer)
+            });
+            if !still {
+                drop(view);
+                let _ = write_frame(&mut out, FrameKind::Refused, &[b"the slot table changed"]);
+                let _ = out.flush();
+                return Ok(());
+            }
+            table_version = view.table.version();
+        }
+        drop(view);
+        let piece = sender
+            .poll(
+                &repl.store,
+                unix_ms(),
+                RECORDS_PER_FRAME,
+                Duration::from_millis(2),
+            )
+            .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
+        match piece {
+            Some(Piece::Records(bytes)) => write_frame(&mut out, FrameKind::Records, &[&bytes])?,
+            Some(Piece::Snapshot { stamp, records }) => {
+                repl.stats.snapshot_windows.fetch_add(1, Relaxed);
+                write_snapshot(&mut out, stamp, &records)?;
+            }
+            Some(Piece::SnapshotDone { stamp }) => {
+                write_frame(&mut out, FrameKind::SnapshotDone, &[&stamp.to_le_bytes()])?;
+                link.synced_at.store(stamp, Relaxed);
+            }
+            None => {}
+        }
+        let ack_now = link.ack_wanted.swap(false, Relaxed);
+        if ack_now || last_beat.elapsed() >= HEARTBEAT {
+            let beat = [
+                sender.through().to_le_bytes().as_slice(),
+                &[u8::from(ack_now)],
+            ]
+            .concat();
+            write_frame(&mut out, FrameKind::Heartbeat, &[&beat])?;
+            last_beat = Instant::now();
+        }
+        if !sender.syncing() || ack_now {
+            // Caught up (or asked): nothing waits in the buffer.
+            out.flush()?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A window's records in frames under the limit, cut at record boundaries.
+fn write_snapshot(out: &mut impl Write, stamp: u64, mut records: &[u8]) -> Result<(), LinkError> {
+    let limit = MAX_FRAME / 2;
+    let stamp = stamp.to_le_bytes();
+    while !records.is_empty() {
+        let mut cut = 0;
+        while cut < records.len() {
+            let len =
+                u32::from_le_bytes(records[cut..cut + 4].try_into().expect("4 bytes")) as usize + 4;
+            if cut > 0 && cut + len > limit {
+                break;
+            }
+            cut += len;
+        }
+        if cut > MAX_FRAME - 16 {
+            return Err(LinkError::TooLarge(cut));
+        }
+        write_frame(out, FrameKind::Snapshot, &[&stamp, &records[..cut]])?;
+        records = &records[cut..];
+    }
+    Ok(())
+}
+
+fn read_acks(repl: &Replication, link: &ReplicaLink, mut input: TcpStream) {
+    let mut payload = Vec::new();
+    while link.alive.load(Relaxed) {
+        match read_frame(&mut input, &mut payload) {
+            Ok(FrameKind::Ack) => match read_u64(&payload) {
+                Ok((lsn, _)) => {
+                    link.acked.fetch_max(lsn, Relaxed);
+                    link.last_ack_ms.store(repl.uptime_ms(), Relaxed);
+                    repl.ack_arrived();
+                }
+                Err(_) => break,
+            },
+            Ok(_) => {
+                repl.stats.bad_frames.fetch_add(1, Relaxed);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    link.alive.store(false, Relaxed);
+    repl.ack_arrived();
+}

@@ -1,0 +1,184 @@
+//! The replica's side of a peer link: connect to the primary, prove the secret, ask for
+//! the slots this node copies from it (resuming where it stood), then apply what arrives
+//! and acknowledge. Records the view no longer lets this primary send are refused, and
+//! the link closes without acknowledging them.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use ringkv_cluster::NodeId;
+use ringkv_cluster::link::{
+    FrameKind, Hello, LINK_VERSION, LinkError, NONCE_LEN, Resume, nonce, read_frame, read_u64,
+    write_frame,
+};
+use ringkv_store::slot_set::SlotSet;
+use ringkv_store::slot_stream::StreamReceiver;
+
+use super::{LINK_TIMEOUT, Replication};
+use crate::node::unix_ms;
+
+/// An acknowledgement goes at least this often while records arrive.
+const ACK_EVERY: Duration = Duration::from_millis(10);
+/// An idle link still acknowledges this often.
+const IDLE_ACK: Duration = Duration::from_secs(1);
+/// Wait before reconnecting after a failed link.
+const RETRY: Duration = Duration::from_millis(100);
+
+/// Pulls `slots` from `primary` until `stop` (the view changed), the node stops or the
+/// link fails.
+pub(super) fn pull(
+    repl: &Arc<Replication>,
+    primary: NodeId,
+    addr: SocketAddr,
+    slots: SlotSet,
+    stop: &AtomicBool,
+) {
+    if let Err(error) = link(repl, primary, addr, &slots, stop) {
+        match &error {
+            LinkError::BadMac => {
+                repl.stats.bad_secret.fetch_add(1, Relaxed);
+            }
+            LinkError::Malformed(_) | LinkError::TooLarge(_) | LinkError::UnknownKind(_) => {
+                repl.stats.bad_frames.fetch_add(1, Relaxed);
+            }
+            LinkError::Io(_) | LinkError::Refused(_) => {}
+        }
+        tracing::info!(%primary, %error, "link to primary ended");
+        // The manager starts a new puller, from what the view says then.
+        std::thread::sleep(RETRY);
+    }
+}
+
+fn link(
+    repl: &Replication,
+    primary: NodeId,
+    addr: SocketAddr,
+    slots: &SlotSet,
+    stop: &AtomicBool,
+) -> Result<(), LinkError> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(LINK_TIMEOUT))?;
+    stream.set_write_timeout(Some(LINK_TIMEOUT))?;
+    let mut payload = Vec::new();
+    if read_frame(&mut stream, &mut payload)? != FrameKind::Challenge {
+        return Err(LinkError::Malformed("expected a challenge"));
+    }
+    let challenge: [u8; NONCE_LEN] = payload
+        .as_slice()
+        .try_into()
+        .map_err(|_| LinkError::Malformed("a challenge"))?;
+    let resume = repl.positions.lock().get(&primary).cloned();
+    let mine = nonce();
+    let hello = Hello {
+        version: LINK_VERSION,
+        node: repl.me,
+        table_version: repl.view().table.version(),
+        slots: slots.ranges(),
+        resume,
+        nonce: mine,
+        mac: [0; 32],
+    };
+    write_frame(
+        &mut stream,
+        FrameKind::Hello,
+        &[&repl.key.seal_hello(hello, &challenge)],
+    )?;
+    let welcome = match read_frame(&mut stream, &mut payload)? {
+        FrameKind::Welcome => repl.key.open_welcome(&payload, &mine)?,
+        FrameKind::Refused => {
+            return Err(LinkError::Refused(
+                String::from_utf8_lossy(&payload).into_owned(),
+            ));
+        }
+        _ => return Err(LinkError::Malformed("expected a Welcome")),
+    };
+    if welcome.node != primary {
+        return Err(LinkError::Refused(
+            "another node answers at that address".into(),
+        ));
+    }
+    let streamed = SlotSet::from_ranges(&welcome.slots);
+    if streamed != *slots {
+        return Err(LinkError::Malformed("slots that were not asked for"));
+    }
+    let full = SlotSet::from_ranges(&welcome.full);
+    if !full.is_empty() {
+        // Whatever this node held of those slots is from another history.
+        let cleared = repl.store.clear_slots(&full);
+        tracing::info!(%primary, slots = full.len(), cleared, "syncing slots from scratch");
+    }
+    let mut synced = streamed.difference(&full);
+    let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
+    let remember = |receiver: &StreamReceiver, synced: &SlotSet| {
+        repl.positions.lock().insert(
+            primary,
+            Resume {
+                run: welcome.run,
+                applied: receiver.applied(),
+                synced: synced.ranges(),
+            },
+        );
+    };
+    remember(&receiver, &synced);
+    let mut acked = 0;
+    let mut last_ack = Instant::now();
+    while !stop.load(Relaxed) && !repl.stopping.load(Relaxed) {
+        let kind = read_frame(&mut stream, &mut payload)?;
+        let mut ack_now = false;
+        match kind {
+            FrameKind::Records => {
+                let view = repl.view();
+                let accept = |slot: u16| {
+                    view.table.primary(slot) == Some(&primary)
+                        && view.table.is_replica(slot, &repl.me)
+                };
+                let refused = receiver
+                    .apply_records(&repl.store, &payload, unix_ms(), accept)
+                    .map_err(|e| LinkError::Malformed(e.0))?;
+                if refused > 0 {
+                    // Fenced: this primary no longer serves some of these slots for us.
+                    repl.stats.fenced_records.fetch_add(refused as u64, Relaxed);
+                    return Err(LinkError::Refused("fenced by a newer slot table".into()));
+                }
+            }
+            FrameKind::Snapshot => {
+                let (stamp, records) = read_u64(&payload)?;
+                receiver
+                    .apply_snapshot(&repl.store, stamp, records, unix_ms())
+                    .map_err(|e| LinkError::Malformed(e.0))?;
+            }
+            FrameKind::SnapshotDone => {
+                let (stamp, _) = read_u64(&payload)?;
+                receiver.heartbeat(stamp);
+                synced = streamed.clone();
+                ack_now = true;
+            }
+            FrameKind::Heartbeat => {
+                let (lsn, rest) = read_u64(&payload)?;
+                receiver.heartbeat(lsn);
+                ack_now = rest.first() == Some(&1);
+            }
+            FrameKind::Refused => {
+                return Err(LinkError::Refused(
+                    String::from_utf8_lossy(&payload).into_owned(),
+                ));
+            }
+            _ => return Err(LinkError::Malformed("an unexpected frame from a primary")),
+        }
+        let applied = receiver.applied();
+        let since = last_ack.elapsed();
+        // Promptly while records arrive, at once when asked, and once a second regardless
+        // (the primary shows the lag).
+        if ack_now || applied > acked && since >= ACK_EVERY || since >= IDLE_ACK {
+            write_frame(&mut stream, FrameKind::Ack, &[&applied.to_le_bytes()])?;
+            acked = applied;
+            last_ack = Instant::now();
+            remember(&receiver, &synced);
+        }
+    }
+    remember(&receiver, &synced);
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Clusters of `ringkv-server` processes on loopback: start members, connect, wait for
+//! agreement. Every wait is bounded.
+
+use std::collections::HashMap;
+use std::net::UdpSocket;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{Node, free_port};
+
+/// A member: its process and ports.
+pub struct Member {
+    pub node: Node,
+    pub port: u16,
+    pub bus: u16,
+}
+
+/// A port free for UDP (gossip) and TCP (peer links) at once.
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
+        let port = udp.local_addr().expect("bound").port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for both UDP and TCP in 100 tries")
+}
+
+/// Starts a member that joins through `seed` (a bus port), if any.
+pub fn start(seed: Option<u16>, extra: &[&str]) -> Member {
+    let (port, bus) = (free_port(), free_udp_port());
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ringkv-server"));
+    command
+        .args(["--persistence", "no", "--cluster-enabled", "yes"])
+        .args(["--port", &port.to_string()])
+        .args(["--cluster-bus-port", &bus.to_string()])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // RINGKV_TEST_LOGS=<dir> keeps each member's log there, named by its port.
+    if let Some(dir) = std::env::var_os("RINGKV_TEST_LOGS") {
+        let path = std::path::Path::new(&dir).join(format!("member-{port}.log"));
+        let file = std::fs::File::create(&path).expect("a member log file");
+        command.stderr(file.try_clone().expect("a second handle"));
+        command.stdout(file).env(
+            "RUST_LOG",
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        );
+    }
+    if let Some(seed) = seed {
+        command.args(["--cluster-join", &format!("127.0.0.1:{seed}")]);
+    }
+    let node = Node(command.spawn().expect("the server binary starts"));
+    let member = Member { node, port, bus };
+    wait_listening(member.port);
+    member
+}
+
+pub fn start_cluster(n: usize, extra: &[&str]) -> Vec<Member> {
+    let first = start(None, extra);
+    let seed = first.bus;
+    let mut members = vec![first];
+    for _ in 1..n {
+        members.push(start(Some(seed), extra));
+    }
+    members
+}
+
+pub fn wait_listening(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "node on {port} never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn client(port: u16) -> redis::Connection {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let con = client.get_connection().expect("connects");
+    con.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    con
+}
+
+pub fn cluster_info(port: u16) -> HashMap<String, String> {
+    let text: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query(&mut client(port))
+        .expect("CLUSTER INFO");
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Waits until every port reports state ok, `members` known nodes and one epoch.
+pub fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let infos: Vec<HashMap<String, String>> = ports.iter().map(|&p| cluster_info(p)).collect();
+        let agreed = infos
+            .iter()
+            .all(|i| i["cluster_state"] == "ok" && i["cluster_known_nodes"] == members.to_string())
+            && infos
+                .iter()
+                .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
+        if agreed {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < limit,
+            "no agreement on {members} members within {limit:?}: {infos:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
