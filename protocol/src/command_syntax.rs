@@ -298,6 +298,7 @@ mod tests {
                 "command|count",
                 "command|help",
                 "cluster|slots",
+                "cluster|owners",
                 "cluster|shards",
                 "cluster|nodes",
                 "cluster|info",

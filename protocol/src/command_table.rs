@@ -1248,6 +1248,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 ON,
             ),
             cmd(
+                "cluster|owners",
+                2,
+                INFO,
+                NOKEY,
+                "cluster",
+                "0.1.0",
+                "Returns every slot's owners, primary first, then its replicas (a ringkv extension).",
+                ON,
+            ),
+            cmd(
                 "cluster|shards",
                 2,
                 INFO,

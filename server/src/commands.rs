@@ -188,6 +188,7 @@ pub fn handler(name: &str) -> Option<Handler> {
         "cluster|info" => cluster::info,
         "cluster|nodes" => cluster::nodes,
         "cluster|slots" => cluster::slots,
+        "cluster|owners" => cluster::owners,
         "cluster|shards" => cluster::shards,
         "cluster|countkeysinslot" => cluster::countkeysinslot,
         "cluster|getkeysinslot" => cluster::getkeysinslot,

@@ -14,12 +14,17 @@ mod support;
 use support::cluster::{client, cluster_info, start, start_cluster, wait_agreed};
 use support::{free_port, sigterm};
 
-/// Slot → owners' client ports (primary first), from CLUSTER SLOTS.
+/// Slot → owners' client ports (primary first), from CLUSTER OWNERS.
 fn slot_owners(port: u16) -> Vec<Vec<u16>> {
+    slot_ranges(port, "OWNERS")
+}
+
+/// Slot → client ports listed for it by CLUSTER `subcommand` (SLOTS or OWNERS).
+fn slot_ranges(port: u16, subcommand: &str) -> Vec<Vec<u16>> {
     let ranges: Vec<redis::Value> = redis::cmd("CLUSTER")
-        .arg("SLOTS")
+        .arg(subcommand)
         .query(&mut client(port))
-        .expect("CLUSTER SLOTS");
+        .expect("CLUSTER SLOTS or OWNERS");
     let mut owners = vec![Vec::new(); 16384];
     for range in ranges {
         let redis::Value::Array(items) = range else {
@@ -64,6 +69,10 @@ fn three_nodes_agree_and_every_key_lives_where_keyslot_and_slots_say() {
         assert_eq!(slot_owners(port), owners, "node {port} has another table");
     }
     assert!(owners.iter().all(|o| o.len() == 2 && o[0] != o[1]));
+    // CLUSTER SLOTS shows clients one master per slot, the primary: a member listed as
+    // a replica anywhere would be skipped by cluster-wide SCAN and DBSIZE.
+    let primaries: Vec<Vec<u16>> = owners.iter().map(|o| vec![o[0]]).collect();
+    assert_eq!(slot_ranges(ports[1], "SLOTS"), primaries);
 
     // CLUSTER NODES: Redis's line format, one `myself`.
     let text: String = redis::cmd("CLUSTER")

@@ -52,7 +52,7 @@ fn wait_replicated(ports: &[u16], limit: Duration) -> Duration {
     }
 }
 
-/// Slot → owners' client ports (primary first), from CLUSTER SLOTS of the first member
+/// Slot → owners' client ports (primary first), from CLUSTER OWNERS of the first member
 /// that answers with every slot covered.
 fn owners(ports: &[u16]) -> Option<Vec<Vec<u16>>> {
     for &port in ports {

@@ -157,8 +157,29 @@ fn write_node_entry(ctx: &mut Ctx<'_, '_>, addr: SocketAddr, id: &NodeId) {
     ctx.out.map(0);
 }
 
-/// CLUSTER SLOTS: each run of slots with the same owners, primary first.
+/// CLUSTER SLOTS: each run of slots with the same primary, and that primary only. Every
+/// member is a master to clients (DESIGN.md §5.6): a cluster client that saw a member
+/// listed as a replica of any range would treat it as a replica everywhere and skip its
+/// slots in cluster-wide commands. CLUSTER OWNERS shows the replicas.
 pub fn slots(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let view = view(ctx)?;
+    let ranges = primary_ranges(&view);
+    ctx.out.array(ranges.len());
+    for (first, last, primary) in ranges {
+        let node = view.node(&primary).map(|n| (n.client, n.id));
+        ctx.out.array(2 + usize::from(node.is_some()));
+        ctx.out.int(i64::from(first));
+        ctx.out.int(i64::from(last));
+        if let Some((addr, id)) = node {
+            write_node_entry(ctx, addr, &id);
+        }
+    }
+    Ok(())
+}
+
+/// CLUSTER OWNERS (a ringkv extension): each run of slots with the same owners, primary
+/// first, then the members that hold a replica, in CLUSTER SLOTS's shape.
+pub fn owners(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     let view = view(ctx)?;
     let ranges = view.table.ranges();
     ctx.out.array(ranges.len());
@@ -178,10 +199,9 @@ pub fn slots(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 }
 
 /// CLUSTER SHARDS: one shard per member, holding the slots it is primary for, with the
-/// members that replicate any of them.
+/// member as its only node (replicas are internal, as in CLUSTER SLOTS).
 pub fn shards(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     let view = view(ctx)?;
-    let ranges = view.table.ranges();
     let primaries = primary_ranges(&view);
     let owners_of_shards: Vec<&NodeView> = view
         .nodes
@@ -195,14 +215,6 @@ pub fn shards(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
             .filter(|r| r.2 == primary.id)
             .map(|r| (r.0, r.1))
             .collect();
-        let mut replicas: Vec<NodeId> = Vec::new();
-        for (_, _, owners) in ranges.iter().filter(|r| r.2[0] == primary.id) {
-            for id in &owners[1..] {
-                if !replicas.contains(id) {
-                    replicas.push(*id);
-                }
-            }
-        }
         ctx.out.map(2);
         ctx.out.bulk(b"slots");
         ctx.out.array(mine.len() * 2);
@@ -211,14 +223,7 @@ pub fn shards(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
             ctx.out.int(i64::from(last));
         }
         ctx.out.bulk(b"nodes");
-        let members: Vec<(&NodeView, &str)> = std::iter::once((primary, "master"))
-            .chain(
-                replicas
-                    .iter()
-                    .filter_map(|id| view.node(id))
-                    .map(|n| (n, "replica")),
-            )
-            .collect();
+        let members: Vec<(&NodeView, &str)> = vec![(primary, "master")];
         ctx.out.array(members.len());
         for (node, role) in members {
             ctx.out.map(7);
@@ -294,6 +299,8 @@ pub fn help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         "    Return the node id.",
         "NODES",
         "    Return cluster configuration seen by node.",
+        "OWNERS",
+        "    Return every slot range's owners: its primary, then its replicas (ringkv).",
         "SHARDS",
         "    Return information about slot range mappings and the nodes associated with them.",
         "SLOTS",
@@ -308,8 +315,8 @@ pub fn help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// READONLY: accepted. Reads still go to primaries: replicas hold no copy until data
-/// replication exists.
+/// READONLY: accepted. Reads still go to primaries (reads of a replica's copy are not
+/// served yet).
 pub fn readonly(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     cluster(ctx)?;
     ctx.out.ok();
