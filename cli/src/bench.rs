@@ -36,6 +36,8 @@ pub struct Plan {
     pub keys: KeyChoice,
     /// Fields per hash when filling hashes.
     pub hash_fields: u64,
+    /// Prefix of every key name (a hash tag keeps a cluster test on one slot).
+    pub key_tag: String,
     /// GET then SET on a miss, counting hits.
     pub read_through: bool,
     /// Share of GETs in a mixed GET/SET run (`--ratio 9:1` = 0.9), if mixed.
@@ -195,7 +197,7 @@ async fn run_client(
         out.clear();
         sent_tests.clear();
         for key in to_fill.drain(..) {
-            encode(Test::Set, key, &plan.value, 0, &mut out);
+            encode(Test::Set, key, &plan.value, 0, &plan.key_tag, &mut out);
             sent_tests.push((Test::Set, key));
         }
         let claimed = shared.claim(plan.pipeline as u64);
@@ -210,8 +212,18 @@ async fn run_client(
                 Some(_) => Test::Get,
                 None => test,
             };
-            encode(this, key, &plan.value, plan.hash_fields, &mut out);
-            sent_tests.push((this, key));
+            encode(
+                this,
+                key,
+                &plan.value,
+                plan.hash_fields,
+                &plan.key_tag,
+                &mut out,
+            );
+            // One entry per reply expected.
+            for _ in 0..this.replies() {
+                sent_tests.push((this, key));
+            }
         }
         let started = Instant::now();
         if let Err(e) = stream.write_all(&out).await {
@@ -274,7 +286,8 @@ async fn run_client(
         let measured = sent_tests
             .iter()
             .filter(|(t, _)| plan.read_share.is_some() || !plan.read_through || *t == Test::Get)
-            .count() as u64;
+            .count() as u64
+            / test.replies() as u64;
         let _ = latency.record_n(micros.min(60_000_000), measured);
         tally.requests += measured;
         progress.inc(measured);

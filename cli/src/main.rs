@@ -117,7 +117,7 @@ struct BenchArgs {
     /// Mixed GET:SET ratio such as 9:1 (replaces -t).
     #[arg(long)]
     ratio: Option<String>,
-    /// Tests: ping,get,set,incr,mget,mset,hset,hget.
+    /// Tests: ping,get,set,incr,mget,mset,hset,hget,setwait (SET then WAIT 1 0).
     #[arg(short = 't', long, default_value = "ping,set,get,incr,mset,hset")]
     tests: String,
     /// GET, and SET the value on a miss, as a read-through cache client does; reports the hit ratio.
@@ -129,6 +129,9 @@ struct BenchArgs {
     /// Fields per hash for --fill -t hset.
     #[arg(long, default_value_t = 0)]
     hash_fields: u64,
+    /// Prefix of every key name: a hash tag such as {a} puts every key in one cluster slot.
+    #[arg(long, default_value = "")]
+    key_tag: String,
     /// Generator threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -182,6 +185,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         value: vec![b'x'; args.datasize],
         keys,
         hash_fields: if args.fill { args.hash_fields } else { 0 },
+        key_tag: args.key_tag.clone(),
         read_through: args.read_through,
         read_share,
         progress: !args.json && std::io::stderr().is_terminal(),

@@ -24,11 +24,13 @@ pub enum Test {
     Hset,
     /// HGET hash field
     Hget,
+    /// SET key value then WAIT 1 0, pipelined: a write a replica has acknowledged.
+    SetWait,
 }
 
 impl Test {
     /// Every test, in `-t` order.
-    pub const ALL: [Test; 8] = [
+    pub const ALL: [Test; 9] = [
         Test::Ping,
         Test::Get,
         Test::Set,
@@ -37,6 +39,7 @@ impl Test {
         Test::Mset,
         Test::Hset,
         Test::Hget,
+        Test::SetWait,
     ];
 
     /// The `-t` name.
@@ -50,7 +53,13 @@ impl Test {
             Test::Mset => "mset",
             Test::Hset => "hset",
             Test::Hget => "hget",
+            Test::SetWait => "setwait",
         }
+    }
+
+    /// Replies one request of this test gets.
+    pub fn replies(self) -> usize {
+        if self == Test::SetWait { 2 } else { 1 }
     }
 
     /// Parses a `-t` list such as `get,set`.
@@ -62,7 +71,7 @@ impl Test {
                     .find(|t| t.name().eq_ignore_ascii_case(name.trim()))
                     .ok_or_else(|| {
                         format!(
-                            "unknown test '{name}' (known: ping get set incr mget mset hset hget)"
+                            "unknown test '{name}' (known: ping get set incr mget mset hset hget setwait)"
                         )
                     })
             })
@@ -122,14 +131,16 @@ fn bulk(out: &mut Vec<u8>, data: &[u8]) {
     ReplyWriter::new(out, Protocol::Resp2).bulk(data);
 }
 
-fn bulk_key(out: &mut Vec<u8>, prefix: &str, i: u64) {
-    let mut key = Vec::with_capacity(16);
+fn bulk_key(out: &mut Vec<u8>, tag: &str, prefix: &str, i: u64) {
+    let mut key = Vec::with_capacity(16 + tag.len());
+    key.extend_from_slice(tag.as_bytes());
     key_name(prefix, i, &mut key);
     bulk(out, &key);
 }
 
-/// Appends one request of `test` for key index `key` to `out`.
-pub fn encode(test: Test, key: u64, value: &[u8], hash_fields: u64, out: &mut Vec<u8>) {
+/// Appends one request of `test` for key index `key` to `out`; every key name starts with
+/// `tag` (a hash tag such as `{a}` puts them all in one cluster slot).
+pub fn encode(test: Test, key: u64, value: &[u8], hash_fields: u64, tag: &str, out: &mut Vec<u8>) {
     match test {
         Test::Ping => {
             array_header(out, 1);
@@ -138,31 +149,31 @@ pub fn encode(test: Test, key: u64, value: &[u8], hash_fields: u64, out: &mut Ve
         Test::Get => {
             array_header(out, 2);
             bulk(out, b"GET");
-            bulk_key(out, "key:", key);
+            bulk_key(out, tag, "key:", key);
         }
         Test::Set => {
             array_header(out, 3);
             bulk(out, b"SET");
-            bulk_key(out, "key:", key);
+            bulk_key(out, tag, "key:", key);
             bulk(out, value);
         }
         Test::Incr => {
             array_header(out, 2);
             bulk(out, b"INCR");
-            bulk_key(out, "ctr:", key);
+            bulk_key(out, tag, "ctr:", key);
         }
         Test::Mget => {
             array_header(out, 11);
             bulk(out, b"MGET");
             for i in 0..10 {
-                bulk_key(out, "key:", key.wrapping_add(i));
+                bulk_key(out, tag, "key:", key.wrapping_add(i));
             }
         }
         Test::Mset => {
             array_header(out, 21);
             bulk(out, b"MSET");
             for i in 0..10 {
-                bulk_key(out, "key:", key.wrapping_add(i));
+                bulk_key(out, tag, "key:", key.wrapping_add(i));
                 bulk(out, value);
             }
         }
@@ -172,22 +183,29 @@ pub fn encode(test: Test, key: u64, value: &[u8], hash_fields: u64, out: &mut Ve
             array_header(out, 2 + 2 * fields as usize);
             bulk(out, b"HSET");
             if hash_fields > 0 {
-                bulk_key(out, "hsh:", key);
+                bulk_key(out, tag, "hsh:", key);
                 for f in 0..fields {
                     bulk(out, format!("field:{f}").as_bytes());
                     bulk(out, value);
                 }
             } else {
-                bulk(out, b"myhash");
-                bulk_key(out, "fld:", key);
+                bulk(out, format!("{tag}myhash").as_bytes());
+                bulk_key(out, tag, "fld:", key);
                 bulk(out, value);
             }
         }
         Test::Hget => {
             array_header(out, 3);
             bulk(out, b"HGET");
-            bulk(out, b"myhash");
-            bulk_key(out, "fld:", key);
+            bulk(out, format!("{tag}myhash").as_bytes());
+            bulk_key(out, tag, "fld:", key);
+        }
+        Test::SetWait => {
+            encode(Test::Set, key, value, hash_fields, tag, out);
+            array_header(out, 3);
+            bulk(out, b"WAIT");
+            bulk(out, b"1");
+            bulk(out, b"0");
         }
     }
 }
@@ -208,14 +226,24 @@ mod tests {
     fn requests_parse_as_the_server_would() {
         let mut out = Vec::new();
         for test in Test::ALL {
-            encode(test, 7, b"vv", 0, &mut out);
+            encode(test, 7, b"vv", 0, "", &mut out);
         }
         let mut parser = ringkv_protocol::RequestParser::default();
         let mut batch = ringkv_protocol::Batch::new();
         let parsed = parser.parse(&out, &mut batch).unwrap();
         assert_eq!(parsed.consumed, out.len());
-        assert_eq!(batch.len(), Test::ALL.len());
+        // One command per test, two for SET + WAIT.
+        let replies: usize = Test::ALL.iter().map(|t| t.replies()).sum();
+        assert_eq!(batch.len(), replies);
         assert_eq!(batch.command(&out, 5).len(), 21);
+        assert_eq!(batch.command(&out, replies - 1).get(0), b"WAIT");
+    }
+
+    #[test]
+    fn a_key_tag_prefixes_every_key() {
+        let mut out = Vec::new();
+        encode(Test::Set, 3, b"v", 0, "{a}", &mut out);
+        assert!(out.windows(19).any(|w| w == b"{a}key:000000000003"));
     }
 
     #[test]

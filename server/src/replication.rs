@@ -256,10 +256,11 @@ impl Replication {
 
     /// Asks every replica for an acknowledgement now (a WAIT is waiting).
     pub fn request_acks(&self) {
-        self.log.hurry();
         for link in self.replicas.lock().iter() {
             link.ack_wanted.store(true, Relaxed);
         }
+        // Senders waiting for records wake up, see the request and send a heartbeat.
+        self.log.wake();
     }
 
     /// A receiver that changes on every acknowledgement.

@@ -530,7 +530,17 @@ impl ChangeLog {
         state.open.extend_from_slice(key);
         write_body(&mut state.open);
         fill_header(&mut state.open, start, kind, flags, slot, key.len());
-        self.finish_append(&mut state)
+        let lsn = self.finish_append(&mut state);
+        // Nobody took the open chunk in time (no consumer, or all busy): seal it here, so
+        // the backlog bound applies and the open chunk never grows past its capacity.
+        let full = state.open.len() >= CHUNK_CAPACITY;
+        drop(state);
+        if full {
+            self.seal_open();
+            let mut state = self.state.lock();
+            self.trim(&mut state);
+        }
+        lsn
     }
 
     fn finish_append(&self, state: &mut State) -> u64 {
@@ -774,6 +784,18 @@ impl ChangeLog {
         }
     }
 
+    /// Wakes every waiting consumer now, with or without new records (a WAIT wants its
+    /// replicas to acknowledge at once rather than at their next heartbeat).
+    pub fn wake(&self) {
+        let mut state = self.state.lock();
+        if state.open_count > 0 {
+            state.urgent = true;
+        }
+        if state.waiting > 0 {
+            self.data.notify_all();
+        }
+    }
+
     /// Wakes every consumer; later takes return what is left, then [`TakeError::Closed`].
     pub fn close(&self) {
         let mut state = self.state.lock();
@@ -953,6 +975,25 @@ mod tests {
         let started = std::time::Instant::now();
         set(&log, "k", &value);
         assert!(started.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn without_consumers_the_log_holds_no_more_than_its_backlog() {
+        let log = ChangeLog::new(
+            1,
+            LogLimits {
+                backlog: 1 << 20,
+                ..LogLimits::default()
+            },
+        );
+        for i in 0..200_000 {
+            set(&log, &format!("key:{i}"), "a value of some thirty bytes...");
+        }
+        let held = log.memory_bytes();
+        assert!(held < 4 << 20, "{held} bytes held for nobody");
+        // What the backlog holds can still be resumed from; older records cannot.
+        assert!(log.subscribe(log.last_lsn() - 1000, false).is_ok());
+        assert_eq!(log.subscribe(1, false).err(), Some(TakeError::Lagged));
     }
 
     #[test]
