@@ -76,30 +76,40 @@ pub fn nodes(addr: &str) -> Result<Vec<NodeLine>> {
 
 fn info(addr: &str) -> Result<BTreeMap<String, String>> {
     let text: String = cluster_cmd(&mut connect(addr)?, &["INFO"])?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect())
+    Ok(fields(&text))
 }
 
-/// Slot ranges with their owners' addresses, primary first (CLUSTER SLOTS).
+/// One section of a member's INFO.
+fn info_section(addr: &str, section: &str) -> Result<BTreeMap<String, String>> {
+    let text: String = redis::cmd("INFO").arg(section).query(&mut connect(addr)?)?;
+    Ok(fields(&text))
+}
+
+fn fields(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
+        .collect()
+}
+
+/// Slot ranges with their owners' addresses, primary first (CLUSTER OWNERS: CLUSTER SLOTS
+/// shows clients only the primaries).
 pub fn slot_ranges(addr: &str) -> Result<Vec<(i64, i64, Vec<String>)>> {
-    let ranges: Vec<redis::Value> = cluster_cmd(&mut connect(addr)?, &["SLOTS"])?;
+    let ranges: Vec<redis::Value> = cluster_cmd(&mut connect(addr)?, &["OWNERS"])?;
     let mut out = Vec::new();
     for range in ranges {
         let redis::Value::Array(items) = range else {
-            bail!("CLUSTER SLOTS: a range is not an array");
+            bail!("CLUSTER OWNERS: a range is not an array");
         };
         if items.len() < 3 {
-            bail!("CLUSTER SLOTS: a range without owners");
+            bail!("CLUSTER OWNERS: a range without owners");
         }
         let first: i64 = redis::from_redis_value(items[0].clone())?;
         let last: i64 = redis::from_redis_value(items[1].clone())?;
         let mut owners = Vec::new();
         for node in &items[2..] {
             let redis::Value::Array(fields) = node else {
-                bail!("CLUSTER SLOTS: a node is not an array");
+                bail!("CLUSTER OWNERS: a node is not an array");
             };
             let ip: String = redis::from_redis_value(fields[0].clone())?;
             let port: i64 = redis::from_redis_value(fields[1].clone())?;
@@ -143,19 +153,34 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
     let members = nodes(addr)?;
     let mut rows = Vec::new();
     let mut listed = Vec::new();
+    let mut under_replicated = 0;
     for m in &members {
         let keys: Option<i64> = connect(&m.addr)
             .ok()
             .and_then(|mut c| redis::cmd("DBSIZE").query(&mut c).ok());
+        // The copies this member should hold of other members' slots, and how many of
+        // them a live link has synced.
+        let replication = info_section(&m.addr, "replication").ok();
+        let field = |name: &str| -> Option<u64> { replication.as_ref()?.get(name)?.parse().ok() };
+        let (wanted, synced) = (field("repl_wanted_slots"), field("repl_synced_slots"));
+        if let (Some(w), Some(s)) = (wanted, synced) {
+            under_replicated += w.saturating_sub(s);
+        }
         rows.push(vec![
             short(&m.id).to_string(),
             m.addr.clone(),
             m.slots.to_string(),
             keys.map_or("unreachable".into(), |k| k.to_string()),
+            match (wanted, synced) {
+                (Some(w), Some(s)) => format!("{s}/{w}"),
+                _ => "-".into(),
+            },
             m.flags.clone(),
         ]);
         listed.push(
-            json!({"id": m.id, "addr": m.addr, "slots": m.slots, "keys": keys, "flags": m.flags}),
+            json!({"id": m.id, "addr": m.addr, "slots": m.slots, "keys": keys,
+                           "replica_slots_wanted": wanted, "replica_slots_synced": synced,
+                           "flags": m.flags}),
         );
     }
     let mean = 16384.0 / members.len().max(1) as f64;
@@ -166,7 +191,8 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
             "{}",
             json!({"state": state, "members": listed, "balance": balance,
                    "epoch": info.get("cluster_current_epoch"), "table_version": info.get("cluster_table_version"),
-                   "routing": info.get("cluster_routing"), "replicas": info.get("cluster_replicas")})
+                   "routing": info.get("cluster_routing"), "replicas": info.get("cluster_replicas"),
+                   "under_replicated_slot_copies": under_replicated})
         );
         return Ok(());
     }
@@ -176,7 +202,13 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
         info.get("cluster_routing").map_or("?", |s| s.as_str()),
         info.get("cluster_replicas").map_or("?", |s| s.as_str()),
     );
-    print_table(&["ID", "ADDRESS", "SLOTS", "KEYS", "FLAGS"], &rows);
+    if under_replicated > 0 {
+        println!("{under_replicated} slot copies are not synced yet (re-replication in progress)");
+    }
+    print_table(
+        &["ID", "ADDRESS", "SLOTS", "KEYS", "COPIES", "FLAGS"],
+        &rows,
+    );
     Ok(())
 }
 
