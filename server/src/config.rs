@@ -228,6 +228,13 @@ pub struct Config {
     /// snapshot (Redis's repl-backlog-size).
     #[arg(long = "repl-backlog-size", default_value = "16mb", value_parser = memory_arg)]
     pub repl_backlog_size: u64,
+    /// Refuse writes to a slot with fewer than this many good replicas (Redis's
+    /// min-replicas-to-write; 0 = never refuse).
+    #[arg(long = "min-replicas-to-write", default_value_t = 0)]
+    pub min_replicas_to_write: u32,
+    /// A replica is good while its last acknowledgement is at most this many seconds old.
+    #[arg(long = "min-replicas-max-lag", default_value_t = 10)]
+    pub min_replicas_max_lag: u64,
 }
 
 impl Default for Config {

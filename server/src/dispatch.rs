@@ -263,6 +263,28 @@ pub fn run(
             return Err(CmdError::Misconf(cause));
         }
         conn.wrote = true;
+        if let Some(replication) = node.replication.get() {
+            let (wanted, max_lag) = {
+                let config = node.config.read();
+                (config.min_replicas_to_write, config.min_replicas_max_lag)
+            };
+            let slots = route
+                .spec
+                .keys
+                .indices(args.len())
+                .map(|i| key_slot(args.get(i)));
+            if wanted > 0
+                && !replication.enough_good_replicas(
+                    wanted as usize,
+                    std::time::Duration::from_secs(max_lag),
+                    slots,
+                )
+            {
+                return Err(CmdError::Custom(
+                    "NOREPLICAS Not enough good replicas to write.".into(),
+                ));
+            }
+        }
     }
     if route.spec.flags.contains(CommandFlags::DENYOOM) {
         node.store

@@ -308,6 +308,41 @@ impl Replication {
             .unwrap_or(0)
     }
 
+    /// True when every slot in `slots` (or, with none, this node as a whole) has at least
+    /// `wanted` good replicas: in sync, and acknowledged within `max_lag` (Redis's
+    /// min-replicas-to-write and min-replicas-max-lag).
+    pub fn enough_good_replicas(
+        &self,
+        wanted: usize,
+        max_lag: Duration,
+        mut slots: impl Iterator<Item = u16>,
+    ) -> bool {
+        let now = self.uptime_ms();
+        let lag = max_lag.as_millis() as u64;
+        let view = self.cluster.borrow_view();
+        let links = self.replicas.lock();
+        let good = |l: &&Arc<ReplicaLink>| {
+            l.covers(0) && now.saturating_sub(l.last_ack_ms.load(Relaxed)) <= lag
+        };
+        let mut any = false;
+        let all = slots.all(|slot| {
+            any = true;
+            links
+                .iter()
+                .filter(good)
+                .filter(|l| l.slots.contains(slot) && view.table.is_replica(slot, &l.peer))
+                .count()
+                >= wanted
+        });
+        if any {
+            return all;
+        }
+        let mut peers: Vec<NodeId> = links.iter().filter(good).map(|l| l.peer).collect();
+        peers.sort();
+        peers.dedup();
+        peers.len() >= wanted
+    }
+
     /// The slots the view wants this node to hold copies of, and how many of them a live
     /// link has synced: equal when this node is fully re-replicated.
     pub fn sync_progress(&self) -> (usize, usize) {

@@ -296,3 +296,64 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
         );
     }
 }
+
+#[test]
+fn min_replicas_to_write_refuses_writes_once_the_replica_is_gone_and_wait_times_out() {
+    let mut members: Vec<Option<Member>> = start_cluster(
+        2,
+        &["--cluster-replicas", "1", "--min-replicas-to-write", "1"],
+    )
+    .into_iter()
+    .map(Some)
+    .collect();
+    let ports: Vec<u16> = members.iter().flatten().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let owner = owners(&ports).expect("owners")[usize::from(ringkv_cluster::key_slot(b"k"))][0];
+    let mut con = client(owner);
+    let (ok, replicas): (String, i64) = redis::pipe()
+        .cmd("SET")
+        .arg("k")
+        .arg("v")
+        .cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut con)
+        .unwrap();
+    assert_eq!((ok.as_str(), replicas), ("OK", 1));
+
+    let other = members
+        .iter()
+        .position(|m| m.as_ref().is_some_and(|m| m.port != owner));
+    drop(members[other.unwrap()].take()); // SIGKILL the replica
+    wait_agreed(&[owner], 1, Duration::from_secs(20));
+    let refused = redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .query::<String>(&mut con);
+    let error = refused.expect_err("a write without a good replica is refused");
+    assert_eq!(error.code(), Some("NOREPLICAS"), "{error:?}");
+    assert!(
+        error
+            .to_string()
+            .contains("Not enough good replicas to write."),
+        "{error}"
+    );
+    let started = Instant::now();
+    let replicas: i64 = redis::cmd("WAIT").arg(1).arg(300).query(&mut con).unwrap();
+    assert_eq!(replicas, 0);
+    assert!(
+        started.elapsed() >= Duration::from_millis(290),
+        "WAIT returned before its timeout"
+    );
+    let value: String = redis::cmd("GET").arg("k").query(&mut con).unwrap();
+    assert_eq!(value, "v", "reads go on; the refused write changed nothing");
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg("0")
+        .query(&mut con)
+        .unwrap();
+    let ok: String = redis::cmd("SET").arg("k").arg("w").query(&mut con).unwrap();
+    assert_eq!(ok, "OK");
+}

@@ -260,6 +260,16 @@ const OPTIONS: &[ConfigOption] = &[
         set: Some(|c, v| set_memory(&mut c.maxmemory, v)),
     },
     ConfigOption {
+        name: "min-replicas-to-write",
+        get: |c| c.min_replicas_to_write.to_string(),
+        set: Some(|c, v| set_number(&mut c.min_replicas_to_write, v)),
+    },
+    ConfigOption {
+        name: "min-replicas-max-lag",
+        get: |c| c.min_replicas_max_lag.to_string(),
+        set: Some(|c, v| set_number(&mut c.min_replicas_max_lag, v)),
+    },
+    ConfigOption {
         name: "maxmemory-policy",
         get: |c| c.maxmemory_policy.to_string(),
         set: Some(|c, v| {
