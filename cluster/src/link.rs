@@ -191,54 +191,51 @@ impl LinkKey {
         *hasher.finalize().as_bytes()
     }
 
-    /// Encodes a Hello answering `challenge`, its MAC filled in.
-    pub fn seal_hello(&self, mut hello: Hello, challenge: &[u8; NONCE_LEN]) -> Vec<u8> {
-        hello.mac = [0; 32];
-        let fields = postcard::to_allocvec(&hello).expect("a Hello encodes");
-        hello.mac = self.mac(challenge, &fields);
-        postcard::to_allocvec(&hello).expect("a Hello encodes")
+    /// Encodes a handshake message answering the peer's `nonce`, its MAC filled in.
+    pub fn seal<T: Handshake>(&self, mut message: T, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+        *message.mac_mut() = [0; 32];
+        let fields = postcard::to_allocvec(&message).expect("a handshake message encodes");
+        *message.mac_mut() = self.mac(nonce, &fields);
+        postcard::to_allocvec(&message).expect("a handshake message encodes")
     }
 
-    /// Decodes a Hello and checks its MAC against `challenge`.
-    pub fn open_hello(
-        &self,
-        bytes: &[u8],
-        challenge: &[u8; NONCE_LEN],
-    ) -> Result<Hello, LinkError> {
-        let mut hello: Hello =
-            postcard::from_bytes(bytes).map_err(|_| LinkError::Malformed("a Hello"))?;
-        let mac = std::mem::take(&mut hello.mac);
-        let fields = postcard::to_allocvec(&hello).expect("a Hello encodes");
-        if !constant_time_eq(&self.mac(challenge, &fields), &mac) {
-            return Err(LinkError::BadMac);
-        }
-        hello.mac = mac;
-        Ok(hello)
-    }
-
-    /// Encodes a Welcome answering the replica's `nonce`, its MAC filled in.
-    pub fn seal_welcome(&self, mut welcome: Welcome, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
-        welcome.mac = [0; 32];
-        let fields = postcard::to_allocvec(&welcome).expect("a Welcome encodes");
-        welcome.mac = self.mac(nonce, &fields);
-        postcard::to_allocvec(&welcome).expect("a Welcome encodes")
-    }
-
-    /// Decodes a Welcome and checks its MAC against our `nonce`.
-    pub fn open_welcome(
+    /// Decodes a handshake message and checks its MAC against our `nonce`.
+    pub fn open<T: Handshake>(
         &self,
         bytes: &[u8],
         nonce: &[u8; NONCE_LEN],
-    ) -> Result<Welcome, LinkError> {
-        let mut welcome: Welcome =
-            postcard::from_bytes(bytes).map_err(|_| LinkError::Malformed("a Welcome"))?;
-        let mac = std::mem::take(&mut welcome.mac);
-        let fields = postcard::to_allocvec(&welcome).expect("a Welcome encodes");
+    ) -> Result<T, LinkError> {
+        let mut message: T =
+            postcard::from_bytes(bytes).map_err(|_| LinkError::Malformed(T::NAME))?;
+        let mac = std::mem::take(message.mac_mut());
+        let fields = postcard::to_allocvec(&message).expect("a handshake message encodes");
         if !constant_time_eq(&self.mac(nonce, &fields), &mac) {
             return Err(LinkError::BadMac);
         }
-        welcome.mac = mac;
-        Ok(welcome)
+        *message.mac_mut() = mac;
+        Ok(message)
+    }
+}
+
+/// A handshake message: serialized with its MAC field zeroed, then MAC'd.
+pub trait Handshake: Serialize + serde::de::DeserializeOwned {
+    /// What a malformed one is called in errors.
+    const NAME: &'static str;
+    /// Its MAC field.
+    fn mac_mut(&mut self) -> &mut [u8; 32];
+}
+
+impl Handshake for Hello {
+    const NAME: &'static str = "a Hello";
+    fn mac_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.mac
+    }
+}
+
+impl Handshake for Welcome {
+    const NAME: &'static str = "a Welcome";
+    fn mac_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.mac
     }
 }
 
@@ -327,19 +324,19 @@ mod tests {
     fn the_handshake_holds_only_with_the_same_secret_and_challenge() {
         let key = LinkKey::new(Some("s3cret"));
         let challenge = nonce();
-        let sealed = key.seal_hello(hello(), &challenge);
-        let opened = key.open_hello(&sealed, &challenge).unwrap();
+        let sealed = key.seal(hello(), &challenge);
+        let opened = key.open::<Hello>(&sealed, &challenge).unwrap();
         assert_eq!(opened.slots, hello().slots);
         assert!(matches!(
-            LinkKey::new(Some("other")).open_hello(&sealed, &challenge),
+            LinkKey::new(Some("other")).open::<Hello>(&sealed, &challenge),
             Err(LinkError::BadMac)
         ));
         assert!(matches!(
-            LinkKey::new(None).open_hello(&sealed, &challenge),
+            LinkKey::new(None).open::<Hello>(&sealed, &challenge),
             Err(LinkError::BadMac)
         ));
         assert!(matches!(
-            key.open_hello(&sealed, &nonce()),
+            key.open::<Hello>(&sealed, &nonce()),
             Err(LinkError::BadMac)
         ));
         // A field changed in flight breaks the MAC.
@@ -347,11 +344,11 @@ mod tests {
         tampered.slots.push((300, 400));
         let tampered = postcard::to_allocvec(&tampered).unwrap();
         assert!(matches!(
-            key.open_hello(&tampered, &challenge),
+            key.open::<Hello>(&tampered, &challenge),
             Err(LinkError::BadMac)
         ));
         assert!(matches!(
-            key.open_hello(b"\xff\xff", &challenge),
+            key.open::<Hello>(b"\xff\xff", &challenge),
             Err(LinkError::Malformed(_))
         ));
 
@@ -363,13 +360,15 @@ mod tests {
             full: vec![],
             mac: [0; 32],
         };
-        let sealed = key.seal_welcome(welcome.clone(), &opened.nonce);
+        let sealed = key.seal(welcome.clone(), &opened.nonce);
         assert_eq!(
-            key.open_welcome(&sealed, &opened.nonce).unwrap().after_lsn,
+            key.open::<Welcome>(&sealed, &opened.nonce)
+                .unwrap()
+                .after_lsn,
             77
         );
         assert!(matches!(
-            LinkKey::new(None).open_welcome(&sealed, &opened.nonce),
+            LinkKey::new(None).open::<Welcome>(&sealed, &opened.nonce),
             Err(LinkError::BadMac)
         ));
     }

@@ -12,7 +12,7 @@ mod support;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Node, free_port, sigterm};
+use support::{Node, env_count, env_seed, free_port, sigterm};
 
 fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Node {
     let child = Command::new(env!("CARGO_BIN_EXE_ringkv-server"))
@@ -144,18 +144,6 @@ fn write_until_killed(port: u16, writers: usize, stop: Arc<AtomicBool>) -> Arc<M
     acks
 }
 
-fn seed() -> u64 {
-    std::env::var("RINGKV_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
 /// A small deterministic generator (the crash moment comes from the seed).
 fn next(state: &mut u64) -> u64 {
     *state ^= *state << 13;
@@ -239,18 +227,11 @@ fn crash_round(fsync: &str, seed: u64) -> Vec<(u64, u64, u64, u64)> {
     report
 }
 
-fn rounds(default: usize) -> usize {
-    std::env::var("RINGKV_CRASH_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 #[test]
 fn appendfsync_always_loses_no_acknowledged_write_under_sigkill() {
-    let base = seed();
-    for round in 0..rounds(4) {
-        let seed = base.wrapping_add(round as u64);
+    let base = env_seed("RINGKV_CRASH_SEED");
+    for round in 0..env_count("RINGKV_CRASH_ROUNDS", 4) {
+        let seed = base.wrapping_add(round);
         for (t, (acked, recovered, lost, _)) in crash_round("always", seed).into_iter().enumerate()
         {
             assert!(
@@ -267,9 +248,9 @@ fn appendfsync_always_loses_no_acknowledged_write_under_sigkill() {
 
 #[test]
 fn appendfsync_everysec_loses_at_most_about_a_second() {
-    let base = seed();
-    for round in 0..rounds(2) {
-        let seed = base.wrapping_add(1000 + round as u64);
+    let base = env_seed("RINGKV_CRASH_SEED");
+    for round in 0..env_count("RINGKV_CRASH_ROUNDS", 2) {
+        let seed = base.wrapping_add(1000 + round);
         for (t, (acked, _, lost, recent)) in crash_round("everysec", seed).into_iter().enumerate() {
             assert!(
                 acked > 0,

@@ -11,18 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::cluster::{Member, client, start_cluster, wait_agreed};
-
-fn info(port: u16, section: &str) -> HashMap<String, String> {
-    let text: String = redis::cmd("INFO")
-        .arg(section)
-        .query(&mut client(port))
-        .expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
-}
+use support::cluster::{Member, client, info, start_cluster, wait_agreed};
+use support::{env_count, env_seed};
 
 /// Waits until every member holds a synced copy of every slot it replicates.
 fn wait_replicated(ports: &[u16], limit: Duration) -> Duration {
@@ -166,29 +156,10 @@ fn writer(id: usize, ports: Vec<u16>, stop: Arc<AtomicBool>, outcome: Arc<Mutex<
     }
 }
 
-fn seed() -> u64 {
-    std::env::var("RINGKV_REPL_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
-fn rounds() -> u64 {
-    std::env::var("RINGKV_REPL_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
-}
-
 #[test]
 fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() {
-    let base = seed();
-    for round in 0..rounds() {
+    let base = env_seed("RINGKV_REPL_SEED");
+    for round in 0..env_count("RINGKV_REPL_ROUNDS", 1) {
         let seed = base.wrapping_add(round);
         let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
         let mut next = move || {

@@ -71,7 +71,10 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     if read_frame(&mut stream, &mut payload)? != FrameKind::Hello {
         return Err(LinkError::Malformed("expected a Hello"));
     }
-    let hello = match repl.key.open_hello(&payload, &challenge) {
+    let hello = match repl
+        .key
+        .open::<ringkv_cluster::link::Hello>(&payload, &challenge)
+    {
         Ok(hello) => hello,
         Err(error) => {
             refuse(&mut stream, "the cluster secret does not match");
@@ -102,7 +105,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         full: full.ranges(),
         mac: [0; 32],
     };
-    let sealed = repl.key.seal_welcome(welcome, &hello.nonce);
+    let sealed = repl.key.seal(welcome, &hello.nonce);
     write_frame(&mut stream, FrameKind::Welcome, &[&sealed])?;
     if full.is_empty() {
         repl.stats.partial_syncs.fetch_add(1, Relaxed);

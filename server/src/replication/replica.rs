@@ -84,10 +84,12 @@ fn link(
     write_frame(
         &mut stream,
         FrameKind::Hello,
-        &[&repl.key.seal_hello(hello, &challenge)],
+        &[&repl.key.seal(hello, &challenge)],
     )?;
     let welcome = match read_frame(&mut stream, &mut payload)? {
-        FrameKind::Welcome => repl.key.open_welcome(&payload, &mine)?,
+        FrameKind::Welcome => repl
+            .key
+            .open::<ringkv_cluster::link::Welcome>(&payload, &mine)?,
         FrameKind::Refused => {
             return Err(LinkError::Refused(
                 String::from_utf8_lossy(&payload).into_owned(),

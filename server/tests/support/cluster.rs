@@ -83,10 +83,25 @@ pub fn client(port: u16) -> redis::Connection {
 }
 
 pub fn cluster_info(port: u16) -> HashMap<String, String> {
-    let text: String = redis::cmd("CLUSTER")
-        .arg("INFO")
-        .query(&mut client(port))
-        .expect("CLUSTER INFO");
+    fields(
+        &redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut client(port))
+            .expect("CLUSTER INFO"),
+    )
+}
+
+/// One INFO section as fields.
+pub fn info(port: u16, section: &str) -> HashMap<String, String> {
+    fields(
+        &redis::cmd("INFO")
+            .arg(section)
+            .query::<String>(&mut client(port))
+            .expect("INFO"),
+    )
+}
+
+fn fields(text: &str) -> HashMap<String, String> {
     text.lines()
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))

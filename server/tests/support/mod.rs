@@ -33,3 +33,25 @@ pub fn sigterm(node: &Node) {
         .expect("sh runs");
     assert!(sent.success(), "kill -TERM {pid} failed");
 }
+
+/// A seed from the environment variable `var` (to replay a printed one), else the clock.
+pub fn env_seed(var: &str) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("the clock is after 1970")
+                .as_nanos() as u64
+        })
+}
+
+/// A count from the environment variable `var` (more rounds of a fault test), else
+/// `default`.
+pub fn env_count(var: &str, default: u64) -> u64 {
+    std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
