@@ -54,7 +54,7 @@ fn owners(ports: &[u16]) -> Option<Vec<Vec<u16>>> {
         };
         let _ = con.set_read_timeout(Some(Duration::from_secs(2)));
         let Ok(redis::Value::Array(ranges)) = redis::cmd("CLUSTER")
-            .arg("SLOTS")
+            .arg("OWNERS")
             .query::<redis::Value>(&mut con)
         else {
             continue;
