@@ -15,7 +15,7 @@ use anyhow::Context;
 use parking_lot::Mutex;
 use ringkv_cluster::membership::{Identity, Settings, Timing};
 use ringkv_cluster::{Bus, ClusterState, ClusterView, NodeId, RingConfig, key_slot};
-use ringkv_protocol::{Args, CommandSpec, Protocol, ReplyWriter};
+use ringkv_protocol::{Args, CommandFlags, CommandSpec, Protocol, ReplyWriter};
 use ringkv_store::slot_set::SlotSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
@@ -230,8 +230,11 @@ impl ClusterNode {
         let same_slot = keys.all(|i| key_slot(args.get(i)) == slot);
         let may_proxy = self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi();
         if same_slot {
+            let replica_read = conn.readonly
+                && spec.flags.contains(CommandFlags::READONLY)
+                && view.table.is_replica(slot, &view.me);
             return match view.table.primary(slot) {
-                Some(id) if *id == view.me => Verdict::Local,
+                Some(id) if *id == view.me || replica_read => Verdict::Local,
                 Some(id) => match view.node(id) {
                     Some(owner) if may_proxy => {
                         Verdict::Forward(Forward::relay(owner.client, args))

@@ -58,6 +58,8 @@ pub struct ConnState {
     /// A proxying node's connection: never proxied again, so a stale view cannot
     /// bounce a command between nodes.
     pub forwarded: bool,
+    /// READONLY: reads of slots this member holds a replica of are served here.
+    pub readonly: bool,
     /// The change log's last LSN after this connection's last write (WAIT covers it).
     repl_lsn: u64,
     /// The slots this connection wrote to (WAIT counts their replicas); boxed on the
@@ -82,6 +84,7 @@ impl ConnState {
             wrote: false,
             no_block: false,
             forwarded: false,
+            readonly: false,
             repl_lsn: 0,
             repl_slots: None,
         }

@@ -328,3 +328,47 @@ fn min_replicas_to_write_refuses_writes_once_the_replica_is_gone_and_wait_times_
     let ok: String = redis::cmd("SET").arg("k").arg("w").query(&mut con).unwrap();
     assert_eq!(ok, "OK");
 }
+
+#[test]
+fn a_readonly_connection_reads_the_replica_copy_and_writes_still_go_to_the_primary() {
+    let members = start_cluster(2, &["--cluster-replicas", "1"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let slot_owners =
+        owners(&ports).expect("owners")[usize::from(ringkv_cluster::key_slot(b"k"))].clone();
+    let (primary, replica) = (slot_owners[0], slot_owners[1]);
+    let mut writer = client(primary);
+    let (ok, acked): (String, i64) = redis::pipe()
+        .cmd("SET")
+        .arg("k")
+        .arg("v")
+        .cmd("WAIT")
+        .arg(1)
+        .arg(2000)
+        .query(&mut writer)
+        .unwrap();
+    assert_eq!((ok.as_str(), acked), ("OK", 1));
+
+    let mut reader = client(replica);
+    let moved = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut reader);
+    assert_eq!(moved.expect_err("not READONLY yet").code(), Some("MOVED"));
+    let _: () = redis::cmd("READONLY").query(&mut reader).unwrap();
+    let value: Option<String> = redis::cmd("GET").arg("k").query(&mut reader).unwrap();
+    assert_eq!(value.as_deref(), Some("v"), "the replica's copy");
+    let write = redis::cmd("SET")
+        .arg("k")
+        .arg("w")
+        .query::<String>(&mut reader);
+    assert_eq!(
+        write.expect_err("writes go to the primary").code(),
+        Some("MOVED")
+    );
+    let _: () = redis::cmd("READWRITE").query(&mut reader).unwrap();
+    let moved = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut reader);
+    assert_eq!(moved.expect_err("READWRITE ends it").code(), Some("MOVED"));
+}

@@ -315,17 +315,20 @@ pub fn help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// READONLY: accepted. Reads still go to primaries (reads of a replica's copy are not
-/// served yet).
+/// READONLY: this connection's reads of slots this member holds a replica of are served
+/// from the copy (which may lag the primary, and is incomplete while the slot's first
+/// sync runs), as a Redis replica serves a READONLY connection.
 pub fn readonly(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     cluster(ctx)?;
+    ctx.conn.readonly = true;
     ctx.out.ok();
     Ok(())
 }
 
-/// READWRITE
+/// READWRITE: back to redirecting every command to the slot's primary.
 pub fn readwrite(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     cluster(ctx)?;
+    ctx.conn.readonly = false;
     ctx.out.ok();
     Ok(())
 }
