@@ -6,6 +6,7 @@
 //! simulation in the tests.
 
 pub mod bus;
+pub mod holdings;
 pub mod link;
 pub mod membership;
 pub mod ring;

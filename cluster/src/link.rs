@@ -45,7 +45,8 @@ pub enum FrameKind {
     Snapshot = 6,
     /// Primary → replica: `stamp u64`, the slots synced from scratch are complete.
     SnapshotDone = 7,
-    /// Primary → replica: `lsn u64 | ack_now u8`, everything up to `lsn` was sent.
+    /// Primary → replica: `lsn u64 | ack_now u8 | table_version u64`, everything up to
+    /// `lsn` was sent, and the sender's view has that slot table.
     Heartbeat = 8,
     /// Replica → primary: `lsn u64`, everything up to it is applied.
     Ack = 9,
@@ -148,6 +149,9 @@ pub struct Hello {
     pub slots: Vec<(u16, u16)>,
     /// Its position from an earlier link, if any.
     pub resume: Option<Resume>,
+    /// A learner: the replica is the slots' new primary and takes them from this member,
+    /// which held them before the table changed.
+    pub learn: bool,
     /// The replica's challenge for the primary.
     pub nonce: [u8; NONCE_LEN],
     /// MAC over the primary's challenge and the fields above.
@@ -275,6 +279,7 @@ mod tests {
                 applied: 1234,
                 synced: vec![(0, 100)],
             }),
+            learn: false,
             nonce: [3; NONCE_LEN],
             mac: [0; 32],
         }

@@ -54,6 +54,10 @@ pub struct ClusterNode {
     password: String,
     link_listener: Mutex<Option<std::net::TcpListener>>,
     served: Mutex<(u64, Option<Arc<SlotSet>>)>,
+    /// Slots this member serves but is still learning from their previous holder; empty
+    /// almost always, so the flag keeps the check off the command path.
+    not_ready: Mutex<SlotSet>,
+    any_not_ready: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -168,6 +172,8 @@ impl ClusterNode {
             password: config.requirepass.clone(),
             link_listener: Mutex::new(Some(link_listener)),
             served: Mutex::new((0, None)),
+            not_ready: Mutex::new(SlotSet::new()),
+            any_not_ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -199,6 +205,21 @@ impl ClusterNode {
             *cached = (view.table.version(), Some(Arc::new(served)));
         }
         cached.1.clone().expect("just filled")
+    }
+
+    /// The slots served here that are not ready: commands for them answer -TRYAGAIN.
+    pub fn set_not_ready(&self, slots: SlotSet) {
+        let any = !slots.is_empty();
+        *self.not_ready.lock() = slots;
+        self.any_not_ready
+            .store(any, std::sync::atomic::Ordering::Release);
+    }
+
+    fn ready(&self, slot: u16) -> bool {
+        !self
+            .any_not_ready
+            .load(std::sync::atomic::Ordering::Acquire)
+            || !self.not_ready.lock().contains(slot)
     }
 
     /// The peer-link listener (TCP on the bus port), once: replication takes it.
@@ -234,6 +255,11 @@ impl ClusterNode {
                 && spec.flags.contains(CommandFlags::READONLY)
                 && view.table.is_replica(slot, &view.me);
             return match view.table.primary(slot) {
+                Some(id) if *id == view.me && !self.ready(slot) => {
+                    Verdict::Refuse(CmdError::Custom(format!(
+                        "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
+                    )))
+                }
                 Some(id) if *id == view.me || replica_read => Verdict::Local,
                 Some(id) => match view.node(id) {
                     Some(owner) if may_proxy => {

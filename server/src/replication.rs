@@ -85,6 +85,8 @@ pub struct ReplicaLink {
     pub ack_wanted: AtomicBool,
     /// Cleared when the link ends.
     pub alive: AtomicBool,
+    /// The peer learns these slots as their new primary: it never counts for WAIT.
+    pub learner: bool,
     /// When it last acknowledged (node uptime ms).
     pub last_ack_ms: AtomicU64,
 }
@@ -93,7 +95,10 @@ impl ReplicaLink {
     /// True when it holds every write up to `lsn` of its slots.
     fn covers(&self, lsn: u64) -> bool {
         let acked = self.acked.load(Relaxed);
-        self.alive.load(Relaxed) && acked >= lsn && acked >= self.synced_at.load(Relaxed)
+        !self.learner
+            && self.alive.load(Relaxed)
+            && acked >= lsn
+            && acked >= self.synced_at.load(Relaxed)
     }
 }
 
@@ -101,8 +106,22 @@ impl ReplicaLink {
 struct Puller {
     primary: NodeId,
     slots: SlotSet,
+    /// A learner link: this node is the slots' new primary and takes them from a member
+    /// that held them.
+    learn: bool,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+}
+
+/// Which slots this node holds a whole copy of, and which it serves as primary without
+/// one yet (learning them from a member that held them under the previous table).
+#[derive(Default)]
+struct Holdings {
+    table: Option<ringkv_cluster::SlotTable>,
+    held: SlotSet,
+    learning: SlotSet,
+    /// Where each learning slot comes from.
+    sources: Vec<(NodeId, SlotSet)>,
 }
 
 /// Replication on a cluster member.
@@ -121,6 +140,7 @@ pub struct Replication {
     /// Where this node stands in each primary's stream.
     positions: Mutex<HashMap<NodeId, Resume>>,
     pullers: Mutex<Vec<Puller>>,
+    holdings: Mutex<Holdings>,
     /// Counters.
     pub stats: ReplStats,
     stopping: AtomicBool,
@@ -164,6 +184,7 @@ impl Replication {
             acks: tokio::sync::watch::channel(0).0,
             positions: Mutex::new(HashMap::new()),
             pullers: Mutex::new(Vec::new()),
+            holdings: Mutex::new(Holdings::default()),
             stats: ReplStats::default(),
             stopping: AtomicBool::new(false),
         });
@@ -208,32 +229,118 @@ impl Replication {
         }
     }
 
+    /// On a new table: which slots this node still holds a copy of, and which it now
+    /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
+    fn update_holdings(&self, view: &ClusterView) {
+        let mut own = self.holdings.lock();
+        if own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
+            return;
+        }
+        let plan = ringkv_cluster::holdings::plan(
+            &self.me,
+            own.table.as_ref(),
+            &own.held,
+            &view.table,
+            |id| view.node(id).is_some(),
+        );
+        let (held, learning, sources) = (plan.held, plan.learning, plan.sources);
+        if !learning.is_empty() {
+            tracing::info!(
+                slots = learning.len(),
+                "learning slots the table moved here before serving them"
+            );
+        }
+        self.cluster.set_not_ready(learning.clone());
+        *own = Holdings {
+            table: Some(view.table.clone()),
+            held,
+            learning,
+            sources,
+        };
+    }
+
+    /// True when this node holds a whole copy of every slot in `slots`.
+    fn holds(&self, slots: &SlotSet) -> bool {
+        slots.is_subset(&self.holdings.lock().held)
+    }
+
+    /// True when some slot in `slots` is served here but still being learned.
+    fn learning_any(&self, slots: &SlotSet) -> bool {
+        !slots
+            .intersection(&self.holdings.lock().learning)
+            .is_empty()
+    }
+
+    /// True when `slot` is being learned here.
+    fn learning(&self, slot: u16) -> bool {
+        self.holdings.lock().learning.contains(slot)
+    }
+
+    /// A replica link finished syncing these slots (or a learner link has them).
+    fn now_hold(&self, slots: &SlotSet) {
+        let mut own = self.holdings.lock();
+        for slot in slots.iter() {
+            own.held.insert(slot);
+            own.learning.remove(slot);
+        }
+        for (_, learned) in own.sources.iter_mut() {
+            *learned = learned.difference(slots);
+        }
+        own.sources.retain(|(_, slots)| !slots.is_empty());
+        let learning = own.learning.clone();
+        drop(own);
+        self.cluster.set_not_ready(learning);
+    }
+
+    /// These slots are about to be cleared for a sync from scratch.
+    fn no_longer_hold(&self, slots: &SlotSet) {
+        let mut own = self.holdings.lock();
+        own.held = own.held.difference(slots);
+    }
+
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {
-        let wanted = view.table.replicated_by(&self.me);
+        self.update_holdings(view);
+        let mut wanted: Vec<(NodeId, SlotSet, bool)> = view
+            .table
+            .replicated_by(&self.me)
+            .into_iter()
+            .map(|(primary, slots)| (primary, slots, false))
+            .collect();
+        wanted.extend(
+            self.holdings
+                .lock()
+                .sources
+                .iter()
+                .map(|(source, slots)| (*source, slots.clone(), true)),
+        );
         let mut pullers = self.pullers.lock();
         pullers.retain(|puller| {
             let keep = !puller.done.load(Relaxed)
-                && wanted
-                    .iter()
-                    .any(|(primary, slots)| *primary == puller.primary && *slots == puller.slots);
+                && wanted.iter().any(|(primary, slots, learn)| {
+                    *primary == puller.primary && *slots == puller.slots && *learn == puller.learn
+                });
             if !keep {
                 puller.stop.store(true, Relaxed);
             }
             keep
         });
-        for (primary, slots) in wanted {
-            if pullers.iter().any(|p| p.primary == primary) {
+        for (primary, slots, learn) in wanted {
+            if pullers
+                .iter()
+                .any(|p| p.primary == primary && p.learn == learn)
+            {
                 continue;
             }
             let Some(addr) = view.node(&primary).map(|n| n.bus) else {
                 continue;
             };
-            tracing::info!(%primary, slots = slots.len(), table = format_args!("{:016x}", view.table.version()), "pulling slots from their primary");
+            tracing::info!(%primary, slots = slots.len(), learn, table = format_args!("{:016x}", view.table.version()), "pulling slots");
             let stop = Arc::new(AtomicBool::new(false));
             let done = Arc::new(AtomicBool::new(false));
             pullers.push(Puller {
                 primary,
                 slots: slots.clone(),
+                learn,
                 stop: stop.clone(),
                 done: done.clone(),
             });
@@ -241,7 +348,7 @@ impl Replication {
             let spawned = std::thread::Builder::new()
                 .name("ringkv-repl-pull".into())
                 .spawn(move || {
-                    replica::pull(&repl, primary, addr, slots, &stop);
+                    replica::pull(&repl, primary, addr, slots, learn, &stop);
                     done.store(true, Relaxed);
                 });
             if let Err(error) = spawned {
@@ -351,16 +458,21 @@ impl Replication {
         let positions = self.positions.lock();
         let mut synced = 0;
         for (primary, slots) in &wanted {
-            let live = pullers
-                .iter()
-                .any(|p| p.primary == *primary && p.slots == *slots && !p.done.load(Relaxed));
+            let live = pullers.iter().any(|p| {
+                p.primary == *primary && p.slots == *slots && !p.learn && !p.done.load(Relaxed)
+            });
             if let (true, Some(position)) = (live, positions.get(primary)) {
                 synced += SlotSet::from_ranges(&position.synced)
                     .intersection(slots)
                     .len();
             }
         }
-        (wanted.iter().map(|(_, s)| s.len()).sum(), synced)
+        // Slots served here but still being learned count as copies not synced yet.
+        let learning = self.holdings.lock().learning.len();
+        (
+            wanted.iter().map(|(_, s)| s.len()).sum::<usize>() + learning,
+            synced,
+        )
     }
 
     /// INFO replication's lines.

@@ -197,8 +197,8 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             let killed_at = Instant::now();
             wait_agreed(&survivors, survivors.len(), Duration::from_secs(30));
             let agreed = killed_at.elapsed();
-            // A slot whose new primary held no copy of it moved with the table: that is
-            // handoff's work, not replication's; its earlier writes are counted apart.
+            // A slot whose new primary held no copy of it moved with the table: it must be
+            // learned from the member that held it before it is served.
             let after = owners(&survivors).expect("the owners after the kill");
             for slot in 0..16384 {
                 if !before[slot].contains(&after[slot][0]) {
@@ -234,11 +234,13 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             if got.as_deref() == Some(value.as_str()) {
                 continue;
             }
+            // Counted apart too: a slot the table gave to a member that held no copy must
+            // be learned from its old holder before it is served.
             let slot = ringkv_cluster::key_slot(key.as_bytes());
-            match moved.get(&slot) {
-                Some(moved_at) if acked_at < moved_at => lost_to_moves += 1,
-                _ => lost_waited.push((key.clone(), got)),
+            if moved.get(&slot).is_some_and(|moved_at| acked_at < moved_at) {
+                lost_to_moves += 1;
             }
+            lost_waited.push((key.clone(), got));
         }
         let lost_unwaited = outcome
             .unwaited
@@ -246,7 +248,7 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             .filter(|(key, value)| read(&mut con, key).as_deref() != Some(value.as_str()))
             .count();
         eprintln!(
-            "replication round seed={seed}: {}; WAIT-acknowledged writes {} (lost {}; {} more on {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
+            "replication round seed={seed}: {}; WAIT-acknowledged writes {} (lost {}, of them {} on the {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
             timeline.join(", "),
             outcome.waited.len(),
             lost_waited.len(),

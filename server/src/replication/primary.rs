@@ -89,14 +89,29 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     // replica retries with the view it has then.
     let view = repl.view();
     let slots = SlotSet::from_ranges(&hello.slots);
-    let served = slots
-        .iter()
-        .all(|s| view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &hello.node));
+    let served = if hello.learn {
+        // The slots' new primary takes them from us, who held them.
+        repl.holds(&slots)
+            && slots
+                .iter()
+                .all(|s| view.table.primary(s) == Some(&hello.node))
+    } else {
+        // A slot still being learned here is not ours to hand out yet.
+        !repl.learning_any(&slots)
+            && slots.iter().all(|s| {
+                view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &hello.node)
+            })
+    };
     if slots.is_empty() || !served {
         refuse(&mut stream, "this member's slot table differs; retry");
         return Err(LinkError::Refused("the slot tables differ".into()));
     }
-    let (sender, full) = start_stream(repl, &hello.resume, &slots)?;
+    let resume = if hello.learn {
+        None
+    } else {
+        hello.resume.clone()
+    };
+    let (sender, full) = start_stream(repl, &resume, &slots)?;
     let welcome = Welcome {
         node: repl.me,
         run: repl.run,
@@ -120,6 +135,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         synced_at: (if full.is_empty() { 0 } else { u64::MAX }).into(),
         ack_wanted: false.into(),
         alive: true.into(),
+        learner: hello.learn,
         last_ack_ms: repl.uptime_ms().into(),
     });
     repl.replicas.lock().push(link.clone());
@@ -186,7 +202,11 @@ fn stream_to(
         if view.table.version() != table_version {
             // A new table: go on only while every streamed slot is still ours and theirs.
             let still = link.slots.iter().all(|s| {
-                view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &link.peer)
+                if link.learner {
+                    view.table.primary(s) == Some(&link.peer)
+                } else {
+                    view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &link.peer)
+                }
             });
             if !still {
                 drop(view);
@@ -222,6 +242,7 @@ fn stream_to(
             let beat = [
                 sender.through().to_le_bytes().as_slice(),
                 &[u8::from(ack_now)],
+                &table_version.to_le_bytes(),
             ]
             .concat();
             write_frame(&mut out, FrameKind::Heartbeat, &[&beat])?;

@@ -27,15 +27,18 @@ const IDLE_ACK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(100);
 
 /// Pulls `slots` from `primary` until `stop` (the view changed), the node stops or the
-/// link fails.
+/// link fails. A learner (`learn`) pulls slots this node now serves from the member that
+/// held them, and ends once it has them all and that member's view has the same table
+/// (it takes no more writes for them).
 pub(super) fn pull(
     repl: &Arc<Replication>,
     primary: NodeId,
     addr: SocketAddr,
     slots: SlotSet,
+    learn: bool,
     stop: &AtomicBool,
 ) {
-    if let Err(error) = link(repl, primary, addr, &slots, stop) {
+    if let Err(error) = link(repl, primary, addr, &slots, learn, stop) {
         match &error {
             LinkError::BadMac => {
                 repl.stats.bad_secret.fetch_add(1, Relaxed);
@@ -56,6 +59,7 @@ fn link(
     primary: NodeId,
     addr: SocketAddr,
     slots: &SlotSet,
+    learn: bool,
     stop: &AtomicBool,
 ) -> Result<(), LinkError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
@@ -70,7 +74,12 @@ fn link(
         .as_slice()
         .try_into()
         .map_err(|_| LinkError::Malformed("a challenge"))?;
-    let resume = repl.positions.lock().get(&primary).cloned();
+    // A learner starts from scratch and keeps no position: the slots are ours to serve.
+    let resume = if learn {
+        None
+    } else {
+        repl.positions.lock().get(&primary).cloned()
+    };
     let mine = nonce();
     let hello = Hello {
         version: LINK_VERSION,
@@ -78,6 +87,7 @@ fn link(
         table_version: repl.view().table.version(),
         slots: slots.ranges(),
         resume,
+        learn,
         nonce: mine,
         mac: [0; 32],
     };
@@ -108,6 +118,7 @@ fn link(
     }
     let full = SlotSet::from_ranges(&welcome.full);
     if !full.is_empty() {
+        repl.no_longer_hold(&full);
         // Whatever this node held of those slots is from another history.
         let cleared = repl.store.clear_slots(&full);
         tracing::info!(%primary, slots = full.len(), cleared, "syncing slots from scratch");
@@ -115,6 +126,9 @@ fn link(
     let mut synced = streamed.difference(&full);
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
     let remember = |receiver: &StreamReceiver, synced: &SlotSet| {
+        if learn {
+            return;
+        }
         repl.positions.lock().insert(
             primary,
             Resume {
@@ -134,8 +148,12 @@ fn link(
             FrameKind::Records => {
                 let view = repl.view();
                 let accept = |slot: u16| {
-                    view.table.primary(slot) == Some(&primary)
-                        && view.table.is_replica(slot, &repl.me)
+                    if learn {
+                        view.table.primary(slot) == Some(&repl.me) && repl.learning(slot)
+                    } else {
+                        view.table.primary(slot) == Some(&primary)
+                            && view.table.is_replica(slot, &repl.me)
+                    }
                 };
                 let refused = receiver
                     .apply_records(&repl.store, &payload, unix_ms(), accept)
@@ -156,12 +174,26 @@ fn link(
                 let (stamp, _) = read_u64(&payload)?;
                 receiver.heartbeat(stamp);
                 synced = streamed.clone();
+                if !learn {
+                    repl.now_hold(&streamed);
+                }
                 ack_now = true;
             }
             FrameKind::Heartbeat => {
                 let (lsn, rest) = read_u64(&payload)?;
                 receiver.heartbeat(lsn);
                 ack_now = rest.first() == Some(&1);
+                let their_table = rest
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_le_bytes);
+                // Learned: every slot copied, and the old holder has our table, so it
+                // takes no more writes for them; what it sent up to here is applied.
+                if learn && synced == streamed && their_table == Some(repl.view().table.version()) {
+                    repl.now_hold(&streamed);
+                    tracing::info!(from = %primary, slots = streamed.len(), "learned slots; serving them");
+                    return Ok(());
+                }
             }
             FrameKind::Refused => {
                 return Err(LinkError::Refused(

@@ -1,0 +1,160 @@
+//! Which slots a member holds a copy of across table changes, and which it must learn
+//! before serving them: a pure function of the previous table, the new one and who is
+//! alive, so every rule here is tested without processes.
+//!
+//! A table change can make a member the primary of a slot it never owned (the bounded
+//! loads move a few slots between survivors when a member dies; a join gives a newcomer
+//! slots). If a member that owned the slot under the previous table is still alive, it
+//! has the data: the new primary learns the slot from it before serving it, and the old
+//! holder keeps its copy until then. With no surviving owner there is nothing to learn.
+
+use ringkv_store::slot::SLOT_COUNT;
+use ringkv_store::slot_set::SlotSet;
+
+use crate::ring::{NodeId, SlotTable};
+
+/// A member's copies after a table change.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Holdings {
+    /// Slots it holds a whole copy of.
+    pub held: SlotSet,
+    /// Slots it serves as primary but must learn first.
+    pub learning: SlotSet,
+    /// Where each learning slot comes from: a member that owned it before.
+    pub sources: Vec<(NodeId, SlotSet)>,
+}
+
+/// The holdings of `me` under `table`, from its holdings `held` under `previous` (`None`:
+/// the first table, when what it serves is all there is). `alive` says who is in the new
+/// view.
+pub fn plan(
+    me: &NodeId,
+    previous: Option<&SlotTable>,
+    held: &SlotSet,
+    table: &SlotTable,
+    alive: impl Fn(&NodeId) -> bool,
+) -> Holdings {
+    let mut out = Holdings::default();
+    for slot in 0..SLOT_COUNT {
+        let owner_now = table.owners(slot).any(|o| o == me);
+        let kept = match previous {
+            None => table.primary(slot) == Some(me),
+            Some(_) => owner_now && held.contains(slot),
+        };
+        if kept {
+            out.held.insert(slot);
+            continue;
+        }
+        if table.primary(slot) != Some(me) {
+            continue;
+        }
+        let source = previous.and_then(|prev| prev.owners(slot).find(|o| *o != me && alive(o)));
+        match source {
+            Some(source) => {
+                out.learning.insert(slot);
+                match out.sources.iter_mut().find(|(id, _)| id == source) {
+                    Some((_, slots)) => slots.insert(slot),
+                    None => out.sources.push((*source, std::iter::once(slot).collect())),
+                }
+            }
+            // No copy survives anywhere: serve what there is.
+            None => {
+                out.held.insert(slot);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::{RingConfig, RingMember};
+
+    fn member(seed: u8) -> RingMember {
+        RingMember {
+            id: NodeId([seed; 20]),
+            weight: 1,
+        }
+    }
+
+    fn table(members: &[RingMember]) -> SlotTable {
+        SlotTable::build(
+            members,
+            RingConfig {
+                vnodes: 64,
+                replicas: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn after_a_death_every_served_slot_is_held_or_learned_from_a_live_former_owner() {
+        for seeds in [[1u8, 2, 3], [7, 9, 11], [20, 30, 40], [5, 6, 200]] {
+            let members: Vec<RingMember> = seeds.iter().map(|&s| member(s)).collect();
+            let before = table(&members);
+            for dead in 0..3 {
+                let survivors: Vec<RingMember> =
+                    (0..3).filter(|&i| i != dead).map(|i| members[i]).collect();
+                let after = table(&survivors);
+                let alive = |id: &NodeId| survivors.iter().any(|m| m.id == *id);
+                for me in &survivors {
+                    // Each survivor holds exactly what it owned before.
+                    let held: SlotSet = (0..SLOT_COUNT)
+                        .filter(|&s| before.owners(s).any(|o| *o == me.id))
+                        .collect();
+                    let plan = plan(&me.id, Some(&before), &held, &after, alive);
+                    for slot in 0..SLOT_COUNT {
+                        if after.primary(slot) != Some(&me.id) {
+                            assert!(!plan.learning.contains(slot));
+                            continue;
+                        }
+                        let owned = before.owners(slot).any(|o| *o == me.id);
+                        assert_eq!(plan.held.contains(slot), owned, "slot {slot}");
+                        assert_eq!(plan.learning.contains(slot), !owned, "slot {slot}");
+                        if !owned {
+                            let (source, _) = plan
+                                .sources
+                                .iter()
+                                .find(|(_, slots)| slots.contains(slot))
+                                .expect("a source for every learning slot");
+                            assert!(before.owners(slot).any(|o| o == source));
+                            assert!(alive(source));
+                        }
+                    }
+                    // Copies of slots it no longer owns are not counted as held.
+                    assert!(
+                        plan.held
+                            .iter()
+                            .all(|s| after.owners(s).any(|o| *o == me.id))
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_table_holds_what_it_serves_and_a_slot_with_no_surviving_owner_is_served_as_is() {
+        let members = [member(1), member(2)];
+        let first = table(&members);
+        let plan_first = plan(&members[0].id, None, &SlotSet::new(), &first, |_| true);
+        assert!(plan_first.learning.is_empty());
+        assert!(
+            plan_first
+                .held
+                .iter()
+                .all(|s| first.primary(s) == Some(&members[0].id))
+        );
+        // Both former owners of the slots gone: nothing to learn from.
+        let alone = table(&members[..1]);
+        let plan = plan(
+            &members[0].id,
+            Some(&first),
+            &SlotSet::new(),
+            &alone,
+            |id| *id == members[0].id,
+        );
+        assert!(plan.learning.is_empty());
+        assert_eq!(plan.held.len(), usize::from(SLOT_COUNT));
+    }
+}
