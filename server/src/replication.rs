@@ -475,6 +475,29 @@ impl Replication {
         )
     }
 
+    /// CLUSTER INFO's replication and failover counters.
+    pub fn cluster_info(&self, out: &mut String) {
+        use std::fmt::Write;
+        let (wanted, synced) = self.sync_progress();
+        let links = self
+            .replicas
+            .lock()
+            .iter()
+            .filter(|l| l.alive.load(Relaxed))
+            .count();
+        let learning = self.holdings.lock().learning.len();
+        let s = &self.stats;
+        let _ = write!(
+            out,
+            "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\ncluster_repl_full_syncs:{}\r\ncluster_repl_partial_syncs:{}\r\ncluster_repl_links_bad_secret:{}\r\ncluster_repl_links_bad_frames:{}\r\ncluster_repl_fenced_records:{}\r\n",
+            s.full_syncs.load(Relaxed),
+            s.partial_syncs.load(Relaxed),
+            s.bad_secret.load(Relaxed),
+            s.bad_frames.load(Relaxed),
+            s.fenced_records.load(Relaxed),
+        );
+    }
+
     /// INFO replication's lines.
     pub fn info(&self, out: &mut String) {
         use std::fmt::Write;

@@ -374,3 +374,67 @@ fn a_readonly_connection_reads_the_replica_copy_and_writes_still_go_to_the_prima
         .query::<Option<String>>(&mut reader);
     assert_eq!(moved.expect_err("READWRITE ends it").code(), Some("MOVED"));
 }
+
+#[test]
+fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
+    use ringkv_cluster::link::{
+        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, nonce, read_frame, write_frame,
+    };
+    let members = start_cluster(2, &["--cluster-secret", "s3cret"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    let bus = members[0].bus;
+    let connect = || {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", bus)).expect("the link port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream
+    };
+    // A Hello MAC'd with another secret gets a Refused frame and the link closes.
+    let mut stream = connect();
+    let mut payload = Vec::new();
+    assert_eq!(
+        read_frame(&mut stream, &mut payload).unwrap(),
+        FrameKind::Challenge
+    );
+    let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
+    let hello = Hello {
+        version: LINK_VERSION,
+        node: ringkv_cluster::NodeId([9; 20]),
+        table_version: 0,
+        slots: vec![(0, 100)],
+        resume: None,
+        learn: false,
+        nonce: nonce(),
+        mac: [0; 32],
+    };
+    let sealed = LinkKey::new(Some("wrong")).seal(hello, &challenge);
+    write_frame(&mut stream, FrameKind::Hello, &[&sealed]).unwrap();
+    assert_eq!(
+        read_frame(&mut stream, &mut payload).unwrap(),
+        FrameKind::Refused
+    );
+    assert!(String::from_utf8_lossy(&payload).contains("secret"));
+    // Garbage where a Hello belongs is counted too.
+    let mut stream = connect();
+    assert_eq!(
+        read_frame(&mut stream, &mut payload).unwrap(),
+        FrameKind::Challenge
+    );
+    std::io::Write::write_all(&mut stream, &[5, 0, 0, 0, 200, 1, 2, 3, 4]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = support::cluster::cluster_info(members[0].port);
+        let count = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        if count("cluster_repl_links_bad_secret") >= 1
+            && count("cluster_repl_links_bad_frames") >= 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not counted: {info:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The members' own link, with the right secret, is up and replicating.
+    wait_replicated(&ports, Duration::from_secs(20));
+}

@@ -104,6 +104,10 @@ pub fn info(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         stats.malformed,
         view.table.balance(),
     );
+    let mut text = text;
+    if let Some(replication) = ctx.node.replication.get() {
+        replication.cluster_info(&mut text);
+    }
     ctx.out.verbatim(text.as_bytes());
     Ok(())
 }
