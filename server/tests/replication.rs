@@ -1,6 +1,7 @@
-//! Replication under faults, on loopback: members killed with SIGKILL under write load, one
-//! after another once the survivors re-replicated; every write that `WAIT 1` acknowledged
-//! must be readable afterwards with its value. Writes that were not waited for may be lost:
+//! Replication under faults, on loopback: members killed with SIGKILL under write load —
+//! 2 of 3 one after another once the survivors re-replicated (WAIT 1), and 2 of 4 within
+//! 100 ms with 2 replicas per slot (WAIT 2); every write WAIT acknowledged must be readable
+//! afterwards with its value. Writes that were not waited for may be lost:
 //! their loss is measured and printed. Seeds are printed; `RINGKV_REPL_SEED` replays one,
 //! `RINGKV_REPL_ROUNDS` runs more rounds. Every wait is bounded; every process is killed
 //! when its test ends.
@@ -95,8 +96,15 @@ struct Outcome {
     unwaited: Vec<(String, String)>,
 }
 
-/// A writer: unique keys, each `SET` then `WAIT 1 500` pipelined to the slot's primary.
-fn writer(id: usize, ports: Vec<u16>, stop: Arc<AtomicBool>, outcome: Arc<Mutex<Outcome>>) {
+/// A writer: unique keys, each `SET` then `WAIT <wait_for> 500` pipelined to the slot's
+/// primary.
+fn writer(
+    id: usize,
+    ports: Vec<u16>,
+    wait_for: i64,
+    stop: Arc<AtomicBool>,
+    outcome: Arc<Mutex<Outcome>>,
+) {
     let mut table = None;
     let mut connections: HashMap<u16, redis::Connection> = HashMap::new();
     let mut seq = 0u64;
@@ -134,14 +142,14 @@ fn writer(id: usize, ports: Vec<u16>, stop: Arc<AtomicBool>, outcome: Arc<Mutex<
             .arg(&key)
             .arg(&value)
             .cmd("WAIT")
-            .arg(1)
+            .arg(wait_for)
             .arg(500)
             .query(con);
         seq += 1;
         match replies {
             Ok((ok, replicas)) if ok == "OK" => {
                 let mut outcome = outcome.lock().unwrap();
-                if replicas >= 1 {
+                if replicas >= wait_for {
                     outcome.waited.push((key, value, Instant::now()));
                 } else {
                     outcome.unwaited.push((key, value));
@@ -156,8 +164,18 @@ fn writer(id: usize, ports: Vec<u16>, stop: Arc<AtomicBool>, outcome: Arc<Mutex<
     }
 }
 
-#[test]
-fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() {
+/// How the members die in a fault round.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kills {
+    /// Two, the second once the survivors re-replicated.
+    OneAfterAnother,
+    /// Two within 100 ms.
+    Together,
+}
+
+/// Fault rounds: `size` members with `replicas` copies besides each slot's primary, 4
+/// writers whose writes count once `WAIT wait_for` acknowledged them, two members killed.
+fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
     let base = env_seed("RINGKV_REPL_SEED");
     for round in 0..env_count("RINGKV_REPL_ROUNDS", 1) {
         let seed = base.wrapping_add(round);
@@ -168,12 +186,14 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             rng ^= rng << 17;
             rng
         };
-        let mut members: Vec<Option<Member>> = start_cluster(3, &["--cluster-replicas", "1"])
-            .into_iter()
-            .map(Some)
-            .collect();
+        let replicas_flag = replicas.to_string();
+        let mut members: Vec<Option<Member>> =
+            start_cluster(size, &["--cluster-replicas", &replicas_flag])
+                .into_iter()
+                .map(Some)
+                .collect();
         let ports: Vec<u16> = members.iter().flatten().map(|m| m.port).collect();
-        wait_agreed(&ports, 3, Duration::from_secs(20));
+        wait_agreed(&ports, size, Duration::from_secs(20));
         wait_replicated(&ports, Duration::from_secs(20));
 
         let stop = Arc::new(AtomicBool::new(false));
@@ -181,19 +201,30 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
         let writers: Vec<_> = (0..4)
             .map(|id| {
                 let (ports, stop, outcome) = (ports.clone(), stop.clone(), outcome.clone());
-                std::thread::spawn(move || writer(id, ports, stop, outcome))
+                std::thread::spawn(move || writer(id, ports, wait_for, stop, outcome))
             })
             .collect();
 
-        let mut alive: Vec<usize> = (0..3).collect();
+        let mut alive: Vec<usize> = (0..size).collect();
         let mut timeline = Vec::new();
         let mut moved: HashMap<u16, Instant> = HashMap::new();
-        for kill in 0..2 {
+        let steps: &[usize] = match kills {
+            Kills::OneAfterAnother => &[1, 1],
+            Kills::Together => &[2],
+        };
+        for (step, &count) in steps.iter().enumerate() {
             std::thread::sleep(Duration::from_millis(800 + next() % 1200));
-            let victim = alive.remove((next() % alive.len() as u64) as usize);
+            let victims: Vec<usize> = (0..count)
+                .map(|_| alive.remove((next() % alive.len() as u64) as usize))
+                .collect();
             let survivors: Vec<u16> = alive.iter().map(|&i| ports[i]).collect();
             let before = owners(&survivors).expect("the owners before the kill");
-            drop(members[victim].take()); // SIGKILL and reap
+            for (i, &victim) in victims.iter().enumerate() {
+                if i > 0 {
+                    std::thread::sleep(Duration::from_millis(next() % 100));
+                }
+                drop(members[victim].take()); // SIGKILL and reap
+            }
             let killed_at = Instant::now();
             wait_agreed(&survivors, survivors.len(), Duration::from_secs(30));
             let agreed = killed_at.elapsed();
@@ -205,12 +236,12 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
                     moved.entry(slot as u16).or_insert(killed_at);
                 }
             }
-            if kill == 0 {
+            if step + 1 < steps.len() || survivors.len() > 1 {
                 wait_replicated(&survivors, Duration::from_secs(30));
             }
+            let killed: Vec<u16> = victims.iter().map(|&v| ports[v]).collect();
             timeline.push(format!(
-                "killed {} (agreed after {:?}, re-replicated after {:?})",
-                ports[victim],
+                "killed {killed:?} (agreed after {:?}, re-replicated after {:?})",
                 agreed,
                 killed_at.elapsed()
             ));
@@ -221,16 +252,23 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             writer.join().unwrap();
         }
 
-        let last = ports[alive[0]];
-        let mut con = client(last);
+        // Read every key from its slot's primary among the survivors.
+        let survivors: Vec<u16> = alive.iter().map(|&i| ports[i]).collect();
+        let routes = owners(&survivors).expect("the owners at the end");
+        let mut connections: HashMap<u16, redis::Connection> =
+            survivors.iter().map(|&p| (p, client(p))).collect();
         let outcome = outcome.lock().unwrap();
-        let read = |con: &mut redis::Connection, key: &str| -> Option<String> {
-            redis::cmd("GET").arg(key).query(con).unwrap()
+        let mut read = |key: &str| -> Option<String> {
+            let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+            redis::cmd("GET")
+                .arg(key)
+                .query(connections.get_mut(&port).unwrap())
+                .unwrap()
         };
         let mut lost_waited = Vec::new();
         let mut lost_to_moves = 0;
         for (key, value, acked_at) in &outcome.waited {
-            let got = read(&mut con, key);
+            let got = read(key);
             if got.as_deref() == Some(value.as_str()) {
                 continue;
             }
@@ -245,10 +283,10 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
         let lost_unwaited = outcome
             .unwaited
             .iter()
-            .filter(|(key, value)| read(&mut con, key).as_deref() != Some(value.as_str()))
+            .filter(|(key, value)| read(key).as_deref() != Some(value.as_str()))
             .count();
         eprintln!(
-            "replication round seed={seed}: {}; WAIT-acknowledged writes {} (lost {}, of them {} on the {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
+            "replication round size={size} replicas={replicas} WAIT {wait_for} seed={seed}: {}; WAIT-acknowledged writes {} (lost {}, of them {} on the {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
             timeline.join(", "),
             outcome.waited.len(),
             lost_waited.len(),
@@ -268,6 +306,16 @@ fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() 
             &lost_waited[..lost_waited.len().min(5)]
         );
     }
+}
+
+#[test]
+fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() {
+    fault_rounds(3, 1, 1, Kills::OneAfterAnother);
+}
+
+#[test]
+fn writes_that_wait_2_acknowledged_survive_two_of_four_members_killed_together() {
+    fault_rounds(4, 2, 2, Kills::Together);
 }
 
 #[test]
