@@ -4,7 +4,7 @@
 # (--cluster-replicas 1) or holds nothing (0). The primary runs on core 1, the other member
 # and the load generator (ringkv bench) on core 0. For each case: SET ops/s at -P 16 and the
 # primary's CPU per SET (utime + stime from /proc over the run), then latency at -P 1 of SET
-# and of SET + WAIT 1 0 pipelined (-t setwait, replicas 1 only).
+# and of SET + WAIT 1 0 pipelined (-t setwait, replicas 1 only), with 1 and 10 clients.
 # Usage: scripts/bench-replication.sh [SECONDS] [BASE_PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,11 +49,13 @@ run() {
   ops=$(field ops_per_sec <<<"$out"); requests=$(field requests <<<"$out")
   printf 'replicas=%s: SET -P 16 %.0f ops/s (reply errors %s), primary %.3f µs/SET\n' "$replicas" "$ops" "$(field reply_errors <<<"$out")" \
     "$(echo "($after - $before) * 1000000 / $tick / $requests" | bc -l)"
-  for test in set setwait; do
-    [ "$test" = setwait ] && [ "$replicas" = 0 ] && continue
-    out=$(timeout $((seconds * 3)) "${bench[@]}" -t "$test" -c 10 -P 1 --duration "$seconds")
-    printf '  %-8s -c 10 -P 1: p50 %s ms, p99 %s ms, %.0f ops/s\n' "$test" \
-      "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field ops_per_sec <<<"$out")"
+  for clients in 1 10; do
+    for test in set setwait; do
+      [ "$test" = setwait ] && [ "$replicas" = 0 ] && continue
+      out=$(timeout $((seconds * 3)) "${bench[@]}" -t "$test" -c "$clients" -P 1 --duration "$seconds")
+      printf '  %-8s -c %-2s -P 1: p50 %s ms, p99 %s ms, %.0f ops/s\n' "$test" "$clients" \
+        "$(field p50_ms <<<"$out")" "$(field p99_ms <<<"$out")" "$(field ops_per_sec <<<"$out")"
+    done
   done
 }
 run 0

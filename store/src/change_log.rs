@@ -376,6 +376,8 @@ fn fill_header(
 pub struct Cursor {
     id: usize,
     next_lsn: u64,
+    /// The log's wake count this consumer has answered.
+    wakes: u64,
 }
 
 impl Cursor {
@@ -426,6 +428,9 @@ struct State {
     sealing: Option<(u64, usize)>,
     /// Buffers of chunks every consumer dropped, reused for the open chunk.
     spare: Vec<Vec<u8>>,
+    /// Bumped by [`ChangeLog::wake`]: a consumer that has not seen the latest wake returns
+    /// from `take` at once, even when it was not waiting yet (no lost wake-up).
+    wakes: u64,
 }
 
 /// Tunables of a [`ChangeLog`].
@@ -486,6 +491,7 @@ impl ChangeLog {
                 closed: false,
                 sealing: None,
                 spare: Vec::new(),
+                wakes: 0,
             }),
             data: Condvar::new(),
             space: Condvar::new(),
@@ -602,6 +608,7 @@ impl ChangeLog {
         Ok(Cursor {
             id,
             next_lsn: from_lsn,
+            wakes: state.wakes,
         })
     }
 
@@ -632,6 +639,10 @@ impl ChangeLog {
                 if state.open_count == 0 {
                     if state.closed && state.sealing.is_none() {
                         return Err(TakeError::Closed);
+                    }
+                    if cursor.wakes != state.wakes {
+                        cursor.wakes = state.wakes;
+                        return Ok(None);
                     }
                     if waited || wait.is_zero() {
                         return Ok(None);
@@ -788,6 +799,7 @@ impl ChangeLog {
     /// replicas to acknowledge at once rather than at their next heartbeat).
     pub fn wake(&self) {
         let mut state = self.state.lock();
+        state.wakes += 1;
         if state.open_count > 0 {
             state.urgent = true;
         }
@@ -994,6 +1006,23 @@ mod tests {
         // What the backlog holds can still be resumed from; older records cannot.
         assert!(log.subscribe(log.last_lsn() - 1000, false).is_ok());
         assert_eq!(log.subscribe(1, false).err(), Some(TakeError::Lagged));
+    }
+
+    #[test]
+    fn a_wake_before_the_consumer_waits_is_not_lost() {
+        let log = ChangeLog::new(1, LogLimits::default());
+        let mut cursor = log.subscribe(1, false).unwrap();
+        log.wake();
+        let started = std::time::Instant::now();
+        assert_eq!(log.take(&mut cursor, Duration::from_secs(5)), Ok(None));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the wake was lost"
+        );
+        // Answered once: the next take waits for its own wake or its timeout.
+        let started = std::time::Instant::now();
+        assert_eq!(log.take(&mut cursor, Duration::from_millis(50)), Ok(None));
+        assert!(started.elapsed() >= Duration::from_millis(40));
     }
 
     #[test]
