@@ -231,7 +231,7 @@ impl Replication {
 
     /// On a new table: which slots this node still holds a copy of, and which it now
     /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
-    fn update_holdings(&self, view: &ClusterView) {
+    pub(super) fn update_holdings(&self, view: &ClusterView) {
         let mut own = self.holdings.lock();
         if own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
             return;

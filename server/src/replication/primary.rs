@@ -88,6 +88,10 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     // Stream exactly what was asked, or nothing: views differ only for a moment, and the
     // replica retries with the view it has then.
     let view = repl.view();
+    // Judge the request by the holdings of this very table: the manager may not have
+    // caught up with the view yet, and a replica accepted for a slot still to be learned
+    // would clear the only copy.
+    repl.update_holdings(&view);
     let slots = SlotSet::from_ranges(&hello.slots);
     let served = if hello.learn {
         // The slots' new primary takes them from us, who held them.
