@@ -486,16 +486,26 @@ impl Replication {
             .filter(|l| l.alive.load(Relaxed))
             .count();
         let learning = self.holdings.lock().learning.len();
-        let s = &self.stats;
         let _ = write!(
             out,
-            "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\ncluster_repl_full_syncs:{}\r\ncluster_repl_partial_syncs:{}\r\ncluster_repl_links_bad_secret:{}\r\ncluster_repl_links_bad_frames:{}\r\ncluster_repl_fenced_records:{}\r\n",
-            s.full_syncs.load(Relaxed),
-            s.partial_syncs.load(Relaxed),
-            s.bad_secret.load(Relaxed),
-            s.bad_frames.load(Relaxed),
-            s.fenced_records.load(Relaxed),
+            "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\n",
         );
+        self.write_counters(out, "cluster_repl_");
+    }
+
+    /// The link counters, each as `<prefix><name>:<value>`.
+    fn write_counters(&self, out: &mut String, prefix: &str) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        for (name, counter) in [
+            ("full_syncs", &s.full_syncs),
+            ("partial_syncs", &s.partial_syncs),
+            ("bad_secret", &s.bad_secret),
+            ("bad_frames", &s.bad_frames),
+            ("fenced_records", &s.fenced_records),
+        ] {
+            let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
+        }
     }
 
     /// INFO replication's lines.
@@ -538,15 +548,6 @@ impl Replication {
                 puller.slots.len(),
             );
         }
-        let s = &self.stats;
-        let _ = write!(
-            out,
-            "repl_full_syncs:{}\r\nrepl_partial_syncs:{}\r\nrepl_bad_secret:{}\r\nrepl_bad_frames:{}\r\nrepl_fenced_records:{}\r\n",
-            s.full_syncs.load(Relaxed),
-            s.partial_syncs.load(Relaxed),
-            s.bad_secret.load(Relaxed),
-            s.bad_frames.load(Relaxed),
-            s.fenced_records.load(Relaxed),
-        );
+        self.write_counters(out, "repl_");
     }
 }

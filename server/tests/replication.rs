@@ -175,6 +175,24 @@ enum Kills {
 
 /// Fault rounds: `size` members with `replicas` copies besides each slot's primary, 4
 /// writers whose writes count once `WAIT wait_for` acknowledged them, two members killed.
+/// `SET key value` and `WAIT replicas 2000` pipelined: the SET's reply and WAIT's count.
+fn set_and_wait(
+    con: &mut redis::Connection,
+    key: &str,
+    value: &str,
+    replicas: i64,
+) -> (String, i64) {
+    redis::pipe()
+        .cmd("SET")
+        .arg(key)
+        .arg(value)
+        .cmd("WAIT")
+        .arg(replicas)
+        .arg(2000)
+        .query(con)
+        .unwrap()
+}
+
 fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
     let base = env_seed("RINGKV_REPL_SEED");
     for round in 0..env_count("RINGKV_REPL_ROUNDS", 1) {
@@ -332,15 +350,7 @@ fn min_replicas_to_write_refuses_writes_once_the_replica_is_gone_and_wait_times_
     wait_replicated(&ports, Duration::from_secs(20));
     let owner = owners(&ports).expect("owners")[usize::from(ringkv_cluster::key_slot(b"k"))][0];
     let mut con = client(owner);
-    let (ok, replicas): (String, i64) = redis::pipe()
-        .cmd("SET")
-        .arg("k")
-        .arg("v")
-        .cmd("WAIT")
-        .arg(1)
-        .arg(2000)
-        .query(&mut con)
-        .unwrap();
+    let (ok, replicas): (String, i64) = set_and_wait(&mut con, "k", "v", 1);
     assert_eq!((ok.as_str(), replicas), ("OK", 1));
 
     let other = members
@@ -389,15 +399,7 @@ fn a_readonly_connection_reads_the_replica_copy_and_writes_still_go_to_the_prima
         owners(&ports).expect("owners")[usize::from(ringkv_cluster::key_slot(b"k"))].clone();
     let (primary, replica) = (slot_owners[0], slot_owners[1]);
     let mut writer = client(primary);
-    let (ok, acked): (String, i64) = redis::pipe()
-        .cmd("SET")
-        .arg("k")
-        .arg("v")
-        .cmd("WAIT")
-        .arg(1)
-        .arg(2000)
-        .query(&mut writer)
-        .unwrap();
+    let (ok, acked): (String, i64) = set_and_wait(&mut writer, "k", "v", 1);
     assert_eq!((ok.as_str(), acked), ("OK", 1));
 
     let mut reader = client(replica);
@@ -475,9 +477,7 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
     loop {
         let info = support::cluster::cluster_info(members[0].port);
         let count = |k: &str| info.get(k).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        if count("cluster_repl_links_bad_secret") >= 1
-            && count("cluster_repl_links_bad_frames") >= 1
-        {
+        if count("cluster_repl_bad_secret") >= 1 && count("cluster_repl_bad_frames") >= 1 {
             break;
         }
         assert!(Instant::now() < deadline, "not counted: {info:?}");
