@@ -585,10 +585,12 @@ impl ChangeLog {
     }
 
     /// Registers a consumer that wants every record from `from_lsn` on. A required
-    /// consumer holds producers back when it lags; an optional one is dropped instead.
+    /// consumer holds producers back when it lags; an optional one is dropped instead. A
+    /// position this log no longer holds, or one past the next LSN (another history, or a
+    /// peer that lies), is refused as [`TakeError::Lagged`]: the consumer resyncs.
     pub fn subscribe(&self, from_lsn: u64, required: bool) -> Result<Cursor, TakeError> {
         let mut state = self.state.lock();
-        if from_lsn < self.oldest(&state) {
+        if from_lsn < self.oldest(&state) || from_lsn > state.next_lsn {
             return Err(TakeError::Lagged);
         }
         let consumer = ConsumerState {
@@ -1006,6 +1008,17 @@ mod tests {
         // What the backlog holds can still be resumed from; older records cannot.
         assert!(log.subscribe(log.last_lsn() - 1000, false).is_ok());
         assert_eq!(log.subscribe(1, false).err(), Some(TakeError::Lagged));
+    }
+
+    #[test]
+    fn a_position_past_the_next_record_is_refused() {
+        let log = ChangeLog::new(1, LogLimits::default());
+        set(&log, "a", "1");
+        assert!(log.subscribe(log.last_lsn() + 1, false).is_ok());
+        assert_eq!(
+            log.subscribe(log.last_lsn() + 2, false).err(),
+            Some(TakeError::Lagged)
+        );
     }
 
     #[test]
