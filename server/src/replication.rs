@@ -357,6 +357,20 @@ impl Replication {
         }
     }
 
+    /// Counts a link that failed on the peer's word: a failed secret check, or garbage.
+    fn count_link_error(&self, error: &ringkv_cluster::link::LinkError) {
+        use ringkv_cluster::link::LinkError;
+        match error {
+            LinkError::BadMac => {
+                self.stats.bad_secret.fetch_add(1, Relaxed);
+            }
+            LinkError::Malformed(_) | LinkError::TooLarge(_) | LinkError::UnknownKind(_) => {
+                self.stats.bad_frames.fetch_add(1, Relaxed);
+            }
+            LinkError::Io(_) | LinkError::Refused(_) => {}
+        }
+    }
+
     fn ack_arrived(&self) {
         self.acks.send_modify(|n| *n += 1);
     }
@@ -503,6 +517,7 @@ impl Replication {
             ("bad_secret", &s.bad_secret),
             ("bad_frames", &s.bad_frames),
             ("fenced_records", &s.fenced_records),
+            ("snapshot_windows", &s.snapshot_windows),
         ] {
             let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
         }

@@ -486,3 +486,83 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
     // The members' own link, with the right secret, is up and replicating.
     wait_replicated(&ports, Duration::from_secs(20));
 }
+
+#[test]
+fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
+    use ringkv_cluster::link::{
+        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, Welcome, nonce, read_frame, write_frame,
+    };
+    let members = start_cluster(2, &["--cluster-secret", "s3cret"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let (primary, replica) = (members[0].port, members[1].port);
+    // Pose as the real replica (its id, the slots it copies from the primary), with the
+    // right secret: the handshake succeeds, so only the lie itself is caught.
+    let replica_id: String = redis::cmd("CLUSTER")
+        .arg("MYID")
+        .query(&mut client(replica))
+        .unwrap();
+    let node: ringkv_cluster::NodeId = replica_id.parse().unwrap();
+    let routes = owners(&ports).expect("owners");
+    let slots: ringkv_store::slot_set::SlotSet = (0..16384u16)
+        .filter(|&s| routes[usize::from(s)] == [primary, replica])
+        .collect();
+    let key = LinkKey::new(Some("s3cret"));
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", members[0].bus)).expect("the link port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut payload = Vec::new();
+    assert_eq!(
+        read_frame(&mut stream, &mut payload).unwrap(),
+        FrameKind::Challenge
+    );
+    let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
+    let mine = nonce();
+    let hello = Hello {
+        version: LINK_VERSION,
+        node,
+        table_version: 0,
+        slots: slots.ranges(),
+        resume: None,
+        learn: false,
+        nonce: mine,
+        mac: [0; 32],
+    };
+    write_frame(
+        &mut stream,
+        FrameKind::Hello,
+        &[&key.seal(hello, &challenge)],
+    )
+    .unwrap();
+    assert_eq!(
+        read_frame(&mut stream, &mut payload).unwrap(),
+        FrameKind::Welcome
+    );
+    key.open::<Welcome>(&payload, &mine)
+        .expect("the primary proves the secret too");
+    write_frame(&mut stream, FrameKind::Ack, &[&u64::MAX.to_le_bytes()]).unwrap();
+    // The primary drops the link and counts the lie; WAIT never counted it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info = support::cluster::cluster_info(primary);
+        if info
+            .get("cluster_repl_bad_frames")
+            .is_some_and(|v| v != "0")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the lie was not counted: {info:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let closed = (0..200).any(|_| match read_frame(&mut stream, &mut payload) {
+        Ok(_) => false,
+        Err(_) => true,
+    });
+    assert!(closed, "the link stays open after a lie");
+}

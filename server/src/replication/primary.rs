@@ -37,17 +37,7 @@ pub(super) fn accept(repl: Arc<Replication>, listener: TcpListener) {
             .spawn(move || {
                 let peer = stream.peer_addr().ok();
                 if let Err(error) = serve(&repl, stream) {
-                    match error {
-                        LinkError::BadMac => {
-                            repl.stats.bad_secret.fetch_add(1, Relaxed);
-                        }
-                        LinkError::Malformed(_)
-                        | LinkError::TooLarge(_)
-                        | LinkError::UnknownKind(_) => {
-                            repl.stats.bad_frames.fetch_add(1, Relaxed);
-                        }
-                        LinkError::Io(_) | LinkError::Refused(_) => {}
-                    }
+                    repl.count_link_error(&error);
                     tracing::info!(?peer, %error, "replica link ended");
                 }
             });
@@ -285,24 +275,39 @@ fn write_snapshot(out: &mut impl Write, stamp: u64, mut records: &[u8]) -> Resul
 }
 
 fn read_acks(repl: &Replication, link: &ReplicaLink, mut input: TcpStream) {
-    let mut payload = Vec::new();
-    while link.alive.load(Relaxed) {
-        match read_frame(&mut input, &mut payload) {
-            Ok(FrameKind::Ack) => match read_u64(&payload) {
-                Ok((lsn, _)) => {
-                    link.acked.fetch_max(lsn, Relaxed);
-                    link.last_ack_ms.store(repl.uptime_ms(), Relaxed);
-                    repl.ack_arrived();
-                }
-                Err(_) => break,
-            },
-            Ok(_) => {
-                repl.stats.bad_frames.fetch_add(1, Relaxed);
-                break;
-            }
-            Err(_) => break,
+    if let Err(error) = take_acks(repl, link, &mut input) {
+        // Garbage, or an acknowledgement of what was never sent: the link ends.
+        repl.count_link_error(&error);
+        if link.alive.load(Relaxed) {
+            tracing::info!(replica = %link.peer, %error, "replica link dropped");
         }
     }
     link.alive.store(false, Relaxed);
     repl.ack_arrived();
+}
+
+fn take_acks(
+    repl: &Replication,
+    link: &ReplicaLink,
+    input: &mut TcpStream,
+) -> Result<(), LinkError> {
+    let mut payload = Vec::new();
+    while link.alive.load(Relaxed) {
+        if read_frame(input, &mut payload)? != FrameKind::Ack {
+            return Err(LinkError::Malformed(
+                "a replica sends only acknowledgements",
+            ));
+        }
+        let (lsn, _) = read_u64(&payload)?;
+        // Nothing past the log's last record was ever sent: a WAIT must not count it.
+        if lsn > repl.log.last_lsn() {
+            return Err(LinkError::Malformed(
+                "an acknowledgement of records never sent",
+            ));
+        }
+        link.acked.fetch_max(lsn, Relaxed);
+        link.last_ack_ms.store(repl.uptime_ms(), Relaxed);
+        repl.ack_arrived();
+    }
+    Ok(())
 }

@@ -39,15 +39,7 @@ pub(super) fn pull(
     stop: &AtomicBool,
 ) {
     if let Err(error) = link(repl, primary, addr, &slots, learn, stop) {
-        match &error {
-            LinkError::BadMac => {
-                repl.stats.bad_secret.fetch_add(1, Relaxed);
-            }
-            LinkError::Malformed(_) | LinkError::TooLarge(_) | LinkError::UnknownKind(_) => {
-                repl.stats.bad_frames.fetch_add(1, Relaxed);
-            }
-            LinkError::Io(_) | LinkError::Refused(_) => {}
-        }
+        repl.count_link_error(&error);
         tracing::info!(%primary, %error, "link to primary ended");
         // The manager starts a new puller, from what the view says then.
         std::thread::sleep(RETRY);
