@@ -253,7 +253,16 @@ pub fn run(
     args: Args<'_>,
     now: u64,
 ) -> Result<(), CmdError> {
-    if route.spec.flags.contains(CommandFlags::WRITE) {
+    let write = route.spec.flags.contains(CommandFlags::WRITE);
+    let replicated = write.then(|| node.replication.get()).flatten();
+    let slots = || {
+        route
+            .spec
+            .keys
+            .indices(args.len())
+            .map(|i| key_slot(args.get(i)))
+    };
+    if write {
         if let Some(persistence) = &node.persistence
             && persistence.refuses_writes()
         {
@@ -263,27 +272,22 @@ pub fn run(
             return Err(CmdError::Misconf(cause));
         }
         conn.wrote = true;
-        if let Some(replication) = node.replication.get() {
-            let (wanted, max_lag) = {
-                let config = node.config.read();
-                (config.min_replicas_to_write, config.min_replicas_max_lag)
-            };
-            let slots = route
-                .spec
-                .keys
-                .indices(args.len())
-                .map(|i| key_slot(args.get(i)));
-            if wanted > 0
-                && !replication.enough_good_replicas(
-                    wanted as usize,
-                    std::time::Duration::from_secs(max_lag),
-                    slots,
-                )
-            {
-                return Err(CmdError::Custom(
-                    "NOREPLICAS Not enough good replicas to write.".into(),
-                ));
-            }
+    }
+    if let Some(replication) = replicated {
+        let (wanted, max_lag) = {
+            let config = node.config.read();
+            (config.min_replicas_to_write, config.min_replicas_max_lag)
+        };
+        if wanted > 0
+            && !replication.enough_good_replicas(
+                wanted as usize,
+                std::time::Duration::from_secs(max_lag),
+                slots(),
+            )
+        {
+            return Err(CmdError::Custom(
+                "NOREPLICAS Not enough good replicas to write.".into(),
+            ));
         }
     }
     if route.spec.flags.contains(CommandFlags::DENYOOM) {
@@ -291,12 +295,6 @@ pub fn run(
             .ensure_memory(now)
             .map_err(|_| CmdError::OutOfMemory)?;
     }
-    let replicated = route
-        .spec
-        .flags
-        .contains(CommandFlags::WRITE)
-        .then(|| node.replication.get())
-        .flatten();
     let mut ctx = Ctx {
         node,
         conn,
@@ -305,13 +303,8 @@ pub fn run(
     };
     let result = (route.handler)(&mut ctx, args);
     if let Some(replication) = replicated {
-        let slots = route
-            .spec
-            .keys
-            .indices(args.len())
-            .map(|i| key_slot(args.get(i)));
         ctx.conn
-            .note_replicated_write(replication.last_lsn(), slots);
+            .note_replicated_write(replication.last_lsn(), slots());
     }
     result
 }
