@@ -54,6 +54,12 @@ impl Running {
     async fn stop(self) -> Result<()> {
         self.node.begin_shutdown();
         self.task.await??;
+        // A restart in the same process must wait for the old instance's last tasks to let
+        // go of it (they hold the data directory's lock); a new process never has to.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.node) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(())
     }
 }
