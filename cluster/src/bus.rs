@@ -24,6 +24,7 @@ const MAX_DATAGRAM: usize = 2048;
 
 enum Command {
     Leave(oneshot::Sender<()>),
+    Gone(crate::ring::NodeId),
 }
 
 /// A running membership task.
@@ -85,6 +86,13 @@ impl Bus {
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Reports a member whose process is gone (a peer link found nothing listening on its
+    /// bus port): it is declared down now rather than after SWIM's probes. Never blocks;
+    /// a report that finds the queue full is dropped (the probes still find the member).
+    pub fn report_gone(&self, id: crate::ring::NodeId) {
+        let _ = self.commands.try_send(Command::Gone(id));
+    }
+
     /// Announces draining, tells a few members we leave, and stops the task. Waits at
     /// most `limit`.
     pub async fn leave(&self, limit: Duration) {
@@ -122,6 +130,11 @@ impl Actor {
             tokio::select! {
                 command = commands.recv() => {
                     match command {
+                        Some(Command::Gone(id)) => {
+                            core.declare_gone(&id, &mut out);
+                            self.apply(&core, out).await;
+                            continue;
+                        }
                         Some(Command::Leave(done)) => {
                             core.set_state(NodeState::Draining, &mut out);
                             core.leave(&mut out);

@@ -571,6 +571,34 @@ impl Core {
         out.changed = true;
     }
 
+    /// Declares `id` down at once: a peer link saw its process gone (nothing listens on its
+    /// bus port any more), which SWIM's probes would only conclude a second later. foca
+    /// spreads the verdict like its own; a member wrongly declared down renews its
+    /// identity and rejoins, as after any false suspicion. Returns whether it was live.
+    pub fn declare_gone(&mut self, id: &NodeId, out: &mut Output) -> bool {
+        if self.left || *id == self.info.id {
+            return false;
+        }
+        let Some(identity) = self
+            .foca
+            .iter_members()
+            .map(|member| member.id())
+            .find(|identity| identity.id == *id)
+            .cloned()
+        else {
+            return false;
+        };
+        tracing::info!(member = ?identity, "peer link found the member gone; declaring it down");
+        let down = std::iter::once(foca::Member::down(identity));
+        let result = self.step(out, |foca, runtime| foca.apply_many(down, true, runtime));
+        if let Err(error) = result {
+            tracing::debug!(%error, "declaring a member down failed");
+        }
+        self.after_step(out);
+        out.changed = true;
+        true
+    }
+
     /// The current view: live members whose info we know, and the table over them.
     pub fn view(&self) -> ClusterView {
         let infos = lock(&self.infos);

@@ -232,6 +232,21 @@ impl ClusterNode {
         self.bus.stats()
     }
 
+    /// A peer link to `peer` at `bus` failed: if nothing listens there any more, its
+    /// process is gone and the bus declares it down at once. Blocks up to `PROBE_GONE`
+    /// (call it from a link thread, never from the runtime).
+    pub fn check_peer_gone(&self, peer: NodeId, bus: SocketAddr) -> bool {
+        const PROBE_GONE: Duration = Duration::from_millis(200);
+        let refused = matches!(
+            std::net::TcpStream::connect_timeout(&bus, PROBE_GONE),
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionRefused
+        );
+        if refused {
+            self.bus.report_gone(peer);
+        }
+        refused
+    }
+
     /// Leaves the cluster gracefully (on shutdown).
     pub async fn leave(&self) {
         self.bus.leave(Duration::from_millis(500)).await;

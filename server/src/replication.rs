@@ -292,12 +292,6 @@ impl Replication {
         self.cluster.set_not_ready(learning);
     }
 
-    /// These slots are about to be cleared for a sync from scratch.
-    fn no_longer_hold(&self, slots: &SlotSet) {
-        let mut own = self.holdings.lock();
-        own.held = own.held.difference(slots);
-    }
-
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {
         self.update_holdings(view);
         let mut wanted: Vec<(NodeId, SlotSet, bool)> = view

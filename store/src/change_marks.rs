@@ -16,6 +16,11 @@ pub const DIRTY: [u8; 2] = [1, 2];
 /// the base image as a tombstone.
 pub const IN_BASE: u8 = 4;
 
+/// Entry flag: the key is from an earlier history of its slot, kept while a resync from
+/// the slot's primary replaces it (a copy is never cleared before its replacement is
+/// whole). Any write clears it; a key still flagged when the resync ends is deleted.
+pub const STALE: u8 = 8;
+
 /// A shard's change bookkeeping (the flags live in its entries).
 #[derive(Debug, Default)]
 pub struct ChangeMarks {

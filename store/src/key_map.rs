@@ -137,15 +137,6 @@ impl<V> KeyMap<V> {
         self.entries.iter().map(|b| (&*b.key, &b.value))
     }
 
-    /// Every entry with its hash, which stays fixed while the key is in this map (the
-    /// window a snapshot walks), in storage order.
-    pub fn iter_hashed(&self) -> impl Iterator<Item = (u64, usize, &[u8], &V)> {
-        self.entries
-            .iter()
-            .enumerate()
-            .map(|(i, b)| (b.hash, i, &*b.key, &b.value))
-    }
-
     /// Every key, in storage order.
     pub fn keys(&self) -> impl Iterator<Item = &[u8]> {
         self.entries.iter().map(|b| &*b.key)

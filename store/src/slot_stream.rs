@@ -5,8 +5,14 @@
 //!
 //! Wire shapes (inside the link's frames): records are `through u64` then
 //! `(lsn u64, record)*`, where `through` says every record up to it was considered (so an
-//! idle or filtered stream still advances the replica); a snapshot window is its records
-//! without LSNs.
+//! idle or filtered stream still advances the replica); a snapshot window is its
+//! [`Window`] bounds and its records without LSNs.
+//!
+//! A resync never clears the replica's copy first (it may be the only one left of writes a
+//! `WAIT` acknowledged): its keys in the synced slots are flagged stale, each window
+//! replaces the keys it covers, a tail record for a key whose window passed without it
+//! drops the stale key first, and the keys still stale at the end are deleted. Until then
+//! the copy holds everything it held plus what the new primary sent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,23 +23,24 @@ use crate::change_log::{
 };
 use crate::replay::apply_record;
 use crate::slot_set::SlotSet;
-use crate::snapshot::{hash_windows, split_record};
+use crate::snapshot::{hash_windows, split_record, window_hash};
 use crate::store::Store;
 
 /// Keys per snapshot window (each is copied under its shard lock).
 const KEYS_PER_WINDOW: usize = 256;
-/// Empty windows skipped per poll before the caller gets control back.
-const WINDOWS_PER_POLL: usize = 64;
 
 /// What to send next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
     /// Log records (wire shape above).
     Records(Vec<u8>),
-    /// A snapshot window and its stamp.
+    /// A snapshot window and its stamp (an empty one too: it tells the replica the
+    /// window passed).
     Snapshot {
         /// The log position the window reflects.
         stamp: u64,
+        /// The keys it covers.
+        window: Window,
         /// Its records.
         records: Vec<u8>,
     },
@@ -42,6 +49,89 @@ pub enum Piece {
         /// The stream position at which the snapshot completed.
         stamp: u64,
     },
+}
+
+/// The keys a snapshot window covers: those of the sender's shard slot range (inclusive)
+/// whose [`window_hash`] is in `hashes` (inclusive). A shard's windows go in hash order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First and last slot of the sender's shard.
+    pub slots: (u16, u16),
+    /// Lowest and highest window hash.
+    pub hashes: (u64, u64),
+}
+
+/// Bytes of a [`Window`] on the wire.
+pub const WINDOW_BYTES: usize = 20;
+
+impl Window {
+    /// Its wire form.
+    pub fn encode(&self) -> [u8; WINDOW_BYTES] {
+        let mut out = [0; WINDOW_BYTES];
+        out[0..2].copy_from_slice(&self.slots.0.to_le_bytes());
+        out[2..4].copy_from_slice(&self.slots.1.to_le_bytes());
+        out[4..12].copy_from_slice(&self.hashes.0.to_le_bytes());
+        out[12..20].copy_from_slice(&self.hashes.1.to_le_bytes());
+        out
+    }
+
+    /// Reads one off the front of `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<(Window, &[u8]), MalformedRecord> {
+        let (head, rest) = bytes
+            .split_first_chunk::<WINDOW_BYTES>()
+            .ok_or(MalformedRecord("short window bounds"))?;
+        let u16_at = |i: usize| u16::from_le_bytes([head[i], head[i + 1]]);
+        let u64_at = |i: usize| u64::from_le_bytes(head[i..i + 8].try_into().expect("8 bytes"));
+        let window = Window {
+            slots: (u16_at(0), u16_at(2)),
+            hashes: (u64_at(4), u64_at(12)),
+        };
+        if window.slots.0 > window.slots.1 || window.hashes.0 > window.hashes.1 {
+            return Err(MalformedRecord("window bounds out of order"));
+        }
+        Ok((window, rest))
+    }
+}
+
+/// One frame's worth of a snapshot window: `stamp u64 | window | last u8 | records`.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowPart<'a> {
+    /// The log position the window reflects.
+    pub stamp: u64,
+    /// The keys the window covers.
+    pub window: Window,
+    /// The window's final part.
+    pub last: bool,
+    /// Records (no LSNs), cut at record boundaries.
+    pub records: &'a [u8],
+}
+
+impl<'a> WindowPart<'a> {
+    /// Its header; the records follow it on the wire.
+    pub fn header(&self) -> [u8; 8 + WINDOW_BYTES + 1] {
+        let mut out = [0; 8 + WINDOW_BYTES + 1];
+        out[..8].copy_from_slice(&self.stamp.to_le_bytes());
+        out[8..8 + WINDOW_BYTES].copy_from_slice(&self.window.encode());
+        out[8 + WINDOW_BYTES] = u8::from(self.last);
+        out
+    }
+
+    /// Reads one from a frame's payload.
+    pub fn decode(payload: &'a [u8]) -> Result<WindowPart<'a>, MalformedRecord> {
+        let (stamp, rest) = payload
+            .split_first_chunk::<8>()
+            .ok_or(MalformedRecord("short window stamp"))?;
+        let (window, rest) = Window::decode(rest)?;
+        let (&last, records) = rest
+            .split_first()
+            .ok_or(MalformedRecord("a window part without its flag"))?;
+        Ok(WindowPart {
+            stamp: u64::from_le_bytes(*stamp),
+            window,
+            last: last != 0,
+            records,
+        })
+    }
 }
 
 /// A shard being walked: its index, its hash windows, the next window.
@@ -70,7 +160,7 @@ pub struct StreamSender {
     in_group: bool,
     walk: Option<Walk>,
     /// A window copied and waiting for the stream to reach its stamp.
-    window: Option<(u64, Vec<u8>)>,
+    window: Option<(u64, Window, Vec<u8>)>,
 }
 
 impl StreamSender {
@@ -127,9 +217,8 @@ impl StreamSender {
         budget: usize,
         wait: Duration,
     ) -> Result<Option<Piece>, TakeError> {
-        let mut empty_windows = 0;
         loop {
-            if let Some((stamp, _)) = &self.window {
+            if let Some((stamp, _, _)) = &self.window {
                 let stamp = *stamp;
                 if self.through < stamp {
                     let records = self.tail(stamp, budget, Duration::ZERO)?;
@@ -138,8 +227,12 @@ impl StreamSender {
                     }
                     continue;
                 }
-                let (stamp, records) = self.window.take().expect("checked above");
-                return Ok(Some(Piece::Snapshot { stamp, records }));
+                let (stamp, window, records) = self.window.take().expect("checked above");
+                return Ok(Some(Piece::Snapshot {
+                    stamp,
+                    window,
+                    records,
+                }));
             }
             let Some(walk) = &mut self.walk else {
                 return Ok(self.tail(u64::MAX, budget, wait)?.map(Piece::Records));
@@ -155,22 +248,19 @@ impl StreamSender {
                 walk.current = Some((shard, windows, 0));
                 continue;
             };
-            let (shard, window) = (*shard, windows[*next]);
+            let (shard, hashes) = (*shard, windows[*next]);
             *next += 1;
             if *next == windows.len() {
                 walk.current = None;
             }
             let mut records = Vec::new();
-            let (stamp, copied) =
-                store.snapshot_window(shard, window, &walk.slots, now, &mut records);
-            if copied > 0 {
-                self.window = Some((stamp, records));
-                continue;
-            }
-            empty_windows += 1;
-            if empty_windows >= WINDOWS_PER_POLL {
-                return Ok(None);
-            }
+            let (stamp, _) = store.snapshot_window(shard, hashes, &walk.slots, now, &mut records);
+            let range = store.shard_slots(shard);
+            let window = Window {
+                slots: (range.start, range.end - 1),
+                hashes,
+            };
+            self.window = Some((stamp, window, records));
         }
     }
 
@@ -267,6 +357,11 @@ pub struct StreamReceiver {
     /// Grouped records waiting for their Commit: (first LSN, `(lsn, record)*`).
     group: Option<(u64, Vec<u8>)>,
     applied: u64,
+    /// Slots being resynced: their keys not rewritten yet are flagged stale.
+    syncing: SlotSet,
+    /// How far the resync's windows went: first slot of a sender shard → (its last slot,
+    /// the highest window hash passed).
+    passed: std::collections::BTreeMap<u16, (u16, u64)>,
 }
 
 /// Most bytes a group may hold before its Commit (far above any command's records).
@@ -279,6 +374,39 @@ impl StreamReceiver {
             slots,
             group: None,
             applied,
+            syncing: SlotSet::new(),
+            passed: std::collections::BTreeMap::new(),
+        }
+    }
+
+    /// The sender resyncs `full` (a subset of the slots): their keys here are flagged
+    /// stale, to be replaced window by window and swept at [`Self::snapshot_done`]. Returns
+    /// how many keys were flagged.
+    pub fn start_sync(&mut self, store: &Store, full: &SlotSet) -> usize {
+        self.syncing = full.intersection(&self.slots);
+        self.passed.clear();
+        store.mark_stale(&self.syncing)
+    }
+
+    /// The sender's snapshot completed at `stamp`: the keys the resync never rewrote were
+    /// not on the primary and are deleted. Returns how many.
+    pub fn snapshot_done(&mut self, store: &Store, stamp: u64) -> usize {
+        self.heartbeat(stamp);
+        self.finish_sync(store)
+    }
+
+    fn finish_sync(&mut self, store: &Store) -> usize {
+        let swept = store.sweep_stale(&self.syncing);
+        self.syncing = SlotSet::new();
+        self.passed.clear();
+        swept
+    }
+
+    /// True when the resync's window covering `key` (in `slot`) has been applied.
+    fn window_passed(&self, slot: u16, key: &[u8]) -> bool {
+        match self.passed.range(..=slot).next_back() {
+            Some((_, &(last, through))) if slot <= last => window_hash(key) <= through,
+            _ => false,
         }
     }
 
@@ -342,26 +470,46 @@ impl StreamReceiver {
         Ok(refused)
     }
 
-    /// Applies a snapshot window stamped `stamp`.
+    /// Applies part of a snapshot window. `accept(slot)` is the fencing rule of [`Self::apply_records`]: a refused
+    /// record stops the window and is counted.
     pub fn apply_snapshot(
         &mut self,
         store: &Store,
-        stamp: u64,
-        mut records: &[u8],
+        part: WindowPart<'_>,
         now: u64,
-    ) -> Result<(), MalformedRecord> {
+        accept: impl Fn(u16) -> bool,
+    ) -> Result<usize, MalformedRecord> {
+        let WindowPart {
+            stamp,
+            window,
+            last,
+            mut records,
+        } = part;
         while !records.is_empty() {
             let (record, used) = decode_record(records, 0)?;
             records = &records[used..];
-            if !self.slots.contains(record.slot) {
+            if !self.syncing.contains(record.slot)
+                || record.slot < window.slots.0
+                || record.slot > window.slots.1
+            {
                 return Err(MalformedRecord(
-                    "a snapshot record outside the link's slots",
+                    "a snapshot record outside the slots being synced",
                 ));
+            }
+            if !accept(record.slot) {
+                return Ok(1);
             }
             apply_record(store, &record, now)?;
         }
+        if last {
+            let through = self
+                .passed
+                .entry(window.slots.0)
+                .or_insert((window.slots.1, window.hashes.1));
+            *through = (window.slots.1, through.1.max(window.hashes.1));
+        }
         self.applied = self.applied.max(stamp);
-        Ok(())
+        Ok(0)
     }
 
     /// The sender says everything up to `lsn` was sent (an idle stream's heartbeat).
@@ -405,7 +553,15 @@ impl StreamReceiver {
                 Err(MalformedRecord("a record outside the link's slots"))
             }
             _ if !accept(record.slot) => Ok(1),
-            _ => apply_record(store, record, now).map(|()| 0),
+            _ => {
+                if self.syncing.contains(record.slot) && self.window_passed(record.slot, record.key)
+                {
+                    // Its window passed without it: the primary did not have it then, so
+                    // what is here is from the old history and goes before this applies.
+                    store.drop_if_stale(record.key);
+                }
+                apply_record(store, record, now).map(|()| 0)
+            }
         }
     }
 }
@@ -475,79 +631,113 @@ mod tests {
             .collect()
     }
 
+    /// A primary with a change log and `writes` random writes over `keys` keys.
+    fn primary_with_log(seed: u64, writes: usize, keys: u32) -> (Arc<Store>, Arc<ChangeLog>) {
+        let primary = Arc::new(Store::builder().shards(4).seed(seed).build());
+        let log = Arc::new(ChangeLog::new(
+            1,
+            LogLimits {
+                backlog: 256 << 20,
+                ..LogLimits::default()
+            },
+        ));
+        primary.attach_change_log(log.clone());
+        let mut rng = SmallRng::seed_from_u64(seed);
+        for _ in 0..writes {
+            random_write(&primary, &mut rng, keys);
+        }
+        (primary, log)
+    }
+
+    /// Streams `slots` from the primary to `replica` from scratch while `write` runs on
+    /// another thread, delivering at most `pieces` pieces (`usize::MAX`: to the end).
+    /// Returns the receiver and whether the snapshot completed.
+    fn resync(
+        primary: &Arc<Store>,
+        log: &Arc<ChangeLog>,
+        replica: &Store,
+        slots: &SlotSet,
+        pieces: usize,
+        write: impl FnOnce(&Store) + Send + 'static,
+    ) -> (StreamReceiver, bool) {
+        let writer = {
+            let primary = primary.clone();
+            std::thread::spawn(move || write(&primary))
+        };
+        let mut sender = StreamSender::start(
+            log.clone(),
+            log.last_lsn() + 1,
+            slots.clone(),
+            slots.clone(),
+            primary,
+        )
+        .unwrap();
+        let mut receiver = StreamReceiver::new(slots.clone(), sender.through());
+        receiver.start_sync(replica, slots);
+        let mut done = false;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        for _ in 0..pieces {
+            assert!(std::time::Instant::now() < deadline, "never caught up");
+            match sender
+                .poll(primary, NOW, 64 << 10, Duration::from_millis(1))
+                .unwrap()
+            {
+                Some(Piece::Records(bytes)) => {
+                    assert_eq!(
+                        receiver.apply_records(replica, &bytes, NOW, |_| true),
+                        Ok(0)
+                    );
+                }
+                Some(Piece::Snapshot {
+                    stamp,
+                    window,
+                    records,
+                }) => {
+                    let part = WindowPart {
+                        stamp,
+                        window,
+                        last: true,
+                        records: &records,
+                    };
+                    let refused = receiver
+                        .apply_snapshot(replica, part, NOW, |_| true)
+                        .unwrap();
+                    assert_eq!(refused, 0);
+                }
+                Some(Piece::SnapshotDone { stamp }) => {
+                    receiver.snapshot_done(replica, stamp);
+                    done = true;
+                }
+                None => {}
+            }
+            if writer.is_finished() && !sender.syncing() && sender.through() == log.last_lsn() {
+                break;
+            }
+        }
+        writer.join().unwrap();
+        (receiver, done)
+    }
+
+    fn streamed_slots() -> SlotSet {
+        (0..16384u16).filter(|s| s % 3 != 0).collect()
+    }
+
     /// The heart of replication: a snapshot walked while writers keep changing the keys,
     /// interleaved with the log at each window's stamp, rebuilds exactly the primary's
     /// state of the streamed slots, and nothing of the others.
     #[test]
     fn a_snapshot_under_concurrent_writes_plus_the_tail_rebuilds_the_primary() {
         for seed in 0..6u64 {
-            let primary = Arc::new(Store::builder().shards(4).seed(seed).build());
-            let log = Arc::new(ChangeLog::new(
-                1,
-                LogLimits {
-                    backlog: 256 << 20,
-                    ..LogLimits::default()
-                },
-            ));
-            primary.attach_change_log(log.clone());
-            let mut rng = SmallRng::seed_from_u64(seed);
-            for _ in 0..5_000 {
-                random_write(&primary, &mut rng, 3_000);
-            }
-            let slots: SlotSet = (0..16384u16).filter(|s| s % 3 != 0).collect();
-            let writer = {
-                let primary = primary.clone();
-                std::thread::spawn(move || {
-                    let mut rng = SmallRng::seed_from_u64(seed + 100);
-                    for _ in 0..20_000 {
-                        random_write(&primary, &mut rng, 3_000);
-                    }
-                })
-            };
+            let (primary, log) = primary_with_log(seed, 5_000, 3_000);
+            let slots = streamed_slots();
             let replica = Store::builder().shards(2).build();
-            let mut sender = StreamSender::start(
-                log.clone(),
-                log.last_lsn() + 1,
-                slots.clone(),
-                slots.clone(),
-                &primary,
-            )
-            .unwrap();
-            let mut receiver = StreamReceiver::new(slots.clone(), log.last_lsn());
-            let mut done_at = None;
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            loop {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "seed {seed}: never caught up"
-                );
-                match sender
-                    .poll(&primary, NOW, 64 << 10, Duration::from_millis(1))
-                    .unwrap()
-                {
-                    Some(Piece::Records(bytes)) => {
-                        assert_eq!(
-                            receiver.apply_records(&replica, &bytes, NOW, |_| true),
-                            Ok(0)
-                        );
-                    }
-                    Some(Piece::Snapshot { stamp, records }) => {
-                        receiver
-                            .apply_snapshot(&replica, stamp, &records, NOW)
-                            .unwrap();
-                    }
-                    Some(Piece::SnapshotDone { stamp }) => done_at = Some(stamp),
-                    None => {}
+            let (receiver, done) = resync(&primary, &log, &replica, &slots, usize::MAX, move |p| {
+                let mut rng = SmallRng::seed_from_u64(seed + 100);
+                for _ in 0..20_000 {
+                    random_write(p, &mut rng, 3_000);
                 }
-                if writer.is_finished() && !sender.syncing() && sender.through() == log.last_lsn() {
-                    break;
-                }
-            }
-            writer.join().unwrap();
-            assert!(
-                done_at.is_some(),
-                "seed {seed}: the snapshot never completed"
-            );
+            });
+            assert!(done, "seed {seed}: the snapshot never completed");
             assert_eq!(receiver.applied(), log.last_lsn());
             assert_eq!(
                 state(&replica, &slots),
@@ -559,6 +749,76 @@ mod tests {
                 state(&replica, &others).is_empty(),
                 "seed {seed}: foreign slots arrived"
             );
+        }
+    }
+
+    /// A replica holding another history of the slots (keys the primary deleted, values
+    /// and hash fields it changed) ends the resync with exactly the primary's state: the
+    /// stale keys are replaced or swept, never mixed in, and other slots are untouched.
+    #[test]
+    fn a_resync_over_a_stale_copy_ends_with_exactly_the_primary_state() {
+        for seed in 0..6u64 {
+            let (primary, log) = primary_with_log(seed, 5_000, 3_000);
+            let slots = streamed_slots();
+            let replica = Store::builder().shards(8).build();
+            let mut rng = SmallRng::seed_from_u64(seed + 7);
+            for _ in 0..5_000 {
+                random_write(&replica, &mut rng, 4_000);
+            }
+            let others = SlotSet::from_ranges(&[(0, 16383)]).difference(&slots);
+            let untouched = state(&replica, &others);
+            let (_, done) = resync(&primary, &log, &replica, &slots, usize::MAX, move |p| {
+                let mut rng = SmallRng::seed_from_u64(seed + 200);
+                for _ in 0..20_000 {
+                    random_write(p, &mut rng, 3_000);
+                }
+            });
+            assert!(done, "seed {seed}: the snapshot never completed");
+            assert_eq!(
+                state(&replica, &slots),
+                state(&primary, &slots),
+                "seed {seed}"
+            );
+            assert_eq!(state(&replica, &others), untouched, "seed {seed}");
+        }
+    }
+
+    /// A replica in sync with a dead primary resyncs from the new one, which holds the
+    /// same keys; the new primary dies at any point of the resync (the stream cut after a
+    /// random number of pieces): the replica still has every key they held in common, with
+    /// its value. (Clearing first and copying again would lose them.)
+    #[test]
+    fn a_resync_cut_anywhere_keeps_every_key_the_replica_shared_with_the_primary() {
+        for seed in 0..8u64 {
+            let (primary, log) = primary_with_log(seed, 6_000, 3_000);
+            let slots = streamed_slots();
+            let replica = Store::builder().shards(2).build();
+            let (_, done) = resync(&primary, &log, &replica, &slots, usize::MAX, |_| {});
+            assert!(done);
+            let shared = state(&replica, &slots);
+            assert!(!shared.is_empty());
+            let cut = 1 + (seed as usize * 7) % 40;
+            // New keys keep arriving at the primary meanwhile, never the shared ones.
+            let (_, done) = resync(&primary, &log, &replica, &slots, cut, move |p| {
+                for i in 0..2_000 {
+                    p.write(format!("new:{i}").as_bytes(), NOW, |s| {
+                        s.set(Value::Str(b"n".to_vec()), Some(0))
+                    });
+                }
+            });
+            let now: std::collections::HashMap<Vec<u8>, (Value, Option<u64>)> =
+                state(&replica, &slots)
+                    .into_iter()
+                    .map(|(k, v, at)| (k, (v, at)))
+                    .collect();
+            for (key, value, at) in &shared {
+                assert_eq!(
+                    now.get(key),
+                    Some(&(value.clone(), *at)),
+                    "seed {seed}, cut after {cut} pieces (done {done}): {:?} lost",
+                    String::from_utf8_lossy(key)
+                );
+            }
         }
     }
 

@@ -3,8 +3,8 @@
 //! string or hash travels in many small frames, never one giant one. The records are the
 //! change log's own, so the replica applies them with [`crate::replay::apply_record`].
 //!
-//! A snapshot is walked in windows of the shard map's fixed per-key hash: every key that
-//! exists for the whole walk is in exactly one window whatever is added or removed
+//! A snapshot is walked in windows of a fixed per-key hash ([`window_hash`]): every key
+//! that exists for the whole walk is in exactly one window whatever is added or removed
 //! meanwhile. Each window is copied under its shard lock and stamped with the log's last
 //! LSN then, so the stream that carries it can place it exactly after the records it
 //! reflects: applying "records up to the stamp, then the window, then later records" in
@@ -14,6 +14,15 @@ use crate::change_log::{
     MalformedRecord, Record, RecordKind, decode_record, encode_record, put_item,
 };
 use crate::value::Value;
+
+/// Seeds [`window_hash`]; any fixed value, the same on every node.
+const WINDOW_SEED: u64 = 0x7269_6e67_6b76_5f77;
+
+/// The hash snapshot windows are cut by: fixed per key and the same on every node, so a
+/// replica can tell which of its own keys a window covered.
+pub fn window_hash(key: &[u8]) -> u64 {
+    xxhash_rust::xxh3::xxh3_64_with_seed(key, WINDOW_SEED)
+}
 
 /// Value bytes per record of a snapshot.
 pub const PIECE_BYTES: usize = 64 << 10;

@@ -21,7 +21,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::change_log::{ChangeLog, RecordKind, put_item};
 use crate::change_marks::{
-    ChangeMarks, CheckpointSource, DIRTY, DirtyEntry, IN_BASE, ShardChanges,
+    ChangeMarks, CheckpointSource, DIRTY, DirtyEntry, IN_BASE, STALE, ShardChanges,
 };
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::scan::scan_window;
@@ -140,6 +140,8 @@ impl Shard {
 
     /// Notes that the entry at `index` changed in the current epoch.
     fn mark_dirty(&mut self, index: usize) {
+        // A written key is current: a resync no longer sweeps it.
+        self.map[index].flags &= !STALE;
         self.marks.mark(&mut self.map[index].flags);
     }
 
@@ -1247,7 +1249,10 @@ impl Store {
         let shard = self.shards[index].lock();
         let stamp = self.log().map_or(0, ChangeLog::last_lsn);
         let mut copied = 0;
-        for (hash, _, key, entry) in shard.map.iter_hashed() {
+        for (key, entry) in shard.map.iter() {
+            // The window hash is the same on every node, so the replica knows which of its
+            // keys a window covers (see `StreamReceiver`).
+            let hash = crate::snapshot::window_hash(key);
             if hash < window.0 || hash > window.1 {
                 continue;
             }
@@ -1263,11 +1268,66 @@ impl Store {
         (stamp, copied)
     }
 
-    /// Deletes every key in `slots` (a replica about to sync them from scratch), each
-    /// deletion logged; the lock is released every few thousand keys. Returns how many.
+    /// Deletes every key in `slots` (a FLUSHALL reaching a replica), each deletion logged;
+    /// the lock is released every few thousand keys. Returns how many.
     pub fn clear_slots(&self, slots: &SlotSet) -> usize {
-        const PER_LOCK: usize = 4096;
+        self.remove_in_slots(slots, |_| true)
+    }
+
+    /// Flags every key in `slots` stale: a resync from the slots' primary is about to
+    /// replace them (see [`STALE`]). Returns how many.
+    pub fn mark_stale(&self, slots: &SlotSet) -> usize {
+        let mut marked = 0;
+        self.visit_slots(slots, |shard, position| {
+            shard.map[position].flags |= STALE;
+            marked += 1;
+            position + 1
+        });
+        marked
+    }
+
+    /// Deletes (logged) the keys in `slots` still flagged stale: a resync ended and the
+    /// primary did not have them. Returns how many.
+    pub fn sweep_stale(&self, slots: &SlotSet) -> usize {
+        self.remove_in_slots(slots, |entry| entry.flags & STALE != 0)
+    }
+
+    /// Deletes `key` (logged) when it is still flagged stale: the resync's window that
+    /// covers it has passed without it, so the primary did not have it then. True when it
+    /// was deleted.
+    pub fn drop_if_stale(&self, key: &[u8]) -> bool {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of(key), |shard| {
+            match shard.map.get_index_of(key) {
+                Some(index) if shard.map[index].flags & STALE != 0 => {
+                    shard.delete_index(index, self.sinks(), Some(slot));
+                    true
+                }
+                _ => false,
+            }
+        })
+    }
+
+    fn remove_in_slots(&self, slots: &SlotSet, remove: impl Fn(&Entry) -> bool) -> usize {
         let mut removed = 0;
+        self.visit_slots(slots, |shard, position| {
+            if remove(&shard.map[position]) {
+                let slot = key_slot(shard.map.get_index(position).expect("visited").0);
+                // The last entry moves into `position`: look at it next.
+                shard.delete_index(position, self.sinks(), Some(slot));
+                removed += 1;
+                position
+            } else {
+                position + 1
+            }
+        });
+        removed
+    }
+
+    /// Calls `visit(shard, position)` for every key in `slots`, which returns the next
+    /// position to look at; the lock is released every few thousand keys.
+    fn visit_slots(&self, slots: &SlotSet, mut visit: impl FnMut(&mut Shard, usize) -> usize) {
+        const PER_LOCK: usize = 4096;
         for index in 0..self.shards.len() {
             let range = self.shard_slots(index);
             if !slots.intersects_range(range.start, range.end - 1) {
@@ -1276,20 +1336,15 @@ impl Store {
             let mut position = 0;
             loop {
                 let done = self.with_shard(index, |shard| {
-                    let mut budget = PER_LOCK;
-                    while budget > 0 {
+                    for _ in 0..PER_LOCK {
                         let Some((key, _)) = shard.map.get_index(position) else {
                             return true;
                         };
-                        let slot = key_slot(key);
-                        if slots.contains(slot) {
-                            // The last entry moves into `position`: look at it next.
-                            shard.delete_index(position, self.sinks(), Some(slot));
-                            removed += 1;
+                        if slots.contains(key_slot(key)) {
+                            position = visit(shard, position);
                         } else {
                             position += 1;
                         }
-                        budget -= 1;
                     }
                     false
                 });
@@ -1298,7 +1353,6 @@ impl Store {
                 }
             }
         }
-        removed
     }
 
     /// Deletes every key (FLUSHALL/FLUSHDB); drop the result to free the memory. Call

@@ -13,7 +13,7 @@ use ringkv_cluster::link::{
     write_frame,
 };
 use ringkv_store::slot_set::SlotSet;
-use ringkv_store::slot_stream::{Piece, StreamSender};
+use ringkv_store::slot_stream::{Piece, StreamSender, Window, WindowPart};
 
 use super::{HEARTBEAT, LINK_TIMEOUT, ReplicaLink, Replication};
 use crate::node::unix_ms;
@@ -221,9 +221,13 @@ fn stream_to(
             .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
         match piece {
             Some(Piece::Records(bytes)) => write_frame(&mut out, FrameKind::Records, &[&bytes])?,
-            Some(Piece::Snapshot { stamp, records }) => {
+            Some(Piece::Snapshot {
+                stamp,
+                window,
+                records,
+            }) => {
                 repl.stats.snapshot_windows.fetch_add(1, Relaxed);
-                write_snapshot(&mut out, stamp, &records)?;
+                write_snapshot(&mut out, stamp, window, &records)?;
             }
             Some(Piece::SnapshotDone { stamp }) => {
                 write_frame(&mut out, FrameKind::SnapshotDone, &[&stamp.to_le_bytes()])?;
@@ -251,11 +255,16 @@ fn stream_to(
     Ok(())
 }
 
-/// A window's records in frames under the limit, cut at record boundaries.
-fn write_snapshot(out: &mut impl Write, stamp: u64, mut records: &[u8]) -> Result<(), LinkError> {
+/// A window's records in frames under the limit, cut at record boundaries, each a
+/// [`WindowPart`] (an empty window is one frame).
+fn write_snapshot(
+    out: &mut impl Write,
+    stamp: u64,
+    window: Window,
+    mut records: &[u8],
+) -> Result<(), LinkError> {
     let limit = MAX_FRAME / 2;
-    let stamp = stamp.to_le_bytes();
-    while !records.is_empty() {
+    loop {
         let mut cut = 0;
         while cut < records.len() {
             let len =
@@ -268,10 +277,18 @@ fn write_snapshot(out: &mut impl Write, stamp: u64, mut records: &[u8]) -> Resul
         if cut > MAX_FRAME - 16 {
             return Err(LinkError::TooLarge(cut));
         }
-        write_frame(out, FrameKind::Snapshot, &[&stamp, &records[..cut]])?;
+        let part = WindowPart {
+            stamp,
+            window,
+            last: cut == records.len(),
+            records: &records[..cut],
+        };
+        write_frame(out, FrameKind::Snapshot, &[&part.header(), part.records])?;
         records = &records[cut..];
+        if records.is_empty() {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn read_acks(repl: &Replication, link: &ReplicaLink, mut input: TcpStream) {
@@ -280,6 +297,11 @@ fn read_acks(repl: &Replication, link: &ReplicaLink, mut input: TcpStream) {
         repl.count_link_error(&error);
         if link.alive.load(Relaxed) {
             tracing::info!(replica = %link.peer, %error, "replica link dropped");
+            let bus = repl.view().node(&link.peer).map(|node| node.bus);
+            if let (LinkError::Io(_), Some(bus)) = (&error, bus) {
+                // A dead replica's socket closes when it dies.
+                repl.cluster.check_peer_gone(link.peer, bus);
+            }
         }
     }
     link.alive.store(false, Relaxed);

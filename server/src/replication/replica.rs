@@ -14,7 +14,7 @@ use ringkv_cluster::link::{
     write_frame,
 };
 use ringkv_store::slot_set::SlotSet;
-use ringkv_store::slot_stream::StreamReceiver;
+use ringkv_store::slot_stream::{StreamReceiver, WindowPart};
 
 use super::{LINK_TIMEOUT, Replication};
 use crate::node::unix_ms;
@@ -41,6 +41,10 @@ pub(super) fn pull(
     if let Err(error) = link(repl, primary, addr, &slots, learn, stop) {
         repl.count_link_error(&error);
         tracing::info!(%primary, %error, "link to primary ended");
+        if matches!(error, LinkError::Io(_)) && !stop.load(Relaxed) {
+            // A dead primary is found here first: its socket closes when it dies.
+            repl.cluster.check_peer_gone(primary, addr);
+        }
         // The manager starts a new puller, from what the view says then.
         std::thread::sleep(RETRY);
     }
@@ -109,14 +113,14 @@ fn link(
         return Err(LinkError::Malformed("slots that were not asked for"));
     }
     let full = SlotSet::from_ranges(&welcome.full);
-    if !full.is_empty() {
-        repl.no_longer_hold(&full);
-        // Whatever this node held of those slots is from another history.
-        let cleared = repl.store.clear_slots(&full);
-        tracing::info!(%primary, slots = full.len(), cleared, "syncing slots from scratch");
-    }
     let mut synced = streamed.difference(&full);
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
+    if !full.is_empty() {
+        // What this node holds of those slots stays until the resync replaces it: it may
+        // be the last copy of writes a WAIT acknowledged (the holder it came from is gone).
+        let stale = receiver.start_sync(&repl.store, &full);
+        tracing::info!(%primary, slots = full.len(), stale, "resyncing slots from scratch");
+    }
     let remember = |receiver: &StreamReceiver, synced: &SlotSet| {
         if learn {
             return;
@@ -136,17 +140,17 @@ fn link(
     while !stop.load(Relaxed) && !repl.stopping.load(Relaxed) {
         let kind = read_frame(&mut stream, &mut payload)?;
         let mut ack_now = false;
+        let view = repl.view();
+        // Fencing: only while the view lets this primary send the slot here.
+        let accept = |slot: u16| {
+            if learn {
+                view.table.primary(slot) == Some(&repl.me) && repl.learning(slot)
+            } else {
+                view.table.primary(slot) == Some(&primary) && view.table.is_replica(slot, &repl.me)
+            }
+        };
         match kind {
             FrameKind::Records => {
-                let view = repl.view();
-                let accept = |slot: u16| {
-                    if learn {
-                        view.table.primary(slot) == Some(&repl.me) && repl.learning(slot)
-                    } else {
-                        view.table.primary(slot) == Some(&primary)
-                            && view.table.is_replica(slot, &repl.me)
-                    }
-                };
                 let refused = receiver
                     .apply_records(&repl.store, &payload, unix_ms(), accept)
                     .map_err(|e| LinkError::Malformed(e.0))?;
@@ -157,14 +161,19 @@ fn link(
                 }
             }
             FrameKind::Snapshot => {
-                let (stamp, records) = read_u64(&payload)?;
-                receiver
-                    .apply_snapshot(&repl.store, stamp, records, unix_ms())
+                let part = WindowPart::decode(&payload).map_err(|e| LinkError::Malformed(e.0))?;
+                let refused = receiver
+                    .apply_snapshot(&repl.store, part, unix_ms(), accept)
                     .map_err(|e| LinkError::Malformed(e.0))?;
+                if refused > 0 {
+                    repl.stats.fenced_records.fetch_add(refused as u64, Relaxed);
+                    return Err(LinkError::Refused("fenced by a newer slot table".into()));
+                }
             }
             FrameKind::SnapshotDone => {
                 let (stamp, _) = read_u64(&payload)?;
-                receiver.heartbeat(stamp);
+                let swept = receiver.snapshot_done(&repl.store, stamp);
+                tracing::info!(%primary, swept, "resync complete; keys the primary did not have are gone");
                 synced = streamed.clone();
                 if !learn {
                     repl.now_hold(&streamed);
