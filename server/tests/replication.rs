@@ -567,3 +567,134 @@ fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
         .any(|()| read_frame(&mut stream, &mut payload).is_err());
     assert!(closed, "the link stays open after a lie");
 }
+
+/// Breaks every established peer-link socket to `bus` (`ss -K`, the kernel's socket
+/// destroy).
+fn break_links(bus: u16) {
+    let _ = std::process::Command::new("ss")
+        .args(["-K", "dst", "127.0.0.1", "dport", "=", &format!(":{bus}")])
+        .output();
+}
+
+/// True when `ss -K` really destroys sockets here (the kernel needs INET_DIAG_DESTROY):
+/// tried on a connection of our own.
+fn socket_destroy_works() -> bool {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut ours = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _theirs = listener.accept().unwrap();
+    break_links(port);
+    ours.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    match ours.read(&mut [0; 1]) {
+        Ok(0) => true,
+        Err(error) => {
+            error.kind() != std::io::ErrorKind::WouldBlock
+                && error.kind() != std::io::ErrorKind::TimedOut
+        }
+        Ok(_) => false,
+    }
+}
+
+fn counter(port: u16, name: &str) -> u64 {
+    info(port, "replication")[name].parse().unwrap()
+}
+
+#[test]
+fn a_link_broken_again_and_again_under_load_resumes_without_a_new_snapshot() {
+    let members = start_cluster(2, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    if !socket_destroy_works() {
+        eprintln!("skipped: this kernel cannot destroy sockets (ss -K)");
+        return;
+    }
+    let full_before: u64 = ports.iter().map(|&p| counter(p, "repl_full_syncs")).sum();
+    let partial_before: u64 = ports
+        .iter()
+        .map(|&p| counter(p, "repl_partial_syncs"))
+        .sum();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = ports
+        .iter()
+        .map(|&port| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                // Each member writes the keys it serves (a MOVED key is skipped).
+                let mut con = client(port);
+                let mut written = Vec::new();
+                for i in 0..200_000 {
+                    if stop.load(SeqCst) {
+                        break;
+                    }
+                    let key = format!("p{port}:{i}");
+                    if redis::cmd("SET")
+                        .arg(&key)
+                        .arg(i)
+                        .query::<()>(&mut con)
+                        .is_ok()
+                    {
+                        written.push((key, i));
+                    }
+                }
+                written
+            })
+        })
+        .collect();
+    // For two seconds, every link to either member is broken every 50 ms.
+    let flapping = Instant::now();
+    let mut breaks = 0;
+    while flapping.elapsed() < Duration::from_secs(2) {
+        for member in &members {
+            break_links(member.bus);
+            breaks += 1;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, SeqCst);
+    let written: Vec<Vec<(String, i32)>> = writers.into_iter().map(|w| w.join().unwrap()).collect();
+    // Once the links are back, one WAIT per member covers every write it took.
+    for &port in &ports {
+        let mut con = client(port);
+        let acked = (0..100).find_map(|_| {
+            let n: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut con).unwrap();
+            (n == 1).then_some(n)
+        });
+        assert_eq!(
+            acked,
+            Some(1),
+            "the replica of {port}'s slots never caught up"
+        );
+    }
+    let full_after: u64 = ports.iter().map(|&p| counter(p, "repl_full_syncs")).sum();
+    let partial_after: u64 = ports
+        .iter()
+        .map(|&p| counter(p, "repl_partial_syncs"))
+        .sum();
+    eprintln!(
+        "link breaks {breaks}: full syncs {full_before} → {full_after}, partial {partial_before} → {partial_after}, writes {}",
+        written.iter().map(Vec::len).sum::<usize>()
+    );
+    assert!(partial_after > partial_before, "the links resumed");
+    assert_eq!(
+        full_after, full_before,
+        "a broken link needed a new snapshot"
+    );
+    // Every write is on the other member's copy (READONLY reads the replica there).
+    for (writes, other) in written.iter().zip(ports.iter().rev()) {
+        assert!(writes.len() > 100, "too few writes to mean anything");
+        let mut con = client(*other);
+        let () = redis::cmd("READONLY").query(&mut con).unwrap();
+        for (key, value) in writes.iter().step_by(7) {
+            let got: Option<i32> = redis::cmd("GET").arg(key).query(&mut con).unwrap();
+            assert_eq!(
+                got,
+                Some(*value),
+                "{key} on the replica after the link flapped"
+            );
+        }
+    }
+}
