@@ -173,6 +173,9 @@ fn crash_round(fsync: &str, seed: u64) -> Vec<(u64, u64, u64, u64)> {
     std::thread::sleep(Duration::from_millis(50));
     let acks = acks.lock().unwrap().clone();
 
+    // A fresh port: the old one may have gone to another test's outgoing connection
+    // while this node was down (the data directory is what the restart is about).
+    let port = free_port();
     let _node = spawn(dir.path(), port, &["--appendfsync", fsync]);
     let mut client = Client::connect(port);
     client.wait_loaded();
@@ -290,6 +293,7 @@ fn keys_that_expired_while_the_node_was_down_do_not_come_back() {
         let _ = node.0.wait();
     }
     std::thread::sleep(Duration::from_millis(400));
+    let port = free_port(); // the old one may have been taken meanwhile
     let _node = spawn(dir.path(), port, &[]);
     let mut client = Client::connect(port);
     client.wait_loaded();
@@ -351,6 +355,7 @@ fn a_clean_stop_flushes_everything_even_with_appendfsync_no() {
     sigterm(&node);
     let status = node.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
+    let port = free_port(); // the old one may have been taken meanwhile
     let _node = spawn(dir.path(), port, &[]);
     let mut client = Client::connect(port);
     client.wait_loaded();
