@@ -196,6 +196,7 @@ impl Actor {
                 current.nodes == view.nodes
                     && current.state == view.state
                     && current.table.version() == view.table.version()
+                    && current.rejoins == view.rejoins
             };
             if !same {
                 tracing::info!(

@@ -372,6 +372,10 @@ pub struct ClusterView {
     pub table: SlotTable,
     /// Routable or not.
     pub state: ClusterState,
+    /// How many times the cluster declared this node down and it rejoined under a renewed
+    /// identity (after a pause or a partition): its copies may then be behind what others
+    /// served meanwhile, even when the table looks the same as before.
+    pub rejoins: u64,
 }
 
 impl ClusterView {
@@ -414,6 +418,7 @@ impl ClusterView {
             } else {
                 ClusterState::Ok
             },
+            rejoins: 0,
         }
     }
 }
@@ -432,6 +437,7 @@ pub struct Core {
     ring: RingConfig,
     stats: BusStats,
     info_buf: Vec<u8>,
+    rejoins: u64,
 }
 
 impl Core {
@@ -471,6 +477,7 @@ impl Core {
             ring: settings.ring,
             stats: BusStats::default(),
             info_buf: Vec::new(),
+            rejoins: 0,
         }
     }
 
@@ -626,7 +633,9 @@ impl Core {
             }
         }
         let forming = !self.joined() || unknown > 0;
-        ClusterView::build(self.info.id, nodes, self.ring, forming)
+        let mut view = ClusterView::build(self.info.id, nodes, self.ring, forming);
+        view.rejoins = self.rejoins;
+        view
     }
 
     fn announce_to_seeds(&mut self, out: &mut Output) {
@@ -684,7 +693,8 @@ impl Core {
                     out.changed = true;
                 }
                 N::Rejoin(id) => {
-                    tracing::info!(identity = ?id, "rejoined after being declared down");
+                    tracing::warn!(identity = ?id, "rejoined after being declared down");
+                    self.rejoins += 1;
                     someone_new = true;
                     out.changed = true;
                 }

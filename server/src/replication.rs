@@ -118,6 +118,8 @@ struct Puller {
 #[derive(Default)]
 struct Holdings {
     table: Option<ringkv_cluster::SlotTable>,
+    /// The view's rejoin count this was judged at.
+    rejoins: u64,
     held: SlotSet,
     learning: SlotSet,
     /// Where each learning slot comes from.
@@ -127,8 +129,14 @@ struct Holdings {
 /// Replication on a cluster member.
 pub struct Replication {
     me: NodeId,
-    /// Names this process's LSN space: a restarted primary's LSNs are another history.
-    run: u64,
+    /// Names this node's history as a primary: a restarted primary's LSNs are another
+    /// history, and so is a node's after the cluster declared it down (its replicas then
+    /// resync instead of resuming).
+    run: AtomicU64,
+    /// Per slot, the first LSN whose writes count for WAIT here: set when this node starts
+    /// serving the slot as primary with a whole copy. A write taken with a stale view (a
+    /// paused primary waking up) lies before it, and no acknowledgement ever counts it.
+    serving_since: Box<[AtomicU64]>,
     key: LinkKey,
     store: Arc<Store>,
     log: Arc<ChangeLog>,
@@ -174,7 +182,10 @@ impl Replication {
         let me = cluster.view().me;
         let repl = Arc::new(Replication {
             me,
-            run: rand::random(),
+            run: AtomicU64::new(rand::random()),
+            serving_since: (0..ringkv_cluster::SLOT_COUNT)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             key: LinkKey::new(config.cluster_secret.as_deref().filter(|s| !s.is_empty())),
             store,
             log,
@@ -233,8 +244,22 @@ impl Replication {
     /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
     pub(super) fn update_holdings(&self, view: &ClusterView) {
         let mut own = self.holdings.lock();
-        if own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
+        // Declared down and back (a pause, a partition): others served our slots
+        // meanwhile, so nothing here is a whole copy any more, even if the table is the
+        // same as before. Our slots are learned again from those who served them.
+        let amnesia = own.table.is_some() && view.rejoins != own.rejoins;
+        if !amnesia && own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
             return;
+        }
+        if amnesia {
+            tracing::warn!(
+                "this node was declared down: relearning its slots, its replicas resync"
+            );
+            own.held = SlotSet::new();
+            self.run.store(rand::random(), Relaxed);
+            for puller in self.pullers.lock().iter() {
+                puller.stop.store(true, Relaxed);
+            }
         }
         let plan = ringkv_cluster::holdings::plan(
             &self.me,
@@ -244,6 +269,18 @@ impl Replication {
             |id| view.node(id).is_some(),
         );
         let (held, learning, sources) = (plan.held, plan.learning, plan.sources);
+        // Slots served here from now on with a whole copy: their WAIT count starts here.
+        let since = self.log.last_lsn() + 1;
+        for slot in held.iter() {
+            let was_primary = !amnesia
+                && own
+                    .table
+                    .as_ref()
+                    .is_some_and(|t| t.primary(slot) == Some(&self.me));
+            if view.table.primary(slot) == Some(&self.me) && !was_primary {
+                self.serving_since[usize::from(slot)].store(since, Relaxed);
+            }
+        }
         if !learning.is_empty() {
             tracing::info!(
                 slots = learning.len(),
@@ -253,6 +290,7 @@ impl Replication {
         self.cluster.set_not_ready(learning.clone());
         *own = Holdings {
             table: Some(view.table.clone()),
+            rejoins: view.rejoins,
             held,
             learning,
             sources,
@@ -279,7 +317,12 @@ impl Replication {
     /// A replica link finished syncing these slots (or a learner link has them).
     fn now_hold(&self, slots: &SlotSet) {
         let mut own = self.holdings.lock();
+        let since = self.log.last_lsn() + 1;
         for slot in slots.iter() {
+            if own.learning.contains(slot) {
+                // Learned: served from here on.
+                self.serving_since[usize::from(slot)].store(since, Relaxed);
+            }
             own.held.insert(slot);
             own.learning.remove(slot);
         }
@@ -407,7 +450,9 @@ impl Replication {
         slots
             .iter()
             .map(|slot| {
-                if view.table.primary(slot) != Some(&self.me) {
+                if view.table.primary(slot) != Some(&self.me)
+                    || lsn < self.serving_since[usize::from(slot)].load(Relaxed)
+                {
                     return 0;
                 }
                 links
@@ -545,7 +590,7 @@ impl Replication {
         let _ = write!(
             out,
             "master_replid:{:016x}\r\nmaster_repl_offset:{offset}\r\nrepl_backlog_active:1\r\nrepl_wanted_slots:{wanted}\r\nrepl_synced_slots:{synced}\r\nrepl_primaries_pulled:{}\r\n",
-            self.run,
+            self.run.load(Relaxed),
             pullers.len(),
         );
         for (i, puller) in pullers.iter().enumerate() {

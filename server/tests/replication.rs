@@ -698,3 +698,91 @@ fn a_link_broken_again_and_again_under_load_resumes_without_a_new_snapshot() {
         }
     }
 }
+
+fn signal(member: &Member, name: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &member.node.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+/// A primary paused (SIGSTOP) past the failure timeout is fenced: the writes it still
+/// takes when it wakes get no WAIT acknowledgement, and when it rejoins, the writes the
+/// cluster acknowledged meanwhile survive (its copy from before the pause is stale).
+#[test]
+fn a_paused_primary_is_fenced_and_the_writes_acknowledged_meanwhile_survive_its_return() {
+    let members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let victim = &members[0];
+    let routes = owners(&ports).expect("owners");
+    let slot_of = |key: &str| usize::from(ringkv_cluster::key_slot(key.as_bytes()));
+    let keys: Vec<String> = (0..20_000)
+        .map(|i| format!("k{i}"))
+        .filter(|k| routes[slot_of(k)][0] == victim.port)
+        .take(200)
+        .collect();
+    let mut paused_con = client(victim.port);
+    for key in &keys {
+        assert_eq!(set_and_wait(&mut paused_con, key, "before", 1).1, 1);
+    }
+
+    signal(victim, "STOP");
+    let survivors: Vec<u16> = ports[1..].to_vec();
+    wait_agreed(&survivors, 2, Duration::from_secs(30));
+    wait_replicated(&survivors, Duration::from_secs(30));
+    let routes = owners(&survivors).expect("owners without the paused member");
+    let mut cons: HashMap<u16, redis::Connection> =
+        survivors.iter().map(|&p| (p, client(p))).collect();
+    for key in &keys {
+        let con = cons.get_mut(&routes[slot_of(key)][0]).unwrap();
+        assert_eq!(
+            set_and_wait(con, key, "during", 1).1,
+            1,
+            "{key} during the pause"
+        );
+    }
+
+    // Queued while it sleeps, answered when it wakes with its old view.
+    let stale_writer = {
+        let key = keys[0].clone();
+        std::thread::spawn(move || {
+            redis::pipe()
+                .cmd("SET")
+                .arg(&key)
+                .arg("stale")
+                .cmd("WAIT")
+                .arg(1)
+                .arg(300)
+                .query::<(String, i64)>(&mut paused_con)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    signal(victim, "CONT");
+    match stale_writer.join().unwrap() {
+        Ok((_, acked)) => assert_eq!(acked, 0, "a fenced primary got a WAIT acknowledged"),
+        Err(error) => eprintln!("the woken member refused the stale write: {error}"),
+    }
+
+    wait_agreed(&ports, 3, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(30));
+    let routes = owners(&ports).expect("owners after the return");
+    let mut cons: HashMap<u16, redis::Connection> = ports.iter().map(|&p| (p, client(p))).collect();
+    let lost: Vec<(&String, Option<String>)> = keys
+        .iter()
+        .filter_map(|key| {
+            let con = cons.get_mut(&routes[slot_of(key)][0]).unwrap();
+            let got: Option<String> = redis::cmd("GET").arg(key).query(con).unwrap();
+            (got.as_deref() != Some("during")).then_some((key, got))
+        })
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} writes acknowledged during the pause are gone after the return, e.g. {:?}",
+        lost.len(),
+        keys.len(),
+        &lost[..lost.len().min(5)]
+    );
+}

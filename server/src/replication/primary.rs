@@ -108,7 +108,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     let (sender, full) = start_stream(repl, &resume, &slots)?;
     let welcome = Welcome {
         node: repl.me,
-        run: repl.run,
+        run: repl.run.load(Relaxed),
         after_lsn: sender.through(),
         slots: slots.ranges(),
         full: full.ranges(),
@@ -158,7 +158,7 @@ fn start_stream(
     resume: &Option<ringkv_cluster::link::Resume>,
     slots: &SlotSet,
 ) -> Result<(StreamSender, SlotSet), LinkError> {
-    if let Some(resume) = resume.as_ref().filter(|r| r.run == repl.run) {
+    if let Some(resume) = resume.as_ref().filter(|r| r.run == repl.run.load(Relaxed)) {
         let synced = SlotSet::from_ranges(&resume.synced).intersection(slots);
         let full = slots.difference(&synced);
         if let Ok(sender) = StreamSender::start(

@@ -114,6 +114,11 @@ fn link(
     }
     let full = SlotSet::from_ranges(&welcome.full);
     let mut synced = streamed.difference(&full);
+    if !learn && !synced.is_empty() {
+        // Resumed: the copy is the primary's history up to where we stood, and the
+        // stream goes on from there.
+        repl.now_hold(&synced);
+    }
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
     if !full.is_empty() {
         // What this node holds of those slots stays until the resync replaces it: it may
