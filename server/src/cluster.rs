@@ -58,6 +58,8 @@ pub struct ClusterNode {
     /// almost always, so the flag keeps the check off the command path.
     not_ready: Mutex<SlotSet>,
     any_not_ready: std::sync::atomic::AtomicBool,
+    /// The node id came from the data directory: this is a restart of a member.
+    restarted: bool,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -140,8 +142,13 @@ impl ClusterNode {
             "--cluster-vnodes must be at least 1"
         );
         let announce = SocketAddr::new(ip, port);
+        let (id, restarted) = if config.persistence {
+            crate::node_id::load_or_create(&config.dir)?
+        } else {
+            (NodeId::random(), false)
+        };
         let identity = Identity {
-            id: NodeId::random(),
+            id,
             bus: SocketAddr::new(ip, bus_port),
             bump: crate::node::unix_ms(),
         };
@@ -174,7 +181,14 @@ impl ClusterNode {
             served: Mutex::new((0, None)),
             not_ready: Mutex::new(SlotSet::new()),
             any_not_ready: std::sync::atomic::AtomicBool::new(false),
+            restarted,
         })
+    }
+
+    /// True when this member kept its node id from an earlier run: its data may be behind
+    /// what the others served while it was down.
+    pub fn restarted(&self) -> bool {
+        self.restarted
     }
 
     /// The current view.

@@ -8,6 +8,7 @@ mod connection;
 mod dispatch;
 mod leases;
 mod node;
+mod node_id;
 mod persistence;
 mod replication;
 

@@ -36,6 +36,10 @@ use crate::config::Config;
 const HEARTBEAT: Duration = Duration::from_millis(100);
 /// A link that hears nothing for this long is dead.
 const LINK_TIMEOUT: Duration = Duration::from_secs(3);
+/// A learner's source refuses with this when it holds no whole copy of the slots asked
+/// for and is not about to (it judged this table and is not learning them itself).
+const NO_COPY: &str = "no whole copy of these slots here";
+
 /// How often the pullers are reconciled with the view even when it did not change.
 const RECONCILE: Duration = Duration::from_millis(200);
 
@@ -118,6 +122,8 @@ struct Puller {
 #[derive(Default)]
 struct Holdings {
     table: Option<ringkv_cluster::SlotTable>,
+    /// The table before it: learning slots fall back to its other owners.
+    previous: Option<ringkv_cluster::SlotTable>,
     /// The view's rejoin count this was judged at.
     rejoins: u64,
     held: SlotSet,
@@ -149,6 +155,8 @@ pub struct Replication {
     positions: Mutex<HashMap<NodeId, Resume>>,
     pullers: Mutex<Vec<Puller>>,
     holdings: Mutex<Holdings>,
+    /// This member kept its node id from an earlier run: what it holds may be behind.
+    restarted: bool,
     /// Counters.
     pub stats: ReplStats,
     stopping: AtomicBool,
@@ -180,6 +188,7 @@ impl Replication {
             }
         };
         let me = cluster.view().me;
+        let restarted = cluster.restarted();
         let repl = Arc::new(Replication {
             me,
             run: AtomicU64::new(rand::random()),
@@ -196,9 +205,15 @@ impl Replication {
             positions: Mutex::new(HashMap::new()),
             pullers: Mutex::new(Vec::new()),
             holdings: Mutex::new(Holdings::default()),
+            restarted,
             stats: ReplStats::default(),
             stopping: AtomicBool::new(false),
         });
+        if restarted {
+            // Nothing is served from the old copy before the first judgement.
+            repl.cluster
+                .set_not_ready((0..ringkv_cluster::SLOT_COUNT).collect());
+        }
         let accepting = repl.clone();
         std::thread::Builder::new()
             .name("ringkv-repl-accept".into())
@@ -251,6 +266,19 @@ impl Replication {
         if !amnesia && own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
             return;
         }
+        // A restarted member judges its first table only once the cluster is formed, and
+        // as if it had been in it all along without a whole copy of anything: what it
+        // served before, the others served while it was down, so it learns it back.
+        let restart = own.table.is_none() && self.restarted;
+        if restart && view.state != ringkv_cluster::ClusterState::Ok {
+            return;
+        }
+        if restart {
+            tracing::info!(
+                "restarted with this node id: learning its slots back from the other owners"
+            );
+            own.table = Some(view.table.clone());
+        }
         if amnesia {
             tracing::warn!(
                 "this node was declared down: relearning its slots, its replicas resync"
@@ -268,7 +296,13 @@ impl Replication {
             &view.table,
             |id| view.node(id).is_some(),
         );
-        let (held, learning, sources) = (plan.held, plan.learning, plan.sources);
+        let (mut held, learning, sources) = (plan.held, plan.learning, plan.sources);
+        if restart {
+            // Slots no other member has a copy of are served with what is here, but not
+            // claimed as whole copies (a member alone after a restart would otherwise
+            // claim every slot, and others would learn its empty ones over their data).
+            held = SlotSet::new();
+        }
         // Slots served here from now on with a whole copy: their WAIT count starts here.
         let since = self.log.last_lsn() + 1;
         for slot in held.iter() {
@@ -289,6 +323,7 @@ impl Replication {
         }
         self.cluster.set_not_ready(learning.clone());
         *own = Holdings {
+            previous: own.table.take(),
             table: Some(view.table.clone()),
             rejoins: view.rejoins,
             held,
@@ -300,6 +335,63 @@ impl Replication {
     /// True when this node holds a whole copy of every slot in `slots`.
     fn holds(&self, slots: &SlotSet) -> bool {
         slots.is_subset(&self.holdings.lock().held)
+    }
+
+    /// True when this node judged the current table and holds no whole copy of some slot
+    /// in `slots`, nor is learning it: it will not have one to hand out.
+    fn has_no_copy_of(&self, slots: &SlotSet) -> bool {
+        let own = self.holdings.lock();
+        own.table.is_some()
+            && slots
+                .iter()
+                .any(|s| !own.held.contains(s) && !own.learning.contains(s))
+    }
+
+    /// A learner's `source` has no whole copy of `slots`: each goes to the next owner of
+    /// the previous table still alive, or, with none left, no whole copy survives and the
+    /// slot is served with what is here.
+    fn source_has_no_copy(&self, source: &NodeId, slots: &SlotSet, view: &ClusterView) {
+        let mut own = self.holdings.lock();
+        let mut serve_own = SlotSet::new();
+        let mut moved: Vec<(NodeId, u16)> = Vec::new();
+        for slot in slots.iter().filter(|&s| own.learning.contains(s)) {
+            let candidates: Vec<NodeId> = own
+                .previous
+                .as_ref()
+                .map(|t| {
+                    t.owners(slot)
+                        .filter(|o| **o != self.me && view.node(o).is_some())
+                        .copied()
+                        .collect()
+                })
+                .unwrap_or_default();
+            let next = candidates
+                .iter()
+                .position(|c| c == source)
+                .and_then(|at| candidates.get(at + 1));
+            match next {
+                Some(next) => moved.push((*next, slot)),
+                None => serve_own.insert(slot),
+            }
+        }
+        for (_, from) in own.sources.iter_mut() {
+            *from = from.difference(slots);
+        }
+        for (next, slot) in moved {
+            match own.sources.iter_mut().find(|(id, _)| *id == next) {
+                Some((_, from)) => from.insert(slot),
+                None => own.sources.push((next, std::iter::once(slot).collect())),
+            }
+        }
+        own.sources.retain(|(_, from)| !from.is_empty());
+        drop(own);
+        if !serve_own.is_empty() {
+            tracing::warn!(
+                slots = serve_own.len(),
+                "no other member holds a whole copy: serving these slots with what is here"
+            );
+            self.now_hold(&serve_own);
+        }
     }
 
     /// True when some slot in `slots` is served here but still being learned.

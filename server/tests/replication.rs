@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::cluster::{Member, client, info, start_cluster, wait_agreed};
+use support::cluster::{Member, client, info, start, start_cluster, wait_agreed};
 use support::{env_count, env_seed};
 
 /// Waits until every member holds a synced copy of every slot it replicates.
@@ -22,16 +22,15 @@ fn wait_replicated(ports: &[u16], limit: Duration) -> Duration {
         let progress: Vec<(String, String)> = ports
             .iter()
             .map(|&p| {
+                // A member still loading its data has no replication section yet.
                 let i = info(p, "replication");
-                (
-                    i["repl_wanted_slots"].clone(),
-                    i["repl_synced_slots"].clone(),
-                )
+                let field = |name: &str| i.get(name).cloned().unwrap_or_default();
+                (field("repl_wanted_slots"), field("repl_synced_slots"))
             })
             .collect();
         if progress
             .iter()
-            .all(|(wanted, synced)| wanted == synced && wanted != "0")
+            .all(|(wanted, synced)| wanted == synced && !wanted.is_empty() && wanted != "0")
         {
             return start.elapsed();
         }
@@ -784,5 +783,148 @@ fn a_paused_primary_is_fenced_and_the_writes_acknowledged_meanwhile_survive_its_
         lost.len(),
         keys.len(),
         &lost[..lost.len().min(5)]
+    );
+}
+
+/// Writes `value` to every key at its slot's primary among `ports`, each acknowledged by
+/// `WAIT 1`.
+fn write_all_waited(ports: &[u16], keys: &[String], value: &str) {
+    let routes = owners(ports).expect("owners");
+    let mut cons: HashMap<u16, redis::Connection> = ports.iter().map(|&p| (p, client(p))).collect();
+    for key in keys {
+        let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+        let (_, acked) = set_and_wait(cons.get_mut(&port).unwrap(), key, value, 1);
+        assert_eq!(acked, 1, "{key}={value} not acknowledged by a replica");
+    }
+}
+
+/// Keys whose value at their slot's primary among `ports` is not `value`.
+fn not_holding(ports: &[u16], keys: &[String], value: &str) -> Vec<(String, Option<String>)> {
+    let routes = owners(ports).expect("owners");
+    let mut cons: HashMap<u16, redis::Connection> = ports.iter().map(|&p| (p, client(p))).collect();
+    keys.iter()
+        .filter_map(|key| {
+            let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+            let got: Option<String> = redis::cmd("GET")
+                .arg(key)
+                .query(cons.get_mut(&port).unwrap())
+                .unwrap();
+            (got.as_deref() != Some(value)).then(|| (key.clone(), got))
+        })
+        .collect()
+}
+
+/// Starts a member that persists into `dir`.
+fn start_with(seed: Option<u16>, dir: &tempfile::TempDir) -> Member {
+    let dir = dir.path().to_str().unwrap();
+    start(seed, &["--persistence", "yes", "--dir", dir])
+}
+
+/// A member that persists keeps its node id in its data directory: killed and restarted,
+/// it rejoins as itself, owns the same slots, and learns back what the others served
+/// while it was down instead of serving its older copy.
+#[test]
+fn a_restarted_member_keeps_its_id_and_loses_nothing_acknowledged_while_it_was_down() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = start_with(None, &dirs[0]);
+    let seed = first.bus;
+    let mut members = vec![
+        first,
+        start_with(Some(seed), &dirs[1]),
+        start_with(Some(seed), &dirs[2]),
+    ];
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let myid = |port: u16| -> String {
+        redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut client(port))
+            .unwrap()
+    };
+    let id_before = myid(ports[2]);
+    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
+    write_all_waited(&ports, &keys, "before");
+
+    drop(members.remove(2)); // SIGKILL and reap
+    let survivors = &ports[..2];
+    wait_agreed(survivors, 2, Duration::from_secs(30));
+    wait_replicated(survivors, Duration::from_secs(30));
+    write_all_waited(survivors, &keys, "during");
+
+    members.push(start_with(Some(seed), &dirs[2]));
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    assert_eq!(
+        myid(ports[2]),
+        id_before,
+        "the restarted member is a new node"
+    );
+    wait_agreed(&ports, 3, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(30));
+    let routes = owners(&ports).expect("owners");
+    let served_by_it = keys
+        .iter()
+        .filter(|k| routes[usize::from(ringkv_cluster::key_slot(k.as_bytes()))][0] == ports[2])
+        .count();
+    assert!(
+        served_by_it > 100,
+        "it serves its old slots again ({served_by_it} keys)"
+    );
+    let stale = not_holding(&ports, &keys, "during");
+    assert!(
+        stale.is_empty(),
+        "{} of {} writes acknowledged while it was down are gone, e.g. {:?}",
+        stale.len(),
+        keys.len(),
+        &stale[..stale.len().min(5)]
+    );
+}
+
+/// Every member of a persisting cluster killed and restarted: each comes back as itself,
+/// none finds another holding a newer copy, so each serves its own, and every write
+/// acknowledged before is there.
+#[test]
+fn a_whole_cluster_killed_and_restarted_serves_every_acknowledged_write() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let first = start_with(None, &dirs[0]);
+    let seed = first.bus;
+    let mut members = vec![
+        first,
+        start_with(Some(seed), &dirs[1]),
+        start_with(Some(seed), &dirs[2]),
+    ];
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
+    write_all_waited(&ports, &keys, "kept");
+    // everysec: give the log its second before the power goes.
+    std::thread::sleep(Duration::from_millis(1500));
+    members.clear(); // SIGKILL and reap, all of them
+
+    let first = start_with(None, &dirs[0]);
+    let seed = first.bus;
+    let members = [
+        first,
+        start_with(Some(seed), &dirs[1]),
+        start_with(Some(seed), &dirs[2]),
+    ];
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let missing = not_holding(&ports, &keys, "kept");
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} keys missing after the restart, e.g. {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
     );
 }

@@ -15,7 +15,7 @@ use ringkv_cluster::link::{
 use ringkv_store::slot_set::SlotSet;
 use ringkv_store::slot_stream::{Piece, StreamSender, Window, WindowPart};
 
-use super::{HEARTBEAT, LINK_TIMEOUT, ReplicaLink, Replication};
+use super::{HEARTBEAT, LINK_TIMEOUT, NO_COPY, ReplicaLink, Replication};
 use crate::node::unix_ms;
 
 /// Bytes of records per frame.
@@ -85,10 +85,16 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     let slots = SlotSet::from_ranges(&hello.slots);
     let served = if hello.learn {
         // The slots' new primary takes them from us, who held them.
-        repl.holds(&slots)
-            && slots
-                .iter()
-                .all(|s| view.table.primary(s) == Some(&hello.node))
+        let theirs = slots
+            .iter()
+            .all(|s| view.table.primary(s) == Some(&hello.node));
+        if theirs && !repl.holds(&slots) && repl.has_no_copy_of(&slots) {
+            // Not a passing state: the learner tries the next former owner, or serves
+            // what it has when there is none.
+            refuse(&mut stream, NO_COPY);
+            return Err(LinkError::Refused(NO_COPY.into()));
+        }
+        theirs && repl.holds(&slots)
     } else {
         // A slot still being learned here is not ours to hand out yet.
         !repl.learning_any(&slots)

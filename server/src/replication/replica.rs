@@ -41,6 +41,12 @@ pub(super) fn pull(
     if let Err(error) = link(repl, primary, addr, &slots, learn, stop) {
         repl.count_link_error(&error);
         tracing::info!(%primary, %error, "link to primary ended");
+        if let LinkError::Refused(reason) = &error
+            && learn
+            && reason == super::NO_COPY
+        {
+            repl.source_has_no_copy(&primary, &slots, &repl.view());
+        }
         if matches!(error, LinkError::Io(_)) && !stop.load(Relaxed) {
             // A dead primary is found here first: its socket closes when it dies.
             repl.cluster.check_peer_gone(primary, addr);
