@@ -424,3 +424,125 @@ async fn info_tells_the_truth_about_memory_and_the_tier() -> Result<()> {
     assert_eq!(config, vec!["auto-aof-rewrite-min-size", "268435456"]);
     node.stop().await
 }
+
+/// A port free for TCP and UDP at once (a cluster bus: gossip on UDP, peer links on TCP).
+fn free_bus_port() -> u16 {
+    for _ in 0..100 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no port free for TCP and UDP")
+}
+
+async fn replication_info(con: &mut redis::aio::MultiplexedConnection) -> Result<String> {
+    Ok(redis::cmd("INFO")
+        .arg("replication")
+        .query_async(con)
+        .await?)
+}
+
+/// A replica whose disk fails stops acknowledging what it applies (it does not keep it):
+/// the primary's WAIT gets 0 and INFO says why; once the disk is back, WAIT counts it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_disk_fails_stops_acknowledging_writes() -> Result<()> {
+    let (bus_a, bus_b) = (free_bus_port(), free_bus_port());
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    };
+    let (port_a, port_b) = (free_port(), free_port());
+    let cluster = |port: u16, bus: u16| {
+        vec![
+            "--port".to_string(),
+            port.to_string(),
+            "--cluster-enabled".into(),
+            "yes".into(),
+            "--cluster-bus-port".into(),
+            bus.to_string(),
+        ]
+    };
+    let healthy = Disk::new();
+    let args_a = cluster(port_a, bus_a);
+    let args_a: Vec<&str> = args_a.iter().map(String::as_str).collect();
+    let a = start_with(healthy.storage(), &args_a).await?;
+    let failing = Disk::new();
+    let mut args_b = cluster(port_b, bus_b);
+    args_b.extend(["--cluster-join".into(), format!("127.0.0.1:{bus_a}")]);
+    let args_b: Vec<&str> = args_b.iter().map(String::as_str).collect();
+    let b = start_with(failing.storage(), &args_b).await?;
+    let mut on_a = client(a.addr, false).await?;
+    let mut on_b = client(b.addr, false).await?;
+    // A key A serves (so B holds its replica), once both agree and B is synced.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut candidates = (0..).map(|i| format!("k{i}"));
+    let mut key = candidates.next().unwrap();
+    loop {
+        let answer = on_a.set::<_, _, ()>(&key, "v").await;
+        assert!(
+            Instant::now() < deadline,
+            "the two members never formed a cluster: {answer:?}, {}",
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query_async::<String>(&mut on_b)
+                .await?
+        );
+        match answer {
+            // MOVED: B's key; another one. CLUSTERDOWN: not formed yet.
+            Err(error) if error.to_string().to_lowercase().contains("moved") => {
+                key = candidates.next().unwrap()
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(()) => {
+                let waited: i64 = redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(200)
+                    .query_async(&mut on_a)
+                    .await?;
+                if waited == 1 {
+                    break;
+                }
+            }
+        }
+    }
+    failing.fail(true);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _: () = on_a.set(&key, "during").await?;
+        let waited: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(300)
+            .query_async(&mut on_a)
+            .await?;
+        let info = replication_info(&mut on_b).await?;
+        if waited == 0 && info.contains("repl_acks_held:1") {
+            assert!(info.contains("repl_acks_held_reason:"), "{info}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the failing replica keeps acknowledging: WAIT {waited}, {info}"
+        );
+    }
+    failing.fail(false);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let _: () = on_a.set(&key, "after").await?;
+        let waited: i64 = redis::cmd("WAIT")
+            .arg(1)
+            .arg(300)
+            .query_async(&mut on_a)
+            .await?;
+        if waited == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "acknowledgements never resumed");
+    }
+    drop((on_a, on_b));
+    b.stop().await?;
+    a.stop().await
+}

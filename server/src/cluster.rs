@@ -107,7 +107,12 @@ fn resolve(seed: &str) -> anyhow::Result<SocketAddr> {
 
 impl ClusterNode {
     /// Binds the bus (UDP) and starts gossip. `port` is the client port actually bound.
-    pub async fn start(config: &Config, port: u16) -> anyhow::Result<ClusterNode> {
+    /// `id_dir`: the data directory, where the node id is kept across restarts.
+    pub async fn start(
+        config: &Config,
+        port: u16,
+        id_dir: Option<&dyn ringkv_store::data_dir::DataDir>,
+    ) -> anyhow::Result<ClusterNode> {
         let ip = announce_ip(config)?;
         let bus_port = match config.cluster_bus_port {
             0 => port
@@ -142,10 +147,9 @@ impl ClusterNode {
             "--cluster-vnodes must be at least 1"
         );
         let announce = SocketAddr::new(ip, port);
-        let (id, restarted) = if config.persistence {
-            crate::node_id::load_or_create(&config.dir)?
-        } else {
-            (NodeId::random(), false)
+        let (id, restarted) = match id_dir {
+            Some(dir) => crate::node_id::load_or_create(dir)?,
+            None => (NodeId::random(), false),
         };
         let identity = Identity {
             id,

@@ -88,6 +88,8 @@ impl Server {
             "no address to listen on (bind = {:?})",
             config.bind
         );
+        // The node id lives next to the data it names.
+        let id_dir = storage.as_ref().map(|storage| storage.dir.clone());
         let persistence = match storage {
             Some(storage) => {
                 let for_open = config.clone();
@@ -100,7 +102,9 @@ impl Server {
             None => None,
         };
         let cluster = if config.cluster_enabled {
-            Some(Arc::new(cluster::ClusterNode::start(&config, port).await?))
+            Some(Arc::new(
+                cluster::ClusterNode::start(&config, port, id_dir.as_deref()).await?,
+            ))
         } else {
             None
         };
@@ -209,8 +213,24 @@ fn start_replication(node: &Arc<Node>) {
         return;
     };
     let config = node.config.read().clone();
-    let replication =
-        replication::Replication::start(&config, node.store.clone(), cluster.clone(), listener);
+    // A replica acknowledges only what it keeps: not while its disk is failing.
+    let keeps: replication::AckHold = match node.persistence.clone() {
+        Some(persistence) => Box::new(move || {
+            (!persistence.healthy()).then(|| {
+                persistence
+                    .last_error()
+                    .unwrap_or_else(|| "the persistence tier is failing".into())
+            })
+        }),
+        None => Box::new(|| None),
+    };
+    let replication = replication::Replication::start(
+        &config,
+        node.store.clone(),
+        cluster.clone(),
+        listener,
+        keeps,
+    );
     let _ = node.replication.set(replication);
 }
 

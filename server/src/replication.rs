@@ -55,6 +55,10 @@ pub fn log_limits(config: &Config) -> LogLimits {
     }
 }
 
+/// Why this node must not acknowledge what it applied now (`None`: it may): a replica
+/// acknowledges only what it keeps, so not while its disk fails.
+pub type AckHold = Box<dyn Fn() -> Option<String> + Send + Sync>;
+
 /// Counters for INFO and CLUSTER INFO.
 #[derive(Debug, Default)]
 pub struct ReplStats {
@@ -70,6 +74,8 @@ pub struct ReplStats {
     pub fenced_records: AtomicU64,
     /// Snapshot windows sent.
     pub snapshot_windows: AtomicU64,
+    /// Acknowledgements not sent because this node could not keep what it applied.
+    pub acks_withheld: AtomicU64,
 }
 
 /// A replica connected to this node (the primary's side of a link).
@@ -157,6 +163,8 @@ pub struct Replication {
     holdings: Mutex<Holdings>,
     /// This member kept its node id from an earlier run: what it holds may be behind.
     restarted: bool,
+    /// Why acknowledgements are held back now, if they are.
+    ack_hold: AckHold,
     /// Counters.
     pub stats: ReplStats,
     stopping: AtomicBool,
@@ -178,6 +186,7 @@ impl Replication {
         store: Arc<Store>,
         cluster: Arc<ClusterNode>,
         listener: TcpListener,
+        ack_hold: AckHold,
     ) -> Arc<Replication> {
         let log = match store.change_log() {
             Some(log) => log.clone(),
@@ -206,6 +215,7 @@ impl Replication {
             pullers: Mutex::new(Vec::new()),
             holdings: Mutex::new(Holdings::default()),
             restarted,
+            ack_hold,
             stats: ReplStats::default(),
             stopping: AtomicBool::new(false),
         });
@@ -649,6 +659,7 @@ impl Replication {
             ("bad_frames", &s.bad_frames),
             ("fenced_records", &s.fenced_records),
             ("snapshot_windows", &s.snapshot_windows),
+            ("acks_withheld", &s.acks_withheld),
         ] {
             let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
         }
@@ -694,6 +705,26 @@ impl Replication {
                 puller.slots.len(),
             );
         }
+        match (self.ack_hold)() {
+            Some(reason) => {
+                let reason: String = reason
+                    .chars()
+                    .filter(|c| *c != '\r' && *c != '\n')
+                    .collect();
+                let _ = write!(
+                    out,
+                    "repl_acks_held:1\r\nrepl_acks_held_reason:{reason}\r\n"
+                );
+            }
+            None => {
+                let _ = write!(out, "repl_acks_held:0\r\n");
+            }
+        }
         self.write_counters(out, "repl_");
+    }
+
+    /// Why this node must not acknowledge now, if it must not.
+    fn acks_held(&self) -> Option<String> {
+        (self.ack_hold)()
     }
 }

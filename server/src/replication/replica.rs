@@ -218,7 +218,16 @@ fn link(
         let since = last_ack.elapsed();
         // Promptly while records arrive, at once when asked, and once a second regardless
         // (the primary shows the lag).
-        if ack_now || applied > acked && since >= ACK_EVERY || since >= IDLE_ACK {
+        let due = ack_now || applied > acked && since >= ACK_EVERY || since >= IDLE_ACK;
+        if due && let Some(reason) = repl.acks_held() {
+            // Applied in memory but not kept: the primary's WAIT must not count it.
+            if repl.stats.acks_withheld.fetch_add(1, Relaxed) == 0 {
+                tracing::warn!(%reason, "not acknowledging replicated writes while they cannot be kept");
+            }
+            // The last position kept keeps the link alive and shows the primary the lag.
+            write_frame(&mut stream, FrameKind::Ack, &[&acked.to_le_bytes()])?;
+            last_ack = Instant::now();
+        } else if due {
             write_frame(&mut stream, FrameKind::Ack, &[&applied.to_le_bytes()])?;
             acked = applied;
             last_ack = Instant::now();
