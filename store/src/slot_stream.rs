@@ -28,6 +28,10 @@ use crate::store::Store;
 
 /// Keys per snapshot window (each is copied under its shard lock).
 const KEYS_PER_WINDOW: usize = 256;
+/// Most windows per shard: each window scans the whole shard for its keys, so a shard
+/// holding one huge slot (a hash tag over a million keys) is walked in at most this many
+/// scans rather than one per 256 keys (which was quadratic: minutes for 1,000,000 keys).
+const MAX_WINDOWS_PER_SHARD: usize = 32;
 
 /// What to send next.
 #[derive(Debug, PartialEq, Eq)]
@@ -244,7 +248,9 @@ impl StreamSender {
                         stamp: self.through,
                     }));
                 };
-                let windows = hash_windows(store.shard_len(shard), KEYS_PER_WINDOW);
+                let len = store.shard_len(shard);
+                let per_window = KEYS_PER_WINDOW.max(len.div_ceil(MAX_WINDOWS_PER_SHARD));
+                let windows = hash_windows(len, per_window);
                 walk.current = Some((shard, windows, 0));
                 continue;
             };
