@@ -166,6 +166,8 @@ fn writer(
 /// How the members die in a fault round.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kills {
+    /// One.
+    One,
     /// Two, the second once the survivors re-replicated.
     OneAfterAnother,
     /// Two within 100 ms.
@@ -226,6 +228,7 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
         let mut timeline = Vec::new();
         let mut moved: HashMap<u16, Instant> = HashMap::new();
         let steps: &[usize] = match kills {
+            Kills::One => &[1],
             Kills::OneAfterAnother => &[1, 1],
             Kills::Together => &[2],
         };
@@ -328,6 +331,13 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
 #[test]
 fn writes_that_wait_acknowledged_survive_two_members_killed_one_after_another() {
     fault_rounds(3, 1, 1, Kills::OneAfterAnother);
+}
+
+/// With two replicas, WAIT 1 may be acknowledged by the replica that does not become the
+/// new primary: the new primary must catch up from it before serving.
+#[test]
+fn writes_that_wait_1_acknowledged_with_two_replicas_survive_their_primary_killed() {
+    fault_rounds(4, 2, 1, Kills::One);
 }
 
 #[test]
