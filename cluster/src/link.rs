@@ -25,7 +25,7 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const NONCE_LEN: usize = 16;
 
 /// Version of this wire format, in every [`Hello`].
-pub const LINK_VERSION: u32 = 1;
+pub const LINK_VERSION: u32 = 2;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub enum FrameKind {
     Heartbeat = 8,
     /// Replica → primary: `lsn u64`, everything up to it is applied.
     Ack = 9,
+    /// Either way: a postcard [`PositionReport`], then the link closes.
+    Position = 10,
 }
 
 impl FrameKind {
@@ -65,6 +67,7 @@ impl FrameKind {
             7 => SnapshotDone,
             8 => Heartbeat,
             9 => Ack,
+            10 => Position,
             _ => return None,
         })
     }
@@ -152,6 +155,9 @@ pub struct Hello {
     /// A learner: the replica is the slots' new primary and takes them from this member,
     /// which held them before the table changed.
     pub learn: bool,
+    /// Asks only where the answering member stands in this member's stream (a new
+    /// primary catching up after that member died); the answer is a [`PositionReport`].
+    pub ask_position: Option<NodeId>,
     /// The replica's challenge for the primary.
     pub nonce: [u8; NONCE_LEN],
     /// MAC over the primary's challenge and the fields above.
@@ -229,6 +235,24 @@ pub trait Handshake: Serialize + serde::de::DeserializeOwned {
     fn mac_mut(&mut self) -> &mut [u8; 32];
 }
 
+/// Where a member stands in a (dead) primary's stream, MAC'd over the asker's challenge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionReport {
+    /// The answering member.
+    pub node: NodeId,
+    /// Its position, if it pulled from that primary.
+    pub position: Option<Resume>,
+    /// MAC over the asker's challenge and the fields above.
+    pub mac: [u8; 32],
+}
+
+impl Handshake for PositionReport {
+    const NAME: &'static str = "a position report";
+    fn mac_mut(&mut self) -> &mut [u8; 32] {
+        &mut self.mac
+    }
+}
+
 impl Handshake for Hello {
     const NAME: &'static str = "a Hello";
     fn mac_mut(&mut self) -> &mut [u8; 32] {
@@ -280,6 +304,7 @@ mod tests {
                 synced: vec![(0, 100)],
             }),
             learn: false,
+            ask_position: None,
             nonce: [3; NONCE_LEN],
             mac: [0; 32],
         }

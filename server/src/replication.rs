@@ -136,6 +136,9 @@ struct Holdings {
     learning: SlotSet,
     /// Where each learning slot comes from.
     sources: Vec<(NodeId, SlotSet)>,
+    /// Slots taken over from a dead primary, not served until the other surviving owners
+    /// said how far they got in its stream.
+    catching_up: SlotSet,
 }
 
 /// Replication on a cluster member.
@@ -267,7 +270,7 @@ impl Replication {
 
     /// On a new table: which slots this node still holds a copy of, and which it now
     /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
-    pub(super) fn update_holdings(&self, view: &ClusterView) {
+    pub(super) fn update_holdings(self: &Arc<Self>, view: &ClusterView) {
         let mut own = self.holdings.lock();
         // Declared down and back (a pause, a partition): others served our slots
         // meanwhile, so nothing here is a whole copy any more, even if the table is the
@@ -331,8 +334,42 @@ impl Replication {
                 "learning slots the table moved here before serving them"
             );
         }
-        self.cluster.set_not_ready(learning.clone());
+        // Taken over from a primary that died: another surviving owner may have received
+        // more of its stream than we did (WAIT 1 counts whichever replica acknowledged
+        // first). Those slots wait until every such owner said where it stands.
+        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
+        if let (Some(previous), false) = (own.table.as_ref(), amnesia || restart) {
+            for slot in held.iter() {
+                let Some(old) = previous.primary(slot) else {
+                    continue;
+                };
+                if view.table.primary(slot) != Some(&self.me)
+                    || *old == self.me
+                    || view.node(old).is_some()
+                {
+                    continue;
+                }
+                for other in previous.owners(slot) {
+                    if *other != self.me && other != old && view.node(other).is_some() {
+                        checks.entry((*old, *other)).or_default().insert(slot);
+                    }
+                }
+            }
+        }
+        let catching_up: SlotSet = checks.values().fold(SlotSet::new(), |all, s| all.union(s));
+        self.cluster.set_not_ready(learning.union(&catching_up));
+        if !checks.is_empty() {
+            let repl = self.clone();
+            let version = view.table.version();
+            let spawned = std::thread::Builder::new()
+                .name("ringkv-repl-catchup".into())
+                .spawn(move || repl.catch_up(version, checks));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "could not start the catch-up check");
+            }
+        }
         *own = Holdings {
+            catching_up,
             previous: own.table.take(),
             table: Some(view.table.clone()),
             rejoins: view.rejoins,
@@ -340,6 +377,58 @@ impl Replication {
             learning,
             sources,
         };
+    }
+
+    /// Asks each surviving owner where it stands in the dead primary's stream; slots one of
+    /// them holds more of than we do are learned from it (over our copy, never clearing
+    /// it). Then the slots are served. Bounded: one short link per owner.
+    fn catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
+        let view = self.view();
+        let mut ahead: Vec<(NodeId, SlotSet)> = Vec::new();
+        for ((dead, other), slots) in &checks {
+            let Some(addr) = view.node(other).map(|n| n.bus) else {
+                continue;
+            };
+            let theirs = match replica::ask_position(self, *other, addr, *dead) {
+                Ok(position) => position,
+                Err(error) => {
+                    tracing::info!(%other, %error, "no position from a surviving owner");
+                    continue;
+                }
+            };
+            let mine = self.positions.lock().get(dead).cloned();
+            let further = match (&theirs, &mine) {
+                (Some(t), Some(m)) => t.run == m.run && t.applied > m.applied,
+                (Some(_), None) => true,
+                (None, _) => false,
+            };
+            if let (true, Some(theirs)) = (further, theirs) {
+                let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
+                if !slots.is_empty() {
+                    tracing::info!(%other, slots = slots.len(), "a surviving owner got further in the dead primary's stream: learning from it");
+                    ahead.push((*other, slots));
+                }
+            }
+        }
+        let mut own = self.holdings.lock();
+        if own.table.as_ref().map(|t| t.version()) != Some(version) {
+            // A newer table was judged meanwhile; it made its own plan.
+            return;
+        }
+        for (other, slots) in ahead {
+            let slots = slots.difference(&own.learning);
+            own.held = own.held.difference(&slots);
+            own.learning = own.learning.union(&slots);
+            match own.sources.iter_mut().find(|(id, _)| *id == other) {
+                Some((_, from)) => *from = from.union(&slots),
+                None => own.sources.push((other, slots)),
+            }
+        }
+        own.catching_up = SlotSet::new();
+        let not_ready = own.learning.clone();
+        drop(own);
+        self.cluster.set_not_ready(not_ready);
+        self.reconcile(&view);
     }
 
     /// True when this node holds a whole copy of every slot in `slots`.
@@ -432,9 +521,9 @@ impl Replication {
             *learned = learned.difference(slots);
         }
         own.sources.retain(|(_, slots)| !slots.is_empty());
-        let learning = own.learning.clone();
+        let not_ready = own.learning.union(&own.catching_up);
         drop(own);
-        self.cluster.set_not_ready(learning);
+        self.cluster.set_not_ready(not_ready);
     }
 
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {

@@ -465,6 +465,7 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
         slots: vec![(0, 100)],
         resume: None,
         learn: false,
+        ask_position: None,
         nonce: nonce(),
         mac: [0; 32],
     };
@@ -537,6 +538,7 @@ fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
         slots: slots.ranges(),
         resume: None,
         learn: false,
+        ask_position: None,
         nonce: mine,
         mac: [0; 32],
     };

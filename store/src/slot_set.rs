@@ -85,6 +85,15 @@ impl SlotSet {
         out
     }
 
+    /// Slots in this set or in `other`.
+    pub fn union(&self, other: &SlotSet) -> SlotSet {
+        let mut out = self.clone();
+        for (word, theirs) in out.words.iter_mut().zip(other.words.iter()) {
+            *word |= theirs;
+        }
+        out
+    }
+
     /// Slots in this set and not in `other`.
     pub fn difference(&self, other: &SlotSet) -> SlotSet {
         let mut out = self.clone();
@@ -158,6 +167,8 @@ mod tests {
             prop_assert_eq!(sa.len(), a.len());
             let both: Vec<u16> = sa.intersection(&sb).iter().collect();
             prop_assert_eq!(both, a.intersection(&b).copied().collect::<Vec<_>>());
+            let either: Vec<u16> = sa.union(&sb).iter().collect();
+            prop_assert_eq!(either, a.union(&b).copied().collect::<Vec<_>>());
             let only: Vec<u16> = sa.difference(&sb).iter().collect();
             prop_assert_eq!(only, a.difference(&b).copied().collect::<Vec<_>>());
             prop_assert_eq!(sa.is_subset(&sb), a.is_subset(&b));

@@ -9,8 +9,8 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use ringkv_cluster::link::{
-    FrameKind, LINK_VERSION, LinkError, MAX_FRAME, Welcome, nonce, read_frame, read_u64,
-    write_frame,
+    FrameKind, LINK_VERSION, LinkError, MAX_FRAME, PositionReport, Welcome, nonce, read_frame,
+    read_u64, write_frame,
 };
 use ringkv_store::slot_set::SlotSet;
 use ringkv_store::slot_stream::{Piece, StreamSender, Window, WindowPart};
@@ -74,6 +74,17 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
     if hello.version != LINK_VERSION {
         refuse(&mut stream, "unsupported peer link version");
         return Err(LinkError::Refused(format!("version {}", hello.version)));
+    }
+    if let Some(of) = hello.ask_position {
+        // A new primary catching up: where this member stands in `of`'s stream.
+        let report = PositionReport {
+            node: repl.me,
+            position: repl.positions.lock().get(&of).cloned(),
+            mac: [0; 32],
+        };
+        let sealed = repl.key.seal(report, &hello.nonce);
+        write_frame(&mut stream, FrameKind::Position, &[&sealed])?;
+        return Ok(());
     }
     // Stream exactly what was asked, or nothing: views differ only for a moment, and the
     // replica retries with the view it has then.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use ringkv_cluster::NodeId;
 use ringkv_cluster::link::{
-    FrameKind, Hello, LINK_VERSION, LinkError, NONCE_LEN, Resume, nonce, read_frame, read_u64,
-    write_frame,
+    FrameKind, Hello, LINK_VERSION, LinkError, NONCE_LEN, PositionReport, Resume, nonce,
+    read_frame, read_u64, write_frame,
 };
 use ringkv_store::slot_set::SlotSet;
 use ringkv_store::slot_stream::{StreamReceiver, WindowPart};
@@ -56,14 +56,16 @@ pub(super) fn pull(
     }
 }
 
-fn link(
+/// Connects to `addr`, answers its challenge and sends a Hello with these fields; returns
+/// the stream and our own challenge (the reply is MAC'd over it).
+fn say_hello(
     repl: &Replication,
-    primary: NodeId,
     addr: SocketAddr,
     slots: &SlotSet,
+    resume: Option<Resume>,
     learn: bool,
-    stop: &AtomicBool,
-) -> Result<(), LinkError> {
+    ask_position: Option<NodeId>,
+) -> Result<(TcpStream, [u8; NONCE_LEN]), LinkError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(LINK_TIMEOUT))?;
@@ -76,12 +78,6 @@ fn link(
         .as_slice()
         .try_into()
         .map_err(|_| LinkError::Malformed("a challenge"))?;
-    // A learner starts from scratch and keeps no position: the slots are ours to serve.
-    let resume = if learn {
-        None
-    } else {
-        repl.positions.lock().get(&primary).cloned()
-    };
     let mine = nonce();
     let hello = Hello {
         version: LINK_VERSION,
@@ -90,6 +86,7 @@ fn link(
         slots: slots.ranges(),
         resume,
         learn,
+        ask_position,
         nonce: mine,
         mac: [0; 32],
     };
@@ -98,6 +95,53 @@ fn link(
         FrameKind::Hello,
         &[&repl.key.seal(hello, &challenge)],
     )?;
+    Ok((stream, mine))
+}
+
+/// Where `peer` (at `addr`) stands in `of`'s stream: a new primary asks the other
+/// surviving owners before serving slots `of` served.
+pub(super) fn ask_position(
+    repl: &Replication,
+    peer: NodeId,
+    addr: SocketAddr,
+    of: NodeId,
+) -> Result<Option<Resume>, LinkError> {
+    let (mut stream, mine) = say_hello(repl, addr, &SlotSet::new(), None, false, Some(of))?;
+    stream.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut payload = Vec::new();
+    match read_frame(&mut stream, &mut payload)? {
+        FrameKind::Position => {
+            let report = repl.key.open::<PositionReport>(&payload, &mine)?;
+            if report.node != peer {
+                return Err(LinkError::Refused(
+                    "another node answers at that address".into(),
+                ));
+            }
+            Ok(report.position)
+        }
+        FrameKind::Refused => Err(LinkError::Refused(
+            String::from_utf8_lossy(&payload).into_owned(),
+        )),
+        _ => Err(LinkError::Malformed("expected a position report")),
+    }
+}
+
+fn link(
+    repl: &Replication,
+    primary: NodeId,
+    addr: SocketAddr,
+    slots: &SlotSet,
+    learn: bool,
+    stop: &AtomicBool,
+) -> Result<(), LinkError> {
+    // A learner starts from scratch and keeps no position: the slots are ours to serve.
+    let resume = if learn {
+        None
+    } else {
+        repl.positions.lock().get(&primary).cloned()
+    };
+    let (mut stream, mine) = say_hello(repl, addr, slots, resume, learn, None)?;
+    let mut payload = Vec::new();
     let welcome = match read_frame(&mut stream, &mut payload)? {
         FrameKind::Welcome => repl
             .key
@@ -165,6 +209,11 @@ fn link(
                 let refused = receiver
                     .apply_records(&repl.store, &payload, unix_ms(), accept)
                     .map_err(|e| LinkError::Malformed(e.0))?;
+                if !learn && let Some(position) = repl.positions.lock().get_mut(&primary) {
+                    // How far we got, should this primary die: a surviving owner that took
+                    // over compares it with the others' before serving.
+                    position.applied = receiver.applied();
+                }
                 if refused > 0 {
                     // Fenced: this primary no longer serves some of these slots for us.
                     repl.stats.fenced_records.fetch_add(refused as u64, Relaxed);
