@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 use crate::commands::CmdError;
+use crate::commands::RemoteWrite;
 use crate::config::Config;
 use crate::connection::ConnState;
 
@@ -295,9 +296,12 @@ impl ClusterNode {
                 }
                 Some(id) if *id == view.me || replica_read => Verdict::Local,
                 Some(id) => match view.node(id) {
-                    Some(owner) if may_proxy => {
-                        Verdict::Forward(Forward::relay(owner.client, args))
-                    }
+                    Some(owner) if may_proxy => Verdict::Forward(Forward::relay(
+                        owner.client,
+                        args,
+                        std::iter::once(slot).collect(),
+                        spec.flags.contains(CommandFlags::WRITE),
+                    )),
                     Some(owner) => Verdict::Refuse(moved(slot, owner.client)),
                     None => {
                         Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into()))
@@ -347,55 +351,122 @@ impl ClusterNode {
             return if owners[0] == self.announce {
                 Verdict::Local
             } else {
-                Verdict::Forward(Forward::relay(owners[0], args))
+                Verdict::Forward(Forward::relay(
+                    owners[0],
+                    args,
+                    spec.keys
+                        .indices(args.len())
+                        .map(|i| key_slot(args.get(i)))
+                        .collect(),
+                    spec.flags.contains(CommandFlags::WRITE),
+                ))
             };
         }
-        match Forward::split(spec.name, args, owners, groups) {
+        let write = spec.flags.contains(CommandFlags::WRITE);
+        match Forward::split(spec.name, args, owners, groups, write) {
             Some(forward) => Verdict::Forward(forward),
             None => Verdict::Refuse(cross),
         }
     }
 
-    /// Runs a forwarded command and returns the reply for the client.
-    pub async fn finish(self: &Arc<Self>, mut forward: Forward, protocol: Protocol) -> Vec<u8> {
+    /// Runs a forwarded command: the reply for the client, and for a write, where it ran
+    /// and each owner's log position after it (the client's WAIT covers them).
+    pub async fn finish(
+        self: &Arc<Self>,
+        mut forward: Forward,
+        protocol: Protocol,
+    ) -> (Vec<u8>, Vec<RemoteWrite>) {
         let resp3 = protocol == Protocol::Resp3;
-        let replies: Vec<Option<Result<Upstreamed, ProxyError>>> =
-            if let [part] = forward.parts.as_slice() {
-                // The common case, one owner: no task to spawn.
-                vec![Some(self.call(part.addr, resp3, &part.command).await)]
-            } else {
-                // A split command: its pieces go out in parallel.
-                let mut calls = tokio::task::JoinSet::new();
-                for (index, part) in forward.parts.iter_mut().enumerate() {
-                    let me = self.clone();
-                    let (addr, command) = (part.addr, std::mem::take(&mut part.command));
-                    calls.spawn(async move { (index, me.call(addr, resp3, &command).await) });
+        let write = forward.write;
+        let replies: Vec<Option<Result<Upstreamed, ProxyError>>> = if let [part] =
+            forward.parts.as_slice()
+        {
+            // The common case, one owner: no task to spawn.
+            vec![Some(
+                self.call(part.addr, resp3, &part.command, write).await,
+            )]
+        } else {
+            // A split command: its pieces go out in parallel.
+            let mut calls = tokio::task::JoinSet::new();
+            for (index, part) in forward.parts.iter_mut().enumerate() {
+                let me = self.clone();
+                let (addr, command) = (part.addr, std::mem::take(&mut part.command));
+                calls.spawn(async move { (index, me.call(addr, resp3, &command, write).await) });
+            }
+            let mut replies: Vec<_> = (0..forward.parts.len()).map(|_| None).collect();
+            while let Some(joined) = calls.join_next().await {
+                if let Ok((index, reply)) = joined {
+                    replies[index] = Some(reply);
                 }
-                let mut replies: Vec<_> = (0..forward.parts.len()).map(|_| None).collect();
-                while let Some(joined) = calls.join_next().await {
-                    if let Ok((index, reply)) = joined {
-                        replies[index] = Some(reply);
-                    }
-                }
-                replies
-            };
+            }
+            replies
+        };
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, protocol);
         let mut done = Vec::with_capacity(replies.len());
+        let mut writes = Vec::new();
         for (part, reply) in forward.parts.iter().zip(replies) {
             match reply.unwrap_or(Err(ProxyError::Timeout)) {
-                Ok(reply) => done.push(reply),
+                Ok(reply) => {
+                    if let (Some(lsn), false) = (reply.lsn, matches!(reply.reply, Reply::Error(_)))
+                    {
+                        writes.push(RemoteWrite {
+                            addr: part.addr,
+                            lsn,
+                            slots: part.slots.clone(),
+                        });
+                    }
+                    done.push(reply);
+                }
                 Err(error) => {
                     w.error(&format!(
                         "CLUSTERDOWN proxying to {} failed: {error}",
                         part.addr
                     ));
-                    return out;
+                    return (out, writes);
                 }
             }
         }
         gather(&mut w, &forward, done);
-        out
+        (out, writes)
+    }
+
+    /// WAIT's part on an owner this connection wrote to through us: how many replicas of
+    /// `slots` there acknowledged everything up to `lsn`, waiting up to `timeout_ms` (0:
+    /// without end). 0 when the owner cannot be asked.
+    pub async fn wait_remote(
+        &self,
+        addr: SocketAddr,
+        lsn: u64,
+        wanted: i64,
+        timeout_ms: u64,
+        slots: &SlotSet,
+    ) -> i64 {
+        let mut args: Vec<Vec<u8>> = ["CLUSTER", "WAITLSN"]
+            .iter()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        for n in [lsn.to_string(), wanted.to_string(), timeout_ms.to_string()] {
+            args.push(n.into_bytes());
+        }
+        args.extend(slots.iter().map(|s| s.to_string().into_bytes()));
+        let command = encode(args.iter());
+        let call = self.pool.call(addr, false, &self.password, &command, false);
+        let reply = if timeout_ms == 0 {
+            call.await
+        } else {
+            // The owner answers at its timeout; this bounds a dead or stuck one.
+            tokio::time::timeout(Duration::from_millis(timeout_ms) + PROXY_TIMEOUT, call)
+                .await
+                .unwrap_or(Err(ProxyError::Timeout))
+        };
+        match reply {
+            Ok(Upstreamed {
+                reply: Reply::Int(n),
+                ..
+            }) => n,
+            _ => 0,
+        }
     }
 }
 
@@ -405,10 +476,12 @@ impl ClusterNode {
         addr: SocketAddr,
         resp3: bool,
         command: &[u8],
+        want_lsn: bool,
     ) -> Result<Upstreamed, ProxyError> {
         tokio::time::timeout(
             PROXY_TIMEOUT,
-            self.pool.call(addr, resp3, &self.password, command),
+            self.pool
+                .call(addr, resp3, &self.password, command, want_lsn),
         )
         .await
         .unwrap_or(Err(ProxyError::Timeout))
@@ -433,6 +506,8 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Forward {
     parts: Vec<Part>,
+    /// A write: each owner's log position after it is noted for the client's WAIT.
+    write: bool,
     gather: Gather,
     /// For MGET: how many keys in all.
     total: usize,
@@ -445,6 +520,8 @@ struct Part {
     command: Vec<u8>,
     /// The argument index of each key this part carries (MGET puts values back there).
     keys: Vec<usize>,
+    /// The slots of its keys.
+    slots: SlotSet,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,12 +547,14 @@ fn encode(args: impl ExactSizeIterator<Item = impl AsRef<[u8]>>) -> Vec<u8> {
 }
 
 impl Forward {
-    fn relay(addr: SocketAddr, args: &Args<'_>) -> Forward {
+    fn relay(addr: SocketAddr, args: &Args<'_>, slots: SlotSet, write: bool) -> Forward {
         Forward {
+            write,
             parts: vec![Part {
                 addr,
                 command: encode(args.iter()),
                 keys: Vec::new(),
+                slots,
             }],
             gather: Gather::Relay,
             total: 0,
@@ -488,6 +567,7 @@ impl Forward {
         args: &Args<'_>,
         owners: Vec<SocketAddr>,
         groups: Vec<Vec<usize>>,
+        write: bool,
     ) -> Option<Forward> {
         let (gather, with_value) = match name {
             "mget" => (Gather::Values, false),
@@ -509,11 +589,13 @@ impl Forward {
                 Part {
                     addr,
                     command: encode(pieces.into_iter()),
+                    slots: keys.iter().map(|&k| key_slot(args.get(k))).collect(),
                     keys,
                 }
             })
             .collect();
         Some(Forward {
+            write,
             parts,
             gather,
             total: args.len() - 1,
@@ -525,6 +607,8 @@ impl Forward {
 struct Upstreamed {
     raw: Vec<u8>,
     reply: Reply,
+    /// The owner's log position after a forwarded write (asked right behind it).
+    lsn: Option<u64>,
 }
 
 /// The parts of a reply the gatherers need.
@@ -656,14 +740,27 @@ impl ProxyPool {
         resp3: bool,
         password: &str,
         command: &[u8],
+        want_lsn: bool,
     ) -> Result<Upstreamed, ProxyError> {
         let pooled = self.idle.lock().get_mut(&(addr, resp3)).and_then(Vec::pop);
         let mut upstream = match pooled {
             Some(upstream) => upstream,
             None => Upstream::connect(addr, resp3, password).await?,
         };
-        upstream.stream.write_all(command).await?;
-        let reply = upstream.read_reply(resp3).await?;
+        if want_lsn {
+            // In the same write: the owner's position right after this write.
+            let mut both = command.to_vec();
+            both.extend_from_slice(b"*2\r\n$7\r\nCLUSTER\r\n$7\r\nLASTLSN\r\n");
+            upstream.stream.write_all(&both).await?;
+        } else {
+            upstream.stream.write_all(command).await?;
+        }
+        let mut reply = upstream.read_reply(resp3).await?;
+        if want_lsn {
+            if let Reply::Int(lsn) = upstream.read_reply(resp3).await?.reply {
+                reply.lsn = u64::try_from(lsn).ok();
+            }
+        }
         let mut idle = self.idle.lock();
         let list = idle.entry((addr, resp3)).or_default();
         if list.len() < POOL_IDLE_PER_TARGET {
@@ -713,7 +810,11 @@ impl Upstream {
             match decoded {
                 Ok(Some((reply, len))) => {
                     let raw: Vec<u8> = self.buf.drain(..len).collect();
-                    return Ok(Upstreamed { raw, reply });
+                    return Ok(Upstreamed {
+                        raw,
+                        reply,
+                        lsn: None,
+                    });
                 }
                 Ok(None) => {
                     let n = self.stream.read_buf(&mut self.buf).await?;

@@ -18,7 +18,7 @@ use ringkv_store::Value;
 use crate::dispatch::Ctx;
 
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
-pub use replication::{BlockedWait, finish_wait};
+pub use replication::{BlockedWait, RemoteWrite, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
 
@@ -189,6 +189,8 @@ pub fn handler(name: &str) -> Option<Handler> {
         "cluster|nodes" => cluster::nodes,
         "cluster|slots" => cluster::slots,
         "cluster|owners" => cluster::owners,
+        "cluster|lastlsn" => replication::lastlsn,
+        "cluster|waitlsn" => replication::waitlsn,
         "cluster|shards" => cluster::shards,
         "cluster|countkeysinslot" => cluster::countkeysinslot,
         "cluster|getkeysinslot" => cluster::getkeysinslot,

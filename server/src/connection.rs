@@ -65,6 +65,9 @@ pub struct ConnState {
     /// The slots this connection wrote to (WAIT counts their replicas); boxed on the
     /// first replicated write only.
     repl_slots: Option<Box<ringkv_store::slot_set::SlotSet>>,
+    /// Writes this connection made through this member on others (proxy routing), one
+    /// entry per owner: WAIT covers them too.
+    remote_writes: Vec<crate::commands::RemoteWrite>,
 }
 
 impl ConnState {
@@ -87,6 +90,7 @@ impl ConnState {
             readonly: false,
             repl_lsn: 0,
             repl_slots: None,
+            remote_writes: Vec::new(),
         }
     }
 
@@ -97,6 +101,24 @@ impl ConnState {
         for slot in slots {
             set.insert(slot);
         }
+    }
+
+    /// Notes writes forwarded to other members (merged per owner).
+    pub fn note_remote_writes(&mut self, writes: Vec<crate::commands::RemoteWrite>) {
+        for write in writes {
+            match self.remote_writes.iter_mut().find(|w| w.addr == write.addr) {
+                Some(known) => {
+                    known.lsn = known.lsn.max(write.lsn);
+                    known.slots = known.slots.union(&write.slots);
+                }
+                None => self.remote_writes.push(write),
+            }
+        }
+    }
+
+    /// The writes made through this member on others.
+    pub fn remote_writes(&self) -> &[crate::commands::RemoteWrite] {
+        &self.remote_writes
     }
 
     /// What WAIT covers: the LSN of the last write and the slots written.
@@ -249,11 +271,12 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             }
             if let Some(parked) = conn.parked.take() {
                 // The gate is released: a parked command holds no lock while it waits.
-                let finished = tokio::select! {
+                let (finished, remote_writes) = tokio::select! {
                     finished = finish_parked(node, parked, conn.protocol) => finished,
                     _ = handle.killed() => return "killed",
                     _ = shutdown.wait_for(|down| *down) => return "shutdown",
                 };
+                conn.note_remote_writes(remote_writes);
                 output.extend_from_slice(&finished);
                 if write_out(node, stream, &mut output).await.is_err() {
                     return "write error";
@@ -334,7 +357,25 @@ async fn durable(node: &Node, conn: &mut ConnState) -> bool {
 }
 
 /// Finishes a parked command and returns its encoded reply.
-async fn finish_parked(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u8> {
+/// Finishes a parked command: its encoded reply, and the writes it made on other members.
+async fn finish_parked(
+    node: &Node,
+    parked: Parked,
+    protocol: Protocol,
+) -> (Vec<u8>, Vec<crate::commands::RemoteWrite>) {
+    if let Parked::Forward(forward) = parked {
+        return match &node.cluster {
+            Some(cluster) => cluster.finish(forward, protocol).await,
+            None => (Vec::new(), Vec::new()),
+        };
+    }
+    (
+        finish_parked_reply(node, parked, protocol).await,
+        Vec::new(),
+    )
+}
+
+async fn finish_parked_reply(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u8> {
     let mut reply = Vec::new();
     let mut out = ReplyWriter::new(&mut reply, protocol);
     match parked {
@@ -343,12 +384,8 @@ async fn finish_parked(node: &Node, parked: Parked, protocol: Protocol) -> Vec<u
             Err(error) => dispatch::write_error(node, &mut out, &error),
         },
         Parked::Wait(blocked) => out.int(commands::finish_wait(node, blocked).await),
-        Parked::Forward(forward) => {
-            return match &node.cluster {
-                Some(cluster) => cluster.finish(forward, protocol).await,
-                None => reply,
-            };
-        }
+        // Answered by `finish_parked`, with the writes it made elsewhere.
+        Parked::Forward(_) => return reply,
         Parked::Save(durable) => match durable.await {
             Ok(Ok(())) => out.ok(),
             Ok(Err(error)) => dispatch::write_error(

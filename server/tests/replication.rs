@@ -940,3 +940,61 @@ fn a_whole_cluster_killed_and_restarted_serves_every_acknowledged_write() {
         &missing[..missing.len().min(5)]
     );
 }
+
+/// In proxy mode a plain client's WAIT covers the writes the member forwarded for it: a
+/// write proxied to another member waits for that member's replica (and gets 0 while the
+/// replica is paused), not for the proxying member's own replicas.
+#[test]
+fn wait_through_a_proxying_member_counts_the_owners_replicas() {
+    let members = start_cluster(3, &["--cluster-routing", "proxy"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let entry = ports[0];
+    let routes = owners(&ports).expect("owners");
+    // A key whose primary and replica are both other members.
+    let key = (0..100_000)
+        .map(|i| format!("p{i}"))
+        .find(|k| {
+            let owners = &routes[usize::from(ringkv_cluster::key_slot(k.as_bytes()))];
+            !owners.contains(&entry)
+        })
+        .unwrap();
+    let replica_port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][1];
+    let replica = members.iter().find(|m| m.port == replica_port).unwrap();
+    let mut con = client(entry);
+    assert_eq!(set_and_wait(&mut con, &key, "one", 1), ("OK".into(), 1));
+
+    signal(replica, "STOP");
+    let (reply, acked) = {
+        let (reply, acked): (String, i64) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg("two")
+            .cmd("WAIT")
+            .arg(1)
+            .arg(300)
+            .query(&mut con)
+            .unwrap();
+        (reply, acked)
+    };
+    signal(replica, "CONT");
+    assert_eq!(reply, "OK");
+    assert_eq!(
+        acked, 0,
+        "WAIT counted replicas that do not hold the proxied write"
+    );
+
+    // Once the replica is back (and not yet declared down), the write is acknowledged.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let acked: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut con).unwrap();
+        if acked == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the owner's replica never acknowledged"
+        );
+    }
+}
