@@ -139,6 +139,9 @@ struct Holdings {
     /// Slots taken over from a dead primary, not served until the other surviving owners
     /// said how far they got in its stream.
     catching_up: SlotSet,
+    /// The checks behind `catching_up` (dead primary, surviving owner) → slots: a newer
+    /// table judged before they finish carries them over.
+    pending_checks: HashMap<(NodeId, NodeId), SlotSet>,
 }
 
 /// Replication on a cluster member.
@@ -356,8 +359,24 @@ impl Replication {
                 }
             }
         }
+        // Checks a newer table interrupted still apply to the slots still served here.
+        if !(amnesia || restart) {
+            for ((dead, other), slots) in &own.pending_checks {
+                let still: SlotSet = slots
+                    .iter()
+                    .filter(|&slot| {
+                        held.contains(slot) && view.table.primary(slot) == Some(&self.me)
+                    })
+                    .collect();
+                if !still.is_empty() && view.node(other).is_some() {
+                    let entry = checks.entry((*dead, *other)).or_default();
+                    *entry = entry.union(&still);
+                }
+            }
+        }
         let catching_up: SlotSet = checks.values().fold(SlotSet::new(), |all, s| all.union(s));
         self.cluster.set_not_ready(learning.union(&catching_up));
+        let pending_checks = checks.clone();
         if !checks.is_empty() {
             let repl = self.clone();
             let version = view.table.version();
@@ -370,6 +389,7 @@ impl Replication {
         }
         *own = Holdings {
             catching_up,
+            pending_checks,
             previous: own.table.take(),
             table: Some(view.table.clone()),
             rejoins: view.rejoins,
@@ -384,31 +404,41 @@ impl Replication {
     /// it). Then the slots are served. Bounded: one short link per owner.
     fn catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
         let view = self.view();
-        let mut ahead: Vec<(NodeId, SlotSet)> = Vec::new();
+        // Every owner that got further than we did, furthest first.
+        let mut further: Vec<(u64, NodeId, SlotSet)> = Vec::new();
         for ((dead, other), slots) in &checks {
             let Some(addr) = view.node(other).map(|n| n.bus) else {
                 continue;
             };
             let theirs = match replica::ask_position(self, *other, addr, *dead) {
-                Ok(position) => position,
+                Ok(Some(position)) => position,
+                Ok(None) => continue,
                 Err(error) => {
                     tracing::info!(%other, %error, "no position from a surviving owner");
                     continue;
                 }
             };
             let mine = self.positions.lock().get(dead).cloned();
-            let further = match (&theirs, &mine) {
-                (Some(t), Some(m)) => t.run == m.run && t.applied > m.applied,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if let (true, Some(theirs)) = (further, theirs) {
-                let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
-                if !slots.is_empty() {
-                    tracing::info!(%other, slots = slots.len(), "a surviving owner got further in the dead primary's stream: learning from it");
-                    ahead.push((*other, slots));
-                }
+            let ahead = mine
+                .as_ref()
+                .is_none_or(|m| theirs.run == m.run && theirs.applied > m.applied);
+            let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
+            if ahead && !slots.is_empty() {
+                further.push((theirs.applied, *other, slots));
             }
+        }
+        further.sort_by_key(|f| std::cmp::Reverse(f.0));
+        // Each slot is learned from the one that got furthest with it.
+        let mut taken = SlotSet::new();
+        let mut ahead: Vec<(NodeId, SlotSet)> = Vec::new();
+        for (_, other, slots) in further {
+            let slots = slots.difference(&taken);
+            if slots.is_empty() {
+                continue;
+            }
+            taken = taken.union(&slots);
+            tracing::info!(%other, slots = slots.len(), "a surviving owner got further in the dead primary's stream: learning from it");
+            ahead.push((other, slots));
         }
         let mut own = self.holdings.lock();
         if own.table.as_ref().map(|t| t.version()) != Some(version) {
@@ -425,6 +455,7 @@ impl Replication {
             }
         }
         own.catching_up = SlotSet::new();
+        own.pending_checks.clear();
         let not_ready = own.learning.clone();
         drop(own);
         self.cluster.set_not_ready(not_ready);
@@ -493,10 +524,13 @@ impl Replication {
         }
     }
 
-    /// True when some slot in `slots` is served here but still being learned.
+    /// True when some slot in `slots` is served here but still being learned, or still
+    /// catching up from the other owners after a takeover: handing such a copy
+    /// to a replica now would let it sweep the writes only it has.
     fn learning_any(&self, slots: &SlotSet) -> bool {
+        let own = self.holdings.lock();
         !slots
-            .intersection(&self.holdings.lock().learning)
+            .intersection(&own.learning.union(&own.catching_up))
             .is_empty()
     }
 
