@@ -61,6 +61,10 @@ pub struct ClusterNode {
     any_not_ready: std::sync::atomic::AtomicBool,
     /// The node id came from the data directory: this is a restart of a member.
     restarted: bool,
+    /// The last table replication judged (which slots it holds, which it must learn):
+    /// until the current one is judged, a slot it newly makes ours is not served yet.
+    judged_version: std::sync::atomic::AtomicU64,
+    judged: Mutex<Option<ringkv_cluster::SlotTable>>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -187,6 +191,8 @@ impl ClusterNode {
             not_ready: Mutex::new(SlotSet::new()),
             any_not_ready: std::sync::atomic::AtomicBool::new(false),
             restarted,
+            judged_version: std::sync::atomic::AtomicU64::new(0),
+            judged: Mutex::new(None),
         })
     }
 
@@ -232,6 +238,30 @@ impl ClusterNode {
         *self.not_ready.lock() = slots;
         self.any_not_ready
             .store(any, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Replication judged `table`: slots it makes ours are served once not-ready says so.
+    pub fn judged(&self, table: &ringkv_cluster::SlotTable) {
+        *self.judged.lock() = Some(table.clone());
+        self.judged_version
+            .store(table.version(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// True when `slot` became ours in a table replication has not judged yet: whether
+    /// it is held or must be learned is not known.
+    fn unjudged(&self, slot: u16, view: &ClusterView) -> bool {
+        if self
+            .judged_version
+            .load(std::sync::atomic::Ordering::Acquire)
+            == view.table.version()
+        {
+            return false;
+        }
+        match self.judged.lock().as_ref() {
+            Some(judged) => judged.primary(slot) != Some(&view.me),
+            // Before the first judgement every served slot waits (a restart's does too).
+            None => false,
+        }
     }
 
     fn ready(&self, slot: u16) -> bool {
@@ -289,7 +319,7 @@ impl ClusterNode {
                 && spec.flags.contains(CommandFlags::READONLY)
                 && view.table.is_replica(slot, &view.me);
             return match view.table.primary(slot) {
-                Some(id) if *id == view.me && !self.ready(slot) => {
+                Some(id) if *id == view.me && (!self.ready(slot) || self.unjudged(slot, &view)) => {
                     Verdict::Refuse(CmdError::Custom(format!(
                         "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
                     )))

@@ -40,6 +40,10 @@ const LINK_TIMEOUT: Duration = Duration::from_secs(3);
 /// for and is not about to (it judged this table and is not learning them itself).
 const NO_COPY: &str = "no whole copy of these slots here";
 
+/// How long after a table change a learner keeps asking a source that has no copy
+/// before it serves its own (the view may not know every member yet).
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// How often the pullers are reconciled with the view even when it did not change.
 const RECONCILE: Duration = Duration::from_millis(200);
 
@@ -139,6 +143,8 @@ struct Holdings {
     /// Slots taken over from a dead primary, not served until the other surviving owners
     /// said how far they got in its stream.
     catching_up: SlotSet,
+    /// When this table was judged.
+    judged_at: Option<std::time::Instant>,
     /// The checks behind `catching_up` (dead primary, surviving owner) → slots: a newer
     /// table judged before they finish carries them over.
     pending_checks: HashMap<(NodeId, NodeId), SlotSet>,
@@ -387,7 +393,9 @@ impl Replication {
                 tracing::warn!(%error, "could not start the catch-up check");
             }
         }
+        self.cluster.judged(&view.table);
         *own = Holdings {
+            judged_at: Some(std::time::Instant::now()),
             catching_up,
             pending_checks,
             previous: own.table.take(),
@@ -478,29 +486,42 @@ impl Replication {
     }
 
     /// A learner's `source` has no whole copy of `slots`: each goes to the next owner of
-    /// the previous table still alive, or, with none left, no whole copy survives and the
-    /// slot is served with what is here.
+    /// the previous table, then of the current one, still alive, or, with none left, no
+    /// whole copy survives and the slot is served with what is here.
     fn source_has_no_copy(&self, source: &NodeId, slots: &SlotSet, view: &ClusterView) {
         let mut own = self.holdings.lock();
         let mut serve_own = SlotSet::new();
         let mut moved: Vec<(NodeId, u16)> = Vec::new();
         for slot in slots.iter().filter(|&s| own.learning.contains(s)) {
-            let candidates: Vec<NodeId> = own
-                .previous
-                .as_ref()
-                .map(|t| {
-                    t.owners(slot)
-                        .filter(|o| **o != self.me && view.node(o).is_some())
-                        .copied()
-                        .collect()
-                })
-                .unwrap_or_default();
+            // The former owners first, then the current ones: a view judged before every
+            // member was known (a restart meeting its seed first) may not name the
+            // member that holds the copy as a former owner.
+            let mut candidates: Vec<NodeId> = Vec::new();
+            for table in [own.previous.as_ref(), own.table.as_ref()]
+                .into_iter()
+                .flatten()
+            {
+                for owner in table.owners(slot) {
+                    if *owner != self.me
+                        && view.node(owner).is_some()
+                        && !candidates.contains(owner)
+                    {
+                        candidates.push(*owner);
+                    }
+                }
+            }
             let next = candidates
                 .iter()
                 .position(|c| c == source)
                 .and_then(|at| candidates.get(at + 1));
             match next {
                 Some(next) => moved.push((*next, slot)),
+                // Just after a table change the view may not know every member yet (a
+                // restart meets its seed first): ask the same source again for a while
+                // before concluding that no copy survives.
+                None if own.judged_at.is_some_and(|at| at.elapsed() < SETTLE) => {
+                    moved.push((*source, slot))
+                }
                 None => serve_own.insert(slot),
             }
         }

@@ -303,6 +303,11 @@ impl StreamSender {
             let mut exhausted = true;
             for record in chunk.records().skip(*used) {
                 let record = record.map_err(|_| TakeError::Closed)?;
+                if record.lsn <= self.through {
+                    // The first chunk a cursor takes may start before its position.
+                    *used += 1;
+                    continue;
+                }
                 if record.lsn > limit || out.len() >= budget {
                     exhausted = false;
                     break;
@@ -442,6 +447,7 @@ impl StreamReceiver {
             .split_first_chunk::<8>()
             .ok_or(MalformedRecord("short records piece"))?;
         let through = u64::from_le_bytes(*through);
+        let floor = self.applied;
         let mut refused = 0;
         while !rest.is_empty() {
             let (lsn, tail) = rest
@@ -453,6 +459,11 @@ impl StreamReceiver {
             rest = &tail[used..];
             if lsn > through {
                 return Err(MalformedRecord("a record past its piece"));
+            }
+            if lsn <= floor && self.group.is_none() {
+                // Applied already (a resend): applying it again could double an APPEND.
+                // (The pieces of one split record share an LSN and come in one frame.)
+                continue;
             }
             if record.kind == RecordKind::Commit {
                 if let Some((_, group)) = self.group.take() {
@@ -826,6 +837,51 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The stream starts exactly at its position (a log chunk that began earlier is cut:
+    /// resending older records would undo newer ones and double APPENDs), and a big
+    /// value's pieces, which share one LSN, all apply.
+    #[test]
+    fn a_stream_starts_at_its_position_and_keeps_big_values_whole() {
+        let (primary, log) = primary_with_log(3, 0, 10);
+        let slots = streamed_slots();
+        let key = (0..)
+            .map(key)
+            .find(|k| slots.contains(key_slot(k)))
+            .unwrap();
+        primary.write(&key, NOW, |s| s.set(Value::Str(b"old".to_vec()), Some(0)));
+        let from = log.last_lsn() + 1;
+        let big = vec![b'x'; 200 << 10];
+        primary.write(&key, NOW, |s| s.set(Value::Str(big.clone()), Some(0)));
+        primary.write(&key, NOW, |s| s.append(b"!").map(|_| ()).unwrap());
+        let mut sender =
+            StreamSender::start(log.clone(), from, slots.clone(), SlotSet::new(), &primary)
+                .unwrap();
+        let replica = Store::builder().build();
+        let mut receiver = StreamReceiver::new(slots.clone(), from - 1);
+        let Some(Piece::Records(bytes)) = sender
+            .poll(&primary, NOW, 1 << 20, Duration::from_millis(10))
+            .unwrap()
+        else {
+            panic!("no records");
+        };
+        let first_lsn = u64::from_le_bytes(bytes[8..16].try_into().unwrap());
+        assert_eq!(
+            first_lsn, from,
+            "a record from before the stream's start was sent"
+        );
+        assert_eq!(
+            receiver.apply_records(&replica, &bytes, NOW, |_| true),
+            Ok(0)
+        );
+        let mut want = big;
+        want.push(b'!');
+        assert_eq!(
+            state(&replica, &slots),
+            vec![(key.clone(), Value::Str(want), None)],
+            "the big value arrives whole"
+        );
     }
 
     #[test]
