@@ -17,14 +17,10 @@ pub struct Member {
 
 /// A port free for UDP (gossip) and TCP (peer links) at once.
 pub fn free_udp_port() -> u16 {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").expect("a free UDP port");
-        let port = udp.local_addr().expect("bound").port();
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no port free for both UDP and TCP in 100 tries")
+    super::free_port_where(|port| {
+        UdpSocket::bind(("127.0.0.1", port)).is_ok()
+            && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+    })
 }
 
 /// Starts a member that joins through `seed` (a bus port), if any.

@@ -16,12 +16,34 @@ impl Drop for Node {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, below the kernel's ephemeral range (so no other
+/// test's outgoing connection takes it between here and the node's bind, which made
+/// restarts flaky), from a block of this test process's own.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    free_port_where(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+}
+
+/// [`free_port`] that also passes `usable`.
+pub fn free_port_where(usable: impl Fn(u16) -> bool) -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+    const BLOCKS: u32 = 60;
+    const PER_BLOCK: u16 = 200;
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let pid = std::process::id();
+    let block = 20_000 + (pid % BLOCKS) as u16 * PER_BLOCK;
+    // Two processes sharing a block start at different places in it.
+    let start = ((pid / BLOCKS) % u32::from(PER_BLOCK)) as u16;
+    for _ in 0..PER_BLOCK {
+        let step = u32::from(start) + u32::from(NEXT.fetch_add(1, Relaxed));
+        let port = block + (step % u32::from(PER_BLOCK)) as u16;
+        if usable(port) {
+            return port;
+        }
+    }
+    panic!(
+        "no free port in this test process's block {block}..{}",
+        block + PER_BLOCK
+    )
 }
 
 /// Sends SIGTERM through the shell's builtin `kill` (no procps on a fresh machine).
