@@ -437,6 +437,16 @@ fn free_bus_port() -> u16 {
     panic!("no port free for TCP and UDP")
 }
 
+/// SET, then WAIT 1 for up to 300 ms: how many replicas acknowledged it.
+async fn set_and_wait_1(
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    value: &str,
+) -> Result<i64> {
+    let _: () = con.set(key, value).await?;
+    Ok(redis::cmd("WAIT").arg(1).arg(300).query_async(con).await?)
+}
+
 async fn replication_info(con: &mut redis::aio::MultiplexedConnection) -> Result<String> {
     Ok(redis::cmd("INFO")
         .arg("replication")
@@ -512,12 +522,7 @@ async fn a_replica_whose_disk_fails_stops_acknowledging_writes() -> Result<()> {
     failing.fail(true);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let _: () = on_a.set(&key, "during").await?;
-        let waited: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(300)
-            .query_async(&mut on_a)
-            .await?;
+        let waited = set_and_wait_1(&mut on_a, &key, "during").await?;
         let info = replication_info(&mut on_b).await?;
         if waited == 0 && info.contains("repl_acks_held:1") {
             assert!(info.contains("repl_acks_held_reason:"), "{info}");
@@ -531,12 +536,7 @@ async fn a_replica_whose_disk_fails_stops_acknowledging_writes() -> Result<()> {
     failing.fail(false);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let _: () = on_a.set(&key, "after").await?;
-        let waited: i64 = redis::cmd("WAIT")
-            .arg(1)
-            .arg(300)
-            .query_async(&mut on_a)
-            .await?;
+        let waited = set_and_wait_1(&mut on_a, &key, "after").await?;
         if waited == 1 {
             break;
         }

@@ -24,6 +24,14 @@ pub struct Holdings {
     pub sources: Vec<(NodeId, SlotSet)>,
 }
 
+/// Notes that `slots` are learned from `source` (merged into its entry, if it has one).
+pub fn add_source(sources: &mut Vec<(NodeId, SlotSet)>, source: NodeId, slots: &SlotSet) {
+    match sources.iter_mut().find(|(id, _)| *id == source) {
+        Some((_, from)) => *from = from.union(slots),
+        None => sources.push((source, slots.clone())),
+    }
+}
+
 /// The holdings of `me` under `table`, from its holdings `held` under `previous` (`None`:
 /// the first table, when what it serves is all there is). `alive` says who is in the new
 /// view.
@@ -52,6 +60,7 @@ pub fn plan(
         match source {
             Some(source) => {
                 out.learning.insert(slot);
+                // Slot by slot here, so insert rather than merge a whole set.
                 match out.sources.iter_mut().find(|(id, _)| id == source) {
                     Some((_, slots)) => slots.insert(slot),
                     None => out.sources.push((*source, std::iter::once(slot).collect())),

@@ -457,10 +457,7 @@ impl Replication {
             let slots = slots.difference(&own.learning);
             own.held = own.held.difference(&slots);
             own.learning = own.learning.union(&slots);
-            match own.sources.iter_mut().find(|(id, _)| *id == other) {
-                Some((_, from)) => *from = from.union(&slots),
-                None => own.sources.push((other, slots)),
-            }
+            ringkv_cluster::holdings::add_source(&mut own.sources, other, &slots);
         }
         own.catching_up = SlotSet::new();
         own.pending_checks.clear();
@@ -529,10 +526,8 @@ impl Replication {
             *from = from.difference(slots);
         }
         for (next, slot) in moved {
-            match own.sources.iter_mut().find(|(id, _)| *id == next) {
-                Some((_, from)) => from.insert(slot),
-                None => own.sources.push((next, std::iter::once(slot).collect())),
-            }
+            let slot = std::iter::once(slot).collect();
+            ringkv_cluster::holdings::add_source(&mut own.sources, next, &slot);
         }
         own.sources.retain(|(_, from)| !from.is_empty());
         drop(own);
