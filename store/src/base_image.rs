@@ -90,19 +90,36 @@ fn io(error: impl std::fmt::Display) -> BaseError {
 }
 
 fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BaseError> {
-    sled::Config::new()
-        .path(path)
-        .cache_capacity(cache_bytes.max(1 << 20))
-        // Checkpoints decide when to sync, and sync for real (see make_durable).
-        .flush_every_ms(None)
-        // Pages above segment_size/4 become blob files; 1 MiB keeps bucket and chunk
-        // pages inline while sled's write buffers stay small.
-        .segment_size(1 << 20)
-        .open()
-        .map_err(|e| BaseError::Open {
-            path: path.to_path_buf(),
-            cause: e.to_string(),
-        })
+    // The directory's lock outlives a closed instance for a moment (sled's own threads let
+    // go of it last): a reopen in the same process waits for it, boundedly. Another
+    // process holding it keeps it, and the error says so.
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes.max(1 << 20))
+            // Checkpoints decide when to sync, and sync for real (see make_durable).
+            .flush_every_ms(None)
+            // Pages above segment_size/4 become blob files; 1 MiB keeps bucket and chunk
+            // pages inline while sled's write buffers stay small.
+            .segment_size(1 << 20)
+            .open();
+        match opened {
+            Err(sled::Error::Io(error))
+                if error.kind() == std::io::ErrorKind::WouldBlock
+                    && started.elapsed() < LOCK_WAIT =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            opened => {
+                return opened.map_err(|e| BaseError::Open {
+                    path: path.to_path_buf(),
+                    cause: e.to_string(),
+                });
+            }
+        }
+    }
 }
 
 impl SledKv {
