@@ -435,7 +435,8 @@ impl StreamReceiver {
     }
 
     /// Applies a records piece. `accept(slot)` says whether the sender serves the slot
-    /// (fencing); a record it refuses is not applied, and the count of those is returned.
+    /// (fencing); the first record it refuses stops the piece unapplied, and the count of
+    /// refused records (then at least 1) is returned.
     pub fn apply_records(
         &mut self,
         store: &Store,
@@ -448,7 +449,6 @@ impl StreamReceiver {
             .ok_or(MalformedRecord("short records piece"))?;
         let through = u64::from_le_bytes(*through);
         let floor = self.applied;
-        let mut refused = 0;
         while !rest.is_empty() {
             let (lsn, tail) = rest
                 .split_first_chunk::<8>()
@@ -467,7 +467,11 @@ impl StreamReceiver {
             }
             if record.kind == RecordKind::Commit {
                 if let Some((_, group)) = self.group.take() {
-                    refused += self.apply_all(store, &group, now, &accept)?;
+                    let refused = self.apply_all(store, &group, now, &accept)?;
+                    if refused > 0 {
+                        // Applied stays just before it: a later link resumes exactly here.
+                        return Ok(refused);
+                    }
                 }
                 self.applied = lsn;
                 continue;
@@ -480,11 +484,14 @@ impl StreamReceiver {
                 group.1.extend_from_slice(raw);
                 continue;
             }
-            refused += self.apply_one(store, &record, now, &accept)?;
+            let refused = self.apply_one(store, &record, now, &accept)?;
+            if refused > 0 {
+                return Ok(refused);
+            }
             self.applied = lsn;
         }
         self.applied = self.applied.max(through);
-        Ok(refused)
+        Ok(0)
     }
 
     /// Applies part of a snapshot window. `accept(slot)` is the fencing rule of [`Self::apply_records`]: a refused
@@ -885,7 +892,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_outside_the_link_or_past_its_piece_is_refused_and_fencing_skips_it() {
+    fn a_record_outside_the_link_or_past_its_piece_is_refused_and_fencing_stops_before_it() {
         let store = Store::builder().build();
         let slots = SlotSet::from_ranges(&[(key_slot(b"mine"), key_slot(b"mine"))]);
         let mut receiver = StreamReceiver::new(slots, 0);
@@ -917,7 +924,9 @@ mod tests {
             Ok(1)
         );
         assert!(store.is_empty());
-        assert_eq!(receiver.applied(), 3);
+        // The refused record stops the piece where it is: a later link resumes there,
+        // so the record is not skipped for good (a handoff's fence link relies on it).
+        assert_eq!(receiver.applied(), 0);
         assert!(
             receiver
                 .apply_records(&store, b"short", NOW, |_| true)

@@ -933,6 +933,13 @@ impl Store {
         self.gate.read()
     }
 
+    /// Returns once every command batch running now has finished (and so appended its
+    /// records): a handoff's fence, after which nothing routed by an older slot table is
+    /// still on its way into the change log.
+    pub fn barrier(&self) {
+        drop(self.gate.write());
+    }
+
     /// Runs alone: no other shared or exclusive holder runs meanwhile.
     /// The change log records what happens meanwhile as one atomic group, which a
     /// recovery applies whole or not at all.
