@@ -28,7 +28,10 @@ for round_ in range(rounds):
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 30
-        while info(port).get("cluster_known_nodes") != "3" and time.monotonic() < deadline:
+        while time.monotonic() < deadline:
+            i = info(port)
+            if i.get("cluster_known_nodes") == "3" and i.get("cluster_members_joining") == "0":
+                break
             time.sleep(0.02)
         victim = port + 2
         # A key the victim serves as primary.

@@ -367,6 +367,7 @@ pub fn up(nodes_wanted: usize, base_port: u16, extra: &[String], as_json: bool) 
                 infos.iter().all(|i| {
                     i.get("cluster_state").map(String::as_str) == Some("ok")
                         && i.get("cluster_known_nodes") == Some(&nodes_wanted.to_string())
+                        && i.get("cluster_members_joining").map(String::as_str) == Some("0")
                         && i.get("cluster_current_epoch") == infos[0].get("cluster_current_epoch")
                 })
             });

@@ -25,6 +25,7 @@ const MAX_DATAGRAM: usize = 2048;
 enum Command {
     Leave(oneshot::Sender<()>),
     Gone(crate::ring::NodeId),
+    State(NodeState),
 }
 
 /// A running membership task.
@@ -93,6 +94,12 @@ impl Bus {
         let _ = self.commands.try_send(Command::Gone(id));
     }
 
+    /// Announces a new state (a joining member that holds its copies announces `Serving`).
+    /// Never blocks; a full queue drops it (the caller asks again).
+    pub fn announce(&self, state: NodeState) {
+        let _ = self.commands.try_send(Command::State(state));
+    }
+
     /// Announces draining, tells a few members we leave, and stops the task. Waits at
     /// most `limit`.
     pub async fn leave(&self, limit: Duration) {
@@ -132,6 +139,11 @@ impl Actor {
                     match command {
                         Some(Command::Gone(id)) => {
                             core.declare_gone(&id, &mut out);
+                            self.apply(&core, out).await;
+                            continue;
+                        }
+                        Some(Command::State(state)) => {
+                            core.set_state(state, &mut out);
                             self.apply(&core, out).await;
                             continue;
                         }

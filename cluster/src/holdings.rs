@@ -20,6 +20,10 @@ pub struct Holdings {
     pub held: SlotSet,
     /// Slots it serves as primary but must learn first.
     pub learning: SlotSet,
+    /// The learning slots it holds a copy of already: their previous primary is alive and
+    /// served them until it saw this table, so only what it took meanwhile is missing
+    /// (its fence). A subset of `learning`.
+    pub fencing: SlotSet,
     /// Where each learning slot comes from: a member that owned it before.
     pub sources: Vec<(NodeId, SlotSet)>,
 }
@@ -29,6 +33,14 @@ pub fn add_source(sources: &mut Vec<(NodeId, SlotSet)>, source: NodeId, slots: &
     match sources.iter_mut().find(|(id, _)| *id == source) {
         Some((_, from)) => *from = from.union(slots),
         None => sources.push((source, slots.clone())),
+    }
+}
+
+/// Notes that `slot` is learned from `source` (slot by slot, so an insert, not a merge).
+pub fn note_source(sources: &mut Vec<(NodeId, SlotSet)>, source: &NodeId, slot: u16) {
+    match sources.iter_mut().find(|(id, _)| id == source) {
+        Some((_, slots)) => slots.insert(slot),
+        None => sources.push((*source, std::iter::once(slot).collect())),
     }
 }
 
@@ -49,6 +61,17 @@ pub fn plan(
             None => table.primary(slot) == Some(me),
             Some(_) => owner_now && held.contains(slot),
         };
+        // Its previous primary is alive: it took writes until it saw this table, so even
+        // a held copy waits for that member's fence before it is served.
+        let handed_by = previous
+            .and_then(|prev| prev.primary(slot))
+            .filter(|p| *p != me && alive(p) && table.primary(slot) == Some(me));
+        if let (true, Some(from)) = (kept, handed_by) {
+            out.learning.insert(slot);
+            out.fencing.insert(slot);
+            note_source(&mut out.sources, from, slot);
+            continue;
+        }
         if kept {
             out.held.insert(slot);
             continue;
@@ -60,11 +83,7 @@ pub fn plan(
         match source {
             Some(source) => {
                 out.learning.insert(slot);
-                // Slot by slot here, so insert rather than merge a whole set.
-                match out.sources.iter_mut().find(|(id, _)| id == source) {
-                    Some((_, slots)) => slots.insert(slot),
-                    None => out.sources.push((*source, std::iter::once(slot).collect())),
-                }
+                note_source(&mut out.sources, source, slot);
             }
             // No copy survives anywhere: serve what there is.
             None => {
@@ -121,9 +140,19 @@ mod tests {
                             continue;
                         }
                         let owned = before.owners(slot).any(|o| *o == me.id);
-                        assert_eq!(plan.held.contains(slot), owned, "slot {slot}");
-                        assert_eq!(plan.learning.contains(slot), !owned, "slot {slot}");
-                        if !owned {
+                        // A copy held here waits for the fence of its previous primary
+                        // when that one survived (it took writes until it saw the table).
+                        let fenced = before
+                            .primary(slot)
+                            .is_some_and(|p| *p != me.id && alive(p));
+                        assert_eq!(plan.held.contains(slot), owned && !fenced, "slot {slot}");
+                        assert_eq!(plan.fencing.contains(slot), owned && fenced, "slot {slot}");
+                        assert_eq!(
+                            plan.learning.contains(slot),
+                            !owned || fenced,
+                            "slot {slot}"
+                        );
+                        if !owned || fenced {
                             let (source, _) = plan
                                 .sources
                                 .iter()
@@ -144,6 +173,53 @@ mod tests {
         }
         // The bounded loads did move slots to members without a copy in these cases.
         assert!(learned > 0, "no case exercised learning");
+    }
+
+    #[test]
+    fn a_joiner_that_copied_its_slots_serves_them_only_after_each_previous_primary_fenced_them() {
+        let members: Vec<RingMember> = [3u8, 8, 13].iter().map(|&s| member(s)).collect();
+        let before = table(&members);
+        let joiner = member(21);
+        let mut all = members.clone();
+        all.push(joiner);
+        let after = table(&all);
+        // It copied every slot it owns in the new table while joining.
+        let copied: SlotSet = (0..SLOT_COUNT)
+            .filter(|&s| after.owners(s).any(|o| *o == joiner.id))
+            .collect();
+        let plan = plan(&joiner.id, Some(&before), &copied, &after, |_| true);
+        let primaries: SlotSet = (0..SLOT_COUNT)
+            .filter(|&s| after.primary(s) == Some(&joiner.id))
+            .collect();
+        assert!(primaries.len() > 3000, "about a quarter of the slots");
+        assert_eq!(plan.fencing, primaries);
+        assert_eq!(plan.learning, primaries);
+        assert_eq!(plan.held, copied.difference(&primaries));
+        for (source, slots) in &plan.sources {
+            assert!(slots.iter().all(|s| before.primary(s) == Some(source)));
+        }
+        // The members that served them keep serving what stays theirs with no wait; a
+        // slot the bounded loads move between them waits for its previous primary too.
+        for member in &members {
+            let held: SlotSet = (0..SLOT_COUNT)
+                .filter(|&s| before.owners(s).any(|o| *o == member.id))
+                .collect();
+            let theirs = super::plan(&member.id, Some(&before), &held, &after, |_| true);
+            for slot in 0..SLOT_COUNT {
+                let stays = after.primary(slot) == Some(&member.id)
+                    && before.primary(slot) == Some(&member.id);
+                if stays {
+                    assert!(theirs.held.contains(slot) && !theirs.learning.contains(slot));
+                }
+            }
+            assert!(theirs.fencing.is_subset(&held));
+            assert!(
+                theirs
+                    .fencing
+                    .iter()
+                    .all(|s| before.primary(s) != Some(&member.id))
+            );
+        }
     }
 
     #[test]

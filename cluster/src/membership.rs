@@ -233,6 +233,9 @@ pub struct Settings {
     pub timing: Timing,
     /// Ring config for the tables built from the view.
     pub ring: RingConfig,
+    /// The state announced first: `Joining` for a member that joins a running cluster
+    /// (it takes no slot until it holds copies of what it will own), `Serving` otherwise.
+    pub initial_state: NodeState,
 }
 
 /// Counters for the bus.
@@ -361,15 +364,18 @@ pub enum ClusterState {
     Forming,
 }
 
-/// A snapshot of the membership and the slot table built from it.
+/// A snapshot of the membership and the slot tables built from it.
 #[derive(Clone, Debug)]
 pub struct ClusterView {
     /// This node's id.
     pub me: NodeId,
     /// Live members with known info, sorted by id (this node included).
     pub nodes: Vec<NodeView>,
-    /// The slot table over the members that own slots.
+    /// The slot table over the members that serve: who owns each slot now.
     pub table: SlotTable,
+    /// The table the cluster moves to once every joining member holds its copies: over
+    /// the serving and the joining members. Equal to `table` when nobody joins.
+    pub target: SlotTable,
     /// Routable or not.
     pub state: ClusterState,
     /// How many times the cluster declared this node down and it rejoined under a renewed
@@ -395,23 +401,51 @@ impl ClusterView {
             .map(|n| n.client)
     }
 
+    /// True when `id` joins (announced `Joining` and is not in the table yet).
+    pub fn is_joining(&self, id: &NodeId) -> bool {
+        self.node(id).is_some_and(|n| n.state == NodeState::Joining)
+            && self.table.members().binary_search(id).is_err()
+    }
+
+    /// True when `id` joins and will own `slot`: it copies the slot from its primary
+    /// before it takes any slot.
+    pub fn joins_owning(&self, slot: u16, id: &NodeId) -> bool {
+        self.is_joining(id) && self.target.owners(slot).any(|o| o == id)
+    }
+
+    /// How many members are joining.
+    pub fn joining(&self) -> usize {
+        self.nodes.iter().filter(|n| self.is_joining(&n.id)).count()
+    }
+
     /// Builds the view from members and their infos; pure, so the simulation and the
-    /// nodes agree exactly when they know the same things.
+    /// nodes agree exactly when they know the same things. The table is over the serving
+    /// members (over everyone when nobody serves yet: a cluster being founded).
     pub fn build(me: NodeId, nodes: Vec<NodeView>, ring: RingConfig, forming: bool) -> Self {
         let mut nodes = nodes;
         nodes.sort_by_key(|n| n.id);
         nodes.dedup_by_key(|n| n.id);
-        let owners: Vec<RingMember> = nodes
-            .iter()
-            .filter(|n| n.state != NodeState::Draining)
-            .map(|n| RingMember {
-                id: n.id,
-                weight: n.weight,
-            })
-            .collect();
+        let members = |keep: &dyn Fn(NodeState) -> bool| -> Vec<RingMember> {
+            nodes
+                .iter()
+                .filter(|n| keep(n.state))
+                .map(|n| RingMember {
+                    id: n.id,
+                    weight: n.weight,
+                })
+                .collect()
+        };
+        let target = members(&|state| state != NodeState::Draining);
+        let mut serving = members(&|state| state == NodeState::Serving);
+        if serving.is_empty() {
+            serving = target.clone();
+        }
+        let target = SlotTable::build(&target, ring);
+        let table = SlotTable::build(&serving, ring);
         ClusterView {
             me,
-            table: SlotTable::build(&owners, ring),
+            table,
+            target,
             nodes,
             state: if forming {
                 ClusterState::Forming
@@ -448,7 +482,7 @@ impl Core {
             version: settings.identity.bump,
             client: settings.client,
             weight: settings.weight,
-            state: NodeState::Serving,
+            state: settings.initial_state,
         };
         let book = InfoBook::default();
         let infos = book.infos.clone();

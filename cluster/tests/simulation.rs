@@ -93,6 +93,7 @@ impl Sim {
             secret: self.secret.clone(),
             rng_seed: seed.wrapping_add(index as u64),
             timing: self.timing,
+            initial_state: NodeState::Serving,
             ring: RingConfig {
                 vnodes: 64,
                 replicas: 1,

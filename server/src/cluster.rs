@@ -59,6 +59,9 @@ pub struct ClusterNode {
     /// almost always, so the flag keeps the check off the command path.
     not_ready: Mutex<SlotSet>,
     any_not_ready: std::sync::atomic::AtomicBool,
+    /// Not-ready slots whose previous primary still serves them until it fences them (a
+    /// handoff's last moment): commands for them go there, not to `-TRYAGAIN`.
+    handing_in: Mutex<Vec<(NodeId, SlotSet)>>,
     /// The node id came from the data directory: this is a restart of a member.
     restarted: bool,
     /// The last table replication judged (which slots it holds, which it must learn):
@@ -174,6 +177,13 @@ impl ClusterNode {
                 vnodes: config.cluster_vnodes,
                 replicas: config.cluster_replicas,
             },
+            // A fresh member joining a running cluster copies what it will own first; a
+            // founding or restarting member serves from the start.
+            initial_state: if !config.cluster_join.is_empty() && !restarted {
+                ringkv_cluster::membership::NodeState::Joining
+            } else {
+                ringkv_cluster::membership::NodeState::Serving
+            },
         };
         let bus = Bus::start(settings, socket)?;
         Ok(ClusterNode {
@@ -190,6 +200,7 @@ impl ClusterNode {
             served: Mutex::new((0, None)),
             not_ready: Mutex::new(SlotSet::new()),
             any_not_ready: std::sync::atomic::AtomicBool::new(false),
+            handing_in: Mutex::new(Vec::new()),
             restarted,
             judged_version: std::sync::atomic::AtomicU64::new(0),
             judged: Mutex::new(None),
@@ -238,6 +249,27 @@ impl ClusterNode {
         *self.not_ready.lock() = slots;
         self.any_not_ready
             .store(any, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Not-ready slots still served by their previous primary, by that member: commands
+    /// for them are sent there until it hands them over.
+    pub fn set_handing_in(&self, from: Vec<(NodeId, SlotSet)>) {
+        *self.handing_in.lock() = from;
+    }
+
+    /// The member that still serves `slot` for us until its handoff ends, if any.
+    fn handing_in_from(&self, slot: u16) -> Option<NodeId> {
+        self.handing_in
+            .lock()
+            .iter()
+            .find(|(_, slots)| slots.contains(slot))
+            .map(|(id, _)| *id)
+    }
+
+    /// Announces a new state: `Serving` once a joining member holds copies of every slot
+    /// it will own, `Draining` when it leaves.
+    pub fn announce_state(&self, state: ringkv_cluster::membership::NodeState) {
+        self.bus.announce(state);
     }
 
     /// Replication judged `table`: slots it makes ours are served once not-ready says so.
@@ -318,25 +350,31 @@ impl ClusterNode {
             let replica_read = conn.readonly
                 && spec.flags.contains(CommandFlags::READONLY)
                 && view.table.is_replica(slot, &view.me);
+            let elsewhere = |id: &NodeId| match view.node(id) {
+                Some(owner) if may_proxy => Verdict::Forward(Forward::relay(
+                    owner.client,
+                    args,
+                    std::iter::once(slot).collect(),
+                    spec.flags.contains(CommandFlags::WRITE),
+                )),
+                Some(owner) => Verdict::Refuse(moved(slot, owner.client)),
+                None => Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into())),
+            };
             return match view.table.primary(slot) {
                 Some(id) if *id == view.me && (!self.ready(slot) || self.unjudged(slot, &view)) => {
-                    Verdict::Refuse(CmdError::Custom(format!(
-                        "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
-                    )))
+                    match self.handing_in_from(slot) {
+                        // Its previous primary serves it until it fenced it for us. (A
+                        // proxy that forwarded it here retries instead: it cannot follow.)
+                        Some(from) if view.node(&from).is_some() && !conn.forwarded => {
+                            elsewhere(&from)
+                        }
+                        _ => Verdict::Refuse(CmdError::Custom(format!(
+                            "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
+                        ))),
+                    }
                 }
                 Some(id) if *id == view.me || replica_read => Verdict::Local,
-                Some(id) => match view.node(id) {
-                    Some(owner) if may_proxy => Verdict::Forward(Forward::relay(
-                        owner.client,
-                        args,
-                        std::iter::once(slot).collect(),
-                        spec.flags.contains(CommandFlags::WRITE),
-                    )),
-                    Some(owner) => Verdict::Refuse(moved(slot, owner.client)),
-                    None => {
-                        Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into()))
-                    }
-                },
+                Some(id) => elsewhere(id),
                 None => {
                     Verdict::Refuse(CmdError::Custom("CLUSTERDOWN Hash slot not served".into()))
                 }
@@ -508,13 +546,27 @@ impl ClusterNode {
         command: &[u8],
         want_lsn: bool,
     ) -> Result<Upstreamed, ProxyError> {
-        tokio::time::timeout(
-            PROXY_TIMEOUT,
-            self.pool
-                .call(addr, resp3, &self.password, command, want_lsn),
-        )
-        .await
-        .unwrap_or(Err(ProxyError::Timeout))
+        // An owner in the last moment of a handoff answers TRYAGAIN to a proxy (which
+        // cannot follow a redirect back to the member still serving it): ask again
+        // shortly, for a bounded time.
+        const HANDOFF_RETRY: Duration = Duration::from_millis(2);
+        const HANDOFF_RETRIES: usize = 500;
+        let mut tries = 0;
+        loop {
+            let result = tokio::time::timeout(
+                PROXY_TIMEOUT,
+                self.pool
+                    .call(addr, resp3, &self.password, command, want_lsn),
+            )
+            .await
+            .unwrap_or(Err(ProxyError::Timeout));
+            let again = matches!(&result, Ok(Upstreamed { reply: Reply::Error(e), .. }) if e.starts_with("TRYAGAIN"));
+            if !again || tries >= HANDOFF_RETRIES {
+                return result;
+            }
+            tries += 1;
+            tokio::time::sleep(HANDOFF_RETRY).await;
+        }
     }
 }
 

@@ -224,6 +224,14 @@ pub struct Config {
     /// does) or proxy (forward it to the owner and relay the reply).
     #[arg(long = "cluster-routing", default_value = "redirect", value_parser = ["redirect", "proxy"])]
     pub cluster_routing: String,
+    /// How long a leaving member (SIGTERM, SHUTDOWN) waits, at most, for the members
+    /// taking over its slots to hold them before it leaves; 0 leaves at once.
+    #[arg(
+        long = "cluster-drain-timeout",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub cluster_drain_timeout: u64,
     /// Bytes of recent changes kept so a replica whose link dropped resumes without a
     /// snapshot (Redis's repl-backlog-size).
     #[arg(long = "repl-backlog-size", default_value = "16mb", value_parser = memory_arg)]

@@ -176,6 +176,11 @@ impl Server {
         while accepts.join_next().await.is_some() {}
         cron.abort();
         if let Some(replication) = node.replication.get() {
+            // Hand every slot served here to the member taking it over before leaving.
+            let limit = Duration::from_secs(node.config.read().cluster_drain_timeout);
+            if !limit.is_zero() {
+                replication.drain(limit).await;
+            }
             replication.stop();
         }
         if let Some(cluster) = &node.cluster {

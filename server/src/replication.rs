@@ -103,6 +103,8 @@ pub struct ReplicaLink {
     pub learner: bool,
     /// When it last acknowledged (node uptime ms).
     pub last_ack_ms: AtomicU64,
+    /// It acknowledged a fence: it serves the slots it took over from us.
+    pub fence_taken: AtomicBool,
 }
 
 impl ReplicaLink {
@@ -138,6 +140,14 @@ struct Holdings {
     rejoins: u64,
     held: SlotSet,
     learning: SlotSet,
+    /// Learning slots held already, waiting only for their previous primary's fence (a
+    /// subset of `learning`; their source is in `sources`).
+    fencing: SlotSet,
+    /// Slots this node served as primary and no longer owns: it keeps handing them to
+    /// their new primary until that one has them (a learner may still ask).
+    handing: SlotSet,
+    /// The target table judged while joining.
+    target_version: u64,
     /// Where each learning slot comes from.
     sources: Vec<(NodeId, SlotSet)>,
     /// Slots taken over from a dead primary, not served until the other surviving owners
@@ -161,6 +171,11 @@ pub struct Replication {
     /// serving the slot as primary with a whole copy. A write taken with a stale view (a
     /// paused primary waking up) lies before it, and no acknowledgement ever counts it.
     serving_since: Box<[AtomicU64]>,
+    /// Per slot, the fence LSN at which this node handed the slot to its new primary and saw
+    /// it acknowledged (0: not handed since it last served it): every write it took for the
+    /// slot is held there, and WAIT counts them as one copy (the new primary) instead of
+    /// waiting for replicas it no longer has.
+    handed: Box<[AtomicU64]>,
     key: LinkKey,
     store: Arc<Store>,
     log: Arc<ChangeLog>,
@@ -214,6 +229,9 @@ impl Replication {
             me,
             run: AtomicU64::new(rand::random()),
             serving_since: (0..ringkv_cluster::SLOT_COUNT)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            handed: (0..ringkv_cluster::SLOT_COUNT)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             key: LinkKey::new(config.cluster_secret.as_deref().filter(|s| !s.is_empty())),
@@ -281,11 +299,16 @@ impl Replication {
     /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
     pub(super) fn update_holdings(self: &Arc<Self>, view: &ClusterView) {
         let mut own = self.holdings.lock();
+        if view.is_joining(&self.me) {
+            self.hold_while_joining(&mut own, view);
+            return;
+        }
         // Declared down and back (a pause, a partition): others served our slots
         // meanwhile, so nothing here is a whole copy any more, even if the table is the
         // same as before. Our slots are learned again from those who served them.
         let amnesia = own.table.is_some() && view.rejoins != own.rejoins;
         if !amnesia && own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
+            self.drop_dead_fences(&mut own, view);
             return;
         }
         // A restarted member judges its first table only once the cluster is formed, and
@@ -306,19 +329,60 @@ impl Replication {
                 "this node was declared down: relearning its slots, its replicas resync"
             );
             own.held = SlotSet::new();
+            // What it handed over before the pause is not known to be held any more.
+            for handed in self.handed.iter() {
+                handed.store(0, Relaxed);
+            }
             self.run.store(rand::random(), Relaxed);
             for puller in self.pullers.lock().iter() {
                 puller.stop.store(true, Relaxed);
             }
         }
+        if amnesia {
+            own.fencing = SlotSet::new();
+            own.handing = SlotSet::new();
+        }
+        // A copy waiting for its fence is still a copy.
+        let copies = own.held.union(&own.fencing);
         let plan = ringkv_cluster::holdings::plan(
             &self.me,
             own.table.as_ref(),
-            &own.held,
+            &copies,
             &view.table,
             |id| view.node(id).is_some(),
         );
-        let (mut held, learning, sources) = (plan.held, plan.learning, plan.sources);
+        let (mut held, mut learning, mut fencing, mut sources) =
+            (plan.held, plan.learning, plan.fencing, plan.sources);
+        // A fence a newer table interrupted is still owed by the same member.
+        for (source, slots) in &own.sources {
+            let owed: SlotSet = slots
+                .intersection(&own.fencing)
+                .intersection(&held)
+                .iter()
+                .filter(|&s| view.table.primary(s) == Some(&self.me))
+                .collect();
+            if !owed.is_empty() && view.node(source).is_some() {
+                held = held.difference(&owed);
+                learning = learning.union(&owed);
+                fencing = fencing.union(&owed);
+                ringkv_cluster::holdings::add_source(&mut sources, *source, &owed);
+            }
+        }
+        // Slots served here as primary that the table gave away: kept for their new
+        // primary's learner until this node owns them again.
+        let owned: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
+            .filter(|&s| view.table.owners(s).any(|o| *o == self.me))
+            .collect();
+        let was_primary: SlotSet = match own.table.as_ref() {
+            Some(previous) if !amnesia && !restart => (0..ringkv_cluster::SLOT_COUNT)
+                .filter(|&s| previous.primary(s) == Some(&self.me))
+                .collect(),
+            _ => SlotSet::new(),
+        };
+        let handing = own
+            .handing
+            .union(&was_primary.intersection(&copies))
+            .difference(&owned);
         if restart {
             // Slots no other member has a copy of are served with what is here, but not
             // claimed as whole copies (a member alone after a restart would otherwise
@@ -334,7 +398,7 @@ impl Replication {
                     .as_ref()
                     .is_some_and(|t| t.primary(slot) == Some(&self.me));
             if view.table.primary(slot) == Some(&self.me) && !was_primary {
-                self.serving_since[usize::from(slot)].store(since, Relaxed);
+                self.serve_from(slot, since);
             }
         }
         if !learning.is_empty() {
@@ -382,17 +446,15 @@ impl Replication {
         }
         let catching_up: SlotSet = checks.values().fold(SlotSet::new(), |all, s| all.union(s));
         self.cluster.set_not_ready(learning.union(&catching_up));
-        let pending_checks = checks.clone();
-        if !checks.is_empty() {
-            let repl = self.clone();
-            let version = view.table.version();
-            let spawned = std::thread::Builder::new()
-                .name("ringkv-repl-catchup".into())
-                .spawn(move || repl.catch_up(version, checks));
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "could not start the catch-up check");
-            }
+        self.cluster.set_handing_in(fences(&sources, &fencing));
+        if !fencing.is_empty() {
+            tracing::info!(
+                slots = fencing.len(),
+                "taking over slots from a live primary: serving them after its fence"
+            );
         }
+        let pending_checks = checks.clone();
+        self.start_catch_up(view.table.version(), checks);
         self.cluster.judged(&view.table);
         *own = Holdings {
             judged_at: Some(std::time::Instant::now()),
@@ -403,8 +465,106 @@ impl Replication {
             rejoins: view.rejoins,
             held,
             learning,
+            fencing,
+            handing,
+            target_version: view.target.version(),
             sources,
         };
+    }
+
+    /// Starts the catch-up check for slots taken over from dead primaries, if any.
+    fn start_catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
+        if checks.is_empty() {
+            return;
+        }
+        let repl = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ringkv-repl-catchup".into())
+            .spawn(move || repl.catch_up(version, checks));
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start the catch-up check");
+        }
+    }
+
+    /// A member whose fence these slots wait for is gone (it left or died mid-handoff):
+    /// they are taken over as from any dead primary, served once the other owners of the
+    /// table it served them under said how far they got in its stream.
+    fn drop_dead_fences(self: &Arc<Self>, own: &mut Holdings, view: &ClusterView) {
+        let dead: Vec<(NodeId, SlotSet)> = fences(&own.sources, &own.fencing)
+            .into_iter()
+            .filter(|(id, _)| view.node(id).is_none())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        let since = self.log.last_lsn() + 1;
+        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
+        for (gone, slots) in &dead {
+            tracing::info!(from = %gone, slots = slots.len(), "the member handing these slots over is gone: taking them over");
+            own.fencing = own.fencing.difference(slots);
+            own.learning = own.learning.difference(slots);
+            own.held = own.held.union(slots);
+            for slot in slots.iter() {
+                self.serve_from(slot, since);
+                let others = own.previous.iter().flat_map(|t| t.owners(slot));
+                for other in others {
+                    if *other != self.me && other != gone && view.node(other).is_some() {
+                        checks.entry((*gone, *other)).or_default().insert(slot);
+                    }
+                }
+            }
+        }
+        for (_, from) in own.sources.iter_mut() {
+            for (_, slots) in &dead {
+                *from = from.difference(slots);
+            }
+        }
+        own.sources.retain(|(_, from)| !from.is_empty());
+        for (key, slots) in &checks {
+            let entry = own.pending_checks.entry(*key).or_default();
+            *entry = entry.union(slots);
+            own.catching_up = own.catching_up.union(slots);
+        }
+        self.cluster
+            .set_not_ready(own.learning.union(&own.catching_up));
+        self.cluster
+            .set_handing_in(fences(&own.sources, &own.fencing));
+        if let Some(table) = own.table.as_ref() {
+            self.start_catch_up(table.version(), checks);
+        }
+    }
+
+    /// While joining: nothing is served here; the copies taken of the slots this node will
+    /// own stay good while the member they came from still serves them.
+    fn hold_while_joining(&self, own: &mut Holdings, view: &ClusterView) {
+        let same_table = own.table.as_ref().map(|t| t.version()) == Some(view.table.version());
+        if same_table && own.target_version == view.target.version() {
+            return;
+        }
+        let will_own = will_own(view, &self.me);
+        let still: SlotSet = own
+            .held
+            .iter()
+            .filter(|&s| {
+                will_own.contains(s)
+                    && own
+                        .table
+                        .as_ref()
+                        .is_some_and(|t| t.primary(s) == view.table.primary(s))
+            })
+            .collect();
+        *own = Holdings {
+            judged_at: Some(std::time::Instant::now()),
+            previous: own.table.take(),
+            table: Some(view.table.clone()),
+            rejoins: view.rejoins,
+            held: still,
+            target_version: view.target.version(),
+            ..Holdings::default()
+        };
+        self.cluster.set_not_ready(SlotSet::new());
+        self.cluster.set_handing_in(Vec::new());
+        self.cluster.judged(&view.table);
     }
 
     /// Asks each surviving owner where it stands in the dead primary's stream; slots one of
@@ -467,9 +627,55 @@ impl Replication {
         self.reconcile(&view);
     }
 
-    /// True when this node holds a whole copy of every slot in `slots`.
+    /// True when this node holds a whole copy of every slot in `slots`, or served them
+    /// until the table gave them away (`handing`: their new primary may still learn them).
     fn holds(&self, slots: &SlotSet) -> bool {
-        slots.is_subset(&self.holdings.lock().held)
+        let own = self.holdings.lock();
+        slots.is_subset(&own.held.union(&own.handing))
+    }
+
+    /// True when `slot` waits here for `source`'s fence: records for it from `source` are
+    /// still applied (it served the slot until it saw our table).
+    fn fencing_from(&self, slot: u16, source: &NodeId) -> bool {
+        let own = self.holdings.lock();
+        own.fencing.contains(slot)
+            && own
+                .sources
+                .iter()
+                .any(|(id, slots)| id == source && slots.contains(slot))
+    }
+
+    /// True when `source` served `slot` as primary under the table before this one and
+    /// this node still copies it: records from it up to its fence are history.
+    fn served_before(&self, slot: u16, source: &NodeId, view: &ClusterView) -> bool {
+        let owns =
+            view.table.owners(slot).any(|o| *o == self.me) || view.joins_owning(slot, &self.me);
+        owns && self
+            .holdings
+            .lock()
+            .previous
+            .as_ref()
+            .is_some_and(|t| t.primary(slot) == Some(source))
+    }
+
+    /// `source` fenced `slots` (its heartbeat names our table, after everything it logged
+    /// under the older one): the ones waiting for it are served from now on. True when
+    /// some were.
+    fn fenced(&self, source: &NodeId, slots: &SlotSet) -> bool {
+        let done: SlotSet = {
+            let own = self.holdings.lock();
+            own.sources
+                .iter()
+                .filter(|(id, _)| id == source)
+                .map(|(_, from)| from.intersection(slots).intersection(&own.fencing))
+                .fold(SlotSet::new(), |all, s| all.union(&s))
+        };
+        if done.is_empty() {
+            return false;
+        }
+        tracing::info!(from = %source, slots = done.len(), "handoff fenced; serving the slots");
+        self.learned(&done);
+        true
     }
 
     /// True when this node judged the current table and holds no whole copy of some slot
@@ -477,9 +683,9 @@ impl Replication {
     fn has_no_copy_of(&self, slots: &SlotSet) -> bool {
         let own = self.holdings.lock();
         own.table.is_some()
-            && slots
-                .iter()
-                .any(|s| !own.held.contains(s) && !own.learning.contains(s))
+            && slots.iter().any(|s| {
+                !own.held.contains(s) && !own.learning.contains(s) && !own.handing.contains(s)
+            })
     }
 
     /// A learner's `source` has no whole copy of `slots`: each goes to the next owner of
@@ -536,7 +742,7 @@ impl Replication {
                 slots = serve_own.len(),
                 "no other member holds a whole copy: serving these slots with what is here"
             );
-            self.now_hold(&serve_own);
+            self.learned(&serve_own);
         }
     }
 
@@ -555,25 +761,41 @@ impl Replication {
         self.holdings.lock().learning.contains(slot)
     }
 
-    /// A replica link finished syncing these slots (or a learner link has them).
+    /// These slots are learned or fenced: held and served from now on.
+    fn learned(&self, slots: &SlotSet) {
+        {
+            let mut own = self.holdings.lock();
+            own.fencing = own.fencing.difference(slots);
+        }
+        self.now_hold(slots);
+    }
+
+    /// A link copied these slots whole (a replica's snapshot or resume, a learner's copy):
+    /// held from now on, and served if they were being learned.
     fn now_hold(&self, slots: &SlotSet) {
         let mut own = self.holdings.lock();
+        // A slot waiting for its previous primary's fence is held only once the fence came
+        // (`fenced`), whatever a link that copied it says.
+        let slots = &slots.difference(&own.fencing);
         let since = self.log.last_lsn() + 1;
         for slot in slots.iter() {
             if own.learning.contains(slot) {
                 // Learned: served from here on.
-                self.serving_since[usize::from(slot)].store(since, Relaxed);
+                self.serve_from(slot, since);
             }
             own.held.insert(slot);
             own.learning.remove(slot);
+            own.fencing.remove(slot);
         }
         for (_, learned) in own.sources.iter_mut() {
             *learned = learned.difference(slots);
         }
         own.sources.retain(|(_, slots)| !slots.is_empty());
         let not_ready = own.learning.union(&own.catching_up);
+        let handing_in = fences(&own.sources, &own.fencing);
         drop(own);
         self.cluster.set_not_ready(not_ready);
+        self.cluster.set_handing_in(handing_in);
     }
 
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {
@@ -584,24 +806,51 @@ impl Replication {
             .into_iter()
             .map(|(primary, slots)| (primary, slots, false))
             .collect();
+        if view.is_joining(&self.me) {
+            self.join(view, &mut wanted);
+        }
+        let (sources, fencing) = {
+            let own = self.holdings.lock();
+            (own.sources.clone(), own.fencing.clone())
+        };
         wanted.extend(
-            self.holdings
-                .lock()
-                .sources
+            sources
                 .iter()
                 .map(|(source, slots)| (*source, slots.clone(), true)),
         );
         let mut pullers = self.pullers.lock();
         pullers.retain(|puller| {
-            let keep = !puller.done.load(Relaxed)
-                && wanted.iter().any(|(primary, slots, learn)| {
-                    *primary == puller.primary && *slots == puller.slots && *learn == puller.learn
+            let exact = wanted.iter().any(|(primary, slots, learn)| {
+                *primary == puller.primary && *slots == puller.slots && *learn == puller.learn
+            });
+            // A link that streamed these slots here before the table changed carries their
+            // previous primary's fence: it lives until the fence arrives.
+            let carries_fence = !puller.learn
+                && sources.iter().any(|(source, slots)| {
+                    *source == puller.primary
+                        && !slots
+                            .intersection(&fencing)
+                            .intersection(&puller.slots)
+                            .is_empty()
                 });
+            let keep = !puller.done.load(Relaxed) && (exact || carries_fence);
             if !keep {
                 puller.stop.store(true, Relaxed);
             }
             keep
         });
+        // While such a link lives, nothing else is pulled from that member.
+        let fence_links: Vec<NodeId> = pullers
+            .iter()
+            .filter(|p| {
+                !p.learn
+                    && !wanted
+                        .iter()
+                        .any(|(id, slots, learn)| *id == p.primary && *slots == p.slots && !learn)
+            })
+            .map(|p| p.primary)
+            .collect();
+        wanted.retain(|(primary, _, _)| !fence_links.contains(primary));
         for (primary, slots, learn) in wanted {
             if pullers
                 .iter()
@@ -632,6 +881,84 @@ impl Replication {
             if let Err(error) = spawned {
                 tracing::warn!(%error, "could not start a replication puller");
             }
+        }
+    }
+
+    /// A joining member copies every slot it will own from the member serving it, and
+    /// announces `Serving` once it holds them all: the table then gives it its slots, each
+    /// served after its previous primary's fence.
+    fn join(&self, view: &ClusterView, wanted: &mut Vec<(NodeId, SlotSet, bool)>) {
+        let will_own = will_own(view, &self.me);
+        let mut by_primary: Vec<(NodeId, SlotSet)> = Vec::new();
+        for slot in will_own.iter() {
+            if let Some(primary) = view.table.primary(slot).filter(|p| **p != self.me) {
+                ringkv_cluster::holdings::note_source(&mut by_primary, primary, slot);
+            }
+        }
+        wanted.extend(by_primary.into_iter().map(|(p, slots)| (p, slots, false)));
+        let ready = view.state == ringkv_cluster::ClusterState::Ok
+            && will_own.is_subset(&self.holdings.lock().held);
+        if ready {
+            tracing::info!(
+                slots = will_own.len(),
+                "joined: holding a copy of every slot this member will own; taking them"
+            );
+            self.cluster
+                .announce_state(ringkv_cluster::membership::NodeState::Serving);
+        }
+    }
+
+    /// Leaving: announces `Draining` and waits (at most `limit`) until every slot this node
+    /// serves now is handed to the member the table without it names; says what was not.
+    pub async fn drain(&self, limit: Duration) {
+        let before = self.view();
+        let mine: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
+            .filter(|&s| before.table.primary(s) == Some(&self.me))
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        tracing::info!(
+            slots = mine.len(),
+            "draining: handing every slot served here to its next owner"
+        );
+        self.cluster
+            .announce_state(ringkv_cluster::membership::NodeState::Draining);
+        let started = std::time::Instant::now();
+        let mut pending = mine.clone();
+        while started.elapsed() < limit {
+            let view = self.view();
+            let draining = view
+                .node(&self.me)
+                .is_some_and(|n| n.state == ringkv_cluster::membership::NodeState::Draining);
+            if !draining {
+                // Not announced yet (the bus was busy): ask again.
+                self.cluster
+                    .announce_state(ringkv_cluster::membership::NodeState::Draining);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            pending = mine
+                .iter()
+                .filter(|&s| {
+                    // A slot with no other owner to take it stays with us to the end.
+                    let next = view.target.primary(s).filter(|p| **p != self.me);
+                    next.is_some() && self.handed[usize::from(s)].load(Relaxed) == 0
+                })
+                .collect();
+            if pending.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if pending.is_empty() {
+            tracing::info!(slots = mine.len(), took = ?started.elapsed(), "drained: every slot handed over");
+        } else {
+            tracing::warn!(
+                handed = mine.len() - pending.len(),
+                not_handed = pending.len(),
+                "drain timed out: leaving with slots not handed over (their replicas take them)"
+            );
         }
     }
 
@@ -688,25 +1015,50 @@ impl Replication {
             peers.dedup();
             return peers.len();
         }
-        slots
+        let mut handed_only = false;
+        let count = slots
             .iter()
-            .map(|slot| {
-                if view.table.primary(slot) != Some(&self.me)
-                    || lsn < self.serving_since[usize::from(slot)].load(Relaxed)
-                {
-                    return 0;
+            .filter_map(|slot| {
+                if view.table.primary(slot) != Some(&self.me) {
+                    // Handed over since this node last served it, so after every write
+                    // it took for it: its new primary has them.
+                    if self.handed[usize::from(slot)].load(Relaxed) > 0 {
+                        handed_only = true;
+                        return None;
+                    }
+                    return Some(0);
                 }
-                links
-                    .iter()
-                    .filter(|l| {
-                        l.slots.contains(slot)
-                            && l.covers(lsn)
-                            && view.table.is_replica(slot, &l.peer)
-                    })
-                    .count()
+                if lsn < self.serving_since[usize::from(slot)].load(Relaxed) {
+                    return Some(0);
+                }
+                Some(
+                    links
+                        .iter()
+                        .filter(|l| {
+                            l.slots.contains(slot)
+                                && l.covers(lsn)
+                                && view.table.is_replica(slot, &l.peer)
+                        })
+                        .count(),
+                )
             })
-            .min()
-            .unwrap_or(0)
+            .min();
+        count.unwrap_or(usize::from(handed_only))
+    }
+
+    /// This node serves `slot` from LSN `since` on: WAIT counts its writes from there, and
+    /// an earlier handoff of it no longer speaks for the writes to come.
+    fn serve_from(&self, slot: u16, since: u64) {
+        self.serving_since[usize::from(slot)].store(since, Relaxed);
+        self.handed[usize::from(slot)].store(0, Relaxed);
+    }
+
+    /// `peer`, now the primary of `slots`, acknowledged everything this node logged up to
+    /// `lsn`, its handoff fence.
+    fn handed_over(&self, slots: &SlotSet, lsn: u64) {
+        for slot in slots.iter() {
+            self.handed[usize::from(slot)].fetch_max(lsn, Relaxed);
+        }
     }
 
     /// True when every slot in `slots` (or, with none, this node as a whole) has at least
@@ -866,4 +1218,20 @@ impl Replication {
     fn acks_held(&self) -> Option<String> {
         (self.ack_hold)()
     }
+}
+
+/// The slots `me` owns in the view's target table (what a joining member copies).
+fn will_own(view: &ClusterView, me: &NodeId) -> SlotSet {
+    (0..ringkv_cluster::SLOT_COUNT)
+        .filter(|&s| view.target.owners(s).any(|o| o == me))
+        .collect()
+}
+
+/// The fencing slots by the member that still serves them until its fence.
+fn fences(sources: &[(NodeId, SlotSet)], fencing: &SlotSet) -> Vec<(NodeId, SlotSet)> {
+    sources
+        .iter()
+        .map(|(id, slots)| (*id, slots.intersection(fencing)))
+        .filter(|(_, slots)| !slots.is_empty())
+        .collect()
 }

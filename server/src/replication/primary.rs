@@ -110,19 +110,16 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         // A slot still being learned here is not ours to hand out yet.
         !repl.learning_any(&slots)
             && slots.iter().all(|s| {
-                view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &hello.node)
+                view.table.primary(s) == Some(&repl.me)
+                    && (view.table.is_replica(s, &hello.node) || view.joins_owning(s, &hello.node))
             })
     };
     if slots.is_empty() || !served {
         refuse(&mut stream, "this member's slot table differs; retry");
         return Err(LinkError::Refused("the slot tables differ".into()));
     }
-    let resume = if hello.learn {
-        None
-    } else {
-        hello.resume.clone()
-    };
-    let (sender, full) = start_stream(repl, &resume, &slots)?;
+    // A learner resumes only the slots it copied from us already (it says which).
+    let (sender, full) = start_stream(repl, &hello.resume, &slots)?;
     let welcome = Welcome {
         node: repl.me,
         run: repl.run.load(Relaxed),
@@ -148,6 +145,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         alive: true.into(),
         learner: hello.learn,
         last_ack_ms: repl.uptime_ms().into(),
+        fence_taken: false.into(),
     });
     repl.replicas.lock().push(link.clone());
     tracing::info!(replica = %link.peer, slots = link.slots.len(), full = full.len(), "replica link up");
@@ -208,24 +206,37 @@ fn stream_to(
     let mut out = BufWriter::with_capacity(256 << 10, stream);
     let mut last_beat = Instant::now();
     let mut table_version = repl.view().table.version();
+    // The table version the heartbeats name: a new one only once everything routed by
+    // older tables is streamed (the fence a handoff waits for). A new link fences too:
+    // commands routed by the table before may still be running.
+    let mut announced = 0;
+    repl.store.barrier();
+    let mut fence = Some((table_version, repl.log.last_lsn()));
+    // Set when a table changed what the slots are to this peer: the link ends at the fence.
+    let mut ends_at_fence = false;
     while link.alive.load(Relaxed) && !repl.stopping.load(Relaxed) {
         let view = repl.cluster.borrow_view();
         if view.table.version() != table_version {
-            // A new table: go on only while every streamed slot is still ours and theirs.
+            // Still the same link only while every slot is still ours and theirs (for a
+            // learner: theirs). Otherwise it goes on up to our fence, then ends: the peer
+            // applies what we logged under the older table, and asks again.
             let still = link.slots.iter().all(|s| {
                 if link.learner {
                     view.table.primary(s) == Some(&link.peer)
                 } else {
-                    view.table.primary(s) == Some(&repl.me) && view.table.is_replica(s, &link.peer)
+                    view.table.primary(s) == Some(&repl.me)
+                        && (view.table.is_replica(s, &link.peer)
+                            || view.joins_owning(s, &link.peer))
                 }
             });
-            if !still {
-                drop(view);
-                let _ = write_frame(&mut out, FrameKind::Refused, &[b"the slot table changed"]);
-                let _ = out.flush();
-                return Ok(());
-            }
+            ends_at_fence |= !still;
             table_version = view.table.version();
+            drop(view);
+            // Commands routed by the older table may still be running; once they are done
+            // their records are all in the log, up to its last LSN now.
+            repl.store.barrier();
+            fence = Some((table_version, repl.log.last_lsn()));
+            continue;
         }
         drop(view);
         let piece = sender
@@ -253,23 +264,66 @@ fn stream_to(
             None => {}
         }
         let ack_now = link.ack_wanted.swap(false, Relaxed);
-        if ack_now || last_beat.elapsed() >= HEARTBEAT {
+        // A learner takes its slots at the fence, so it hears it only once it has them all.
+        let fenced = fence
+            .filter(|(_, lsn)| sender.through() >= *lsn && !(link.learner && sender.syncing()));
+        if let Some((version, _)) = fenced {
+            announced = version;
+            fence = None;
+        }
+        let mut sent: Result<(), LinkError> = Ok(());
+        if ack_now || fenced.is_some() || last_beat.elapsed() >= HEARTBEAT {
             let beat = [
                 sender.through().to_le_bytes().as_slice(),
-                &[u8::from(ack_now)],
-                &table_version.to_le_bytes(),
+                &[u8::from(ack_now || fenced.is_some())],
+                &announced.to_le_bytes(),
             ]
             .concat();
-            write_frame(&mut out, FrameKind::Heartbeat, &[&beat])?;
+            sent = write_frame(&mut out, FrameKind::Heartbeat, &[&beat]).map_err(LinkError::from);
             last_beat = Instant::now();
         }
-        if !sender.syncing() || ack_now {
+        if sent.is_ok() && (!sender.syncing() || ack_now || fenced.is_some()) {
             // Caught up (or asked): nothing waits in the buffer.
-            out.flush()?;
+            sent = out.flush().map_err(LinkError::from);
         }
+        if let (Some((_, lsn)), true) = (fenced, ends_at_fence || link.learner) {
+            // Its peer takes the slots now: once it acknowledged everything up to the
+            // fence (even if the link broke meanwhile) they are handed over, and this side
+            // ends the link (the peer waits for that, so no acknowledgement is lost to a
+            // reset).
+            hand_over(repl, link, lsn);
+            if sent.is_ok() {
+                let _ = write_frame(&mut out, FrameKind::Refused, &[b"the slot table changed"]);
+                let _ = out.flush();
+            }
+            return sent;
+        }
+        sent?;
     }
     out.flush()?;
     Ok(())
+}
+
+/// The link ends at a fence: the slots its peer now serves are handed over once it said
+/// it took the fence (an acknowledgement so flagged; bounded wait), so WAIT counts the
+/// writes made here before it as held by their new primary, and a drain may leave.
+fn hand_over(repl: &Replication, link: &ReplicaLink, lsn: u64) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    let taken = || link.fence_taken.load(Relaxed) && link.acked.load(Relaxed) >= lsn;
+    while !taken() && link.alive.load(Relaxed) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    if !taken() {
+        return;
+    }
+    let view = repl.view();
+    let theirs: SlotSet = link
+        .slots
+        .iter()
+        .filter(|&s| view.table.primary(s) == Some(&link.peer))
+        .collect();
+    // 0 means "not handed": a fence at the very start of the log still counts.
+    repl.handed_over(&theirs, lsn.max(1));
 }
 
 /// A window's records in frames under the limit, cut at record boundaries, each a
@@ -337,7 +391,11 @@ fn take_acks(
                 "a replica sends only acknowledgements",
             ));
         }
-        let (lsn, _) = read_u64(&payload)?;
+        let (lsn, rest) = read_u64(&payload)?;
+        if rest.first() == Some(&1) {
+            // It took our fence: what it serves now came from us, complete.
+            link.fence_taken.store(true, Relaxed);
+        }
         // Nothing past the log's last record was ever sent: a WAIT must not count it.
         if lsn > repl.log.last_lsn() {
             return Err(LinkError::Malformed(

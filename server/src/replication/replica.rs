@@ -126,6 +126,28 @@ pub(super) fn ask_position(
     }
 }
 
+/// The fence arrived: acknowledges it at once (the old holder hands the slots over on
+/// seeing it), then waits for that side to end the link (bounded) rather than closing
+/// first: closing with its frames unread would reset the connection, and the reset could
+/// destroy the acknowledgement before it was read.
+fn acknowledge_fence(stream: &mut TcpStream, applied: u64) -> Result<(), LinkError> {
+    // Flagged: this acknowledgement says the fence was taken. (Sent even while this node's
+    // disk fails: the slots are served here now either way, and the old holder must not
+    // wait for an acknowledgement that cannot come.)
+    write_frame(stream, FrameKind::Ack, &[&applied.to_le_bytes(), &[1]])?;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    stream.set_read_timeout(Some(Duration::from_millis(100)))?;
+    let mut discarded = Vec::new();
+    while Instant::now() < deadline {
+        match read_frame(stream, &mut discarded) {
+            Ok(FrameKind::Refused) | Err(_) => break,
+            // What follows the fence is resent to the next link, from our position.
+            Ok(_) => {}
+        }
+    }
+    Ok(())
+}
+
 fn link(
     repl: &Replication,
     primary: NodeId,
@@ -134,9 +156,23 @@ fn link(
     learn: bool,
     stop: &AtomicBool,
 ) -> Result<(), LinkError> {
-    // A learner starts from scratch and keeps no position: the slots are ours to serve.
+    // A learner keeps no position: the slots are ours to serve. It resumes only the slots
+    // it holds a copy of already and waits for their fence (copied while joining, or as a
+    // replica of that member); every other slot starts from scratch.
     let resume = if learn {
-        None
+        let fencing: SlotSet = slots
+            .iter()
+            .filter(|&s| repl.fencing_from(s, &primary))
+            .collect();
+        repl.positions
+            .lock()
+            .get(&primary)
+            .cloned()
+            .and_then(|mut resume| {
+                let copied = SlotSet::from_ranges(&resume.synced).intersection(&fencing);
+                resume.synced = copied.ranges();
+                (!copied.is_empty()).then_some(resume)
+            })
     } else {
         repl.positions.lock().get(&primary).cloned()
     };
@@ -201,7 +237,12 @@ fn link(
             if learn {
                 view.table.primary(slot) == Some(&repl.me) && repl.learning(slot)
             } else {
-                view.table.primary(slot) == Some(&primary) && view.table.is_replica(slot, &repl.me)
+                view.table.primary(slot) == Some(&primary)
+                    && (view.table.is_replica(slot, &repl.me) || view.joins_owning(slot, &repl.me))
+                    // It served the slot until it saw our table: what it sends up to its
+                    // fence is history (the fence itself comes here too).
+                    || repl.fencing_from(slot, &primary)
+                    || repl.served_before(slot, &primary, &view)
             }
         };
         match kind {
@@ -248,11 +289,18 @@ fn link(
                     .get(1..9)
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_le_bytes);
+                let fenced = their_table == Some(repl.view().table.version());
+                // The slots it served until our table are all here: ours to serve.
+                if !learn && fenced && repl.fenced(&primary, &synced) {
+                    acknowledge_fence(&mut stream, receiver.applied())?;
+                    return Ok(());
+                }
                 // Learned: every slot copied, and the old holder has our table, so it
                 // takes no more writes for them; what it sent up to here is applied.
-                if learn && synced == streamed && their_table == Some(repl.view().table.version()) {
-                    repl.now_hold(&streamed);
+                if learn && synced == streamed && fenced {
+                    repl.learned(&streamed);
                     tracing::info!(from = %primary, slots = streamed.len(), "learned slots; serving them");
+                    acknowledge_fence(&mut stream, receiver.applied())?;
                     return Ok(());
                 }
             }

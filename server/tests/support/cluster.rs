@@ -104,17 +104,20 @@ fn fields(text: &str) -> HashMap<String, String> {
         .collect()
 }
 
-/// Waits until every port reports state ok, `members` known nodes and one epoch.
+/// Waits until every port reports state ok, `members` known nodes, none of them joining
+/// or learning slots (each holds copies of what it owns and serves it), and one epoch.
 pub fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
         let infos: Vec<HashMap<String, String>> = ports.iter().map(|&p| cluster_info(p)).collect();
-        let agreed = infos
+        let agreed = infos.iter().all(|i| {
+            i["cluster_state"] == "ok"
+                && i["cluster_known_nodes"] == members.to_string()
+                && i["cluster_members_joining"] == "0"
+                && i.get("cluster_slots_learning").is_none_or(|n| n == "0")
+        }) && infos
             .iter()
-            .all(|i| i["cluster_state"] == "ok" && i["cluster_known_nodes"] == members.to_string())
-            && infos
-                .iter()
-                .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
+            .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
         if agreed {
             return start.elapsed();
         }
