@@ -202,7 +202,7 @@ impl Actor {
         }
         *self.stats.lock().unwrap_or_else(PoisonError::into_inner) = core.stats();
         if out.changed {
-            let view = core.view();
+            let mut view = core.view();
             let same = {
                 let current = self.view_tx.borrow();
                 current.nodes == view.nodes
@@ -217,6 +217,7 @@ impl Actor {
                     version = format_args!("{:016x}", view.table.version()),
                     "cluster view changed"
                 );
+                view.seq = self.view_tx.borrow().seq + 1;
                 self.view_tx.send_replace(Arc::new(view));
             }
         }

@@ -382,6 +382,9 @@ pub struct ClusterView {
     /// identity (after a pause or a partition): its copies may then be behind what others
     /// served meanwhile, even when the table looks the same as before.
     pub rejoins: u64,
+    /// Grows with every view the bus publishes: a reader holding two views knows which is
+    /// newer (threads that took theirs at different moments must not undo a newer one).
+    pub seq: u64,
 }
 
 impl ClusterView {
@@ -453,6 +456,7 @@ impl ClusterView {
                 ClusterState::Ok
             },
             rejoins: 0,
+            seq: 0,
         }
     }
 }

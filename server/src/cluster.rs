@@ -122,6 +122,12 @@ impl ClusterNode {
         id_dir: Option<&dyn ringkv_store::data_dir::DataDir>,
     ) -> anyhow::Result<ClusterNode> {
         let ip = announce_ip(config)?;
+        // Bad flags are reported before anything is bound (a port in use would hide them).
+        let seeds = config
+            .cluster_join
+            .iter()
+            .map(|s| resolve(s))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let bus_port = match config.cluster_bus_port {
             0 => port
                 .checked_add(10000)
@@ -141,11 +147,6 @@ impl ClusterNode {
         // Peer links (replication) use TCP on the same port number.
         let link_listener = std::net::TcpListener::bind((bind_ip, bus_port))
             .with_context(|| format!("binding the peer-link port on {bind_ip}:{bus_port} (TCP)"))?;
-        let seeds = config
-            .cluster_join
-            .iter()
-            .map(|s| resolve(s))
-            .collect::<anyhow::Result<Vec<_>>>()?;
         anyhow::ensure!(
             config.cluster_weight > 0,
             "--cluster-weight must be at least 1"
@@ -277,6 +278,14 @@ impl ClusterNode {
         *self.judged.lock() = Some(table.clone());
         self.judged_version
             .store(table.version(), std::sync::atomic::Ordering::Release);
+    }
+
+    /// True when replication judged the current table (which slots it holds, which it
+    /// learns): until then CLUSTER INFO's learning count speaks of the table before.
+    pub fn table_judged(&self) -> bool {
+        self.judged_version
+            .load(std::sync::atomic::Ordering::Acquire)
+            == self.bus.borrow_view().table.version()
     }
 
     /// True when `slot` became ours in a table replication has not judged yet: whether

@@ -148,6 +148,8 @@ struct Holdings {
     handing: SlotSet,
     /// The target table judged while joining.
     target_version: u64,
+    /// The newest view judged ([`ClusterView::seq`]).
+    view_seq: u64,
     /// Where each learning slot comes from.
     sources: Vec<(NodeId, SlotSet)>,
     /// Slots taken over from a dead primary, not served until the other surviving owners
@@ -299,6 +301,11 @@ impl Replication {
     /// serves as primary without one and learns first ([`ringkv_cluster::holdings`]).
     pub(super) fn update_holdings(self: &Arc<Self>, view: &ClusterView) {
         let mut own = self.holdings.lock();
+        // Threads take their views at different moments: an older one judges nothing.
+        if view.seq < own.view_seq {
+            return;
+        }
+        own.view_seq = view.seq;
         if view.is_joining(&self.me) {
             self.hold_while_joining(&mut own, view);
             return;
@@ -458,6 +465,7 @@ impl Replication {
         self.cluster.judged(&view.table);
         *own = Holdings {
             judged_at: Some(std::time::Instant::now()),
+            view_seq: view.seq,
             catching_up,
             pending_checks,
             previous: own.table.take(),
@@ -555,6 +563,7 @@ impl Replication {
             .collect();
         *own = Holdings {
             judged_at: Some(std::time::Instant::now()),
+            view_seq: view.seq,
             previous: own.table.take(),
             table: Some(view.table.clone()),
             rejoins: view.rejoins,

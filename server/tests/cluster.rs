@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use redis::Commands;
 
 mod support;
-use support::cluster::{client, cluster_info, start, start_cluster, wait_agreed};
+use support::cluster::{client, cluster_info, signal, start, start_cluster, wait_agreed};
 use support::{free_port, sigterm};
 
 /// Slot → owners' client ports (primary first), from CLUSTER OWNERS.
@@ -446,11 +446,7 @@ fn proxying_to_an_owner_that_stopped_answering_answers_an_error_and_the_connecti
     // The owner stops answering (SIGSTOP: a killed one is out of the table within
     // milliseconds, its socket closing gives it away). The proxied GET waits for it
     // until the proxy timeout, then answers an error.
-    let stopped = Command::new("kill")
-        .args(["-STOP", &members[2].node.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
+    signal(&members[2], "STOP");
     let err = con.get::<_, String>(&doomed).unwrap_err();
     assert_eq!(err.code(), Some("CLUSTERDOWN"), "{err}");
     assert!(

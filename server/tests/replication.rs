@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::cluster::{Member, client, info, start, start_cluster, wait_agreed};
+use support::cluster::{Member, client, info, signal, start, start_cluster, wait_agreed};
 use support::load::{Outcome, owners, wait_replicated, writer};
 use support::{env_count, env_seed};
 
@@ -561,37 +561,6 @@ fn a_link_broken_again_and_again_under_load_resumes_without_a_new_snapshot() {
             );
         }
     }
-}
-
-fn signal(member: &Member, name: &str) {
-    let pid = member.node.0.id();
-    let status = std::process::Command::new("kill")
-        .args([&format!("-{name}"), &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill -{name}");
-    if name == "STOP" {
-        // Every thread is stopped before the test goes on (on a loaded machine a thread
-        // may take a moment to reach the stop).
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !all_threads_stopped(pid) {
-            assert!(Instant::now() < deadline, "{pid} did not stop");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-}
-
-fn all_threads_stopped(pid: u32) -> bool {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return false;
-    };
-    tasks.flatten().all(|task| {
-        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
-            // The state follows the command name in parentheses.
-            stat.rsplit_once(") ")
-                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
-        })
-    })
 }
 
 /// A primary paused (SIGSTOP) past the failure timeout is fenced: the writes it still

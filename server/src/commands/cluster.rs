@@ -86,7 +86,7 @@ pub fn info(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         .position(|id| *id == view.me)
         .map_or(0, |i| i + 1);
     let text = format!(
-        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:{}\r\ncluster_known_nodes:{}\r\ncluster_size:{size}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:{}\r\ncluster_stats_messages_received:{}\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\ncluster_table_version:{:016x}\r\ncluster_routing:{}\r\ncluster_replicas:{}\r\ncluster_bus_packets_bad_mac:{}\r\ncluster_bus_packets_malformed:{}\r\ncluster_slot_balance:{:.3}\r\ncluster_members_joining:{}\r\ncluster_target_version:{:016x}\r\n",
+        "cluster_state:{}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{}\r\ncluster_slots_pfail:0\r\ncluster_slots_fail:{}\r\ncluster_known_nodes:{}\r\ncluster_size:{size}\r\ncluster_current_epoch:{}\r\ncluster_my_epoch:{my_epoch}\r\ncluster_stats_messages_sent:{}\r\ncluster_stats_messages_received:{}\r\ntotal_cluster_links_buffer_limit_exceeded:0\r\ncluster_table_version:{:016x}\r\ncluster_routing:{}\r\ncluster_replicas:{}\r\ncluster_bus_packets_bad_mac:{}\r\ncluster_bus_packets_malformed:{}\r\ncluster_slot_balance:{:.3}\r\ncluster_members_joining:{}\r\ncluster_target_version:{:016x}\r\ncluster_table_judged:{}\r\n",
         if ok { "ok" } else { "fail" },
         if ok { assigned } else { 0 },
         if ok { 0 } else { assigned },
@@ -105,6 +105,7 @@ pub fn info(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         view.table.balance(),
         view.joining(),
         view.target.version(),
+        u8::from(cluster.table_judged()),
     );
     let mut text = text;
     if let Some(replication) = ctx.node.replication.get() {

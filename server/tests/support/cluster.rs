@@ -105,7 +105,8 @@ fn fields(text: &str) -> HashMap<String, String> {
 }
 
 /// Waits until every port reports state ok, `members` known nodes, none of them joining
-/// or learning slots (each holds copies of what it owns and serves it), and one epoch.
+/// or learning slots (each judged the table, holds copies of what it owns and serves
+/// it), and one epoch.
 pub fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
     let start = Instant::now();
     loop {
@@ -115,6 +116,7 @@ pub fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
                 && i["cluster_known_nodes"] == members.to_string()
                 && i["cluster_members_joining"] == "0"
                 && i.get("cluster_slots_learning").is_none_or(|n| n == "0")
+                && i["cluster_table_judged"] == "1"
         }) && infos
             .iter()
             .all(|i| i["cluster_current_epoch"] == infos[0]["cluster_current_epoch"]);
@@ -127,4 +129,38 @@ pub fn wait_agreed(ports: &[u16], members: usize, limit: Duration) -> Duration {
         );
         std::thread::sleep(Duration::from_millis(25));
     }
+}
+
+/// Sends signal `name` (`STOP`, `CONT`, …) to a member; after STOP, waits until every one
+/// of its threads is stopped (on a loaded machine a thread may take a moment to reach the
+/// stop, and may serve a request meanwhile).
+pub fn signal(member: &Member, name: &str) {
+    let pid = member.node.0.id();
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -{name}");
+    if name == "STOP" {
+        // Every thread is stopped before the test goes on (on a loaded machine a thread
+        // may take a moment to reach the stop).
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !all_threads_stopped(pid) {
+            assert!(Instant::now() < deadline, "{pid} did not stop");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+pub fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name in parentheses.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+        })
+    })
 }
