@@ -487,7 +487,24 @@ async fn a_replica_whose_disk_fails_stops_acknowledging_writes() -> Result<()> {
     let b = start_with(failing.storage(), &args_b).await?;
     let mut on_a = client(a.addr, false).await?;
     let mut on_b = client(b.addr, false).await?;
-    // A key A serves (so B holds its replica), once both agree and B is synced.
+    // B joins: it copies its slots from A, then takes them. Until both say so, a key A
+    // serves now may be handed to B a moment later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for con in [&mut on_a, &mut on_b] {
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query_async(con).await?;
+            let settled = ["cluster_known_nodes:2", "cluster_members_joining:0"]
+                .iter()
+                .chain(["cluster_slots_learning:0", "cluster_table_judged:1"].iter())
+                .all(|field| info.contains(field));
+            if settled {
+                break;
+            }
+            assert!(Instant::now() < deadline, "B never joined: {info}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // A key A serves (so B holds its replica), once B is synced.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut candidates = (0..).map(|i| format!("k{i}"));
     let mut key = candidates.next().unwrap();
