@@ -296,6 +296,87 @@ pub fn locate(addr: &str, key: &str, as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// `ringkv cluster drain NODE`: the member NODE (its client address or node id, as
+/// CLUSTER NODES lists them; looked up through `addr`) hands every slot it serves to the
+/// members taking them over and leaves (it is sent SHUTDOWN, which drains first); shows
+/// the slots it still serves until the others agree without it.
+pub fn drain(addr: &str, node: &str, as_json: bool) -> Result<()> {
+    let members = nodes(addr)?;
+    let Some(leaving) = members
+        .iter()
+        .find(|m| m.addr == node || (node.len() >= 8 && m.id.starts_with(node)))
+        .cloned()
+    else {
+        let known: Vec<&str> = members.iter().map(|m| m.addr.as_str()).collect();
+        bail!(
+            "no member {node} in this cluster (members: {})",
+            known.join(", ")
+        );
+    };
+    let Some(witness) = members.iter().find(|m| m.id != leaving.id).cloned() else {
+        bail!(
+            "{} is the cluster's last member: there is no member to hand its slots to",
+            leaving.addr
+        );
+    };
+    let started = Instant::now();
+    let served_before = leaving.slots;
+    // SHUTDOWN drains, then the member exits: the connection ends without a reply.
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut connect(&leaving.addr)?);
+    let deadline = started + Duration::from_secs(120);
+    let wanted = (members.len() - 1).to_string();
+    let mut shown = usize::MAX;
+    loop {
+        let settled = info(&witness.addr).is_ok_and(|i| {
+            i.get("cluster_known_nodes") == Some(&wanted)
+                && i.get("cluster_members_joining").map(String::as_str) == Some("0")
+                && i.get("cluster_slots_learning").map(String::as_str) == Some("0")
+        });
+        let still = nodes(&witness.addr)
+            .ok()
+            .and_then(|m| m.into_iter().find(|n| n.id == leaving.id))
+            .map_or(0, |n| n.slots);
+        if !as_json && still != shown {
+            let done = served_before.saturating_sub(still);
+            let width = 30;
+            let filled = (done * width).checked_div(served_before).unwrap_or(width);
+            print!(
+                "\rdraining {} [{}{}] {done}/{served_before} slots handed over",
+                leaving.addr,
+                "#".repeat(filled),
+                " ".repeat(width - filled)
+            );
+            std::io::stdout().flush()?;
+            shown = still;
+        }
+        if settled && still == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "{} still serves {still} slots after {:?}: see `ringkv cluster status`",
+                leaving.addr,
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let took = started.elapsed();
+    if as_json {
+        println!(
+            "{}",
+            json!({"drained": leaving.addr, "id": leaving.id, "slots": served_before, "ms": took.as_millis()})
+        );
+    } else {
+        println!(
+            "\ndrained {} ({served_before} slots) in {took:.2?}; {} members left",
+            leaving.addr,
+            members.len() - 1
+        );
+    }
+    Ok(())
+}
+
 fn server_binary() -> PathBuf {
     // Installed side by side (cargo build puts both in target/<profile>/).
     let beside = std::env::current_exe()

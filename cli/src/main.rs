@@ -64,6 +64,11 @@ enum ClusterAction {
         /// The key.
         key: String,
     },
+    /// Hand every slot a member serves to the members taking them over, then stop it.
+    Drain {
+        /// The member: its client address (HOST:PORT) or node id.
+        node: String,
+    },
     /// Start a local cluster of N members on consecutive ports, until Ctrl-C.
     Up {
         /// How many members.
@@ -230,6 +235,7 @@ fn main() -> Result<()> {
                 ClusterAction::Nodes => cluster::show_nodes(&addr, args.json),
                 ClusterAction::Slots => cluster::show_slots(&addr, args.json),
                 ClusterAction::Locate { key } => cluster::locate(&addr, &key, args.json),
+                ClusterAction::Drain { node } => cluster::drain(&addr, &node, args.json),
                 ClusterAction::Up {
                     nodes,
                     base_port,
