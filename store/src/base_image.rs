@@ -90,10 +90,11 @@ fn io(error: impl std::fmt::Display) -> BaseError {
 }
 
 fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BaseError> {
-    // The directory's lock outlives a closed instance for a moment (sled's own threads let
-    // go of it last): a reopen in the same process waits for it, boundedly. Another
-    // process holding it keeps it, and the error says so.
-    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+    // The directory's lock outlives a closed instance for a while (sled's I/O threads let
+    // go of it last; seconds on a loaded machine): a reopen in the same process, such as
+    // recovery's release of its scan's pages, waits for it, boundedly. Another process
+    // holding it keeps it, and the error says so after the wait.
+    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
