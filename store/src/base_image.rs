@@ -89,12 +89,23 @@ fn io(error: impl std::fmt::Display) -> BaseError {
     BaseError::Io(error.to_string())
 }
 
+/// How long an open waits for the directory's lock: it outlives a closed instance for a
+/// while (sled frees its last file handles lazily; seconds on a loaded machine), so a
+/// reopen in the same process waits for it, boundedly. Another process holding it keeps
+/// it, and the error says so after the wait.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// A reopen that gave up the only handle must get one back: it waits longer.
+const REOPEN_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BaseError> {
-    // The directory's lock outlives a closed instance for a while (sled's I/O threads let
-    // go of it last; seconds on a loaded machine): a reopen in the same process, such as
-    // recovery's release of its scan's pages, waits for it, boundedly. Another process
-    // holding it keeps it, and the error says so after the wait.
-    const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    open_sled_within(path, cache_bytes, LOCK_WAIT)
+}
+
+fn open_sled_within(
+    path: &Path,
+    cache_bytes: u64,
+    lock_wait: std::time::Duration,
+) -> Result<sled::Db, BaseError> {
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
@@ -109,7 +120,7 @@ fn open_sled(path: &Path, cache_bytes: u64) -> Result<sled::Db, BaseError> {
         match opened {
             Err(sled::Error::Io(error))
                 if error.kind() == std::io::ErrorKind::WouldBlock
-                    && started.elapsed() < LOCK_WAIT =>
+                    && started.elapsed() < lock_wait =>
             {
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
@@ -203,7 +214,11 @@ impl BaseKv for SledKv {
         if let Some(old) = db.take() {
             old.flush().map_err(io)?;
         }
-        *db = Some(open_sled(&self.path, self.cache_bytes)?);
+        *db = Some(open_sled_within(
+            &self.path,
+            self.cache_bytes,
+            REOPEN_LOCK_WAIT,
+        )?);
         Ok(())
     }
 }

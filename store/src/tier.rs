@@ -196,8 +196,9 @@ impl Tier {
         if let Some((file, offset)) = &report.torn {
             tracing::warn!(%file, offset, "cut a torn WAL tail (a crash mid-write): unacknowledged writes at most");
         }
-        // The scan left sled holding the pages it read.
-        self.base.kv().release_memory()?;
+        // The scan leaves sled holding the pages it read; the first checkpoint releases
+        // them. (Reopening sled here, on the start path, waited on its own lock for
+        // seconds on a loaded machine: sled frees its old file handles lazily.)
         *self.report.lock() = report.clone();
         *self.recovered.lock() = Some((report.clone(), scan));
         Ok(report)
