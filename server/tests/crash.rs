@@ -20,10 +20,23 @@ fn spawn(dir: &Path, port: u16, extra: &[&str]) -> Node {
         .arg(dir)
         .args(extra)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        // Kept so a node that fails to start says why in the test's failure.
+        .stderr(std::fs::File::create(node_log(port)).expect("a node log file"))
         .spawn()
         .expect("the server binary starts");
     Node(child)
+}
+
+/// Where the node on `port` writes its log.
+fn node_log(port: u16) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("ringkv-crash-test-node-{port}.log"))
+}
+
+/// The last lines of the node's log on `port`, for a failure message.
+fn log_tail(port: u16) -> String {
+    let text = std::fs::read_to_string(node_log(port)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 /// A blocking RESP client that reads whole replies (simple, error, integer, bulk, arrays).
@@ -47,7 +60,9 @@ impl Client {
                         writer: stream,
                     };
                 }
-                Err(e) if Instant::now() > deadline => panic!("node never listened: {e}"),
+                Err(e) if Instant::now() > deadline => {
+                    panic!("node never listened: {e}; its log:\n{}", log_tail(port))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
@@ -108,7 +123,11 @@ impl Client {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the node never finished loading");
+        let port = self.writer.peer_addr().map_or(0, |a| a.port());
+        panic!(
+            "the node never finished loading; its log:\n{}",
+            log_tail(port)
+        );
     }
 }
 
