@@ -336,6 +336,8 @@ impl Replication {
                 "this node was declared down: relearning its slots, its replicas resync"
             );
             own.held = SlotSet::new();
+            own.fencing = SlotSet::new();
+            own.handing = SlotSet::new();
             // What it handed over before the pause is not known to be held any more.
             for handed in self.handed.iter() {
                 handed.store(0, Relaxed);
@@ -344,10 +346,6 @@ impl Replication {
             for puller in self.pullers.lock().iter() {
                 puller.stop.store(true, Relaxed);
             }
-        }
-        if amnesia {
-            own.fencing = SlotSet::new();
-            own.handing = SlotSet::new();
         }
         // A copy waiting for its fence is still a copy.
         let copies = own.held.union(&own.fencing);
@@ -741,8 +739,7 @@ impl Replication {
             *from = from.difference(slots);
         }
         for (next, slot) in moved {
-            let slot = std::iter::once(slot).collect();
-            ringkv_cluster::holdings::add_source(&mut own.sources, next, &slot);
+            ringkv_cluster::holdings::note_source(&mut own.sources, &next, slot);
         }
         own.sources.retain(|(_, from)| !from.is_empty());
         drop(own);
@@ -794,7 +791,6 @@ impl Replication {
             }
             own.held.insert(slot);
             own.learning.remove(slot);
-            own.fencing.remove(slot);
         }
         for (_, learned) in own.sources.iter_mut() {
             *learned = learned.difference(slots);
@@ -1024,7 +1020,7 @@ impl Replication {
             peers.dedup();
             return peers.len();
         }
-        let mut handed_only = false;
+        let mut any_handed = false;
         let count = slots
             .iter()
             .filter_map(|slot| {
@@ -1032,7 +1028,7 @@ impl Replication {
                     // Handed over since this node last served it, so after every write
                     // it took for it: its new primary has them.
                     if self.handed[usize::from(slot)].load(Relaxed) > 0 {
-                        handed_only = true;
+                        any_handed = true;
                         return None;
                     }
                     return Some(0);
@@ -1052,7 +1048,7 @@ impl Replication {
                 )
             })
             .min();
-        count.unwrap_or(usize::from(handed_only))
+        count.unwrap_or(usize::from(any_handed))
     }
 
     /// This node serves `slot` from LSN `since` on: WAIT counts its writes from there, and
