@@ -48,16 +48,16 @@ fn ringkv(args: &[&str]) -> Output {
         .expect("ringkv runs")
 }
 
-/// SET through any member, following MOVED.
-fn set(port: u16, key: &str, value: &str) {
+/// Runs `cmd` through any member, following MOVED.
+fn query_following_moved<T: redis::FromRedisValue>(port: u16, cmd: &redis::Cmd) -> T {
     let mut port = port;
     for _ in 0..5 {
         let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
             .unwrap()
             .get_connection()
             .unwrap();
-        match redis::cmd("SET").arg(key).arg(value).query::<()>(&mut con) {
-            Ok(()) => return,
+        match cmd.query::<T>(&mut con) {
+            Ok(reply) => return reply,
             Err(e) if e.code() == Some("MOVED") => {
                 let addr = e
                     .redirect_node()
@@ -66,34 +66,18 @@ fn set(port: u16, key: &str, value: &str) {
                     .to_string();
                 port = addr.rsplit(':').next().unwrap().parse().unwrap();
             }
-            Err(e) => panic!("SET {key}: {e}"),
+            Err(e) => panic!("{cmd:?}: {e}"),
         }
     }
-    panic!("SET {key}: too many redirects")
+    panic!("{cmd:?}: too many redirects")
 }
 
-/// GET through any member, following MOVED.
+fn set(port: u16, key: &str, value: &str) {
+    let () = query_following_moved(port, redis::cmd("SET").arg(key).arg(value));
+}
+
 fn get(port: u16, key: &str) -> Option<String> {
-    let mut port = port;
-    for _ in 0..5 {
-        let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
-            .unwrap()
-            .get_connection()
-            .unwrap();
-        match redis::cmd("GET").arg(key).query::<Option<String>>(&mut con) {
-            Ok(value) => return value,
-            Err(e) if e.code() == Some("MOVED") => {
-                let addr = e
-                    .redirect_node()
-                    .expect("a MOVED names a node")
-                    .0
-                    .to_string();
-                port = addr.rsplit(':').next().unwrap().parse().unwrap();
-            }
-            Err(e) => panic!("GET {key}: {e}"),
-        }
-    }
-    panic!("GET {key}: too many redirects")
+    query_following_moved(port, redis::cmd("GET").arg(key))
 }
 
 /// Waits until every member knows all of them, none joins or learns, and each judged the

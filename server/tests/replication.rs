@@ -7,14 +7,14 @@
 //! when its test ends.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 mod support;
 use support::cluster::{Member, client, info, signal, start, start_cluster, wait_agreed};
-use support::load::{Outcome, owners, wait_replicated, writer};
-use support::{env_count, env_seed};
+use support::load::{Load, assert_kept, owners, wait_replicated};
+use support::{env_count, env_seed, seeded};
 
 /// How the members die in a fault round.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -51,13 +51,7 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
     let base = env_seed("RINGKV_REPL_SEED");
     for round in 0..env_count("RINGKV_REPL_ROUNDS", 1) {
         let seed = base.wrapping_add(round);
-        let mut rng = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
+        let mut next = seeded(seed);
         let replicas_flag = replicas.to_string();
         let mut members: Vec<Option<Member>> =
             start_cluster(size, &["--cluster-replicas", &replicas_flag])
@@ -68,14 +62,7 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
         wait_agreed(&ports, size, Duration::from_secs(20));
         wait_replicated(&ports, Duration::from_secs(20));
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let outcome = Arc::new(Mutex::new(Outcome::default()));
-        let writers: Vec<_> = (0..4)
-            .map(|id| {
-                let (ports, stop, outcome) = (ports.clone(), stop.clone(), outcome.clone());
-                std::thread::spawn(move || writer(id, ports, wait_for, stop, outcome))
-            })
-            .collect();
+        let load = Load::start(&ports, 4, wait_for);
 
         let mut alive: Vec<usize> = (0..size).collect();
         let mut timeline = Vec::new();
@@ -120,17 +107,13 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
             ));
         }
         std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, SeqCst);
-        for writer in writers {
-            writer.join().unwrap();
-        }
+        let outcome = load.finish();
 
         // Read every key from its slot's primary among the survivors.
         let survivors: Vec<u16> = alive.iter().map(|&i| ports[i]).collect();
         let routes = owners(&survivors).expect("the owners at the end");
         let mut connections: HashMap<u16, redis::Connection> =
             survivors.iter().map(|&p| (p, client(p))).collect();
-        let outcome = outcome.lock().unwrap();
         let mut read = |key: &str| -> Option<String> {
             let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
             redis::cmd("GET")
@@ -167,16 +150,11 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
             moved.len(),
             outcome.unwaited.len(),
         );
-        assert!(
-            outcome.waited.len() > 100,
-            "seed {seed}: too few acknowledged writes to mean anything ({})",
-            outcome.waited.len()
-        );
-        assert!(
-            lost_waited.is_empty(),
-            "seed {seed}: {} writes WAIT acknowledged are gone or wrong, e.g. {:?}",
-            lost_waited.len(),
-            &lost_waited[..lost_waited.len().min(5)]
+        assert_kept(
+            seed,
+            outcome.waited.len(),
+            &lost_waited,
+            &timeline.join(", "),
         );
     }
 }

@@ -155,3 +155,53 @@ pub fn writer(
         }
     }
 }
+
+/// `count` writers (see [`writer`]) running against `ports` until [`Load::finish`].
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    outcome: Arc<Mutex<Outcome>>,
+    writers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts the writers; each waits for `wait_for` replicas after every write.
+    pub fn start(ports: &[u16], count: usize, wait_for: i64) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let outcome = Arc::new(Mutex::new(Outcome::default()));
+        let writers = (0..count)
+            .map(|id| {
+                let (ports, stop, outcome) = (ports.to_vec(), stop.clone(), outcome.clone());
+                std::thread::spawn(move || writer(id, ports, wait_for, stop, outcome))
+            })
+            .collect();
+        Load {
+            stop,
+            outcome,
+            writers,
+        }
+    }
+
+    /// Stops the writers and returns what they saw acknowledged.
+    pub fn finish(self) -> Outcome {
+        self.stop.store(true, SeqCst);
+        for writer in self.writers {
+            writer.join().unwrap();
+        }
+        std::mem::take(&mut *self.outcome.lock().unwrap())
+    }
+}
+
+/// A round's verdict: it acknowledged enough writes to mean anything (`waited`, the ones
+/// its writers counted), and none of them is gone or wrong `after` its faults.
+pub fn assert_kept(seed: u64, waited: usize, lost: &[(String, Option<String>)], after: &str) {
+    assert!(
+        waited > 100,
+        "seed {seed}: too few acknowledged writes to mean anything ({waited})"
+    );
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: {} acknowledged writes are gone or wrong after {after}, e.g. {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+}

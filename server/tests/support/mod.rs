@@ -57,6 +57,17 @@ pub fn sigterm(node: &Node) {
     assert!(sent.success(), "kill -TERM {pid} failed");
 }
 
+/// A xorshift generator seeded with `seed`: the random choices a printed seed replays.
+pub fn seeded(seed: u64) -> impl FnMut() -> u64 {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    }
+}
+
 /// A seed from the environment variable `var` (to replay a printed one), else the clock.
 pub fn env_seed(var: &str) -> u64 {
     std::env::var(var)
