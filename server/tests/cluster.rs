@@ -139,12 +139,26 @@ fn three_nodes_agree_and_every_key_lives_where_keyslot_and_slots_say() {
         let primary = owners[slot as usize][0];
         let v: i64 = direct.get_mut(&primary).unwrap().get(&key).unwrap();
         assert_eq!(v, i, "{key} (slot {slot}) on its primary {primary}");
+        // The slot's own index counts and lists exactly the slot's keys.
+        let mut expected: Vec<String> = (0..10_000)
+            .map(|i| format!("key:{i}"))
+            .filter(|k| i64::from(ringkv_slot(k)) == slot)
+            .collect();
+        expected.sort();
         let count: i64 = redis::cmd("CLUSTER")
             .arg("COUNTKEYSINSLOT")
             .arg(slot)
             .query(direct.get_mut(&primary).unwrap())
             .unwrap();
-        assert!(count >= 1);
+        assert_eq!(count as usize, expected.len(), "slot {slot}");
+        let mut listed: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(1000)
+            .query(direct.get_mut(&primary).unwrap())
+            .unwrap();
+        listed.sort();
+        assert_eq!(listed, expected, "slot {slot}");
     }
     let total: i64 = ports
         .iter()

@@ -33,9 +33,9 @@ use crate::{StoreError, glob_match};
 type KeyMap = crate::key_map::KeyMap<Entry>;
 
 /// Bytes an entry costs besides its key and value allocations: the map bucket (hash, key
-/// pointer, entry) and its 5-byte index slot with load-factor slack.
+/// pointer, entry), its slot links (8) and its 5-byte index slot with load-factor slack.
 const ENTRY_OVERHEAD: usize =
-    8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 6;
+    8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 8 + 6;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -117,9 +117,9 @@ struct Tunables {
 }
 
 impl Shard {
-    fn new(seed: u64) -> Self {
+    fn new(seed: u64, slots: usize) -> Self {
         Shard {
-            map: KeyMap::default(),
+            map: KeyMap::for_slots(slots),
             volatile: 0,
             bytes: 0,
             watched: HashMap::new(),
@@ -146,11 +146,11 @@ impl Shard {
     }
 
     /// Looks a key up, deleting it first when its deadline has passed.
-    fn find(&mut self, key: &[u8], now: u64, sinks: Sinks<'_>) -> Option<usize> {
+    fn find(&mut self, key: &[u8], slot: u16, now: u64, sinks: Sinks<'_>) -> Option<usize> {
         let index = self.map.get_index_of(key)?;
         let expires_at = self.map[index].expires_at;
         if expires_at != 0 && expires_at <= now {
-            self.delete_index(index, sinks, None);
+            self.delete_index(index, sinks, Some(slot));
             self.stats.expired += 1;
             return None;
         }
@@ -208,7 +208,15 @@ impl Shard {
         (key, entry)
     }
 
-    fn insert(&mut self, key: &[u8], value: Value, expires_at: u64, now: u64, flags: u8) -> usize {
+    fn insert(
+        &mut self,
+        key: &[u8],
+        slot: u16,
+        value: Value,
+        expires_at: u64,
+        now: u64,
+        flags: u8,
+    ) -> usize {
         self.bytes += entry_cost(key.len(), &value);
         if expires_at != 0 {
             self.volatile += 1;
@@ -221,7 +229,7 @@ impl Shard {
             lfu: LfuCounter::new(minutes(now)),
             flags,
         };
-        self.map.insert_full(key, entry)
+        self.map.insert_full(key, slot, entry)
     }
 
     fn set_deadline(&mut self, index: usize, expires_at: u64) {
@@ -382,7 +390,9 @@ impl Slot<'_> {
             }
             None => {
                 let at = expires_at.unwrap_or(0);
-                let index = self.shard.insert(self.key, value, at, self.now, 0);
+                let index = self
+                    .shard
+                    .insert(self.key, self.slot, value, at, self.now, 0);
                 self.index = Some(index);
                 index
             }
@@ -446,9 +456,9 @@ impl Slot<'_> {
         let index = match self.index {
             Some(index) => index,
             None => {
-                let index = self
-                    .shard
-                    .insert(self.key, Value::Str(Vec::new()), 0, self.now, 0);
+                let index =
+                    self.shard
+                        .insert(self.key, self.slot, Value::Str(Vec::new()), 0, self.now, 0);
                 self.index = Some(index);
                 index
             }
@@ -488,9 +498,14 @@ impl Slot<'_> {
         let index = match self.index {
             Some(index) => index,
             None => {
-                let index =
-                    self.shard
-                        .insert(self.key, Value::Hash(Box::default()), 0, self.now, 0);
+                let index = self.shard.insert(
+                    self.key,
+                    self.slot,
+                    Value::Hash(Box::default()),
+                    0,
+                    self.now,
+                    0,
+                );
                 self.index = Some(index);
                 index
             }
@@ -689,9 +704,10 @@ impl StoreBuilder {
     /// The store.
     pub fn build(self) -> Store {
         let seed = self.seed.unwrap_or_else(rand::random);
+        let slots_per_shard = usize::from(SLOT_COUNT) / self.shards;
         Store {
             shards: (0..self.shards)
-                .map(|i| Mutex::new(Shard::new(seed.wrapping_add(i as u64))))
+                .map(|i| Mutex::new(Shard::new(seed.wrapping_add(i as u64), slots_per_shard)))
                 .collect(),
             mask: self.shards - 1,
             slot_shift: SLOT_COUNT.trailing_zeros() - self.shards.trailing_zeros(),
@@ -884,11 +900,12 @@ impl Store {
     /// came back from the spill queue): the next checkpoint writes it. Returns false,
     /// changing nothing, when the key already exists (a newer write wins).
     pub fn load(&self, key: &[u8], value: Value, expires_at: u64, now: u64, changed: bool) -> bool {
-        self.with_shard(self.shard_of(key), |shard| {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
             if shard.map.get_index_of(key).is_some() {
                 return false;
             }
-            let index = shard.insert(key, value, expires_at, now, IN_BASE);
+            let index = shard.insert(key, slot, value, expires_at, now, IN_BASE);
             if changed {
                 shard.mark_dirty(index);
             }
@@ -914,8 +931,9 @@ impl Store {
                 shard.volatile = 0;
                 shard.bytes = 0;
                 shard.sweep = 0;
+                let emptied = shard.map.emptied();
                 (
-                    std::mem::take(&mut shard.map),
+                    std::mem::replace(&mut shard.map, emptied),
                     std::mem::take(&mut shard.marks),
                 )
             });
@@ -956,8 +974,9 @@ impl Store {
 
     /// Reads a key: counts a hit or a miss and records the access for LRU/LFU.
     pub fn read<R>(&self, key: &[u8], now: u64, f: impl FnOnce(Option<&Value>) -> R) -> R {
-        self.with_shard(self.shard_of(key), |shard| {
-            match shard.find(key, now, self.sinks()) {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            match shard.find(key, slot, now, self.sinks()) {
                 Some(index) => {
                     shard.stats.hits += 1;
                     shard.touch(index, now, &self.tunables);
@@ -979,8 +998,9 @@ impl Store {
         f: impl FnOnce(Option<EntryView<'_>>) -> R,
     ) -> R {
         let decay = self.tunables.lfu_decay_time.load(Relaxed);
-        self.with_shard(self.shard_of(key), |shard| {
-            let view = shard.find(key, now, self.sinks()).map(|index| {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            let view = shard.find(key, slot, now, self.sinks()).map(|index| {
                 let entry = &shard.map[index];
                 EntryView {
                     value: &entry.value,
@@ -1015,7 +1035,7 @@ impl Store {
     ) -> R {
         let slot = key_slot(key);
         self.with_shard(self.shard_of_slot(slot), |shard| {
-            let index = shard.find(key, expiry_now, self.sinks());
+            let index = shard.find(key, slot, expiry_now, self.sinks());
             if let Some(index) = index {
                 shard.touch(index, now, &self.tunables);
             }
@@ -1043,8 +1063,9 @@ impl Store {
 
     /// True when the key exists; counts a hit or miss as EXISTS does in Redis.
     pub fn contains(&self, key: &[u8], now: u64) -> bool {
-        self.with_shard(self.shard_of(key), |shard| {
-            let found = shard.find(key, now, self.sinks()).is_some();
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            let found = shard.find(key, slot, now, self.sinks()).is_some();
             if found {
                 shard.stats.hits += 1;
             } else {
@@ -1056,8 +1077,9 @@ impl Store {
 
     /// Records an access (TOUCH); true when the key exists.
     pub fn touch(&self, key: &[u8], now: u64) -> bool {
-        self.with_shard(self.shard_of(key), |shard| {
-            match shard.find(key, now, self.sinks()) {
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            match shard.find(key, slot, now, self.sinks()) {
                 Some(index) => {
                     shard.touch(index, now, &self.tunables);
                     true
@@ -1191,7 +1213,9 @@ impl Store {
                 }
                 let index = shard.rng.random_range(0..shard.map.len());
                 let key = shard.map.get_index(index).map(|(k, _)| k.to_vec())?;
-                shard.find(&key, now, self.sinks()).map(|_| key)
+                shard
+                    .find(&key, key_slot(&key), now, self.sinks())
+                    .map(|_| key)
             });
             if found.is_some() {
                 return found;
@@ -1202,7 +1226,7 @@ impl Store {
             self.with_shard(i, |shard| {
                 let keys: Vec<Box<[u8]>> = shard.map.keys().map(Box::from).collect();
                 keys.into_iter()
-                    .find(|k| shard.find(k, now, self.sinks()).is_some())
+                    .find(|k| shard.find(k, key_slot(k), now, self.sinks()).is_some())
                     .map(|k| k.to_vec())
             })
         })
@@ -1234,6 +1258,26 @@ impl Store {
                 }
             })
             .sum()
+    }
+
+    /// Keys in `slot`, expired ones not yet reclaimed included, as Redis counts them
+    /// (CLUSTER COUNTKEYSINSLOT): O(1).
+    pub fn count_in_slot(&self, slot: u16) -> usize {
+        self.shards[self.shard_of_slot(slot)]
+            .lock()
+            .map
+            .slot_len(slot)
+    }
+
+    /// Up to `count` keys of `slot`, newest first (CLUSTER GETKEYSINSLOT): O(count).
+    pub fn keys_in_slot(&self, slot: u16, count: usize) -> Vec<Vec<u8>> {
+        let shard = self.shards[self.shard_of_slot(slot)].lock();
+        shard
+            .map
+            .slot_positions(slot)
+            .take(count)
+            .map(|position| shard.map.get_index(position).expect("listed").0.to_vec())
+            .collect()
     }
 
     /// Keys in shard `index` (expired ones not yet reclaimed included).
@@ -1304,7 +1348,7 @@ impl Store {
     /// was deleted.
     pub fn drop_if_stale(&self, key: &[u8]) -> bool {
         let slot = key_slot(key);
-        self.with_shard(self.shard_of(key), |shard| {
+        self.with_shard(self.shard_of_slot(slot), |shard| {
             match shard.map.get_index_of(key) {
                 Some(index) if shard.map[index].flags & STALE != 0 => {
                     shard.delete_index(index, self.sinks(), Some(slot));
@@ -1377,7 +1421,8 @@ impl Store {
                 for w in shard.watched.values_mut() {
                     w.version += 1;
                 }
-                maps.push(std::mem::take(&mut shard.map));
+                let emptied = shard.map.emptied();
+                maps.push(std::mem::replace(&mut shard.map, emptied));
                 shard.volatile = 0;
                 shard.bytes = 0;
                 shard.sweep = 0;
@@ -1455,17 +1500,19 @@ impl Store {
     }
 
     fn contains_quietly(&self, key: &[u8], now: u64) -> bool {
-        self.with_shard(self.shard_of(key), |shard| {
-            shard.find(key, now, self.sinks()).is_some()
+        let slot = key_slot(key);
+        self.with_shard(self.shard_of_slot(slot), |shard| {
+            shard.find(key, slot, now, self.sinks()).is_some()
         })
     }
 
     /// Starts watching a key for MULTI/EXEC.
     pub fn watch(&self, key: &[u8], now: u64) -> WatchTicket {
-        let shard_index = self.shard_of(key);
+        let slot = key_slot(key);
+        let shard_index = self.shard_of_slot(slot);
         self.with_shard(shard_index, |shard| {
             let deadline = shard
-                .find(key, now, self.sinks())
+                .find(key, slot, now, self.sinks())
                 .map(|i| shard.map[i].expires_at)
                 .unwrap_or(0);
             let watched = shard.watched.entry(key.into()).or_insert(Watched {

@@ -253,36 +253,22 @@ pub fn shards(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// CLUSTER COUNTKEYSINSLOT slot (a scan of this node's keys).
+/// CLUSTER COUNTKEYSINSLOT slot (from the slot's key list: O(1)).
 pub fn countkeysinslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     cluster(ctx)?;
     let slot = slot_arg(args.get(2))?;
-    let count = ctx
-        .node
-        .store
-        .keys(b"*", ctx.now)
-        .iter()
-        .filter(|k| key_slot(k) == slot)
-        .count();
-    ctx.out.int(count as i64);
+    ctx.out.int(ctx.node.store.count_in_slot(slot) as i64);
     Ok(())
 }
 
-/// CLUSTER GETKEYSINSLOT slot count
+/// CLUSTER GETKEYSINSLOT slot count (from the slot's key list: O(count)).
 pub fn getkeysinslot(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     cluster(ctx)?;
     let slot = slot_arg(args.get(2))?;
     let count = parse_i64(args.get(3))
         .filter(|&n| n >= 0)
         .ok_or_else(|| CmdError::Custom("ERR Invalid number of keys".into()))?;
-    let keys: Vec<Vec<u8>> = ctx
-        .node
-        .store
-        .keys(b"*", ctx.now)
-        .into_iter()
-        .filter(|k| key_slot(k) == slot)
-        .take(count as usize)
-        .collect();
+    let keys = ctx.node.store.keys_in_slot(slot, count as usize);
     ctx.out.array(keys.len());
     for key in &keys {
         ctx.out.bulk(key);

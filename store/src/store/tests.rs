@@ -169,6 +169,16 @@ proptest! {
                 crate::replay::apply_record(&replayed, &record.unwrap(), now).unwrap();
             }
         }
+        // Each slot's key list holds exactly that slot's keys, lingering expired ones too.
+        let slots: std::collections::BTreeSet<u16> = (0u8..12).map(|k| crate::slot::key_slot(&[k])).collect();
+        let mut listed_total = 0;
+        for &slot in &slots {
+            let listed = store.keys_in_slot(slot, 100);
+            prop_assert_eq!(listed.len(), store.count_in_slot(slot));
+            prop_assert!(listed.iter().all(|k| crate::slot::key_slot(k) == slot));
+            listed_total += listed.len();
+        }
+        prop_assert_eq!(listed_total, store.len());
         for key in 0u8..12 {
             let expected = live(&model, &[key], now);
             prop_assert_eq!(replayed.read(&[key], now, |v| v.cloned()), expected.clone());
@@ -180,6 +190,7 @@ proptest! {
         store.active_expire(now + 1_000_000, 10_000);
         // Accounting returns exactly to zero once every key is gone.
         prop_assert_eq!(store.len(), 0);
+        prop_assert!(slots.iter().all(|&slot| store.count_in_slot(slot) == 0));
         prop_assert_eq!(store.used_memory(), 0);
     }
 }
