@@ -147,13 +147,66 @@ fn print_table(header: &[&str], rows: &[Vec<String>]) {
         .try_for_each(|row| line(row));
 }
 
-/// `ringkv cluster status`: state, members, their slots and keys, and the balance.
+/// One member's handoff counters (CLUSTER INFO `cluster_handoff_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Handoff {
+    pending_in: u64,
+    pending_out: u64,
+    slots_in: u64,
+    keys_in: u64,
+    bytes_in: u64,
+    /// -1 when unknown.
+    eta_ms: i64,
+}
+
+impl Handoff {
+    fn of(info: &BTreeMap<String, String>) -> Handoff {
+        let field = |name: &str| -> i64 {
+            info.get(&format!("cluster_handoff_{name}"))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Handoff {
+            pending_in: field("slots_pending_in") as u64,
+            pending_out: field("slots_pending_out") as u64,
+            slots_in: field("slots_in") as u64,
+            keys_in: field("keys_in") as u64,
+            bytes_in: field("bytes_in") as u64,
+            eta_ms: info
+                .get("cluster_handoff_eta_ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1),
+        }
+    }
+
+    fn json(&self) -> Json {
+        json!({"slots_pending_in": self.pending_in, "slots_pending_out": self.pending_out,
+               "slots_in": self.slots_in, "keys_in": self.keys_in, "bytes_in": self.bytes_in,
+               "eta_ms": (self.eta_ms >= 0).then_some(self.eta_ms)})
+    }
+}
+
+fn megabytes(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+fn eta_text(ms: i64) -> String {
+    if ms < 0 {
+        "ETA unknown".into()
+    } else {
+        format!("ETA {:.1} s", ms as f64 / 1000.0)
+    }
+}
+
+/// `ringkv cluster status`: state, members, their slots and keys, handoffs in progress,
+/// and the balance.
 pub fn status(addr: &str, as_json: bool) -> Result<()> {
     let info = info(addr)?;
     let members = nodes(addr)?;
     let mut rows = Vec::new();
     let mut listed = Vec::new();
     let mut under_replicated = 0;
+    let mut moving = Handoff::default();
     for m in &members {
         let keys: Option<i64> = connect(&m.addr)
             .ok()
@@ -166,6 +219,14 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
         if let (Some(w), Some(s)) = (wanted, synced) {
             under_replicated += w.saturating_sub(s);
         }
+        let handoff = self::info(&m.addr).ok().map(|i| Handoff::of(&i));
+        if let Some(h) = handoff {
+            moving.pending_in += h.pending_in;
+            moving.pending_out += h.pending_out;
+            moving.keys_in += h.keys_in;
+            moving.bytes_in += h.bytes_in;
+            moving.eta_ms = moving.eta_ms.max(h.eta_ms);
+        }
         rows.push(vec![
             short(&m.id).to_string(),
             m.addr.clone(),
@@ -175,24 +236,32 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
                 (Some(w), Some(s)) => format!("{s}/{w}"),
                 _ => "-".into(),
             },
+            handoff.map_or("-".into(), |h| {
+                format!("{}/{}", h.pending_in, h.pending_out)
+            }),
+            handoff.map_or("-".into(), |h| h.keys_in.to_string()),
             m.flags.clone(),
         ]);
         listed.push(
             json!({"id": m.id, "addr": m.addr, "slots": m.slots, "keys": keys,
                            "replica_slots_wanted": wanted, "replica_slots_synced": synced,
-                           "flags": m.flags}),
+                           "handoff": handoff.map(|h| h.json()), "flags": m.flags}),
         );
     }
     let mean = 16384.0 / members.len().max(1) as f64;
     let balance = members.iter().map(|m| m.slots).max().unwrap_or(0) as f64 / mean;
     let state = info.get("cluster_state").cloned().unwrap_or_default();
+    let pending = moving.pending_in.max(moving.pending_out);
     if as_json {
         println!(
             "{}",
             json!({"state": state, "members": listed, "balance": balance,
                    "epoch": info.get("cluster_current_epoch"), "table_version": info.get("cluster_table_version"),
+                   "target_version": info.get("cluster_target_version"),
                    "routing": info.get("cluster_routing"), "replicas": info.get("cluster_replicas"),
-                   "under_replicated_slot_copies": under_replicated})
+                   "under_replicated_slot_copies": under_replicated,
+                   "handoff_slots_pending": pending,
+                   "handoff_eta_ms": (moving.eta_ms >= 0).then_some(moving.eta_ms)})
         );
         return Ok(());
     }
@@ -205,10 +274,116 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
     if under_replicated > 0 {
         println!("{under_replicated} slot copies are not synced yet (re-replication in progress)");
     }
+    if pending > 0 {
+        println!(
+            "handoffs in progress: {pending} slots pending, {} keys ({}) moved so far, {}",
+            moving.keys_in,
+            megabytes(moving.bytes_in),
+            eta_text(moving.eta_ms)
+        );
+    }
     print_table(
-        &["ID", "ADDRESS", "SLOTS", "KEYS", "COPIES", "FLAGS"],
+        &[
+            "ID", "ADDRESS", "SLOTS", "KEYS", "COPIES", "PENDING", "KEYS-IN", "FLAGS",
+        ],
         &rows,
     );
+    Ok(())
+}
+
+/// Every member's handoff counters and whether the cluster is settled: every member
+/// reachable, all agreeing on one table that is also the target, nobody joining, learning
+/// or owing a slot, and every replica copy synced.
+fn survey(addr: &str) -> Result<(bool, Vec<(String, Handoff)>)> {
+    let members = nodes(addr)?;
+    let mut settled = true;
+    let mut versions = std::collections::BTreeSet::new();
+    let mut handoffs = Vec::new();
+    for m in &members {
+        let Ok(i) = info(&m.addr) else {
+            settled = false;
+            continue;
+        };
+        let h = Handoff::of(&i);
+        // Replica copies too: a member lost right after must not take the only copy.
+        let copies = info_section(&m.addr, "replication").ok();
+        let copies_synced =
+            copies.is_some_and(|r| r.get("repl_wanted_slots") == r.get("repl_synced_slots"));
+        settled &= copies_synced
+            && h.pending_in == 0
+            && h.pending_out == 0
+            && i.get("cluster_members_joining").map(String::as_str) == Some("0")
+            && i.get("cluster_slots_learning").map(String::as_str) == Some("0")
+            && i.get("cluster_table_judged").map(String::as_str) == Some("1")
+            && i.get("cluster_table_version") == i.get("cluster_target_version")
+            && i.get("cluster_known_nodes") == Some(&members.len().to_string());
+        versions.insert(i.get("cluster_table_version").cloned());
+        handoffs.push((m.addr.clone(), h));
+    }
+    Ok((settled && versions.len() == 1, handoffs))
+}
+
+/// `ringkv cluster rebalance`: waits (at most `timeout`) until the target table's owners
+/// serve every slot (joins taken, drains handed over) and hold every replica copy, with a
+/// progress bar.
+pub fn rebalance(addr: &str, timeout: Duration, as_json: bool) -> Result<()> {
+    let started = Instant::now();
+    let (_, first) = survey(addr)?;
+    let keys_before: u64 = first.iter().map(|(_, h)| h.keys_in).sum();
+    let bytes_before: u64 = first.iter().map(|(_, h)| h.bytes_in).sum();
+    let mut most_pending = 0;
+    let mut shown = None;
+    let final_state = loop {
+        let (settled, handoffs) = survey(addr)?;
+        let pending: u64 = handoffs.iter().map(|(_, h)| h.pending_in).sum();
+        most_pending = most_pending.max(pending);
+        let eta = handoffs.iter().map(|(_, h)| h.eta_ms).max().unwrap_or(-1);
+        if !as_json && shown != Some((pending, eta / 1000)) {
+            let done = most_pending - pending;
+            let width = 30;
+            let filled = (done as usize * width)
+                .checked_div(most_pending as usize)
+                .unwrap_or(width);
+            print!(
+                "\rrebalancing [{}{}] {done}/{most_pending} slots taken over, {}   ",
+                "#".repeat(filled),
+                " ".repeat(width - filled),
+                if pending == 0 {
+                    "settling".into()
+                } else {
+                    eta_text(eta)
+                }
+            );
+            std::io::stdout().flush()?;
+            shown = Some((pending, eta / 1000));
+        }
+        if settled {
+            break handoffs;
+        }
+        if started.elapsed() > timeout {
+            bail!(
+                "not balanced after {:?}: {pending} slots still pending; see `ringkv cluster status`",
+                started.elapsed()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let took = started.elapsed();
+    let keys = final_state.iter().map(|(_, h)| h.keys_in).sum::<u64>() - keys_before;
+    let bytes = final_state.iter().map(|(_, h)| h.bytes_in).sum::<u64>() - bytes_before;
+    if as_json {
+        println!(
+            "{}",
+            json!({"balanced": true, "slots_moved": most_pending, "keys_moved": keys,
+                   "bytes_moved": bytes, "ms": took.as_millis(),
+                   "members": final_state.iter().map(|(a, h)| json!({"addr": a, "handoff": h.json()})).collect::<Vec<_>>()})
+        );
+    } else {
+        println!(
+            "\nbalanced in {took:.2?}: {most_pending} slots, {keys} keys ({}) moved while this ran",
+            megabytes(bytes)
+        );
+    }
     Ok(())
 }
 

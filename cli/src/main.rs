@@ -69,6 +69,13 @@ enum ClusterAction {
         /// The member: its client address (HOST:PORT) or node id.
         node: String,
     },
+    /// Wait until the slot table's owners serve every slot (after a join or a drain),
+    /// showing the handoffs' progress.
+    Rebalance {
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Start a local cluster of N members on consecutive ports, until Ctrl-C.
     Up {
         /// How many members.
@@ -236,6 +243,9 @@ fn main() -> Result<()> {
                 ClusterAction::Slots => cluster::show_slots(&addr, args.json),
                 ClusterAction::Locate { key } => cluster::locate(&addr, &key, args.json),
                 ClusterAction::Drain { node } => cluster::drain(&addr, &node, args.json),
+                ClusterAction::Rebalance { timeout } => {
+                    cluster::rebalance(&addr, Duration::from_secs(timeout), args.json)
+                }
                 ClusterAction::Up {
                     nodes,
                     base_port,

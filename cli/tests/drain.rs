@@ -1,6 +1,7 @@
-//! `ringkv cluster drain` against a local cluster (`ringkv cluster up`): a drained member
-//! hands its slots over and leaves with every key still readable; an unknown member and
-//! the last member are refused with a reason. Every wait is bounded; the cluster is
+//! `ringkv cluster drain`, `rebalance` and `status` against a local cluster (`ringkv
+//! cluster up`): a drained member hands its slots over and leaves with every key still
+//! readable; an unknown member and the last member are refused with a reason; a joined
+//! member takes its share through `rebalance`, and `status` shows what moved. Every wait is bounded; the cluster is
 //! stopped when the test ends.
 
 use std::process::{Child, Command, Output, Stdio};
@@ -23,12 +24,12 @@ impl Drop for Up {
     }
 }
 
-/// A base port whose 3 client ports and their bus ports (+10000) are free now.
+/// A base port whose 4 client ports and their bus ports (+10000) are free now.
 fn free_base() -> u16 {
     let pid = std::process::id() as u16;
     for attempt in 0..200u16 {
         let base = 20000 + (pid.wrapping_mul(7).wrapping_add(attempt * 17)) % 9000;
-        let free = (0..3).all(|i| {
+        let free = (0..4).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", base + i + 10000)).is_ok()
                 && std::net::TcpListener::bind(("127.0.0.1", base + i + 10000)).is_ok()
@@ -179,4 +180,97 @@ fn a_drained_member_hands_its_keys_over_and_leaves_and_bad_drains_say_why() {
         "{}",
         String::from_utf8_lossy(&last.stderr)
     );
+}
+
+/// Kills a member started by the test when dropped.
+struct Member(Child);
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_cluster(base: u16) -> Up {
+    let up = Up(Command::new(env!("CARGO_BIN_EXE_ringkv"))
+        .args([
+            "cluster",
+            "up",
+            "--nodes",
+            "3",
+            "--base-port",
+            &base.to_string(),
+        ])
+        .args(["--", "--persistence", "no"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cluster up starts"));
+    wait_settled(&[base, base + 1, base + 2]);
+    up
+}
+
+#[test]
+fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved() {
+    let base = free_base();
+    let _up = start_cluster(base);
+    for i in 0..2000 {
+        set(base, &format!("key:{i}"), &format!("v{i}"));
+    }
+    // `cluster up` puts ringkv-server beside ringkv; so does cargo.
+    let server = std::path::Path::new(env!("CARGO_BIN_EXE_ringkv")).with_file_name("ringkv-server");
+    let joiner = base + 3;
+    let _member = Member(
+        Command::new(server)
+            .args(["--port", &joiner.to_string(), "--cluster-enabled", "yes"])
+            .args(["--persistence", "no"])
+            .args(["--cluster-join", &format!("127.0.0.1:{}", base + 10000)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the 4th member starts"),
+    );
+    let port = base.to_string();
+    let rebalanced = ringkv(&[
+        "cluster",
+        "-p",
+        &port,
+        "rebalance",
+        "--timeout",
+        "60",
+        "--json",
+    ]);
+    assert!(
+        rebalanced.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebalanced.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&rebalanced.stdout).unwrap();
+    assert_eq!(report["balanced"], true, "{report}");
+
+    let status = ringkv(&["cluster", "-p", &port, "status", "--json"]);
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 4, "{status}");
+    assert_eq!(status["handoff_slots_pending"], 0, "{status}");
+    let new = members
+        .iter()
+        .find(|m| m["addr"] == format!("127.0.0.1:{joiner}"))
+        .expect("the joiner is a member");
+    // About a quarter of the slots, and of the keys, whose copies it counted coming in.
+    let slots = new["slots"].as_u64().unwrap();
+    assert!((3000..5500).contains(&slots), "{new}");
+    let keys = new["keys"].as_u64().unwrap();
+    assert!((250..800).contains(&keys), "{new}");
+    assert!(new["handoff"]["keys_in"].as_u64().unwrap() >= keys, "{new}");
+    assert!(new["handoff"]["bytes_in"].as_u64().unwrap() > 0, "{new}");
+    for i in 0..2000 {
+        assert_eq!(
+            get(joiner, &format!("key:{i}")),
+            Some(format!("v{i}")),
+            "key:{i} after the join"
+        );
+    }
 }

@@ -13,6 +13,7 @@
 //! slot's primary; a primary counts an acknowledgement for `WAIT` only while its view
 //! names the peer a replica of the slot, and drops a link whose slots it no longer serves.
 
+mod handoff;
 mod primary;
 mod replica;
 
@@ -196,6 +197,8 @@ pub struct Replication {
     ack_hold: AckHold,
     /// Counters.
     pub stats: ReplStats,
+    /// What handoffs moved here and from here.
+    pub handoff: handoff::HandoffStats,
     stopping: AtomicBool,
 }
 
@@ -249,6 +252,7 @@ impl Replication {
             restarted,
             ack_hold,
             stats: ReplStats::default(),
+            handoff: handoff::HandoffStats::default(),
             stopping: AtomicBool::new(false),
         });
         if restarted {
@@ -773,6 +777,7 @@ impl Replication {
             let mut own = self.holdings.lock();
             own.fencing = own.fencing.difference(slots);
         }
+        self.handoff.slots_in.fetch_add(slots.len() as u64, Relaxed);
         self.now_hold(slots);
     }
 
@@ -1061,9 +1066,41 @@ impl Replication {
     /// `peer`, now the primary of `slots`, acknowledged everything this node logged up to
     /// `lsn`, its handoff fence.
     fn handed_over(&self, slots: &SlotSet, lsn: u64) {
+        let mut newly = 0;
         for slot in slots.iter() {
-            self.handed[usize::from(slot)].fetch_max(lsn, Relaxed);
+            newly += u64::from(self.handed[usize::from(slot)].fetch_max(lsn, Relaxed) == 0);
         }
+        self.handoff.slots_out.fetch_add(newly, Relaxed);
+    }
+
+    /// The slots still to move to or from this node, by the target table.
+    pub fn handoff_pending(&self) -> handoff::Pending {
+        let view = self.view();
+        let own = self.holdings.lock();
+        let mut pending = handoff::Pending {
+            slots_in: 0,
+            slots_out: 0,
+        };
+        for slot in 0..ringkv_cluster::SLOT_COUNT {
+            let Some(target) = view.target.primary(slot) else {
+                continue;
+            };
+            let primary_now = view.table.primary(slot) == Some(&self.me);
+            if *target == self.me {
+                // Fencing slots are learning slots too.
+                pending.slots_in += usize::from(!primary_now || own.learning.contains(slot));
+            } else {
+                let handing =
+                    own.handing.contains(slot) && self.handed[usize::from(slot)].load(Relaxed) == 0;
+                pending.slots_out += usize::from(primary_now || handing);
+            }
+        }
+        pending
+    }
+
+    /// The handoff counters, each as `<prefix><name>:<value>`.
+    pub fn handoff_info(&self, out: &mut String, prefix: &str) {
+        self.handoff.write(out, prefix, self.handoff_pending());
     }
 
     /// True when every slot in `slots` (or, with none, this node as a whole) has at least
@@ -1142,6 +1179,7 @@ impl Replication {
             "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\n",
         );
         self.write_counters(out, "cluster_repl_");
+        self.handoff_info(out, "cluster_handoff_");
     }
 
     /// The link counters, each as `<prefix><name>:<value>`.

@@ -47,6 +47,8 @@ pub enum Piece {
         window: Window,
         /// Its records.
         records: Vec<u8>,
+        /// How many keys they hold.
+        keys: usize,
     },
     /// Every slot synced from scratch is complete once the records up to `stamp` apply.
     SnapshotDone {
@@ -164,7 +166,7 @@ pub struct StreamSender {
     in_group: bool,
     walk: Option<Walk>,
     /// A window copied and waiting for the stream to reach its stamp.
-    window: Option<(u64, Window, Vec<u8>)>,
+    window: Option<(u64, Window, Vec<u8>, usize)>,
 }
 
 impl StreamSender {
@@ -222,7 +224,7 @@ impl StreamSender {
         wait: Duration,
     ) -> Result<Option<Piece>, TakeError> {
         loop {
-            if let Some((stamp, _, _)) = &self.window {
+            if let Some((stamp, ..)) = &self.window {
                 let stamp = *stamp;
                 if self.through < stamp {
                     let records = self.tail(stamp, budget, Duration::ZERO)?;
@@ -231,11 +233,12 @@ impl StreamSender {
                     }
                     continue;
                 }
-                let (stamp, window, records) = self.window.take().expect("checked above");
+                let (stamp, window, records, keys) = self.window.take().expect("checked above");
                 return Ok(Some(Piece::Snapshot {
                     stamp,
                     window,
                     records,
+                    keys,
                 }));
             }
             let Some(walk) = &mut self.walk else {
@@ -260,13 +263,14 @@ impl StreamSender {
                 walk.current = None;
             }
             let mut records = Vec::new();
-            let (stamp, _) = store.snapshot_window(shard, hashes, &walk.slots, now, &mut records);
+            let (stamp, keys) =
+                store.snapshot_window(shard, hashes, &walk.slots, now, &mut records);
             let range = store.shard_slots(shard);
             let window = Window {
                 slots: (range.start, range.end - 1),
                 hashes,
             };
-            self.window = Some((stamp, window, records));
+            self.window = Some((stamp, window, records, keys));
         }
     }
 
@@ -373,6 +377,8 @@ pub struct StreamReceiver {
     /// How far the resync's windows went: first slot of a sender shard → (its last slot,
     /// the highest window hash passed).
     passed: std::collections::BTreeMap<u16, (u16, u64)>,
+    /// Keys applied from snapshot windows, over the receiver's life.
+    snapshot_keys: u64,
 }
 
 /// Most bytes a group may hold before its Commit (far above any command's records).
@@ -387,6 +393,7 @@ impl StreamReceiver {
             applied,
             syncing: SlotSet::new(),
             passed: std::collections::BTreeMap::new(),
+            snapshot_keys: 0,
         }
     }
 
@@ -524,6 +531,7 @@ impl StreamReceiver {
                 return Ok(1);
             }
             apply_record(store, &record, now)?;
+            self.snapshot_keys += 1;
         }
         if last {
             let through = self
@@ -534,6 +542,11 @@ impl StreamReceiver {
         }
         self.applied = self.applied.max(stamp);
         Ok(0)
+    }
+
+    /// Keys applied from snapshot windows so far.
+    pub fn snapshot_keys(&self) -> u64 {
+        self.snapshot_keys
     }
 
     /// The sender says everything up to `lsn` was sent (an idle stream's heartbeat).
@@ -716,6 +729,7 @@ mod tests {
                     stamp,
                     window,
                     records,
+                    ..
                 }) => {
                     let part = WindowPart {
                         stamp,

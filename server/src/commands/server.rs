@@ -173,10 +173,11 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
         "CPU",
         format!("used_cpu_sys:{cpu_sys:.6}\r\nused_cpu_user:{cpu_user:.6}\r\n"),
     );
-    section(
-        "Cluster",
-        format!("cluster_enabled:{}\r\n", u8::from(node.cluster.is_some())),
-    );
+    let mut cluster = format!("cluster_enabled:{}\r\n", u8::from(node.cluster.is_some()));
+    if let Some(replication) = node.replication.get() {
+        replication.handoff_info(&mut cluster, "cluster_handoff_");
+    }
+    section("Cluster", cluster);
     let keyspace = if stats.keys > 0 {
         format!(
             "db0:keys={},expires={},avg_ttl=0\r\n",

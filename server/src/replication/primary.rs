@@ -214,6 +214,18 @@ fn stream_to(
     let mut fence = Some((table_version, repl.log.last_lsn()));
     // Set when a table changed what the slots are to this peer: the link ends at the fence.
     let mut ends_at_fence = false;
+    // The peer takes these slots over (it learns them, or presyncs them joining): what
+    // the link carries counts as handed off.
+    let handoff = link.learner || {
+        let view = repl.view();
+        link.slots.iter().all(|s| view.joins_owning(s, &link.peer))
+    };
+    let count_out = |keys: usize, bytes: usize| {
+        if handoff {
+            repl.handoff.keys_out.fetch_add(keys as u64, Relaxed);
+            repl.handoff.bytes_out.fetch_add(bytes as u64, Relaxed);
+        }
+    };
     while link.alive.load(Relaxed) && !repl.stopping.load(Relaxed) {
         let view = repl.cluster.borrow_view();
         if view.table.version() != table_version {
@@ -248,13 +260,18 @@ fn stream_to(
             )
             .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
         match piece {
-            Some(Piece::Records(bytes)) => write_frame(&mut out, FrameKind::Records, &[&bytes])?,
+            Some(Piece::Records(bytes)) => {
+                count_out(0, bytes.len());
+                write_frame(&mut out, FrameKind::Records, &[&bytes])?
+            }
             Some(Piece::Snapshot {
                 stamp,
                 window,
                 records,
+                keys,
             }) => {
                 repl.stats.snapshot_windows.fetch_add(1, Relaxed);
+                count_out(keys, records.len());
                 write_snapshot(&mut out, stamp, window, &records)?;
             }
             Some(Piece::SnapshotDone { stamp }) => {

@@ -206,6 +206,24 @@ fn link(
         repl.now_hold(&synced);
     }
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
+    // This node takes these slots over (it learns them, or presyncs them joining): what
+    // the link carries counts as handed off.
+    let handoff = learn || {
+        let view = repl.view();
+        streamed.iter().all(|s| {
+            view.target.owners(s).any(|o| *o == repl.me)
+                && !view.table.owners(s).any(|o| *o == repl.me)
+        })
+    };
+    let mut keys_counted = 0;
+    let mut count_in = |receiver: &StreamReceiver, bytes: usize| {
+        if handoff {
+            let keys = receiver.snapshot_keys();
+            repl.handoff.keys_in.fetch_add(keys - keys_counted, Relaxed);
+            repl.handoff.bytes_in.fetch_add(bytes as u64, Relaxed);
+            keys_counted = keys;
+        }
+    };
     if !full.is_empty() {
         // What this node holds of those slots stays until the resync replaces it: it may
         // be the last copy of writes a WAIT acknowledged (the holder it came from is gone).
@@ -250,6 +268,7 @@ fn link(
                 let refused = receiver
                     .apply_records(&repl.store, &payload, unix_ms(), accept)
                     .map_err(|e| LinkError::Malformed(e.0))?;
+                count_in(&receiver, payload.len());
                 if !learn && let Some(position) = repl.positions.lock().get_mut(&primary) {
                     // How far we got, should this primary die: a surviving owner that took
                     // over compares it with the others' before serving.
@@ -266,6 +285,7 @@ fn link(
                 let refused = receiver
                     .apply_snapshot(&repl.store, part, unix_ms(), accept)
                     .map_err(|e| LinkError::Malformed(e.0))?;
+                count_in(&receiver, payload.len());
                 if refused > 0 {
                     repl.stats.fenced_records.fetch_add(refused as u64, Relaxed);
                     return Err(LinkError::Refused("fenced by a newer slot table".into()));

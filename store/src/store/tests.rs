@@ -361,3 +361,33 @@ fn scan_sees_every_stable_key_despite_churn() {
     }
     assert_eq!(seen.len(), 500);
 }
+
+#[test]
+fn every_slot_counts_and_lists_exactly_its_keys() {
+    for shards in [1, 16, 256, 16384] {
+        let store = Store::builder().shards(shards).build();
+        let mut expected = vec![0usize; 16384];
+        for i in 0..20_000u32 {
+            let key = format!("key:{i:012}");
+            expected[usize::from(crate::slot::key_slot(key.as_bytes()))] += 1;
+            store.write(key.as_bytes(), 1, |slot| slot.set(s(b"v"), Some(0)));
+        }
+        // Deletions move other keys (swap-remove): the lists must follow.
+        for i in (0..20_000u32).step_by(3) {
+            let key = format!("key:{i:012}");
+            expected[usize::from(crate::slot::key_slot(key.as_bytes()))] -= 1;
+            assert!(store.remove(key.as_bytes(), 1));
+        }
+        for slot in 0..16384u16 {
+            let want = expected[usize::from(slot)];
+            assert_eq!(
+                store.count_in_slot(slot),
+                want,
+                "slot {slot} of {shards} shards"
+            );
+            let listed = store.keys_in_slot(slot, usize::MAX);
+            assert_eq!(listed.len(), want, "slot {slot} of {shards} shards");
+            assert!(listed.iter().all(|k| crate::slot::key_slot(k) == slot));
+        }
+    }
+}
