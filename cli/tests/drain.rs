@@ -231,6 +231,19 @@ fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved
             .spawn()
             .expect("the 4th member starts"),
     );
+    // `rebalance` speaks of the members the cluster knows: wait until it knows the 4th.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !redis::Client::open(format!("redis://127.0.0.1:{base}/"))
+        .and_then(|c| c.get_connection())
+        .and_then(|mut con| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut con))
+        .is_ok_and(|info| info.contains("cluster_known_nodes:4"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the 4th member never became known"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let port = base.to_string();
     let rebalanced = ringkv(&[
         "cluster",

@@ -246,4 +246,102 @@ mod tests {
         assert!(plan.learning.is_empty());
         assert_eq!(plan.held.len(), usize::from(SLOT_COUNT));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+
+        /// Any membership change (a join, a graceful leave, a death; weights and sizes at
+        /// random), planned by every member from what it owned before: each slot has one
+        /// member that serves it now or learns it, never two; a slot whose previous
+        /// primary lives is served by its new primary only after that primary's fence; a
+        /// slot learned comes from a live former owner; and a slot is served from nothing
+        /// only when no live member owned it before.
+        #[test]
+        fn every_slot_is_served_by_exactly_its_new_primary_once_nothing_live_is_missing(
+            seeds in proptest::collection::btree_set(1u8..250, 2..6),
+            weights in proptest::collection::vec(1u16..4, 6),
+            change in 0u8..3,
+            pick in 0usize..6,
+            replicas in 0u8..3,
+        ) {
+            let config = RingConfig { vnodes: 32, replicas };
+            let before_members: Vec<RingMember> = seeds
+                .iter()
+                .zip(&weights)
+                .map(|(&s, &w)| RingMember { id: NodeId([s; 20]), weight: w })
+                .collect();
+            let chosen = pick % before_members.len();
+            // 0: a member joins; 1: one leaves and stays up while it hands over; 2: one dies.
+            let (after_members, alive_ids): (Vec<RingMember>, Vec<NodeId>) = match change {
+                0 => {
+                    let newcomer = RingMember { id: NodeId([251; 20]), weight: 1 };
+                    let mut after = before_members.clone();
+                    after.push(newcomer);
+                    let ids = after.iter().map(|m| m.id).collect();
+                    (after, ids)
+                }
+                _ => {
+                    let after: Vec<RingMember> = before_members
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| i != chosen)
+                        .map(|(_, m)| *m)
+                        .collect();
+                    let ids = if change == 1 {
+                        before_members.iter().map(|m| m.id).collect()
+                    } else {
+                        after.iter().map(|m| m.id).collect()
+                    };
+                    (after, ids)
+                }
+            };
+            let before = SlotTable::build(&before_members, config);
+            let after = SlotTable::build(&after_members, config);
+            let alive = |id: &NodeId| alive_ids.contains(id);
+            let plans: Vec<(NodeId, Holdings)> = after_members
+                .iter()
+                .map(|m| {
+                    // A newcomer holds nothing yet; the others what they owned.
+                    let held: SlotSet = (0..SLOT_COUNT)
+                        .filter(|&s| before.owners(s).any(|o| *o == m.id))
+                        .collect();
+                    (m.id, plan(&m.id, Some(&before), &held, &after, alive))
+                })
+                .collect();
+            for slot in 0..SLOT_COUNT {
+                let primary = after.primary(slot).expect("every slot has a primary");
+                let mut serving_now = 0;
+                for (id, holdings) in &plans {
+                    proptest::prop_assert!(holdings.fencing.is_subset(&holdings.learning));
+                    proptest::prop_assert!(holdings.held.intersection(&holdings.learning).is_empty());
+                    if holdings.learning.contains(slot) {
+                        proptest::prop_assert_eq!(id, primary, "only the new primary learns slot {}", slot);
+                    }
+                    if id == primary && holdings.held.contains(slot) {
+                        serving_now += 1;
+                    }
+                }
+                let (_, mine) = plans.iter().find(|(id, _)| id == primary).unwrap();
+                let previous = before.primary(slot).unwrap();
+                let learning = mine.learning.contains(slot);
+                proptest::prop_assert!(serving_now + usize::from(learning) == 1, "slot {}", slot);
+                let source = mine.sources.iter().find(|(_, s)| s.contains(slot)).map(|(id, _)| id);
+                if previous != primary && alive(previous) {
+                    // The old primary takes writes until it sees the table: its fence first.
+                    proptest::prop_assert!(learning, "slot {} served before its fence", slot);
+                    if mine.fencing.contains(slot) {
+                        proptest::prop_assert_eq!(source, Some(previous));
+                    }
+                }
+                if learning {
+                    let from = source.expect("a learning slot has a source");
+                    proptest::prop_assert!(alive(from));
+                    proptest::prop_assert!(before.owners(slot).any(|o| o == from));
+                } else if !before.owners(slot).any(|o| o == primary) {
+                    // Served from nothing: no live member had it.
+                    proptest::prop_assert!(!before.owners(slot).any(&alive), "slot {}", slot);
+                }
+            }
+        }
+    }
 }

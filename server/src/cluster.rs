@@ -49,6 +49,8 @@ pub struct ClusterNode {
     bus: Bus,
     /// Redirect or proxy.
     pub routing: Routing,
+    /// READONLY connections read the slots a member replicates (`--cluster-replica-reads`).
+    replica_reads: bool,
     /// The client address we announce.
     pub announce: SocketAddr,
     pool: ProxyPool,
@@ -194,6 +196,7 @@ impl ClusterNode {
             } else {
                 Routing::Redirect
             },
+            replica_reads: config.cluster_replica_reads,
             announce,
             pool: ProxyPool::default(),
             password: config.requirepass.clone(),
@@ -342,6 +345,36 @@ impl ClusterNode {
         self.bus.leave(Duration::from_millis(500)).await;
     }
 
+    /// `Local` when every slot in `slots` (all primaried here) is served here now; `Hold`
+    /// while one is in a handoff's last moment (its previous primary fences it for us
+    /// within milliseconds: the command waits here rather than be sent back there, which
+    /// would send it here again), up to [`HOLD_LIMIT`]; `-TRYAGAIN` while one is still
+    /// being learned.
+    fn wait_for(
+        &self,
+        conn: &ConnState,
+        view: &ClusterView,
+        slots: impl IntoIterator<Item = u16>,
+    ) -> Verdict {
+        let held_too_long = conn.held_since.is_some_and(|t| t.elapsed() >= HOLD_LIMIT);
+        for slot in slots {
+            // Judged first: replication publishes the not-ready slots before it marks the
+            // table judged, so a judged table's not-ready set is the current one (the other
+            // way round, a slot still to be learned could pass as ready under the set of
+            // the table before and be read here empty).
+            if !self.unjudged(slot, view) && self.ready(slot) {
+                continue;
+            }
+            return match self.handing_in_from(slot) {
+                Some(_) if !held_too_long && !conn.no_block => Verdict::Hold,
+                _ => Verdict::Refuse(CmdError::Custom(format!(
+                    "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
+                ))),
+            };
+        }
+        Verdict::Local
+    }
+
     /// Decides where a command runs. `Local` runs it here.
     pub fn route(&self, conn: &ConnState, spec: &CommandSpec, args: &Args<'_>) -> Verdict {
         let mut keys = spec.keys.indices(args.len()).peekable();
@@ -356,7 +389,8 @@ impl ClusterNode {
         let same_slot = keys.all(|i| key_slot(args.get(i)) == slot);
         let may_proxy = self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi();
         if same_slot {
-            let replica_read = conn.readonly
+            let replica_read = self.replica_reads
+                && conn.readonly
                 && spec.flags.contains(CommandFlags::READONLY)
                 && view.table.is_replica(slot, &view.me);
             let elsewhere = |id: &NodeId| match view.node(id) {
@@ -370,19 +404,8 @@ impl ClusterNode {
                 None => Verdict::Refuse(CmdError::Custom("CLUSTERDOWN The cluster is down".into())),
             };
             return match view.table.primary(slot) {
-                Some(id) if *id == view.me && (!self.ready(slot) || self.unjudged(slot, &view)) => {
-                    match self.handing_in_from(slot) {
-                        // Its previous primary serves it until it fenced it for us. (A
-                        // proxy that forwarded it here retries instead: it cannot follow.)
-                        Some(from) if view.node(&from).is_some() && !conn.forwarded => {
-                            elsewhere(&from)
-                        }
-                        _ => Verdict::Refuse(CmdError::Custom(format!(
-                            "TRYAGAIN Slot {slot} is being synced to this member, its new primary"
-                        ))),
-                    }
-                }
-                Some(id) if *id == view.me || replica_read => Verdict::Local,
+                Some(id) if *id == view.me => self.wait_for(conn, &view, [slot]),
+                Some(_) if replica_read => Verdict::Local,
                 Some(id) => elsewhere(id),
                 None => {
                     Verdict::Refuse(CmdError::Custom("CLUSTERDOWN Hash slot not served".into()))
@@ -398,7 +421,11 @@ impl ClusterNode {
                 .indices(args.len())
                 .all(|i| view.table.primary(key_slot(args.get(i))) == Some(&view.me));
             return if all_mine {
-                Verdict::Local
+                self.wait_for(
+                    conn,
+                    &view,
+                    spec.keys.indices(args.len()).map(|i| key_slot(args.get(i))),
+                )
             } else {
                 Verdict::Refuse(cross)
             };
@@ -426,7 +453,11 @@ impl ClusterNode {
         if owners.len() == 1 {
             // Many slots, one owner: it runs the command whole (and atomically).
             return if owners[0] == self.announce {
-                Verdict::Local
+                self.wait_for(
+                    conn,
+                    &view,
+                    spec.keys.indices(args.len()).map(|i| key_slot(args.get(i))),
+                )
             } else {
                 Verdict::Forward(Forward::relay(
                     owners[0],
@@ -591,7 +622,15 @@ pub enum Verdict {
     Refuse(CmdError),
     /// Forward to other nodes (proxy routing).
     Forward(Forward),
+    /// Run it again in a moment: its slot is in a handoff's last moment (see
+    /// [`HOLD_LIMIT`]).
+    Hold,
 }
+
+/// How long a command waits for its slot's handoff fence before it answers `-TRYAGAIN`:
+/// a fence takes milliseconds; this bounds a source that stalls or dies (the surviving
+/// owners then take the slot over).
+pub const HOLD_LIMIT: Duration = Duration::from_secs(2);
 
 /// A command (or its pieces) on its way to other nodes.
 #[derive(Debug)]

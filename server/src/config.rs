@@ -224,6 +224,13 @@ pub struct Config {
     /// does) or proxy (forward it to the owner and relay the reply).
     #[arg(long = "cluster-routing", default_value = "redirect", value_parser = ["redirect", "proxy"])]
     pub cluster_routing: String,
+    /// Let READONLY connections read, on a member, the slots it holds a replica of (from a
+    /// copy that may lag its primary). Off by default: members are listed to clients as
+    /// primaries, and on a Redis primary READONLY does nothing, so some cluster clients
+    /// (redis-rs's async client) send it on every connection; with this on, their reads
+    /// that chase a -MOVED to a member holding a replica would be answered from the copy.
+    #[arg(long = "cluster-replica-reads", default_value = "no", value_parser = yes_no, action = clap::ArgAction::Set)]
+    pub cluster_replica_reads: bool,
     /// How long a leaving member (SIGTERM, SHUTDOWN) waits, at most, for the members
     /// taking over its slots to hold them before it leaves; 0 leaves at once.
     #[arg(

@@ -60,6 +60,8 @@ pub struct ConnState {
     pub forwarded: bool,
     /// READONLY: reads of slots this member holds a replica of are served here.
     pub readonly: bool,
+    /// Since when the current command waits for its slot's handoff fence.
+    pub held_since: Option<std::time::Instant>,
     /// The change log's last LSN after this connection's last write (WAIT covers it).
     repl_lsn: u64,
     /// The slots this connection wrote to (WAIT counts their replicas); boxed on the
@@ -88,6 +90,7 @@ impl ConnState {
             no_block: false,
             forwarded: false,
             readonly: false,
+            held_since: None,
             repl_lsn: 0,
             repl_slots: None,
             remote_writes: Vec::new(),
@@ -269,6 +272,18 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             if write_out(node, stream, &mut output).await.is_err() {
                 return "write error";
             }
+            if matches!(conn.parked, Some(Parked::Hold)) {
+                conn.parked = None;
+                // Its slot is in a handoff's last moment: run it again shortly (the gate
+                // is released meanwhile; the route bounds the wait).
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                    _ = handle.killed() => return "killed",
+                    _ = shutdown.wait_for(|down| *down) => return "shutdown",
+                }
+                next -= 1;
+                conn.commands -= 1;
+            }
             if let Some(parked) = conn.parked.take() {
                 // The gate is released: a parked command holds no lock while it waits.
                 let (finished, remote_writes) = tokio::select! {
@@ -384,8 +399,9 @@ async fn finish_parked_reply(node: &Node, parked: Parked, protocol: Protocol) ->
             Err(error) => dispatch::write_error(node, &mut out, &error),
         },
         Parked::Wait(blocked) => out.int(commands::finish_wait(node, blocked).await),
-        // Answered by `finish_parked`, with the writes it made elsewhere.
-        Parked::Forward(_) => return reply,
+        // Answered by `finish_parked`, with the writes it made elsewhere; run again by the
+        // connection.
+        Parked::Forward(_) | Parked::Hold => return reply,
         Parked::Save(durable) => match durable.await {
             Ok(Ok(())) => out.ok(),
             Ok(Err(error)) => dispatch::write_error(

@@ -122,6 +122,11 @@ pub struct Ctx<'a, 'b> {
     pub now: u64,
 }
 
+/// The route of a command (its subcommand's for containers), if it has one.
+pub fn route_of(args: &Args<'_>) -> Option<&'static Route> {
+    resolve(args).ok()
+}
+
 /// Resolves the command, and its subcommand for containers; `Err` is the reply.
 fn resolve(args: &Args<'_>) -> Result<&'static Route, CmdError> {
     let name = args.get(0);
@@ -203,7 +208,11 @@ pub fn execute(
         return write_error(node, out, &CmdError::Loading);
     }
     if let Some(cluster) = &node.cluster {
-        match cluster.route(conn, route.spec, &args) {
+        let verdict = cluster.route(conn, route.spec, &args);
+        if !matches!(verdict, Verdict::Hold) {
+            conn.held_since = None;
+        }
+        match verdict {
             Verdict::Local => {}
             Verdict::Refuse(error) => {
                 conn.flag_transaction_error();
@@ -211,6 +220,11 @@ pub fn execute(
             }
             Verdict::Forward(forward) => {
                 conn.parked = Some(Parked::Forward(forward));
+                return;
+            }
+            Verdict::Hold => {
+                conn.held_since.get_or_insert_with(std::time::Instant::now);
+                conn.parked = Some(Parked::Hold);
                 return;
             }
         }
@@ -234,7 +248,12 @@ pub fn execute(
     }
     let exclusive = flags.contains(CommandFlags::EXCLUSIVE);
     let result = if exclusive {
-        gate.run_exclusive(|| run(node, conn, out, route, args, now))
+        // Routed under the shared gate, which is let go before the exclusive one is taken:
+        // a handoff fence may pass in between, so the route is checked again.
+        gate.run_exclusive(|| {
+            still_local(node, conn, route, &args)?;
+            run(node, conn, out, route, args, now)
+        })
     } else {
         run(node, conn, out, route, args, now)
     };
@@ -321,6 +340,27 @@ pub fn run_queued(
     let result = resolve(&args).and_then(|route| run(node, conn, out, route, args, now));
     if let Err(error) = result {
         write_error(node, out, &error);
+    }
+}
+
+/// `Ok` when the command still runs here by the current view (called under the exclusive
+/// gate, so no handoff fence passes until it is done); otherwise the error to answer:
+/// the redirect, or `-TRYAGAIN` where it would wait or be proxied.
+pub fn still_local(
+    node: &Node,
+    conn: &ConnState,
+    route: &Route,
+    args: &Args<'_>,
+) -> Result<(), CmdError> {
+    let Some(cluster) = &node.cluster else {
+        return Ok(());
+    };
+    match cluster.route(conn, route.spec, args) {
+        Verdict::Local => Ok(()),
+        Verdict::Refuse(error) => Err(error),
+        Verdict::Hold | Verdict::Forward(_) => Err(CmdError::Custom(
+            "TRYAGAIN The slot table changed while the command waited; retry".into(),
+        )),
     }
 }
 

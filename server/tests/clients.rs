@@ -180,3 +180,136 @@ fn redis_rs_cluster_client_scans_every_key_and_writes_through_a_failover() {
         "nothing written before the kill was lost"
     );
 }
+
+/// redis-rs's async cluster client (what tokio services use) writing and reading until
+/// `stop`: every error is an application error. Returns (writes, errors, first errors).
+fn redis_rs_until(ports: &[u16], stop: &std::sync::atomic::AtomicBool) -> (u64, u64, Vec<String>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let client = ClusterClient::builder(
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>(),
+    )
+    .retries(8)
+    .connection_timeout(Duration::from_secs(1))
+    .response_timeout(Duration::from_secs(5))
+    .build()
+    .expect("a cluster client");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        let mut con = client
+            .get_async_connection()
+            .await
+            .expect("an async cluster connection");
+        let (mut written, mut errors, mut said) = (0u64, 0u64, Vec::new());
+        let started = Instant::now();
+        while !stop.load(Relaxed) && started.elapsed() < Duration::from_secs(300) {
+            let key = format!("rs:{written}");
+            let set = redis::cmd("SET")
+                .arg(&key)
+                .arg(written)
+                .query_async::<()>(&mut con)
+                .await;
+            let got = match set {
+                Ok(()) => {
+                    redis::cmd("GET")
+                        .arg(&key)
+                        .query_async::<Option<u64>>(&mut con)
+                        .await
+                }
+                Err(error) => Err(error),
+            };
+            match got {
+                Ok(Some(value)) if value == written => written += 1,
+                Ok(other) => panic!("{key} read back {other:?} right after its SET"),
+                Err(error) => {
+                    errors += 1;
+                    if said.len() < 5 {
+                        said.push(error.to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        }
+        for i in 0..written {
+            let got: Option<u64> = redis::cmd("GET")
+                .arg(format!("rs:{i}"))
+                .query_async(&mut con)
+                .await
+                .expect("GET at the end");
+            assert_eq!(got, Some(i), "rs:{i} at the end");
+        }
+        (written, errors, said)
+    })
+}
+
+/// redis-py's and redis-rs's cluster clients keep working, with no application error, while
+/// a 4th member joins, one member is drained (SHUTDOWN, as `ringkv cluster drain` does it)
+/// and another leaves (SIGTERM); every key either wrote reads back at the end.
+#[test]
+fn cluster_clients_work_through_a_join_a_drain_and_a_leave() {
+    use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+    const FLAGS: [&str; 2] = ["--cluster-replicas", "1"];
+    let mut members = start_cluster(3, &FLAGS);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    support::load::wait_replicated(&ports, Duration::from_secs(20));
+
+    let stop_file = std::env::temp_dir().join(format!("ringkv-clients-{}", std::process::id()));
+    let _ = std::fs::remove_file(&stop_file);
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/redis_py_through_handoff.py"
+    );
+    let python = Command::new("python3")
+        .arg(script)
+        .arg(&stop_file)
+        .args(ports.iter().map(|p| p.to_string()))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs (scripts/test installs redis-py)");
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let rust_client = {
+        let (ports, stop) = (ports.clone(), stop.clone());
+        std::thread::spawn(move || redis_rs_until(&ports, &stop))
+    };
+    std::thread::sleep(Duration::from_millis(800));
+
+    // A join: the 4th member takes about a quarter of the slots.
+    members.push(support::cluster::start(Some(members[0].bus), &FLAGS));
+    let all: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&all, 4, Duration::from_secs(30));
+    support::load::wait_replicated(&all, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A drain: SHUTDOWN hands every slot over, then the member exits.
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut support::cluster::client(all[1]));
+    let three = [all[0], all[2], all[3]];
+    wait_agreed(&three, 3, Duration::from_secs(30));
+    support::load::wait_replicated(&three, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+
+    // A leave: SIGTERM does the same.
+    support::sigterm(&members[2].node);
+    let two = [all[0], all[3]];
+    wait_agreed(&two, 2, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(500));
+
+    std::fs::write(&stop_file, b"stop").expect("the stop file");
+    stop.store(true, Relaxed);
+    let output = python.wait_with_output().expect("redis-py ends");
+    let _ = std::fs::remove_file(&stop_file);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("redis-py through join, drain and leave: {stdout}");
+    assert!(output.status.success(), "redis-py:\n{stdout}\n{stderr}");
+    let (written, errors, said) = rust_client.join().expect("the redis-rs client");
+    eprintln!("redis-rs through join, drain and leave: {written} writes, {errors} errors {said:?}");
+    assert!(written > 100, "redis-rs wrote only {written}");
+    assert_eq!(errors, 0, "redis-rs saw errors: {said:?}");
+}

@@ -169,9 +169,17 @@ fn three_nodes_agree_and_every_key_lives_where_keyslot_and_slots_say() {
     // A plain client asking the wrong node is redirected, Redis-style.
     let foreign = (0..10_000)
         .map(|i| format!("key:{i}"))
-        .find(|k| owners[ringkv_slot(k) as usize][0] != ports[0])
+        .find(|k| {
+            // Owned elsewhere, with a replica copy here.
+            let slot_owners = &owners[ringkv_slot(k) as usize];
+            slot_owners[0] != ports[0] && slot_owners.contains(&ports[0])
+        })
         .unwrap();
-    let err = client(ports[0]).get::<_, i64>(&foreign).unwrap_err();
+    let mut plain = client(ports[0]);
+    // READONLY does nothing on a member by default, as on a Redis primary (redis-rs's
+    // async client sends it on every connection): replica copies are never read.
+    let () = redis::cmd("READONLY").query(&mut plain).unwrap();
+    let err = plain.get::<_, i64>(&foreign).unwrap_err();
     let owner = owners[ringkv_slot(&foreign) as usize][0];
     assert_eq!(err.code(), Some("MOVED"));
     let text = err.to_string();

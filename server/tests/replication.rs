@@ -231,7 +231,10 @@ fn min_replicas_to_write_refuses_writes_once_the_replica_is_gone_and_wait_times_
 
 #[test]
 fn a_readonly_connection_reads_the_replica_copy_and_writes_still_go_to_the_primary() {
-    let members = start_cluster(2, &["--cluster-replicas", "1"]);
+    let members = start_cluster(
+        2,
+        &["--cluster-replicas", "1", "--cluster-replica-reads", "yes"],
+    );
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
     wait_agreed(&ports, 2, Duration::from_secs(20));
     wait_replicated(&ports, Duration::from_secs(20));
@@ -445,7 +448,8 @@ fn counter(port: u16, name: &str) -> u64 {
 
 #[test]
 fn a_link_broken_again_and_again_under_load_resumes_without_a_new_snapshot() {
-    let members = start_cluster(2, &[]);
+    // READONLY reads the replica copies at the end.
+    let members = start_cluster(2, &["--cluster-replica-reads", "yes"]);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
     wait_agreed(&ports, 2, Duration::from_secs(20));
     wait_replicated(&ports, Duration::from_secs(20));

@@ -863,6 +863,9 @@ pub enum Parked {
     Forward(crate::cluster::Forward),
     /// WAIT until replicas acknowledge.
     Wait(super::BlockedWait),
+    /// A command for a slot in a handoff's last moment (its new primary here waits for the
+    /// previous one's fence): it runs again once the slot is served here.
+    Hold,
 }
 
 fn tier<'a>(

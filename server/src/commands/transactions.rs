@@ -51,6 +51,14 @@ pub fn exec(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     let mut batch = Batch::new();
     let parsed = RequestParser::default().parse(&queued, &mut batch);
     debug_assert!(parsed.is_ok() && batch.len() == count);
+    // Queued under an older view perhaps: a slot that moved since (a handoff fenced it
+    // while the transaction was queued) discards it, as Redis Cluster answers EXEC.
+    for i in 0..batch.len() {
+        let args = batch.command(&queued, i);
+        if let Some(route) = dispatch::route_of(&args) {
+            dispatch::still_local(ctx.node, ctx.conn, route, &args)?;
+        }
+    }
     ctx.out.array(batch.len());
     ctx.conn.no_block = true;
     for i in 0..batch.len() {

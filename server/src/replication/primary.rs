@@ -289,13 +289,13 @@ fn stream_to(
             fence = None;
         }
         let mut sent: Result<(), LinkError> = Ok(());
+        let beat = [
+            sender.through().to_le_bytes().as_slice(),
+            &[u8::from(ack_now || fenced.is_some())],
+            &announced.to_le_bytes(),
+        ]
+        .concat();
         if ack_now || fenced.is_some() || last_beat.elapsed() >= HEARTBEAT {
-            let beat = [
-                sender.through().to_le_bytes().as_slice(),
-                &[u8::from(ack_now || fenced.is_some())],
-                &announced.to_le_bytes(),
-            ]
-            .concat();
             sent = write_frame(&mut out, FrameKind::Heartbeat, &[&beat]).map_err(LinkError::from);
             last_beat = Instant::now();
         }
@@ -308,7 +308,12 @@ fn stream_to(
             // fence (even if the link broke meanwhile) they are handed over, and this side
             // ends the link (the peer waits for that, so no acknowledgement is lost to a
             // reset).
-            hand_over(repl, link, lsn);
+            hand_over(
+                repl,
+                link,
+                lsn,
+                sent.is_ok().then_some((&mut out, &beat[..])),
+            );
             if sent.is_ok() {
                 let _ = write_frame(&mut out, FrameKind::Refused, &[b"the slot table changed"]);
                 let _ = out.flush();
@@ -323,11 +328,29 @@ fn stream_to(
 
 /// The link ends at a fence: the slots its peer now serves are handed over once it said
 /// it took the fence (an acknowledgement so flagged; bounded wait), so WAIT counts the
-/// writes made here before it as held by their new primary, and a drain may leave.
-fn hand_over(repl: &Replication, link: &ReplicaLink, lsn: u64) {
+/// writes made here before it as held by their new primary, and a drain may leave. The
+/// fence heartbeat (`repeat`: the link and the beat) is repeated meanwhile: a peer that had not judged the new
+/// table yet when the first came takes the fence at the next one.
+fn hand_over(
+    repl: &Replication,
+    link: &ReplicaLink,
+    lsn: u64,
+    mut repeat: Option<(&mut BufWriter<TcpStream>, &[u8])>,
+) {
+    const REPEAT: Duration = Duration::from_millis(10);
     let deadline = Instant::now() + Duration::from_secs(1);
     let taken = || link.fence_taken.load(Relaxed) && link.acked.load(Relaxed) >= lsn;
+    let mut last_beat = Instant::now();
     while !taken() && link.alive.load(Relaxed) && Instant::now() < deadline {
+        if let Some((out, beat)) = repeat.as_mut().filter(|_| last_beat.elapsed() >= REPEAT) {
+            let resent =
+                write_frame(&mut **out, FrameKind::Heartbeat, &[beat]).and_then(|()| out.flush());
+            if resent.is_err() {
+                // Broken: the acknowledgement may still have come.
+                repeat = None;
+            }
+            last_beat = Instant::now();
+        }
         std::thread::sleep(Duration::from_millis(1));
     }
     if !taken() {
