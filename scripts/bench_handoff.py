@@ -5,7 +5,10 @@ Starts 3 members (release binary, no persistence, --cluster-replicas 1), loads K
 of 16 + 64 bytes through their primaries, starts a 4th member and times until every
 member agrees it serves its share (no member joining or learning, every table judged),
 then stops it with SIGTERM (a drain) and times until the other three agree again.
-Checks that every key is still readable with its value and prints the figures.
+Checks that every key is still readable with its value and prints the figures: the
+handoff throughput (keys and bytes the joiner copied in, over the join's time), and a
+probe client's GET latency (p50, p99, max) before, during the join and during the drain.
+BIG=1 also stores a 100 MB string and a hash of 1,000,000 fields first (they move too).
 KEYS=<n> (default 1000000), BASE=<first port> (default 7800).
 """
 import os
@@ -16,6 +19,67 @@ import time
 
 import redis
 from redis.crc import key_slot
+
+BIG = os.environ.get("BIG") == "1"
+
+
+PROBE = """
+import sys, time, redis
+from redis.cluster import ClusterNode, RedisCluster
+rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p)) for p in sys.argv[1:]],
+                  socket_timeout=5)
+keys = [f"probe:{i}" for i in range(64)]  # spread over the slots, so over every member
+out = sys.stdout
+while True:
+    for key in keys:
+        t = time.time()
+        try:
+            rc.get(key)
+        except redis.RedisError as error:
+            out.write(f"{t} error {error!r}\\n")
+            continue
+        out.write(f"{t} {time.time() - t}\\n")
+    out.flush()
+    time.sleep(0.001)
+"""
+
+
+class Probe:
+    """A separate process GETting one key per member in a loop (its own interpreter: a
+    thread here would measure this script's own work), each latency stamped; phases are
+    labelled by wall-clock spans afterwards."""
+
+    def __init__(self, ports):
+        self.file = open(f"/tmp/ringkv-probe-{os.getpid()}.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", PROBE] + [str(p) for p in ports],
+                                     stdout=self.file)
+        self.spans = []
+        self.label = None
+
+    def phase(self, label):
+        now = time.time()
+        if self.spans:
+            self.spans[-1][2] = now
+        self.spans.append([label, now, None])
+
+    def report(self):
+        self.phase("end")
+        self.proc.kill()
+        self.proc.wait()
+        self.file.seek(0)
+        lines = [line.split(None, 1) for line in self.file if line.strip()]
+        samples = [(float(t), float(rest)) for t, rest in lines if not rest.startswith("error")]
+        errors = [(float(t), rest.strip()) for t, rest in lines if rest.startswith("error")]
+        for label, begin, end in self.spans[:-1]:
+            xs = sorted(lat for t, lat in samples if begin <= t < end)
+            failed = [e for t, e in errors if begin <= t < end]
+            if not xs:
+                continue
+            pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
+            print(f"probe GET latency {label}: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms, "
+                  f"max {xs[-1] * 1000:.2f} ms over {len(xs)} GETs, {len(failed)} errors"
+                  + (f" (first: {failed[0]})" if failed else ""))
+
 
 KEYS = int(os.environ.get("KEYS", "1000000"))
 BASE = int(os.environ.get("BASE", "7800"))
@@ -96,18 +160,40 @@ def main():
     for pipe in pipes.values():
         pipe.execute()
     print(f"loaded {KEYS} keys in {time.monotonic() - t:.1f} s")
+    if BIG:
+        rc = {p: redis.Redis(port=p, socket_timeout=60) for p in ports}
+        rc[table[key_slot(b"big:string")]].set("big:string", b"x" * (100 << 20))
+        con = rc[table[key_slot(b"big:hash")]]
+        for start_at in range(0, 1_000_000, 10_000):
+            con.hset("big:hash", mapping={f"f{i}": i for i in range(start_at, start_at + 10_000)})
+        print("stored a 100 MB string and a hash of 1,000,000 fields")
+    probe = Probe(ports)
+    probe.phase("before")
+    time.sleep(2)
     try:
         t = time.monotonic()
+        probe.phase("during the join")
         procs.append(start(3, BASE + 1))
         wait_agreed(ports + [BASE + 3], 4)
         joined = time.monotonic() - t
         share = redis.Redis(port=BASE + 3).dbsize()
         print(f"join: the 4th member serves {share} keys ({share / KEYS:.1%}) "
               f"{joined:.2f} s after it was started")
+        moved = info(BASE + 3)
+        keys_in = int(moved.get("cluster_handoff_keys_in", 0))
+        bytes_in = int(moved.get("cluster_handoff_bytes_in", 0))
+        print(f"handoff into the joiner: {keys_in} keys, {bytes_in / 1e6:.1f} MB: "
+              f"{keys_in / joined:,.0f} keys/s, {bytes_in / 1e6 / joined:.1f} MB/s over the join")
+        probe.phase("after the join")
+        time.sleep(2)
         t = time.monotonic()
+        probe.phase("during the drain")
         procs[3].send_signal(signal.SIGTERM)
         wait_agreed(ports, 3)
         drained = time.monotonic() - t
+        probe.phase("after the drain")
+        time.sleep(1)
+        probe.phase("verifying")
         procs[3].wait(timeout=30)
         print(f"drain: {share} keys handed back, the other 3 agree {drained:.2f} s after SIGTERM")
         table = owners(BASE)
@@ -125,6 +211,13 @@ def main():
                 got = pipe.execute()
                 missing += sum(1 for i, v in zip(items, got) if v != value(i).encode())
         print(f"keys missing or wrong after join and drain: {missing}")
+        if BIG:
+            rc = redis.Redis(port=BASE)
+            ok = redis.RedisCluster(host="127.0.0.1", port=BASE)
+            big = ok.strlen("big:string") == (100 << 20) and ok.hlen("big:hash") == 1_000_000
+            print(f"big values intact after join and drain: {big}")
+            missing += 0 if big else 1
+        probe.report()
         return 1 if missing else 0
     finally:
         for proc in procs:
