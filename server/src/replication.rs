@@ -147,6 +147,10 @@ struct Holdings {
     /// Slots this node served as primary and no longer owns: it keeps handing them to
     /// their new primary until that one has them (a learner may still ask).
     handing: SlotSet,
+    /// Slots this node held a whole copy of as a replica of a primary that died, and that
+    /// the table then gave to another member without one: that member learns them from
+    /// here (this copy may be the only one holding writes a WAIT acknowledged).
+    orphans: SlotSet,
     /// The target table judged while joining.
     target_version: u64,
     /// The newest view judged ([`ClusterView::seq`]).
@@ -342,6 +346,7 @@ impl Replication {
             own.held = SlotSet::new();
             own.fencing = SlotSet::new();
             own.handing = SlotSet::new();
+            own.orphans = SlotSet::new();
             // What it handed over before the pause is not known to be held any more.
             for handed in self.handed.iter() {
                 handed.store(0, Relaxed);
@@ -391,6 +396,16 @@ impl Replication {
         let handing = own
             .handing
             .union(&was_primary.intersection(&copies))
+            .difference(&owned);
+        let dead_primary: SlotSet = match own.table.as_ref() {
+            Some(previous) if !amnesia && !restart => (0..ringkv_cluster::SLOT_COUNT)
+                .filter(|&s| previous.primary(s).is_some_and(|p| view.node(p).is_none()))
+                .collect(),
+            _ => SlotSet::new(),
+        };
+        let orphans = own
+            .orphans
+            .union(&dead_primary.intersection(&copies))
             .difference(&owned);
         if restart {
             // Slots no other member has a copy of are served with what is here, but not
@@ -477,6 +492,7 @@ impl Replication {
             learning,
             fencing,
             handing,
+            orphans,
             target_version: view.target.version(),
             sources,
         };
@@ -639,10 +655,11 @@ impl Replication {
     }
 
     /// True when this node holds a whole copy of every slot in `slots`, or served them
-    /// until the table gave them away (`handing`: their new primary may still learn them).
+    /// until the table gave them away (`handing`: their new primary may still learn them),
+    /// or kept them for a dead primary's successor (`orphans`).
     fn holds(&self, slots: &SlotSet) -> bool {
         let own = self.holdings.lock();
-        slots.is_subset(&own.held.union(&own.handing))
+        slots.is_subset(&own.held.union(&own.handing).union(&own.orphans))
     }
 
     /// True when `slot` waits here for `source`'s fence: records for it from `source` are
@@ -695,7 +712,10 @@ impl Replication {
         let own = self.holdings.lock();
         own.table.is_some()
             && slots.iter().any(|s| {
-                !own.held.contains(s) && !own.learning.contains(s) && !own.handing.contains(s)
+                !own.held.contains(s)
+                    && !own.learning.contains(s)
+                    && !own.handing.contains(s)
+                    && !own.orphans.contains(s)
             })
     }
 
@@ -781,10 +801,36 @@ impl Replication {
         self.now_hold(slots);
     }
 
+    /// A replica link from `primary` copied these slots whole (a snapshot or a resume):
+    /// held from now on, those of them `primary` still serves in the table judged last.
+    /// A link thread may get here late (after a table that gave the slots to another
+    /// member was judged: its primary died meanwhile): a copy from a member that no longer
+    /// serves the slot may lack writes its successor acknowledged, and is not a copy.
+    fn copied_from(&self, primary: &NodeId, slots: &SlotSet) {
+        self.hold(slots, Some(primary));
+    }
+
     /// A link copied these slots whole (a replica's snapshot or resume, a learner's copy):
     /// held from now on, and served if they were being learned.
     fn now_hold(&self, slots: &SlotSet) {
+        self.hold(slots, None);
+    }
+
+    /// [`Self::now_hold`], for the slots `from` (when named) serves in the judged table,
+    /// judged under the same lock.
+    fn hold(&self, slots: &SlotSet, from: Option<&NodeId>) {
         let mut own = self.holdings.lock();
+        let served_by_source: SlotSet;
+        let slots = match (from, own.table.as_ref()) {
+            (Some(source), Some(table)) => {
+                served_by_source = slots
+                    .iter()
+                    .filter(|&s| table.primary(s) == Some(source))
+                    .collect();
+                &served_by_source
+            }
+            _ => slots,
+        };
         // A slot waiting for its previous primary's fence is held only once the fence came
         // (`fenced`), whatever a link that copied it says.
         let slots = &slots.difference(&own.fencing);

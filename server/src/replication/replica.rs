@@ -203,7 +203,7 @@ fn link(
     if !learn && !synced.is_empty() {
         // Resumed: the copy is the primary's history up to where we stood, and the
         // stream goes on from there.
-        repl.now_hold(&synced);
+        repl.copied_from(&primary, &synced);
     }
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
     // This node takes these slots over (it learns them, or presyncs them joining): what
@@ -297,7 +297,7 @@ fn link(
                 tracing::info!(%primary, swept, "resync complete; keys the primary did not have are gone");
                 synced = streamed.clone();
                 if !learn {
-                    repl.now_hold(&streamed);
+                    repl.copied_from(&primary, &streamed);
                 }
                 ack_now = true;
             }
