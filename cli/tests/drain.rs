@@ -112,6 +112,7 @@ fn wait_settled(ports: &[u16]) {
 
 #[test]
 fn a_drained_member_hands_its_keys_over_and_leaves_and_bad_drains_say_why() {
+    let _alone = one_cluster_at_a_time();
     let base = free_base();
     let _up = Up(Command::new(env!("CARGO_BIN_EXE_ringkv"))
         .args([
@@ -182,6 +183,15 @@ fn a_drained_member_hands_its_keys_over_and_leaves_and_bad_drains_say_why() {
     );
 }
 
+/// Held by each test for its whole run: the tests of one process run in parallel threads
+/// and would pick the same ports for their clusters.
+fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static CLUSTER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CLUSTER
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Kills a member started by the test when dropped.
 struct Member(Child);
 
@@ -213,6 +223,7 @@ fn start_cluster(base: u16) -> Up {
 
 #[test]
 fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved() {
+    let _alone = one_cluster_at_a_time();
     let base = free_base();
     let _up = start_cluster(base);
     for i in 0..2000 {
