@@ -114,22 +114,8 @@ fn wait_settled(ports: &[u16]) {
 fn a_drained_member_hands_its_keys_over_and_leaves_and_bad_drains_say_why() {
     let _alone = one_cluster_at_a_time();
     let base = free_base();
-    let _up = Up(Command::new(env!("CARGO_BIN_EXE_ringkv"))
-        .args([
-            "cluster",
-            "up",
-            "--nodes",
-            "3",
-            "--base-port",
-            &base.to_string(),
-        ])
-        .args(["--", "--persistence", "no"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cluster up starts"));
+    let _up = start_cluster(base);
     let port = base.to_string();
-    wait_settled(&[base, base + 1, base + 2]);
     for i in 0..300 {
         set(base, &format!("key:{i}"), &format!("v{i}"));
     }

@@ -387,22 +387,22 @@ impl Replication {
         let owned: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
             .filter(|&s| view.table.owners(s).any(|o| *o == self.me))
             .collect();
-        let was_primary: SlotSet = match own.table.as_ref() {
-            Some(previous) if !amnesia && !restart => (0..ringkv_cluster::SLOT_COUNT)
-                .filter(|&s| previous.primary(s) == Some(&self.me))
-                .collect(),
-            _ => SlotSet::new(),
+        // The slots whose primary under the table judged before passes `test` (none after
+        // an amnesia or a restart: that table says nothing of what is here).
+        let previously = |test: &dyn Fn(&NodeId) -> bool| -> SlotSet {
+            match own.table.as_ref() {
+                Some(previous) if !amnesia && !restart => (0..ringkv_cluster::SLOT_COUNT)
+                    .filter(|&s| previous.primary(s).is_some_and(test))
+                    .collect(),
+                _ => SlotSet::new(),
+            }
         };
+        let was_primary = previously(&|p| *p == self.me);
         let handing = own
             .handing
             .union(&was_primary.intersection(&copies))
             .difference(&owned);
-        let dead_primary: SlotSet = match own.table.as_ref() {
-            Some(previous) if !amnesia && !restart => (0..ringkv_cluster::SLOT_COUNT)
-                .filter(|&s| previous.primary(s).is_some_and(|p| view.node(p).is_none()))
-                .collect(),
-            _ => SlotSet::new(),
-        };
+        let dead_primary = previously(&|p| view.node(p).is_none());
         let orphans = own
             .orphans
             .union(&dead_primary.intersection(&copies))

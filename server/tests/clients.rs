@@ -37,6 +37,21 @@ fn redis_py_cluster_scans_every_key_and_writes_through_a_failover() {
     );
 }
 
+/// redis-rs's cluster client over `ports`, retrying as an application would configure it.
+fn cluster_client(ports: &[u16], response_timeout: Duration) -> ClusterClient {
+    ClusterClient::builder(
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}/"))
+            .collect::<Vec<_>>(),
+    )
+    .retries(8)
+    .connection_timeout(Duration::from_secs(1))
+    .response_timeout(response_timeout)
+    .build()
+    .expect("a cluster client")
+}
+
 /// Every key of one member, by SCAN routed to it through the cluster connection.
 fn scan_member(con: &mut redis::cluster::ClusterConnection, port: u16) -> Vec<String> {
     let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
@@ -68,17 +83,7 @@ fn redis_rs_cluster_client_scans_every_key_and_writes_through_a_failover() {
     let mut members = start_cluster(3, &[]);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
     wait_agreed(&ports, 3, Duration::from_secs(20));
-    let client = ClusterClient::builder(
-        ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}/"))
-            .collect::<Vec<_>>(),
-    )
-    .retries(8)
-    .connection_timeout(Duration::from_secs(1))
-    .response_timeout(Duration::from_secs(2))
-    .build()
-    .expect("a cluster client");
+    let client = cluster_client(&ports, Duration::from_secs(2));
     let mut con = client.get_connection().expect("a cluster connection");
     for i in 0..3_000 {
         let () = redis::cmd("SET")
@@ -185,17 +190,7 @@ fn redis_rs_cluster_client_scans_every_key_and_writes_through_a_failover() {
 /// `stop`: every error is an application error. Returns (writes, errors, first errors).
 fn redis_rs_until(ports: &[u16], stop: &std::sync::atomic::AtomicBool) -> (u64, u64, Vec<String>) {
     use std::sync::atomic::Ordering::Relaxed;
-    let client = ClusterClient::builder(
-        ports
-            .iter()
-            .map(|p| format!("redis://127.0.0.1:{p}/"))
-            .collect::<Vec<_>>(),
-    )
-    .retries(8)
-    .connection_timeout(Duration::from_secs(1))
-    .response_timeout(Duration::from_secs(5))
-    .build()
-    .expect("a cluster client");
+    let client = cluster_client(ports, Duration::from_secs(5));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -657,6 +657,26 @@ fn not_holding(ports: &[u16], keys: &[String], value: &str) -> Vec<(String, Opti
         .collect()
 }
 
+/// Waits (up to 30 s: a restarted cluster learns and settles) until every key holds
+/// `value` at its primary, and fails with the ones that never do.
+fn assert_all_holding(ports: &[u16], keys: &[String], value: &str, when: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let missing = loop {
+        let missing = not_holding(ports, keys, value);
+        if missing.is_empty() || Instant::now() > deadline {
+            break missing;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        missing.is_empty(),
+        "{} of {} keys missing {when}, e.g. {:?}",
+        missing.len(),
+        keys.len(),
+        &missing[..missing.len().min(5)]
+    );
+}
+
 /// Starts a member that persists into `dir`.
 fn start_with(seed: Option<u16>, dir: &tempfile::TempDir) -> Member {
     let dir = dir.path().to_str().unwrap();
@@ -741,21 +761,7 @@ fn a_whole_cluster_killed_and_restarted_serves_every_acknowledged_write() {
     members.clear(); // SIGKILL and reap, all of them
 
     let (_members, ports) = start_persisting_cluster(&dirs);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let missing = loop {
-        let missing = not_holding(&ports, &keys, "kept");
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        missing.is_empty(),
-        "{} of {} keys missing after the restart, e.g. {:?}",
-        missing.len(),
-        keys.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_holding(&ports, &keys, "kept", "after the restart");
 }
 
 /// In proxy mode a plain client's WAIT covers the writes the member forwarded for it: a
@@ -853,19 +859,5 @@ fn a_whole_cluster_restarted_with_one_member_late_serves_every_acknowledged_writ
     let third = start_with(Some(first.bus), &dirs[2]);
     let ports = [first.port, second.port, third.port];
     wait_agreed(&ports, 3, Duration::from_secs(30));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let missing = loop {
-        let missing = not_holding(&ports, &keys, "kept");
-        if missing.is_empty() || Instant::now() > deadline {
-            break missing;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(
-        missing.is_empty(),
-        "{} of {} keys missing after the late restart, e.g. {:?}",
-        missing.len(),
-        keys.len(),
-        &missing[..missing.len().min(5)]
-    );
+    assert_all_holding(&ports, &keys, "kept", "after the late restart");
 }
