@@ -25,7 +25,7 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const NONCE_LEN: usize = 16;
 
 /// Version of this wire format, in every [`Hello`].
-pub const LINK_VERSION: u32 = 2;
+pub const LINK_VERSION: u32 = 3;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,6 +155,9 @@ pub struct Hello {
     /// A learner: the replica is the slots' new primary and takes them from this member,
     /// which held them before the table changed.
     pub learn: bool,
+    /// A merge (with `learn`): no member holds the slots whole, and the learner takes
+    /// this member's copy, whatever it holds, to merge it into its own.
+    pub merge: bool,
     /// Asks only where the answering member stands in this member's stream (a new
     /// primary catching up after that member died); the answer is a [`PositionReport`].
     pub ask_position: Option<NodeId>,
@@ -304,6 +307,7 @@ mod tests {
                 synced: vec![(0, 100)],
             }),
             learn: false,
+            merge: false,
             ask_position: None,
             nonce: [3; NONCE_LEN],
             mac: [0; 32],

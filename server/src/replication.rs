@@ -48,6 +48,22 @@ const SETTLE: Duration = Duration::from_secs(1);
 /// How often the pullers are reconciled with the view even when it did not change.
 const RECONCILE: Duration = Duration::from_millis(200);
 
+/// How long slots wait for the copies they merge in ([`Pull::Merge`]) before they are
+/// served without the members that never answered.
+const MERGE_LIMIT: Duration = Duration::from_secs(5);
+
+/// What a puller takes from its peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pull {
+    /// The slots' stream, as their replica.
+    Replica,
+    /// Slots this node now serves, from a member that held a whole copy of them.
+    Learn,
+    /// A member's copy of slots this node now serves and no member holds whole (a whole
+    /// cluster restarted): its keys missing here are added, ours are kept.
+    Merge,
+}
+
 /// The change log's limits on a node: the backlog keeps a dropped replica resumable.
 pub fn log_limits(config: &Config) -> LogLimits {
     LogLimits {
@@ -123,9 +139,7 @@ impl ReplicaLink {
 struct Puller {
     primary: NodeId,
     slots: SlotSet,
-    /// A learner link: this node is the slots' new primary and takes them from a member
-    /// that held them.
-    learn: bool,
+    kind: Pull,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
 }
@@ -160,6 +174,15 @@ struct Holdings {
     /// Slots taken over from a dead primary, not served until the other surviving owners
     /// said how far they got in its stream.
     catching_up: SlotSet,
+    /// Slots served here with what this node kept, with no whole copy known anywhere
+    /// (a restart found no other member to learn them from): the next table that names
+    /// other owners merges their copies in before serving them again.
+    provisional: SlotSet,
+    /// Learning slots whose copies are merged in from these members (a subset of
+    /// `learning`, not in `sources`): served once every one of them sent its copy.
+    merging: Vec<(NodeId, SlotSet)>,
+    /// When the merges began (they are bounded by [`MERGE_LIMIT`]).
+    merge_since: Option<std::time::Instant>,
     /// When this table was judged.
     judged_at: Option<std::time::Instant>,
     /// The checks behind `catching_up` (dead primary, surviving owner) → slots: a newer
@@ -324,6 +347,7 @@ impl Replication {
         let amnesia = own.table.is_some() && view.rejoins != own.rejoins;
         if !amnesia && own.table.as_ref().map(|t| t.version()) == Some(view.table.version()) {
             self.drop_dead_fences(&mut own, view);
+            self.end_stalled_merges(&mut own, view);
             return;
         }
         // A restarted member judges its first table only once the cluster is formed, and
@@ -407,11 +431,45 @@ impl Replication {
             .orphans
             .union(&dead_primary.intersection(&copies))
             .difference(&owned);
+        let mut provisional = SlotSet::new();
+        let mut merging: Vec<(NodeId, SlotSet)> = Vec::new();
         if restart {
             // Slots no other member has a copy of are served with what is here, but not
             // claimed as whole copies (a member alone after a restart would otherwise
             // claim every slot, and others would learn its empty ones over their data).
+            provisional = held.clone();
             held = SlotSet::new();
+        } else if !amnesia {
+            // Still served with what was kept after a restart: once the table names other
+            // live owners, their copies are merged in before the slot is served again (the
+            // first member back may have formed a cluster alone, and the writes a WAIT
+            // acknowledged may be only in theirs); with none, it stays served as it is.
+            for slot in own.provisional.iter() {
+                if view.table.primary(slot) != Some(&self.me) {
+                    continue;
+                }
+                provisional.insert(slot);
+                if !held.contains(slot) {
+                    // Learned from a member that holds it whole, or merged if none does.
+                    continue;
+                }
+                held.remove(slot);
+                for other in view.table.owners(slot) {
+                    if *other != self.me && view.node(other).is_some() {
+                        learning.insert(slot);
+                        ringkv_cluster::holdings::note_source(&mut merging, other, slot);
+                    }
+                }
+            }
+        }
+        if !merging.is_empty() {
+            tracing::info!(
+                slots = merging
+                    .iter()
+                    .fold(SlotSet::new(), |all, (_, s)| all.union(s))
+                    .len(),
+                "no member holds these slots whole: merging the other owners' copies in before serving them"
+            );
         }
         // Slots served here from now on with a whole copy: their WAIT count starts here.
         let since = self.log.last_lsn() + 1;
@@ -495,6 +553,9 @@ impl Replication {
             orphans,
             target_version: view.target.version(),
             sources,
+            provisional,
+            merge_since: (!merging.is_empty()).then(std::time::Instant::now),
+            merging,
         };
     }
 
@@ -721,10 +782,13 @@ impl Replication {
 
     /// A learner's `source` has no whole copy of `slots`: each goes to the next owner of
     /// the previous table, then of the current one, still alive, or, with none left, no
-    /// whole copy survives and the slot is served with what is here.
+    /// whole copy survives: every live owner's copy is merged into ours before the slot is
+    /// served, and with no live owner at all it is served with what is here.
     fn source_has_no_copy(&self, source: &NodeId, slots: &SlotSet, view: &ClusterView) {
         let mut own = self.holdings.lock();
         let mut serve_own = SlotSet::new();
+        let mut merge = SlotSet::new();
+        let mut merge_from: Vec<(NodeId, SlotSet)> = Vec::new();
         let mut moved: Vec<(NodeId, u16)> = Vec::new();
         for slot in slots.iter().filter(|&s| own.learning.contains(s)) {
             // The former owners first, then the current ones: a view judged before every
@@ -756,8 +820,27 @@ impl Replication {
                 None if own.judged_at.is_some_and(|at| at.elapsed() < SETTLE) => {
                     moved.push((*source, slot))
                 }
-                None => serve_own.insert(slot),
+                None if candidates.is_empty() => serve_own.insert(slot),
+                // No member holds it whole (a whole cluster restarted): every live owner's
+                // copy is merged into ours before it is served.
+                None => {
+                    merge.insert(slot);
+                    for candidate in &candidates {
+                        ringkv_cluster::holdings::note_source(&mut merge_from, candidate, slot);
+                    }
+                }
             }
+        }
+        for (from, slots) in &merge_from {
+            ringkv_cluster::holdings::add_source(&mut own.merging, *from, slots);
+        }
+        if !merge.is_empty() {
+            own.provisional = own.provisional.union(&merge);
+            own.merge_since = Some(std::time::Instant::now());
+            tracing::info!(
+                slots = merge.len(),
+                "no member holds these slots whole: merging the other owners' copies in before serving them"
+            );
         }
         for (_, from) in own.sources.iter_mut() {
             *from = from.difference(slots);
@@ -789,6 +872,63 @@ impl Replication {
     /// True when `slot` is being learned here.
     fn learning(&self, slot: u16) -> bool {
         self.holdings.lock().learning.contains(slot)
+    }
+
+    /// `source` sent its copy of `slots` for a merge: those no other member's copy is
+    /// awaited for any more are held and served from now on.
+    fn merged(&self, source: &NodeId, slots: &SlotSet) {
+        let done = {
+            let mut own = self.holdings.lock();
+            let mut sent = SlotSet::new();
+            for (_, from) in own.merging.iter_mut().filter(|(id, _)| id == source) {
+                sent = from.intersection(slots);
+                *from = from.difference(slots);
+            }
+            own.merging.retain(|(_, from)| !from.is_empty());
+            let awaited = own
+                .merging
+                .iter()
+                .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+            sent.difference(&awaited).intersection(&own.learning)
+        };
+        if !done.is_empty() {
+            tracing::info!(from = %source, slots = done.len(), "merged the copies of every live owner; serving the slots");
+            self.learned(&done);
+        }
+    }
+
+    /// Merges that waited too long, or for a member now gone, end without it: their slots
+    /// are served with what was merged so far, still not claimed whole.
+    fn end_stalled_merges(&self, own: &mut Holdings, view: &ClusterView) {
+        let expired = own.merge_since.is_some_and(|at| at.elapsed() > MERGE_LIMIT);
+        let before = own
+            .merging
+            .iter()
+            .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+        own.merging
+            .retain(|(id, _)| !expired && view.node(id).is_some());
+        let awaited = own
+            .merging
+            .iter()
+            .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+        let ended = before.difference(&awaited).intersection(&own.learning);
+        if own.merging.is_empty() {
+            own.merge_since = None;
+        }
+        if ended.is_empty() {
+            return;
+        }
+        tracing::warn!(
+            slots = ended.len(),
+            "a member never sent its copy for a merge: serving these slots with what was merged"
+        );
+        own.learning = own.learning.difference(&ended);
+        let since = self.log.last_lsn() + 1;
+        for slot in ended.iter() {
+            self.serve_from(slot, since);
+        }
+        self.cluster
+            .set_not_ready(own.learning.union(&own.catching_up));
     }
 
     /// These slots are learned or fenced: held and served from now on.
@@ -842,6 +982,7 @@ impl Replication {
             }
             own.held.insert(slot);
             own.learning.remove(slot);
+            own.provisional.remove(slot);
         }
         for (_, learned) in own.sources.iter_mut() {
             *learned = learned.difference(slots);
@@ -856,32 +997,41 @@ impl Replication {
 
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {
         self.update_holdings(view);
-        let mut wanted: Vec<(NodeId, SlotSet, bool)> = view
+        let mut wanted: Vec<(NodeId, SlotSet, Pull)> = view
             .table
             .replicated_by(&self.me)
             .into_iter()
-            .map(|(primary, slots)| (primary, slots, false))
+            .map(|(primary, slots)| (primary, slots, Pull::Replica))
             .collect();
         if view.is_joining(&self.me) {
             self.join(view, &mut wanted);
         }
-        let (sources, fencing) = {
+        let (sources, fencing, merging) = {
             let own = self.holdings.lock();
-            (own.sources.clone(), own.fencing.clone())
+            (
+                own.sources.clone(),
+                own.fencing.clone(),
+                own.merging.clone(),
+            )
         };
         wanted.extend(
             sources
                 .iter()
-                .map(|(source, slots)| (*source, slots.clone(), true)),
+                .map(|(source, slots)| (*source, slots.clone(), Pull::Learn)),
+        );
+        wanted.extend(
+            merging
+                .into_iter()
+                .map(|(source, slots)| (source, slots, Pull::Merge)),
         );
         let mut pullers = self.pullers.lock();
         pullers.retain(|puller| {
-            let exact = wanted.iter().any(|(primary, slots, learn)| {
-                *primary == puller.primary && *slots == puller.slots && *learn == puller.learn
+            let exact = wanted.iter().any(|(primary, slots, kind)| {
+                *primary == puller.primary && *slots == puller.slots && *kind == puller.kind
             });
             // A link that streamed these slots here before the table changed carries their
             // previous primary's fence: it lives until the fence arrives.
-            let carries_fence = !puller.learn
+            let carries_fence = puller.kind == Pull::Replica
                 && sources.iter().any(|(source, slots)| {
                     *source == puller.primary
                         && !slots
@@ -899,31 +1049,31 @@ impl Replication {
         let fence_links: Vec<NodeId> = pullers
             .iter()
             .filter(|p| {
-                !p.learn
-                    && !wanted
-                        .iter()
-                        .any(|(id, slots, learn)| *id == p.primary && *slots == p.slots && !learn)
+                p.kind == Pull::Replica
+                    && !wanted.iter().any(|(id, slots, kind)| {
+                        *id == p.primary && *slots == p.slots && *kind == Pull::Replica
+                    })
             })
             .map(|p| p.primary)
             .collect();
         wanted.retain(|(primary, _, _)| !fence_links.contains(primary));
-        for (primary, slots, learn) in wanted {
+        for (primary, slots, kind) in wanted {
             if pullers
                 .iter()
-                .any(|p| p.primary == primary && p.learn == learn)
+                .any(|p| p.primary == primary && p.kind == kind)
             {
                 continue;
             }
             let Some(addr) = view.node(&primary).map(|n| n.bus) else {
                 continue;
             };
-            tracing::info!(%primary, slots = slots.len(), learn, table = format_args!("{:016x}", view.table.version()), "pulling slots");
+            tracing::info!(%primary, slots = slots.len(), ?kind, table = format_args!("{:016x}", view.table.version()), "pulling slots");
             let stop = Arc::new(AtomicBool::new(false));
             let done = Arc::new(AtomicBool::new(false));
             pullers.push(Puller {
                 primary,
                 slots: slots.clone(),
-                learn,
+                kind,
                 stop: stop.clone(),
                 done: done.clone(),
             });
@@ -931,7 +1081,7 @@ impl Replication {
             let spawned = std::thread::Builder::new()
                 .name("ringkv-repl-pull".into())
                 .spawn(move || {
-                    replica::pull(&repl, primary, addr, slots, learn, &stop);
+                    replica::pull(&repl, primary, addr, slots, kind, &stop);
                     done.store(true, Relaxed);
                 });
             if let Err(error) = spawned {
@@ -943,7 +1093,7 @@ impl Replication {
     /// A joining member copies every slot it will own from the member serving it, and
     /// announces `Serving` once it holds them all: the table then gives it its slots, each
     /// served after its previous primary's fence.
-    fn join(&self, view: &ClusterView, wanted: &mut Vec<(NodeId, SlotSet, bool)>) {
+    fn join(&self, view: &ClusterView, wanted: &mut Vec<(NodeId, SlotSet, Pull)>) {
         let will_own = will_own(view, &self.me);
         let mut by_primary: Vec<(NodeId, SlotSet)> = Vec::new();
         for slot in will_own.iter() {
@@ -951,7 +1101,11 @@ impl Replication {
                 ringkv_cluster::holdings::note_source(&mut by_primary, primary, slot);
             }
         }
-        wanted.extend(by_primary.into_iter().map(|(p, slots)| (p, slots, false)));
+        wanted.extend(
+            by_primary
+                .into_iter()
+                .map(|(p, slots)| (p, slots, Pull::Replica)),
+        );
         let ready = view.state == ringkv_cluster::ClusterState::Ok
             && will_own.is_subset(&self.holdings.lock().held);
         if ready {
@@ -1193,7 +1347,10 @@ impl Replication {
         let mut synced = 0;
         for (primary, slots) in &wanted {
             let live = pullers.iter().any(|p| {
-                p.primary == *primary && p.slots == *slots && !p.learn && !p.done.load(Relaxed)
+                p.primary == *primary
+                    && p.slots == *slots
+                    && p.kind == Pull::Replica
+                    && !p.done.load(Relaxed)
             });
             if let (true, Some(position)) = (live, positions.get(primary)) {
                 synced += SlotSet::from_ranges(&position.synced)

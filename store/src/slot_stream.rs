@@ -379,6 +379,10 @@ pub struct StreamReceiver {
     passed: std::collections::BTreeMap<u16, (u16, u64)>,
     /// Keys applied from snapshot windows, over the receiver's life.
     snapshot_keys: u64,
+    /// A merge ([`Self::start_merge`]): the snapshot only fills in keys missing here.
+    merge: bool,
+    /// In a merge, the key whose pieces are being filled in (a big value comes split).
+    filling: Option<Vec<u8>>,
 }
 
 /// Most bytes a group may hold before its Commit (far above any command's records).
@@ -394,7 +398,21 @@ impl StreamReceiver {
             syncing: SlotSet::new(),
             passed: std::collections::BTreeMap::new(),
             snapshot_keys: 0,
+            merge: false,
+            filling: None,
         }
+    }
+
+    /// The sender's copy of `full` is merged into ours rather than replacing it: no copy
+    /// survived whole (a whole cluster restarted), so each holder's keys count. The
+    /// snapshot adds the keys missing here and keeps the ones we have (ours came from
+    /// the same history, and a restarted primary's are the newest); nothing is swept, and
+    /// the sender's log records are not applied (it does not serve these slots, and its
+    /// own resyncs and expiries say nothing of ours).
+    pub fn start_merge(&mut self, full: &SlotSet) {
+        self.syncing = full.intersection(&self.slots);
+        self.passed.clear();
+        self.merge = true;
     }
 
     /// The sender resyncs `full` (a subset of the slots): their keys here are flagged
@@ -414,7 +432,11 @@ impl StreamReceiver {
     }
 
     fn finish_sync(&mut self, store: &Store) -> usize {
-        let swept = store.sweep_stale(&self.syncing);
+        let swept = if self.merge {
+            0
+        } else {
+            store.sweep_stale(&self.syncing)
+        };
         self.syncing = SlotSet::new();
         self.passed.clear();
         swept
@@ -530,6 +552,12 @@ impl StreamReceiver {
             if !accept(record.slot) {
                 return Ok(1);
             }
+            if self.merge && self.filling.as_deref() != Some(record.key) {
+                if store.contains(record.key, now) {
+                    continue;
+                }
+                self.filling = Some(record.key.to_vec());
+            }
             apply_record(store, &record, now)?;
             self.snapshot_keys += 1;
         }
@@ -581,6 +609,8 @@ impl StreamReceiver {
         accept: &impl Fn(u16) -> bool,
     ) -> Result<usize, MalformedRecord> {
         match record.kind {
+            // A merge takes the sender's snapshot, not its changes (see `start_merge`).
+            _ if self.merge => Ok(0),
             RecordKind::Clear => {
                 store.clear_slots(&self.slots);
                 Ok(0)
@@ -697,6 +727,20 @@ mod tests {
         pieces: usize,
         write: impl FnOnce(&Store) + Send + 'static,
     ) -> (StreamReceiver, bool) {
+        stream_into(primary, log, replica, slots, pieces, write, false)
+    }
+
+    /// Streams `slots` from `primary` into `replica` for at most `pieces` pieces while
+    /// `write` runs at the primary: a resync, or a merge (`merge`).
+    fn stream_into(
+        primary: &Arc<Store>,
+        log: &Arc<ChangeLog>,
+        replica: &Store,
+        slots: &SlotSet,
+        pieces: usize,
+        write: impl FnOnce(&Store) + Send + 'static,
+        merge: bool,
+    ) -> (StreamReceiver, bool) {
         let writer = {
             let primary = primary.clone();
             std::thread::spawn(move || write(&primary))
@@ -710,7 +754,11 @@ mod tests {
         )
         .unwrap();
         let mut receiver = StreamReceiver::new(slots.clone(), sender.through());
-        receiver.start_sync(replica, slots);
+        if merge {
+            receiver.start_merge(slots);
+        } else {
+            receiver.start_sync(replica, slots);
+        }
         let mut done = false;
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         for _ in 0..pieces {
@@ -818,6 +866,87 @@ mod tests {
                 "seed {seed}"
             );
             assert_eq!(state(&replica, &others), untouched, "seed {seed}");
+        }
+    }
+
+    /// A merge (a whole cluster restarted, no copy known whole) adds the sender's keys
+    /// missing here, big values whole, keeps every key held here with its own value
+    /// (split big ones included), sweeps nothing, and applies none of the sender's
+    /// changes made meanwhile (its deletions say nothing of our copy).
+    #[test]
+    fn a_merge_fills_in_the_missing_keys_and_keeps_every_key_held_here() {
+        for seed in 0..4u64 {
+            let (primary, log) = primary_with_log(seed, 4_000, 3_000);
+            let slots = streamed_slots();
+            let big_theirs = vec![b't'; 300 << 10];
+            let big_both = vec![b'b'; 300 << 10];
+            let in_slots = |name: &str| {
+                (0..)
+                    .map(|i| format!("{name}:{i}").into_bytes())
+                    .find(|k| slots.contains(key_slot(k)))
+                    .unwrap()
+            };
+            let (theirs_key, both_key) = (in_slots("big-theirs"), in_slots("big-both"));
+            primary.write(&theirs_key, NOW, |s| {
+                s.set(Value::Str(big_theirs.clone()), Some(0))
+            });
+            primary.write(&both_key, NOW, |s| {
+                s.set(Value::Str(big_both.clone()), Some(0))
+            });
+            let replica = Store::builder().shards(2).build();
+            let mut rng = SmallRng::seed_from_u64(seed + 11);
+            for _ in 0..3_000 {
+                random_write(&replica, &mut rng, 4_000);
+            }
+            replica.write(&both_key, NOW, |s| {
+                s.set(Value::Str(b"ours".to_vec()), Some(0))
+            });
+            let ours = state(&replica, &slots);
+            let theirs = state(&primary, &slots);
+            let (_, done) = stream_into(
+                &primary,
+                &log,
+                &replica,
+                &slots,
+                usize::MAX,
+                |p| {
+                    for i in 0..3_000 {
+                        p.write(&key(i), NOW, |s| s.remove());
+                    }
+                },
+                true,
+            );
+            assert!(done, "seed {seed}: the merge never completed");
+            let merged: std::collections::HashMap<Vec<u8>, (Value, Option<u64>)> =
+                state(&replica, &slots)
+                    .into_iter()
+                    .map(|(k, v, at)| (k, (v, at)))
+                    .collect();
+            for (key, value, at) in &ours {
+                assert_eq!(merged.get(key), Some(&(value.clone(), *at)), "seed {seed}");
+            }
+            let ours_keys: std::collections::HashSet<&Vec<u8>> =
+                ours.iter().map(|(k, _, _)| k).collect();
+            // What the sender held throughout (its deletions raced the windows) is in.
+            let kept_there = state(&primary, &slots);
+            let mut filled = 0;
+            for entry @ (key, value, at) in &theirs {
+                if !ours_keys.contains(key) && kept_there.contains(entry) {
+                    assert_eq!(merged.get(key), Some(&(value.clone(), *at)), "seed {seed}");
+                    filled += 1;
+                }
+            }
+            assert!(filled > 0, "seed {seed}: no key to fill in");
+            let theirs_keys: std::collections::HashSet<&Vec<u8>> =
+                theirs.iter().map(|(k, _, _)| k).collect();
+            assert!(
+                merged
+                    .keys()
+                    .all(|k| ours_keys.contains(k) || theirs_keys.contains(k)),
+                "seed {seed}: nothing but the union"
+            );
+            assert_eq!(merged[&theirs_key].0, Value::Str(big_theirs.clone()));
+            assert_eq!(merged[&both_key].0, Value::Str(b"ours".to_vec()));
         }
     }
 

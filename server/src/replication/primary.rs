@@ -99,13 +99,18 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         let theirs = slots
             .iter()
             .all(|s| view.table.primary(s) == Some(&hello.node));
-        if theirs && !repl.holds(&slots) && repl.has_no_copy_of(&slots) {
-            // Not a passing state: the learner tries the next former owner, or serves
-            // what it has when there is none.
-            refuse(&mut stream, NO_COPY);
-            return Err(LinkError::Refused(NO_COPY.into()));
+        if hello.merge {
+            // No member holds them whole: it merges in whatever we have.
+            theirs
+        } else {
+            if theirs && !repl.holds(&slots) && repl.has_no_copy_of(&slots) {
+                // Not a passing state: the learner tries the next former owner, or
+                // merges every owner's copy when none holds one whole.
+                refuse(&mut stream, NO_COPY);
+                return Err(LinkError::Refused(NO_COPY.into()));
+            }
+            theirs && repl.holds(&slots)
         }
-        theirs && repl.holds(&slots)
     } else {
         // A slot still being learned here is not ours to hand out yet.
         !repl.learning_any(&slots)
@@ -118,8 +123,10 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         refuse(&mut stream, "this member's slot table differs; retry");
         return Err(LinkError::Refused("the slot tables differ".into()));
     }
-    // A learner resumes only the slots it copied from us already (it says which).
-    let (sender, full) = start_stream(repl, &hello.resume, &slots)?;
+    // A learner resumes only the slots it copied from us already (it says which); a
+    // merge takes our whole copy.
+    let resume = if hello.merge { &None } else { &hello.resume };
+    let (sender, full) = start_stream(repl, resume, &slots)?;
     let welcome = Welcome {
         node: repl.me,
         run: repl.run.load(Relaxed),

@@ -16,7 +16,7 @@ use ringkv_cluster::link::{
 use ringkv_store::slot_set::SlotSet;
 use ringkv_store::slot_stream::{StreamReceiver, WindowPart};
 
-use super::{LINK_TIMEOUT, Replication};
+use super::{LINK_TIMEOUT, Pull, Replication};
 use crate::node::unix_ms;
 
 /// An acknowledgement goes at least this often while records arrive.
@@ -27,22 +27,23 @@ const IDLE_ACK: Duration = Duration::from_secs(1);
 const RETRY: Duration = Duration::from_millis(100);
 
 /// Pulls `slots` from `primary` until `stop` (the view changed), the node stops or the
-/// link fails. A learner (`learn`) pulls slots this node now serves from the member that
-/// held them, and ends once it has them all and that member's view has the same table
-/// (it takes no more writes for them).
+/// link fails. A learner ([`Pull::Learn`]) pulls slots this node now serves from the
+/// member that held them, and ends once it has them all and that member's view has the
+/// same table (it takes no more writes for them); a merge ([`Pull::Merge`]) ends once the
+/// member's copy is merged in.
 pub(super) fn pull(
     repl: &Arc<Replication>,
     primary: NodeId,
     addr: SocketAddr,
     slots: SlotSet,
-    learn: bool,
+    kind: Pull,
     stop: &AtomicBool,
 ) {
-    if let Err(error) = link(repl, primary, addr, &slots, learn, stop) {
+    if let Err(error) = link(repl, primary, addr, &slots, kind, stop) {
         repl.count_link_error(&error);
         tracing::info!(%primary, %error, "link to primary ended");
         if let LinkError::Refused(reason) = &error
-            && learn
+            && kind == Pull::Learn
             && reason == super::NO_COPY
         {
             repl.source_has_no_copy(&primary, &slots, &repl.view());
@@ -63,7 +64,7 @@ fn say_hello(
     addr: SocketAddr,
     slots: &SlotSet,
     resume: Option<Resume>,
-    learn: bool,
+    kind: Pull,
     ask_position: Option<NodeId>,
 ) -> Result<(TcpStream, [u8; NONCE_LEN]), LinkError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
@@ -85,7 +86,8 @@ fn say_hello(
         table_version: repl.view().table.version(),
         slots: slots.ranges(),
         resume,
-        learn,
+        learn: kind != Pull::Replica,
+        merge: kind == Pull::Merge,
         ask_position,
         nonce: mine,
         mac: [0; 32],
@@ -106,7 +108,7 @@ pub(super) fn ask_position(
     addr: SocketAddr,
     of: NodeId,
 ) -> Result<Option<Resume>, LinkError> {
-    let (mut stream, mine) = say_hello(repl, addr, &SlotSet::new(), None, false, Some(of))?;
+    let (mut stream, mine) = say_hello(repl, addr, &SlotSet::new(), None, Pull::Replica, Some(of))?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut payload = Vec::new();
     match read_frame(&mut stream, &mut payload)? {
@@ -153,13 +155,18 @@ fn link(
     primary: NodeId,
     addr: SocketAddr,
     slots: &SlotSet,
-    learn: bool,
+    kind: Pull,
     stop: &AtomicBool,
 ) -> Result<(), LinkError> {
+    let learn = kind != Pull::Replica;
+    let merge = kind == Pull::Merge;
     // A learner keeps no position: the slots are ours to serve. It resumes only the slots
     // it holds a copy of already and waits for their fence (copied while joining, or as a
     // replica of that member); every other slot starts from scratch.
-    let resume = if learn {
+    let resume = if merge {
+        // A merge takes the member's whole copy.
+        None
+    } else if learn {
         let fencing: SlotSet = slots
             .iter()
             .filter(|&s| repl.fencing_from(s, &primary))
@@ -176,7 +183,7 @@ fn link(
     } else {
         repl.positions.lock().get(&primary).cloned()
     };
-    let (mut stream, mine) = say_hello(repl, addr, slots, resume, learn, None)?;
+    let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, None)?;
     let mut payload = Vec::new();
     let welcome = match read_frame(&mut stream, &mut payload)? {
         FrameKind::Welcome => repl
@@ -224,7 +231,13 @@ fn link(
             keys_counted = keys;
         }
     };
-    if !full.is_empty() {
+    if merge {
+        if full != streamed {
+            return Err(LinkError::Malformed("a merge that is not a whole copy"));
+        }
+        receiver.start_merge(&full);
+        tracing::info!(from = %primary, slots = full.len(), "merging a member's copy in");
+    } else if !full.is_empty() {
         // What this node holds of those slots stays until the resync replaces it: it may
         // be the last copy of writes a WAIT acknowledged (the holder it came from is gone).
         let stale = receiver.start_sync(&repl.store, &full);
@@ -294,6 +307,10 @@ fn link(
             FrameKind::SnapshotDone => {
                 let (stamp, _) = read_u64(&payload)?;
                 let swept = receiver.snapshot_done(&repl.store, stamp);
+                if merge {
+                    repl.merged(&primary, &streamed);
+                    return Ok(());
+                }
                 tracing::info!(%primary, swept, "resync complete; keys the primary did not have are gone");
                 synced = streamed.clone();
                 if !learn {
