@@ -869,6 +869,11 @@ impl Replication {
             .is_empty()
     }
 
+    /// True once this node judged a table: before, it does not know what it holds.
+    fn judged_a_table(&self) -> bool {
+        self.holdings.lock().table.is_some()
+    }
+
     /// True when `slot` is being learned here.
     fn learning(&self, slot: u16) -> bool {
         self.holdings.lock().learning.contains(slot)

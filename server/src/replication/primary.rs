@@ -112,8 +112,11 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
             theirs && repl.holds(&slots)
         }
     } else {
-        // A slot still being learned here is not ours to hand out yet.
-        !repl.learning_any(&slots)
+        // A slot still being learned here is not ours to hand out yet, nor is anything
+        // before the first table is judged (a restarted member's copy is older than what
+        // the others served while it was down: streamed as ours, it would replace theirs).
+        repl.judged_a_table()
+            && !repl.learning_any(&slots)
             && slots.iter().all(|s| {
                 view.table.primary(s) == Some(&repl.me)
                     && (view.table.is_replica(s, &hello.node) || view.joins_owning(s, &hello.node))
