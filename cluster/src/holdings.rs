@@ -26,6 +26,20 @@ pub struct Holdings {
     pub fencing: SlotSet,
     /// Where each learning slot comes from: a member that owned it before.
     pub sources: Vec<(NodeId, SlotSet)>,
+    /// Slots it serves as primary with what it kept, no whole copy being known anywhere
+    /// (a restart): served when no other owner lives, else learned or merged first.
+    pub provisional: SlotSet,
+    /// Learning slots whose live owners' copies are all merged into its own before it
+    /// serves them (provisional ones no former owner can hand over whole; not in
+    /// `sources`).
+    pub merging: Vec<(NodeId, SlotSet)>,
+}
+
+/// Every slot named in `sources`.
+pub fn all_slots(sources: &[(NodeId, SlotSet)]) -> SlotSet {
+    sources
+        .iter()
+        .fold(SlotSet::new(), |all, (_, slots)| all.union(slots))
 }
 
 /// Notes that `slots` are learned from `source` (merged into its entry, if it has one).
@@ -45,12 +59,14 @@ pub fn note_source(sources: &mut Vec<(NodeId, SlotSet)>, source: &NodeId, slot: 
 }
 
 /// The holdings of `me` under `table`, from its holdings `held` under `previous` (`None`:
-/// the first table, when what it serves is all there is). `alive` says who is in the new
-/// view.
+/// the first table, when what it serves is all there is) and the slots it kept without
+/// knowing them whole (`provisional`: after a restart, all of them). `alive` says who is
+/// in the new view.
 pub fn plan(
     me: &NodeId,
     previous: Option<&SlotTable>,
     held: &SlotSet,
+    provisional: &SlotSet,
     table: &SlotTable,
     alive: impl Fn(&NodeId) -> bool,
 ) -> Holdings {
@@ -79,11 +95,25 @@ pub fn plan(
         if table.primary(slot) != Some(me) {
             continue;
         }
+        let unsure = provisional.contains(slot);
+        if unsure {
+            out.provisional.insert(slot);
+        }
         let source = previous.and_then(|prev| prev.owners(slot).find(|o| *o != me && alive(o)));
         match source {
             Some(source) => {
                 out.learning.insert(slot);
                 note_source(&mut out.sources, source, slot);
+            }
+            // Kept without knowing it whole: the other live owners' copies may hold what
+            // ours lacks (the first member back after a whole restart forms a table alone,
+            // and the next may give it slots it never had). They are merged in first;
+            // with none, it is served as it is, still not claimed whole.
+            None if unsure => {
+                for other in table.owners(slot).filter(|o| *o != me && alive(o)) {
+                    out.learning.insert(slot);
+                    note_source(&mut out.merging, other, slot);
+                }
             }
             // No copy survives anywhere: serve what there is.
             None => {
@@ -132,7 +162,7 @@ mod tests {
                     let held: SlotSet = (0..SLOT_COUNT)
                         .filter(|&s| before.owners(s).any(|o| *o == me.id))
                         .collect();
-                    let plan = plan(&me.id, Some(&before), &held, &after, alive);
+                    let plan = plan(&me.id, Some(&before), &held, &SlotSet::new(), &after, alive);
                     learned += plan.learning.len();
                     for slot in 0..SLOT_COUNT {
                         if after.primary(slot) != Some(&me.id) {
@@ -187,7 +217,14 @@ mod tests {
         let copied: SlotSet = (0..SLOT_COUNT)
             .filter(|&s| after.owners(s).any(|o| *o == joiner.id))
             .collect();
-        let plan = plan(&joiner.id, Some(&before), &copied, &after, |_| true);
+        let plan = plan(
+            &joiner.id,
+            Some(&before),
+            &copied,
+            &SlotSet::new(),
+            &after,
+            |_| true,
+        );
         let primaries: SlotSet = (0..SLOT_COUNT)
             .filter(|&s| after.primary(s) == Some(&joiner.id))
             .collect();
@@ -204,7 +241,14 @@ mod tests {
             let held: SlotSet = (0..SLOT_COUNT)
                 .filter(|&s| before.owners(s).any(|o| *o == member.id))
                 .collect();
-            let theirs = super::plan(&member.id, Some(&before), &held, &after, |_| true);
+            let theirs = super::plan(
+                &member.id,
+                Some(&before),
+                &held,
+                &SlotSet::new(),
+                &after,
+                |_| true,
+            );
             for slot in 0..SLOT_COUNT {
                 let stays = after.primary(slot) == Some(&member.id)
                     && before.primary(slot) == Some(&member.id);
@@ -226,7 +270,14 @@ mod tests {
     fn the_first_table_holds_what_it_serves_and_a_slot_with_no_surviving_owner_is_served_as_is() {
         let members = [member(1), member(2)];
         let first = table(&members);
-        let plan_first = plan(&members[0].id, None, &SlotSet::new(), &first, |_| true);
+        let plan_first = plan(
+            &members[0].id,
+            None,
+            &SlotSet::new(),
+            &SlotSet::new(),
+            &first,
+            |_| true,
+        );
         assert!(plan_first.learning.is_empty());
         assert!(
             plan_first
@@ -240,11 +291,66 @@ mod tests {
             &members[0].id,
             Some(&first),
             &SlotSet::new(),
+            &SlotSet::new(),
             &alone,
             |id| *id == members[0].id,
         );
         assert!(plan.learning.is_empty());
         assert_eq!(plan.held.len(), usize::from(SLOT_COUNT));
+    }
+
+    /// A whole cluster restarted, the first member back alone: it serves every slot with
+    /// what it kept, claiming none whole; when the second arrives, each slot the new table
+    /// makes it primary of is merged with the other owner's copy before it is served (it
+    /// may never have had that slot), where claiming it whole would let its replica sweep
+    /// the only copy.
+    #[test]
+    fn after_a_restart_alone_a_slot_is_claimed_whole_only_after_the_other_owners_copies_are_merged()
+    {
+        let (first, second) = (member(4), member(9));
+        let alone = table(&[first]);
+        let all: SlotSet = (0..SLOT_COUNT).collect();
+        let only_first = |id: &NodeId| *id == first.id;
+        let back = plan(
+            &first.id,
+            Some(&alone),
+            &SlotSet::new(),
+            &all,
+            &alone,
+            only_first,
+        );
+        assert!(back.held.is_empty() && back.learning.is_empty());
+        assert_eq!(back.provisional, all, "served with what it kept");
+
+        let two = table(&[first, second]);
+        let both = |_: &NodeId| true;
+        let after = plan(
+            &first.id,
+            Some(&alone),
+            &back.held,
+            &back.provisional,
+            &two,
+            both,
+        );
+        let primaries: SlotSet = (0..SLOT_COUNT)
+            .filter(|&s| two.primary(s) == Some(&first.id))
+            .collect();
+        assert!(primaries.len() > 4000, "about half the slots");
+        assert!(after.held.is_empty(), "nothing claimed whole");
+        assert_eq!(after.learning, primaries);
+        assert_eq!(after.provisional, primaries);
+        assert!(after.sources.is_empty());
+        assert_eq!(after.merging, vec![(second.id, primaries.clone())]);
+        // Without the provisional mark these are what it would have claimed whole.
+        let unmarked = plan(
+            &first.id,
+            Some(&alone),
+            &back.held,
+            &SlotSet::new(),
+            &two,
+            both,
+        );
+        assert_eq!(unmarked.held, primaries);
     }
 
     proptest::proptest! {
@@ -305,7 +411,7 @@ mod tests {
                     let held: SlotSet = (0..SLOT_COUNT)
                         .filter(|&s| before.owners(s).any(|o| *o == m.id))
                         .collect();
-                    (m.id, plan(&m.id, Some(&before), &held, &after, alive))
+                    (m.id, plan(&m.id, Some(&before), &held, &SlotSet::new(), &after, alive))
                 })
                 .collect();
             for slot in 0..SLOT_COUNT {

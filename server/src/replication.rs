@@ -382,15 +382,25 @@ impl Replication {
         }
         // A copy waiting for its fence is still a copy.
         let copies = own.held.union(&own.fencing);
+        // After a restart nothing here is known whole: slots nobody else has a copy of are
+        // served with what is here, not claimed (a member alone after a restart would
+        // otherwise claim every slot, and others would learn its empty ones over theirs).
+        let provisional = match (restart, amnesia) {
+            (true, _) => (0..ringkv_cluster::SLOT_COUNT).collect(),
+            (false, true) => SlotSet::new(),
+            (false, false) => own.provisional.clone(),
+        };
         let plan = ringkv_cluster::holdings::plan(
             &self.me,
             own.table.as_ref(),
             &copies,
+            &provisional,
             &view.table,
             |id| view.node(id).is_some(),
         );
         let (mut held, mut learning, mut fencing, mut sources) =
             (plan.held, plan.learning, plan.fencing, plan.sources);
+        let (provisional, merging) = (plan.provisional, plan.merging);
         // A fence a newer table interrupted is still owed by the same member.
         for (source, slots) in &own.sources {
             let owed: SlotSet = slots
@@ -431,43 +441,9 @@ impl Replication {
             .orphans
             .union(&dead_primary.intersection(&copies))
             .difference(&owned);
-        let mut provisional = SlotSet::new();
-        let mut merging: Vec<(NodeId, SlotSet)> = Vec::new();
-        if restart {
-            // Slots no other member has a copy of are served with what is here, but not
-            // claimed as whole copies (a member alone after a restart would otherwise
-            // claim every slot, and others would learn its empty ones over their data).
-            provisional = held.clone();
-            held = SlotSet::new();
-        } else if !amnesia {
-            // Still served with what was kept after a restart: once the table names other
-            // live owners, their copies are merged in before the slot is served again (the
-            // first member back may have formed a cluster alone, and the writes a WAIT
-            // acknowledged may be only in theirs); with none, it stays served as it is.
-            for slot in own.provisional.iter() {
-                if view.table.primary(slot) != Some(&self.me) {
-                    continue;
-                }
-                provisional.insert(slot);
-                if !held.contains(slot) {
-                    // Learned from a member that holds it whole, or merged if none does.
-                    continue;
-                }
-                held.remove(slot);
-                for other in view.table.owners(slot) {
-                    if *other != self.me && view.node(other).is_some() {
-                        learning.insert(slot);
-                        ringkv_cluster::holdings::note_source(&mut merging, other, slot);
-                    }
-                }
-            }
-        }
         if !merging.is_empty() {
             tracing::info!(
-                slots = merging
-                    .iter()
-                    .fold(SlotSet::new(), |all, (_, s)| all.union(s))
-                    .len(),
+                slots = ringkv_cluster::holdings::all_slots(&merging).len(),
                 "no member holds these slots whole: merging the other owners' copies in before serving them"
             );
         }
@@ -890,10 +866,7 @@ impl Replication {
                 *from = from.difference(slots);
             }
             own.merging.retain(|(_, from)| !from.is_empty());
-            let awaited = own
-                .merging
-                .iter()
-                .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+            let awaited = ringkv_cluster::holdings::all_slots(&own.merging);
             sent.difference(&awaited).intersection(&own.learning)
         };
         if !done.is_empty() {
@@ -906,16 +879,10 @@ impl Replication {
     /// are served with what was merged so far, still not claimed whole.
     fn end_stalled_merges(&self, own: &mut Holdings, view: &ClusterView) {
         let expired = own.merge_since.is_some_and(|at| at.elapsed() > MERGE_LIMIT);
-        let before = own
-            .merging
-            .iter()
-            .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+        let before = ringkv_cluster::holdings::all_slots(&own.merging);
         own.merging
             .retain(|(id, _)| !expired && view.node(id).is_some());
-        let awaited = own
-            .merging
-            .iter()
-            .fold(SlotSet::new(), |all, (_, s)| all.union(s));
+        let awaited = ringkv_cluster::holdings::all_slots(&own.merging);
         let ended = before.difference(&awaited).intersection(&own.learning);
         if own.merging.is_empty() {
             own.merge_since = None;

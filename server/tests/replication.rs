@@ -748,18 +748,25 @@ fn a_restarted_member_keeps_its_id_and_loses_nothing_acknowledged_while_it_was_d
     );
 }
 
+/// A persisting 3-member cluster that acknowledged `kept` for 600 keys (each with WAIT 1),
+/// then lost all its members at once (SIGKILL): their data directories and the keys.
+fn power_cut_after_acknowledged_writes() -> (Vec<tempfile::TempDir>, Vec<String>) {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (members, ports) = start_persisting_cluster(&dirs);
+    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
+    write_all_waited(&ports, &keys, "kept");
+    // everysec: give the log its second before the power goes.
+    std::thread::sleep(Duration::from_millis(1500));
+    drop(members); // SIGKILL and reap, all of them
+    (dirs, keys)
+}
+
 /// Every member of a persisting cluster killed and restarted: each comes back as itself,
 /// none finds another holding a newer copy, so each serves its own, and every write
 /// acknowledged before is there.
 #[test]
 fn a_whole_cluster_killed_and_restarted_serves_every_acknowledged_write() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut members, ports) = start_persisting_cluster(&dirs);
-    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
-    write_all_waited(&ports, &keys, "kept");
-    // everysec: give the log its second before the power goes.
-    std::thread::sleep(Duration::from_millis(1500));
-    members.clear(); // SIGKILL and reap, all of them
+    let (dirs, keys) = power_cut_after_acknowledged_writes();
 
     let (_members, ports) = start_persisting_cluster(&dirs);
     assert_all_holding(&ports, &keys, "kept", "after the restart");
@@ -845,12 +852,7 @@ fn wait_through_a_proxying_member_counts_the_owners_replicas() {
 /// returns, every write acknowledged before the power went is still there.
 #[test]
 fn a_whole_cluster_restarted_with_one_member_late_serves_every_acknowledged_write() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut members, ports) = start_persisting_cluster(&dirs);
-    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
-    write_all_waited(&ports, &keys, "kept");
-    std::thread::sleep(Duration::from_millis(1500));
-    members.clear();
+    let (dirs, keys) = power_cut_after_acknowledged_writes();
 
     let first = start_with(None, &dirs[0]);
     let second = start_with(Some(first.bus), &dirs[1]);
@@ -870,12 +872,7 @@ fn a_whole_cluster_restarted_with_one_member_late_serves_every_acknowledged_writ
 /// there once all are back.
 #[test]
 fn a_whole_cluster_restarted_one_member_at_a_time_serves_every_acknowledged_write() {
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (mut members, ports) = start_persisting_cluster(&dirs);
-    let keys: Vec<String> = (0..600).map(|i| format!("key:{i}")).collect();
-    write_all_waited(&ports, &keys, "kept");
-    std::thread::sleep(Duration::from_millis(1500));
-    members.clear();
+    let (dirs, keys) = power_cut_after_acknowledged_writes();
 
     // The last to join first: the table of the two first back is one the cluster never
     // had (where the bounded loads move a slot, its new primary holds none of it).

@@ -719,16 +719,9 @@ mod tests {
     /// Streams `slots` from the primary to `replica` from scratch while `write` runs on
     /// another thread, delivering at most `pieces` pieces (`usize::MAX`: to the end).
     /// Returns the receiver and whether the snapshot completed.
-    fn resync(
-        primary: &Arc<Store>,
-        log: &Arc<ChangeLog>,
-        replica: &Store,
-        slots: &SlotSet,
-        pieces: usize,
-        write: impl FnOnce(&Store) + Send + 'static,
-    ) -> (StreamReceiver, bool) {
-        stream_into(primary, log, replica, slots, pieces, write, false)
-    }
+    /// [`stream_into`]'s modes: replace the replica's copy, or merge into it.
+    const RESYNC: bool = false;
+    const MERGE: bool = true;
 
     /// Streams `slots` from `primary` into `replica` for at most `pieces` pieces while
     /// `write` runs at the primary: a resync, or a merge (`merge`).
@@ -817,12 +810,20 @@ mod tests {
             let (primary, log) = primary_with_log(seed, 5_000, 3_000);
             let slots = streamed_slots();
             let replica = Store::builder().shards(2).build();
-            let (receiver, done) = resync(&primary, &log, &replica, &slots, usize::MAX, move |p| {
-                let mut rng = SmallRng::seed_from_u64(seed + 100);
-                for _ in 0..20_000 {
-                    random_write(p, &mut rng, 3_000);
-                }
-            });
+            let (receiver, done) = stream_into(
+                &primary,
+                &log,
+                &replica,
+                &slots,
+                usize::MAX,
+                move |p| {
+                    let mut rng = SmallRng::seed_from_u64(seed + 100);
+                    for _ in 0..20_000 {
+                        random_write(p, &mut rng, 3_000);
+                    }
+                },
+                RESYNC,
+            );
             assert!(done, "seed {seed}: the snapshot never completed");
             assert_eq!(receiver.applied(), log.last_lsn());
             assert_eq!(
@@ -853,12 +854,20 @@ mod tests {
             }
             let others = SlotSet::from_ranges(&[(0, 16383)]).difference(&slots);
             let untouched = state(&replica, &others);
-            let (_, done) = resync(&primary, &log, &replica, &slots, usize::MAX, move |p| {
-                let mut rng = SmallRng::seed_from_u64(seed + 200);
-                for _ in 0..20_000 {
-                    random_write(p, &mut rng, 3_000);
-                }
-            });
+            let (_, done) = stream_into(
+                &primary,
+                &log,
+                &replica,
+                &slots,
+                usize::MAX,
+                move |p| {
+                    let mut rng = SmallRng::seed_from_u64(seed + 200);
+                    for _ in 0..20_000 {
+                        random_write(p, &mut rng, 3_000);
+                    }
+                },
+                RESYNC,
+            );
             assert!(done, "seed {seed}: the snapshot never completed");
             assert_eq!(
                 state(&replica, &slots),
@@ -914,7 +923,7 @@ mod tests {
                         p.write(&key(i), NOW, |s| s.remove());
                     }
                 },
-                true,
+                MERGE,
             );
             assert!(done, "seed {seed}: the merge never completed");
             let merged: std::collections::HashMap<Vec<u8>, (Value, Option<u64>)> =
@@ -960,19 +969,28 @@ mod tests {
             let (primary, log) = primary_with_log(seed, 6_000, 3_000);
             let slots = streamed_slots();
             let replica = Store::builder().shards(2).build();
-            let (_, done) = resync(&primary, &log, &replica, &slots, usize::MAX, |_| {});
+            let (_, done) =
+                stream_into(&primary, &log, &replica, &slots, usize::MAX, |_| {}, RESYNC);
             assert!(done);
             let shared = state(&replica, &slots);
             assert!(!shared.is_empty());
             let cut = 1 + (seed as usize * 7) % 40;
             // New keys keep arriving at the primary meanwhile, never the shared ones.
-            let (_, done) = resync(&primary, &log, &replica, &slots, cut, move |p| {
-                for i in 0..2_000 {
-                    p.write(format!("new:{i}").as_bytes(), NOW, |s| {
-                        s.set(Value::Str(b"n".to_vec()), Some(0))
-                    });
-                }
-            });
+            let (_, done) = stream_into(
+                &primary,
+                &log,
+                &replica,
+                &slots,
+                cut,
+                move |p| {
+                    for i in 0..2_000 {
+                        p.write(format!("new:{i}").as_bytes(), NOW, |s| {
+                            s.set(Value::Str(b"n".to_vec()), Some(0))
+                        });
+                    }
+                },
+                RESYNC,
+            );
             let now: std::collections::HashMap<Vec<u8>, (Value, Option<u64>)> =
                 state(&replica, &slots)
                     .into_iter()
