@@ -20,10 +20,10 @@ use ringkv_store::slot_set::SlotSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
-use crate::commands::CmdError;
 use crate::commands::RemoteWrite;
 use crate::config::Config;
 use crate::connection::ConnState;
+use crate::handler::CmdError;
 
 /// The client name a proxying node gives its upstream connections. A connection with
 /// this name is never proxied again (it gets -MOVED), so a stale view cannot bounce a

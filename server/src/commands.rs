@@ -12,149 +12,14 @@ mod server;
 mod strings;
 mod transactions;
 
-use ringkv_protocol::{Args, parse_i64};
-use ringkv_store::Value;
+use ringkv_protocol::Args;
 
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx, Handler, lossy};
 
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
 pub use replication::{BlockedWait, RemoteWrite, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
-
-/// A command's outcome: `Err` becomes an error reply.
-pub type CmdResult = Result<(), CmdError>;
-
-/// A command handler.
-pub type Handler = fn(&mut Ctx<'_, '_>, Args<'_>) -> CmdResult;
-
-/// An error reply. `Display` is the exact text Redis sends (without the leading `-`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CmdError {
-    /// `ERR unknown command …`.
-    #[error("ERR unknown command {0}")]
-    UnknownCommand(String),
-    /// `ERR unknown subcommand …`.
-    #[error("ERR unknown subcommand '{sub}'. Try {container} HELP.")]
-    UnknownSubcommand {
-        /// What was typed.
-        sub: String,
-        /// The container, upper-case.
-        container: String,
-    },
-    /// Wrong argument count.
-    #[error("ERR wrong number of arguments for '{0}' command")]
-    WrongArity(&'static str),
-    /// Not authenticated.
-    #[error("NOAUTH Authentication required.")]
-    NoAuth,
-    /// Type mismatch.
-    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
-    WrongType,
-    /// An integer argument or value that is not one.
-    #[error("ERR value is not an integer or out of range")]
-    NotInteger,
-    /// A float argument or value that is not one.
-    #[error("ERR value is not a valid float")]
-    NotFloat,
-    /// A hash field that is not an integer.
-    #[error("ERR hash value is not an integer")]
-    HashNotInteger,
-    /// A hash field that is not a float.
-    #[error("ERR hash value is not a float")]
-    HashNotFloat,
-    /// Integer overflow.
-    #[error("ERR increment or decrement would overflow")]
-    Overflow,
-    /// NaN or infinity.
-    #[error("ERR increment would produce NaN or Infinity")]
-    NanOrInfinity,
-    /// Bad option combination.
-    #[error("ERR syntax error")]
-    Syntax,
-    /// A TTL that is not positive or overflows.
-    #[error("ERR invalid expire time in '{0}' command")]
-    InvalidExpire(&'static str),
-    /// RENAME of a missing key.
-    #[error("ERR no such key")]
-    NoSuchKey,
-    /// A string over `proto-max-bulk-len`.
-    #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
-    StringTooLong,
-    /// Over `maxmemory` with nothing to evict.
-    #[error("OOM command not allowed when used memory > 'maxmemory'.")]
-    OutOfMemory,
-    /// The persistence tier is loading.
-    #[error("LOADING Redis is loading the dataset in memory")]
-    Loading,
-    /// The persistence tier fails and writes must be durable.
-    #[error(
-        "MISCONF Errors writing to the persistence tier ({0}). Commands that may modify the data set are disabled, because this node requires durable writes (appendfsync always or store mode). Check the disk and the node's log."
-    )]
-    Misconf(String),
-    /// Any other message, already in Redis's words.
-    #[error("{0}")]
-    Custom(String),
-}
-
-/// Parses an integer argument as Redis does.
-pub fn int_arg(arg: &[u8]) -> Result<i64, CmdError> {
-    parse_i64(arg).ok_or(CmdError::NotInteger)
-}
-
-/// Parses a float as Redis's `string2ld`: no spaces, no NaN.
-pub fn float_arg(arg: &[u8]) -> Option<f64> {
-    let text = std::str::from_utf8(arg).ok()?;
-    if text.is_empty()
-        || text.starts_with(|c: char| c.is_whitespace())
-        || text.ends_with(|c: char| c.is_whitespace())
-    {
-        return None;
-    }
-    let lower = text.to_ascii_lowercase();
-    let value: f64 = match lower.as_str() {
-        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
-        "-inf" | "-infinity" => f64::NEG_INFINITY,
-        _ if lower.contains("inf") || lower.contains("nan") => return None,
-        _ => text.parse().ok()?,
-    };
-    (!value.is_nan()).then_some(value)
-}
-
-/// The store's wrong-type error as a reply.
-pub fn wrong_type(_: ringkv_store::WrongType) -> CmdError {
-    CmdError::WrongType
-}
-
-/// The string value of an existing key, or WRONGTYPE.
-pub fn as_str(value: &Value) -> Result<&[u8], CmdError> {
-    match value {
-        Value::Str(s) => Ok(s),
-        _ => Err(CmdError::WrongType),
-    }
-}
-
-/// True when `arg` equals `word` ignoring ASCII case.
-pub fn is(arg: &[u8], word: &str) -> bool {
-    arg.eq_ignore_ascii_case(word.as_bytes())
-}
-
-/// Text of an argument for messages.
-pub fn lossy(arg: &[u8]) -> String {
-    String::from_utf8_lossy(arg).into_owned()
-}
-
-/// Writes Redis's HELP reply: the container's title line then the lines.
-pub fn help(ctx: &mut Ctx<'_, '_>, container: &str, lines: &[&str]) {
-    ctx.out.array(lines.len() + 1);
-    ctx.out.simple(&format!(
-        "{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
-    ));
-    for line in lines {
-        ctx.out.simple(line);
-    }
-}
 
 /// The handler a command table name maps to.
 pub fn handler(name: &str) -> Option<Handler> {
@@ -306,6 +171,7 @@ pub fn unimplemented(_: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::handler::float_arg;
 
     #[test]
     fn every_command_in_the_table_has_a_handler() {

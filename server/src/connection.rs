@@ -407,12 +407,12 @@ async fn finish_parked_reply(node: &Node, parked: Parked, protocol: Protocol) ->
             Ok(Err(error)) => dispatch::write_error(
                 node,
                 &mut out,
-                &commands::CmdError::Custom(format!("ERR {error}")),
+                &crate::handler::CmdError::Custom(format!("ERR {error}")),
             ),
             Err(_) => dispatch::write_error(
                 node,
                 &mut out,
-                &commands::CmdError::Custom("ERR the persistence writer stopped".into()),
+                &crate::handler::CmdError::Custom("ERR the persistence writer stopped".into()),
             ),
         },
     }

@@ -6,15 +6,14 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLockReadGuard;
-use ringkv_protocol::{
-    Args, COMMANDS, CommandFlags, CommandSpec, Protocol, ReplyWriter, lookup_subcommand,
-};
+use ringkv_protocol::{Args, COMMANDS, CommandFlags, CommandSpec, ReplyWriter, lookup_subcommand};
 use ringkv_store::Store;
 use ringkv_store::slot::key_slot;
 
 use crate::cluster::Verdict;
-use crate::commands::{self, CmdError, Handler, Parked};
+use crate::commands::{self, Parked};
 use crate::connection::ConnState;
+use crate::handler::{CmdError, Ctx, Handler};
 use crate::node::Node;
 
 /// One command the dispatcher knows: its table entry and its handler.
@@ -108,18 +107,6 @@ impl<'a> Gate<'a> {
         self.shared = Some(self.store.shared());
         result
     }
-}
-
-/// Everything a handler may use.
-pub struct Ctx<'a, 'b> {
-    /// The node.
-    pub node: &'a Node,
-    /// This connection.
-    pub conn: &'a mut ConnState,
-    /// Where the reply goes.
-    pub out: &'a mut ReplyWriter<'b>,
-    /// Unix milliseconds, fixed for the batch.
-    pub now: u64,
 }
 
 /// The route of a command (its subcommand's for containers), if it has one.
@@ -381,9 +368,4 @@ pub fn command_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
 pub fn write_error(node: &Node, out: &mut ReplyWriter<'_>, error: &CmdError) {
     node.stats.error_replies.fetch_add(1, Relaxed);
     out.error(&error.to_string());
-}
-
-/// True when the reply protocol is RESP3.
-pub fn is_resp3(out: &ReplyWriter<'_>) -> bool {
-    out.protocol() == Protocol::Resp3
 }

@@ -6,6 +6,7 @@ mod commands;
 mod config;
 mod connection;
 mod dispatch;
+mod handler;
 mod leases;
 mod node;
 mod node_id;
@@ -22,8 +23,9 @@ use persistence::Persistence;
 pub use persistence::Storage;
 use tokio::net::TcpListener;
 
-pub use commands::{CmdError, write_info};
+pub use commands::write_info;
 pub use config::{Config, ConfigError, parse_memory};
+pub use handler::CmdError;
 pub use node::{LogReload, Node, set_allocator_name, unix_ms};
 
 /// How long shutdown waits for connections to finish their current batch.

@@ -10,8 +10,7 @@ use ringkv_protocol::Args;
 use ringkv_store::AdaptiveTtl;
 use ringkv_store::flight::{Follower, Landing};
 
-use super::{CmdError, CmdResult, int_arg, is};
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx, int_arg, is};
 use crate::leases::{FillTtl, GetStep, LeaseError};
 use crate::node::{Node, unix_ms};
 

@@ -7,9 +7,8 @@ use std::sync::Arc;
 use ringkv_cluster::{ClusterState, ClusterView, NodeId, NodeView, SLOT_COUNT, key_slot};
 use ringkv_protocol::{Args, parse_i64};
 
-use super::{CmdError, CmdResult};
 use crate::cluster::ClusterNode;
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx};
 
 fn cluster<'a>(ctx: &Ctx<'a, '_>) -> Result<&'a Arc<ClusterNode>, CmdError> {
     ctx.node

@@ -4,8 +4,8 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use ringkv_protocol::{Args, Protocol};
 
-use super::{CmdError, CmdResult, help, int_arg, is, lossy};
-use crate::dispatch::{Ctx, route_name};
+use crate::dispatch::route_name;
+use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy};
 use crate::node::{ClientHandle, Node};
 
 /// The Redis version ringkv answers as, so clients enable the features it implements.

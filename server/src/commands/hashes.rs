@@ -5,8 +5,7 @@ use ringkv_protocol::{Args, format_double, parse_i64};
 use ringkv_store::{HashValue, Slot, Value, WrongType, glob_match, scan_window};
 
 use super::keys::{hscan_options, write_scan_reply};
-use super::{CmdError, CmdResult, float_arg, int_arg, is, wrong_type};
-use crate::dispatch::{Ctx, is_resp3};
+use crate::handler::{CmdError, CmdResult, Ctx, float_arg, int_arg, is, is_resp3, wrong_type};
 
 /// WRONGTYPE unless the key holds a hash or nothing; true when it exists.
 fn hash_or_none(slot: &Slot<'_>) -> Result<bool, CmdError> {

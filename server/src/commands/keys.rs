@@ -4,8 +4,7 @@ use ringkv_protocol::Args;
 use ringkv_store::slot::key_slot;
 use ringkv_store::{StoreError, glob_match};
 
-use super::{CmdError, CmdResult, help, int_arg, is, lossy};
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy};
 
 /// Replies with how many of the keys (arguments 1..) `op` reports true for.
 fn count_keys(

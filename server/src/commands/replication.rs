@@ -7,8 +7,8 @@ use std::time::Duration;
 use ringkv_protocol::Args;
 use ringkv_store::slot_set::SlotSet;
 
-use super::{CmdError, CmdResult, Parked, int_arg};
-use crate::dispatch::Ctx;
+use super::Parked;
+use crate::handler::{CmdError, CmdResult, Ctx, int_arg};
 use crate::node::Node;
 
 /// A WAIT that had to block.

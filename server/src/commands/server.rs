@@ -10,9 +10,8 @@ use ringkv_protocol::{
 use ringkv_store::{EvictionPolicy, glob_match};
 
 use super::connection::REDIS_COMPAT_VERSION;
-use super::{CmdError, CmdResult, help, is, lossy};
 use crate::config::{Config, fsync_name, parse_memory};
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx, help, is, lossy};
 use crate::node::{Node, unix_ms};
 
 /// ringkv's own version, shown in INFO next to the Redis version it speaks.

@@ -3,8 +3,7 @@
 use ringkv_protocol::{Args, format_double, parse_i64};
 use ringkv_store::Value;
 
-use super::{CmdError, CmdResult, as_str, float_arg, int_arg, is, wrong_type};
-use crate::dispatch::Ctx;
+use crate::handler::{CmdError, CmdResult, Ctx, as_str, float_arg, int_arg, is, wrong_type};
 
 /// How a command sets a key's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

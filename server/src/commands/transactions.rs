@@ -4,8 +4,8 @@
 
 use ringkv_protocol::{Args, Batch, RequestParser};
 
-use super::{CmdError, CmdResult};
-use crate::dispatch::{self, Ctx};
+use crate::dispatch;
+use crate::handler::{CmdError, CmdResult, Ctx};
 
 /// MULTI
 pub fn multi(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
