@@ -164,6 +164,61 @@ async fn a_restart_keeps_every_write_through_checkpoints() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let mut model: std::collections::VecDeque<String> = Default::default();
+    for i in 0..3_000 {
+        let _: () = con.rpush("queue", format!("job:{i}")).await?;
+        model.push_back(format!("job:{i}"));
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: every kind of list record after the checkpoint.
+    let _: () = con.lpush("queue", &["h1", "h2"]).await?;
+    model.push_front("h1".into());
+    model.push_front("h2".into());
+    let _: Vec<String> = redis::cmd("LPOP")
+        .arg("queue")
+        .arg(3)
+        .query_async(&mut con)
+        .await?;
+    model.drain(..3);
+    let _: Option<String> = con.rpop("queue", None).await?;
+    model.pop_back();
+    let _: () = con.lset("queue", 5, "set").await?;
+    model[5] = "set".into();
+    let _: i64 = con.linsert_before("queue", "job:10", "inserted").await?;
+    let at = model.iter().position(|e| e == "job:10").unwrap();
+    model.insert(at, "inserted".into());
+    let _: i64 = con.lrem("queue", 1, "job:20").await?;
+    model.retain(|e| e != "job:20");
+    let _: () = con.ltrim("queue", 2, -3).await?;
+    model.drain(..2);
+    model.truncate(model.len() - 2);
+    let _: Option<String> = con
+        .lmove(
+            "queue",
+            "done",
+            redis::Direction::Left,
+            redis::Direction::Right,
+        )
+        .await?;
+    let moved = model.pop_front().unwrap();
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let back: Vec<String> = con.lrange("queue", 0, -1).await?;
+    assert_eq!(back, Vec::from(model));
+    assert_eq!(
+        con.lrange::<_, Vec<String>>("done", 0, -1).await?,
+        vec![moved]
+    );
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;

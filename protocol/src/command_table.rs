@@ -76,11 +76,31 @@ pub struct KeyPositions {
     pub last: i32,
     /// Distance between keys.
     pub step: i32,
+    /// Index of a `numkeys` argument the keys follow (LMPOP, BLMPOP), 0 for none; such a
+    /// command shows `0 0 0` in `COMMAND`, as Redis shows its movable keys.
+    pub numkeys: i32,
 }
 
 impl KeyPositions {
-    /// Indices of the keys in a command of `argc` arguments.
-    pub fn indices(self, argc: usize) -> impl Iterator<Item = usize> {
+    /// Indices of the keys in `args` (a `numkeys` count is read from its argument, and
+    /// bounded by what follows it).
+    pub fn of(self, args: &crate::Args<'_>) -> std::iter::StepBy<std::ops::Range<usize>> {
+        if self.numkeys <= 0 {
+            return self.indices(args.len());
+        }
+        let at = self.numkeys as usize;
+        let count = if at < args.len() {
+            crate::parse_i64(args.get(at)).unwrap_or(0).max(0) as usize
+        } else {
+            0
+        };
+        let first = at + 1;
+        let last = (first + count).min(args.len());
+        (first..last.max(first)).step_by(1)
+    }
+
+    /// Indices of the keys in a command of `argc` arguments (fixed positions only).
+    pub fn indices(self, argc: usize) -> std::iter::StepBy<std::ops::Range<usize>> {
         let argc = argc as i64;
         let first = self.first as i64;
         let last = if self.last < 0 {
@@ -143,6 +163,7 @@ impl CommandSpec {
         cats.push(match self.group {
             "string" | "cache" => "@string",
             "hash" => "@hash",
+            "list" => "@list",
             "generic" => "@keyspace",
             "connection" => "@connection",
             "transactions" => "@transaction",
@@ -177,13 +198,35 @@ const fn cmd(
         name,
         arity,
         flags,
-        keys: KeyPositions { first, last, step },
+        keys: KeyPositions {
+            first,
+            last,
+            step,
+            numkeys: 0,
+        },
         group,
         since,
         summary,
         complexity,
         subcommands: &[],
     }
+}
+
+// A row whose keys follow a `numkeys` argument at `numkeys`.
+#[allow(clippy::too_many_arguments)]
+const fn numkeys_cmd(
+    name: &'static str,
+    arity: i32,
+    flags: CommandFlags,
+    numkeys: i32,
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+    complexity: &'static str,
+) -> CommandSpec {
+    let mut spec = cmd(name, arity, flags, NOKEY, group, since, summary, complexity);
+    spec.keys.numkeys = numkeys;
+    spec
 }
 
 const W: CommandFlags = CommandFlags::WRITE;
@@ -370,6 +413,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "7.0.0",
                 "Sets the client eviction mode of the connection.",
                 O1,
+            ),
+            cmd(
+                "client|unblock",
+                -3,
+                ADMIN,
+                NOKEY,
+                "connection",
+                "5.0.0",
+                "Unblocks a client blocked by a blocking command from a different connection.",
+                "O(log N)",
             ),
             cmd(
                 "client|help",
@@ -1116,6 +1169,229 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Returns one or more random fields from a hash.",
         ON,
     ),
+    // lists
+    cmd(
+        "lpush",
+        -3,
+        WDF,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Prepends one or more elements to a list. Creates the key if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "rpush",
+        -3,
+        WDF,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Appends one or more elements to a list. Creates the key if it doesn't exist.",
+        O1,
+    ),
+    cmd(
+        "lpushx",
+        -3,
+        WDF,
+        KEY1,
+        "list",
+        "2.2.0",
+        "Prepends one or more elements to a list only when the list exists.",
+        O1,
+    ),
+    cmd(
+        "rpushx",
+        -3,
+        WDF,
+        KEY1,
+        "list",
+        "2.2.0",
+        "Appends an element to a list only when the list exists.",
+        O1,
+    ),
+    cmd(
+        "lpop",
+        -2,
+        WF,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Returns the first elements in a list after removing it. Deletes the list if the last element was popped.",
+        ON,
+    ),
+    cmd(
+        "rpop",
+        -2,
+        WF,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Returns and removes the last elements of a list. Deletes the list if the last element was popped.",
+        ON,
+    ),
+    cmd(
+        "llen",
+        2,
+        RF,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Returns the length of a list.",
+        O1,
+    ),
+    cmd(
+        "lrange",
+        4,
+        R,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Returns a range of elements from a list.",
+        "O(S+N)",
+    ),
+    cmd(
+        "lindex",
+        3,
+        R,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Returns an element from a list by its index.",
+        ON,
+    ),
+    cmd(
+        "lset",
+        4,
+        WD,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Sets the value of an element in a list by its index.",
+        ON,
+    ),
+    cmd(
+        "linsert",
+        5,
+        WD,
+        KEY1,
+        "list",
+        "2.2.0",
+        "Inserts an element before or after another element in a list.",
+        ON,
+    ),
+    cmd(
+        "lrem",
+        4,
+        W,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Removes elements from a list. Deletes the list if the last element was removed.",
+        "O(N+M)",
+    ),
+    cmd(
+        "ltrim",
+        4,
+        W,
+        KEY1,
+        "list",
+        "1.0.0",
+        "Removes elements from both ends a list. Deletes the list if all elements were trimmed.",
+        ON,
+    ),
+    cmd(
+        "lpos",
+        -3,
+        R,
+        KEY1,
+        "list",
+        "6.0.6",
+        "Returns the index of matching elements in a list.",
+        ON,
+    ),
+    cmd(
+        "lmove",
+        5,
+        WD.with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "list",
+        "6.2.0",
+        "Returns an element after popping it from one list and pushing it to another. Deletes the list if the last element was moved.",
+        O1,
+    ),
+    cmd(
+        "rpoplpush",
+        3,
+        WD.with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "list",
+        "1.2.0",
+        "Returns the last element of a list after removing and pushing it to another list. Deletes the list if the last element was popped.",
+        O1,
+    ),
+    numkeys_cmd(
+        "lmpop",
+        -4,
+        W,
+        1,
+        "list",
+        "7.0.0",
+        "Returns multiple elements from a list after removing them. Deletes the list if the last element was popped.",
+        "O(N+M)",
+    ),
+    cmd(
+        "blpop",
+        -3,
+        W.with(CommandFlags::NOSCRIPT),
+        (1, -2, 1),
+        "list",
+        "2.0.0",
+        "Removes and returns the first element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        ON,
+    ),
+    cmd(
+        "brpop",
+        -3,
+        W.with(CommandFlags::NOSCRIPT),
+        (1, -2, 1),
+        "list",
+        "2.0.0",
+        "Removes and returns the last element in a list. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        ON,
+    ),
+    cmd(
+        "blmove",
+        6,
+        WD.with(CommandFlags::NOSCRIPT)
+            .with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "list",
+        "6.2.0",
+        "Pops an element from a list, pushes it to another list and returns it. Blocks until an element is available otherwise. Deletes the list if the last element was moved.",
+        O1,
+    ),
+    cmd(
+        "brpoplpush",
+        4,
+        WD.with(CommandFlags::NOSCRIPT)
+            .with(CommandFlags::EXCLUSIVE),
+        (1, 2, 1),
+        "list",
+        "2.2.0",
+        "Pops an element from a list, pushes it to another list and returns it. Block until an element is available otherwise. Deletes the list if the last element was popped.",
+        O1,
+    ),
+    numkeys_cmd(
+        "blmpop",
+        -5,
+        W.with(CommandFlags::NOSCRIPT),
+        2,
+        "list",
+        "7.0.0",
+        "Pops the first element from one of multiple lists. Blocks until an element is available otherwise. Deletes the list if the last element was popped.",
+        "O(N+M)",
+    ),
     // transactions
     cmd(
         "multi",
@@ -1611,6 +1887,27 @@ mod tests {
                 spec.name
             );
         }
+    }
+
+    #[test]
+    fn numkeys_commands_find_their_keys_and_never_past_the_arguments() {
+        let keys_of = |line: &str| {
+            let input = format!("{line}\r\n");
+            let mut parser = crate::RequestParser::new(crate::request::Limits::default());
+            let mut batch = crate::Batch::new();
+            parser.parse(input.as_bytes(), &mut batch).unwrap();
+            let args = batch.command(input.as_bytes(), 0);
+            lookup_command(args.get(0))
+                .unwrap()
+                .keys
+                .of(&args)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys_of("lmpop 2 a b left"), vec![2, 3]);
+        assert_eq!(keys_of("blmpop 0 1 k left count 2"), vec![3]);
+        assert_eq!(keys_of("lmpop 100 a left"), vec![2, 3]);
+        assert_eq!(keys_of("lmpop x a left"), Vec::<usize>::new());
+        assert_eq!(keys_of("blpop a b 0"), vec![1, 2]);
     }
 
     #[test]

@@ -377,7 +377,7 @@ impl ClusterNode {
 
     /// Decides where a command runs. `Local` runs it here.
     pub fn route(&self, conn: &ConnState, spec: &CommandSpec, args: &Args<'_>) -> Verdict {
-        let mut keys = spec.keys.indices(args.len()).peekable();
+        let mut keys = spec.keys.of(args).peekable();
         let Some(&first) = keys.peek() else {
             return Verdict::Local;
         };
@@ -418,13 +418,13 @@ impl ClusterNode {
         if conn.forwarded {
             let all_mine = spec
                 .keys
-                .indices(args.len())
+                .of(args)
                 .all(|i| view.table.primary(key_slot(args.get(i))) == Some(&view.me));
             return if all_mine {
                 self.wait_for(
                     conn,
                     &view,
-                    spec.keys.indices(args.len()).map(|i| key_slot(args.get(i))),
+                    spec.keys.of(args).map(|i| key_slot(args.get(i))),
                 )
             } else {
                 Verdict::Refuse(cross)
@@ -436,7 +436,7 @@ impl ClusterNode {
         // Proxy routing: group the keys by owner.
         let mut owners: Vec<SocketAddr> = Vec::new();
         let mut groups: Vec<Vec<usize>> = Vec::new();
-        for i in spec.keys.indices(args.len()) {
+        for i in spec.keys.of(args) {
             let Some(addr) = view.primary_addr(key_slot(args.get(i))) else {
                 return Verdict::Refuse(CmdError::Custom(
                     "CLUSTERDOWN Hash slot not served".into(),
@@ -456,16 +456,13 @@ impl ClusterNode {
                 self.wait_for(
                     conn,
                     &view,
-                    spec.keys.indices(args.len()).map(|i| key_slot(args.get(i))),
+                    spec.keys.of(args).map(|i| key_slot(args.get(i))),
                 )
             } else {
                 Verdict::Forward(Forward::relay(
                     owners[0],
                     args,
-                    spec.keys
-                        .indices(args.len())
-                        .map(|i| key_slot(args.get(i)))
-                        .collect(),
+                    spec.keys.of(args).map(|i| key_slot(args.get(i))).collect(),
                     spec.flags.contains(CommandFlags::WRITE),
                 ))
             };

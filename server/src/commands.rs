@@ -7,6 +7,7 @@ mod cluster;
 mod connection;
 mod hashes;
 mod keys;
+mod lists;
 mod replication;
 mod server;
 mod strings;
@@ -17,6 +18,7 @@ use ringkv_protocol::Args;
 use crate::handler::{CmdError, CmdResult, Ctx, Handler, lossy};
 
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
+pub use lists::{BlockedPop, finish_blocked_pop};
 pub use replication::{BlockedWait, RemoteWrite, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
@@ -26,6 +28,7 @@ pub fn handler(name: &str) -> Option<Handler> {
     use connection as c;
     use hashes as h;
     use keys as k;
+    use lists as l;
     use server as s;
     use strings as st;
     use transactions as t;
@@ -46,6 +49,7 @@ pub fn handler(name: &str) -> Option<Handler> {
         "client|setinfo" => c::client_setinfo,
         "client|kill" => c::client_kill,
         "client|no-evict" => c::client_no_evict,
+        "client|unblock" => c::client_unblock,
         "client|help" => c::client_help,
         "cluster" => cluster::container,
         "cluster|keyslot" => cluster::keyslot,
@@ -132,6 +136,28 @@ pub fn handler(name: &str) -> Option<Handler> {
         "hincrbyfloat" => h::hincrbyfloat,
         "hscan" => h::hscan,
         "hrandfield" => h::hrandfield,
+        "lpush" => l::lpush,
+        "rpush" => l::rpush,
+        "lpushx" => l::lpushx,
+        "rpushx" => l::rpushx,
+        "lpop" => l::lpop,
+        "rpop" => l::rpop,
+        "llen" => l::llen,
+        "lrange" => l::lrange,
+        "lindex" => l::lindex,
+        "lset" => l::lset,
+        "linsert" => l::linsert,
+        "lrem" => l::lrem,
+        "ltrim" => l::ltrim,
+        "lpos" => l::lpos,
+        "lmove" => l::lmove,
+        "rpoplpush" => l::rpoplpush,
+        "lmpop" => l::lmpop,
+        "blpop" => l::blpop,
+        "brpop" => l::brpop,
+        "blmove" => l::blmove,
+        "brpoplpush" => l::brpoplpush,
+        "blmpop" => l::blmpop,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,

@@ -62,6 +62,9 @@ pub struct ConnState {
     pub readonly: bool,
     /// Since when the current command waits for its slot's handoff fence.
     pub held_since: Option<std::time::Instant>,
+    /// Keys this connection's command wrote while clients were blocked: their waiters are
+    /// served once the command (or its EXEC) is done.
+    pub ready_keys: Vec<Vec<u8>>,
     /// The change log's last LSN after this connection's last write (WAIT covers it).
     repl_lsn: u64,
     /// The slots this connection wrote to (WAIT counts their replicas); boxed on the
@@ -91,6 +94,7 @@ impl ConnState {
             forwarded: false,
             readonly: false,
             held_since: None,
+            ready_keys: Vec::new(),
             repl_lsn: 0,
             repl_slots: None,
             remote_writes: Vec::new(),
@@ -285,9 +289,13 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 conn.commands -= 1;
             }
             if let Some(parked) = conn.parked.take() {
+                // A client blocked on a key may wait forever: one that leaves must not be
+                // served an element it would never read.
+                let watch_peer = matches!(parked, Parked::BlockedPop(_));
                 // The gate is released: a parked command holds no lock while it waits.
                 let (finished, remote_writes) = tokio::select! {
                     finished = finish_parked(node, parked, conn.protocol) => finished,
+                    _ = peer_closed(stream), if watch_peer => return "closed by peer",
                     _ = handle.killed() => return "killed",
                     _ = shutdown.wait_for(|down| *down) => return "shutdown",
                 };
@@ -331,6 +339,16 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             );
             return "query buffer limit";
         }
+    }
+}
+
+/// Resolves when the peer closed its end; pends forever once it sent more (pipelined
+/// commands wait in the socket until the parked one is answered).
+async fn peer_closed(stream: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match stream.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 
@@ -399,6 +417,7 @@ async fn finish_parked_reply(node: &Node, parked: Parked, protocol: Protocol) ->
             Err(error) => dispatch::write_error(node, &mut out, &error),
         },
         Parked::Wait(blocked) => out.int(commands::finish_wait(node, blocked).await),
+        Parked::BlockedPop(blocked) => return commands::finish_blocked_pop(blocked).await,
         // Answered by `finish_parked`, with the writes it made elsewhere; run again by the
         // connection.
         Parked::Forward(_) | Parked::Hold => return reply,

@@ -247,6 +247,9 @@ pub fn execute(
     if let Err(error) = result {
         write_error(node, out, &error);
     }
+    if !conn.ready_keys.is_empty() {
+        node.blocking.serve(std::mem::take(&mut conn.ready_keys));
+    }
 }
 
 /// Runs a resolved command: the memory check, then the handler. EXEC calls this for each
@@ -261,13 +264,7 @@ pub fn run(
 ) -> Result<(), CmdError> {
     let write = route.spec.flags.contains(CommandFlags::WRITE);
     let replicated = write.then(|| node.replication.get()).flatten();
-    let slots = || {
-        route
-            .spec
-            .keys
-            .indices(args.len())
-            .map(|i| key_slot(args.get(i)))
-    };
+    let slots = || route.spec.keys.of(&args).map(|i| key_slot(args.get(i)));
     if write {
         if let Some(persistence) = &node.persistence
             && persistence.refuses_writes()
@@ -308,6 +305,10 @@ pub fn run(
         now,
     };
     let result = (route.handler)(&mut ctx, args);
+    if write && node.blocking.waiting() > 0 {
+        let keys = route.spec.keys.of(&args).map(|i| args.get(i).to_vec());
+        ctx.conn.ready_keys.extend(keys);
+    }
     if let Some(replication) = replicated {
         ctx.conn
             .note_replicated_write(replication.last_lsn(), slots());
@@ -354,12 +355,7 @@ pub fn still_local(
 /// The keys a command names (for faulting evicted values back in, in store mode).
 pub fn command_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
     match resolve(args) {
-        Ok(route) => route
-            .spec
-            .keys
-            .indices(args.len())
-            .map(|i| args.get(i))
-            .collect(),
+        Ok(route) => route.spec.keys.of(args).map(|i| args.get(i)).collect(),
         Err(_) => Vec::new(),
     }
 }

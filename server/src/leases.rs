@@ -134,7 +134,7 @@ impl Leases {
         let found = store.inspect(key, now, |entry| {
             entry.map(|e| match e.value {
                 Value::Str(s) => Ok((Bytes::copy_from_slice(s), e.expires_at)),
-                Value::Hash(_) => Err(LeaseError::WrongType),
+                _ => Err(LeaseError::WrongType),
             })
         });
         if let Some(found) = found {

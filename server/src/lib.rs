@@ -1,6 +1,7 @@
 //! The ringkv node: listeners, the connection loop, command dispatch, INFO and CONFIG.
 //! [`Server::bind`] then [`Server::run`]; the binary adds flags, logging and signals.
 
+mod blocking;
 mod cluster;
 mod commands;
 mod config;

@@ -207,6 +207,8 @@ pub struct Node {
     pub cluster: Option<Arc<crate::cluster::ClusterNode>>,
     /// Replication between members, once the change log is attached (cluster mode).
     pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
+    /// Clients blocked on keys (BLPOP and friends).
+    pub blocking: Arc<crate::blocking::Blocking>,
 }
 
 impl std::fmt::Debug for Node {
@@ -258,6 +260,7 @@ impl Node {
             log_reload,
             cluster: None,
             replication: std::sync::OnceLock::new(),
+            blocking: Arc::default(),
         }
     }
 

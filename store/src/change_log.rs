@@ -47,6 +47,22 @@ pub enum RecordKind {
     SetPersistent = 11,
     /// As Restore, without a deadline.
     RestorePersistent = 12,
+    /// These elements were pushed at the list's head, one after another: `(len u32,
+    /// item)*`; the list is created when absent.
+    LPush = 13,
+    /// These elements were pushed at the list's tail: `(len u32, item)*`.
+    RPush = 14,
+    /// `count u64` elements were popped from the head; an emptied list is deleted.
+    LPop = 15,
+    /// `count u64` elements were popped from the tail.
+    RPop = 16,
+    /// Element `index u64` (from the head) now holds the rest of the body.
+    LSet = 17,
+    /// The rest of the body was inserted so that it is element `index u64`.
+    LInsert = 18,
+    /// Up to `count i64` elements equal to the rest of the body were removed, as LREM
+    /// does it (the same list gives the same result everywhere).
+    LRem = 19,
 }
 
 impl RecordKind {
@@ -66,6 +82,13 @@ impl RecordKind {
             10 => Commit,
             11 => SetPersistent,
             12 => RestorePersistent,
+            13 => LPush,
+            14 => RPush,
+            15 => LPop,
+            16 => RPop,
+            17 => LSet,
+            18 => LInsert,
+            19 => LRem,
             _ => return None,
         })
     }
@@ -117,6 +140,11 @@ impl Record<'_> {
             .first_chunk::<8>()
             .map(|d| u64::from_le_bytes(*d))
             .ok_or(MalformedRecord("short deadline"))
+    }
+
+    /// The leading `u64` of SetRange and list records (an offset, a count or an index).
+    pub fn number(&self) -> Result<u64, MalformedRecord> {
+        self.deadline()
     }
 
     /// The body after the deadline (Set, Restore) or the offset (SetRange).

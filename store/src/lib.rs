@@ -12,6 +12,7 @@ mod eviction;
 pub mod flight;
 mod glob;
 mod key_map;
+mod list;
 pub mod recovery;
 mod refresh;
 pub mod replay;
@@ -30,6 +31,7 @@ pub use change_marks::{CheckpointSource, DirtyEntry, ShardChanges};
 pub use error::StoreError;
 pub use eviction::{EvictionPolicy, LfuCounter, UnknownPolicy};
 pub use glob::glob_match;
+pub use list::ListValue;
 pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use store::{

@@ -77,6 +77,49 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
                 }
             });
         }
+        RecordKind::LPush | RecordKind::RPush => {
+            let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            store.replay_write(key, now, |slot| {
+                if slot.list().is_err() {
+                    slot.remove();
+                }
+                let _ = slot.list_push(record.kind == RecordKind::LPush, &items);
+            });
+        }
+        RecordKind::LPop | RecordKind::RPop => {
+            let count = record.number()? as usize;
+            store.replay_write(key, now, |slot| {
+                let _ = slot.list_trim(
+                    if record.kind == RecordKind::LPop {
+                        count
+                    } else {
+                        0
+                    },
+                    if record.kind == RecordKind::RPop {
+                        count
+                    } else {
+                        0
+                    },
+                );
+            });
+        }
+        RecordKind::LSet => {
+            let at = record.number()? as usize;
+            store.replay_write(key, now, |slot| slot.list_set(at, record.payload()).ok());
+        }
+        RecordKind::LInsert => {
+            let at = record.number()? as usize;
+            store.replay_write(key, now, |slot| {
+                let len = slot.list().ok().flatten().map_or(0, |l| l.len());
+                slot.list_insert(at.min(len), record.payload()).ok()
+            });
+        }
+        RecordKind::LRem => {
+            let count = record.number()? as i64;
+            store.replay_write(key, now, |slot| {
+                slot.list_remove(count, record.payload()).ok()
+            });
+        }
         RecordKind::Clear => {
             drop(store.flush());
         }

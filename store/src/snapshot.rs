@@ -47,19 +47,30 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
         }
-        Value::Hash(hash) => {
+        Value::Hash(_) | Value::List(_) => {
             encode_record(out, RecordKind::Del, 0, slot, key, &[]);
+            let (kind, per_record): (RecordKind, Box<dyn Iterator<Item = &[u8]>>) = match value {
+                Value::Hash(hash) => (
+                    RecordKind::HSet,
+                    Box::new(hash.iter().flat_map(|(f, v)| [f, v])),
+                ),
+                Value::List(list) => (RecordKind::RPush, Box::new(list.iter())),
+                Value::Str(_) => unreachable!("matched above"),
+            };
             let mut body = Vec::new();
-            for (field, item) in hash.iter() {
-                put_item(&mut body, field);
+            let mut items = 0;
+            for item in per_record {
                 put_item(&mut body, item);
-                if body.len() >= PIECE_BYTES {
-                    encode_record(out, RecordKind::HSet, 0, slot, key, &body);
+                items += 1;
+                // A hash field and its value stay in one record.
+                let whole = kind != RecordKind::HSet || items % 2 == 0;
+                if whole && body.len() >= PIECE_BYTES {
+                    encode_record(out, kind, 0, slot, key, &body);
                     body.clear();
                 }
             }
             if !body.is_empty() {
-                encode_record(out, RecordKind::HSet, 0, slot, key, &body);
+                encode_record(out, kind, 0, slot, key, &body);
             }
             if deadline != 0 {
                 encode_record(
@@ -124,7 +135,12 @@ pub fn split_record(
                 );
             }
         }
-        RecordKind::HSet | RecordKind::HDel => {
+        RecordKind::LSet | RecordKind::LInsert | RecordKind::LRem => {
+            // One element: as big as the element that arrived in one argument.
+            emit(record.kind, record.body);
+        }
+        // LPush pieces in order push the same elements in the same order.
+        RecordKind::HSet | RecordKind::HDel | RecordKind::LPush | RecordKind::RPush => {
             let per_item = if record.kind == RecordKind::HSet {
                 2
             } else {
@@ -163,7 +179,12 @@ pub fn split_record(
                 rest = &rest[used..];
             }
         }
-        RecordKind::Del | RecordKind::Expire | RecordKind::Clear | RecordKind::Commit => {
+        RecordKind::Del
+        | RecordKind::Expire
+        | RecordKind::Clear
+        | RecordKind::Commit
+        | RecordKind::LPop
+        | RecordKind::RPop => {
             emit(record.kind, record.body);
         }
     }
@@ -194,7 +215,7 @@ mod tests {
     use crate::change_log::Chunk;
     use crate::replay::apply_record;
     use crate::slot::key_slot;
-    use crate::{HashValue, Store};
+    use crate::{HashValue, ListValue, Store};
 
     fn rebuild(records: &[u8]) -> Store {
         let store = Store::builder().build();
@@ -216,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn a_big_string_and_a_big_hash_travel_in_bounded_records_and_come_back_whole() {
+    fn a_big_string_hash_and_list_travel_in_bounded_records_and_come_back_whole() {
         let big = vec![7u8; PIECE_BYTES * 3 + 5];
         let mut hash = HashValue::new();
         for i in 0..5_000u32 {
@@ -230,6 +251,20 @@ mod tests {
             b"h",
             &Value::Hash(Box::new(hash.clone())),
             4_000_000_000_000,
+        );
+        let list = ListValue::from_items(
+            (0..30_000u32)
+                .map(|i| format!("item:{i}").into_bytes())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(Vec::as_slice),
+        );
+        encode_entry(
+            &mut out,
+            key_slot(b"l"),
+            b"l",
+            &Value::List(Box::new(list.clone())),
+            0,
         );
         // No record carries much more than a piece of value.
         let mut rest = &out[..];
@@ -246,6 +281,8 @@ mod tests {
             .unwrap();
         assert_eq!(value, Value::Hash(Box::new(hash)));
         assert_eq!(deadline, Some(4_000_000_000_000));
+        let got = store.inspect(b"l", 1, |e| e.map(|e| e.value.clone()));
+        assert_eq!(got, Some(Value::List(Box::new(list))));
     }
 
     #[test]
@@ -272,6 +309,13 @@ mod tests {
             &Value::Hash(Box::new(hash_restore)).to_persisted(),
         ]
         .concat();
+        let big_list = Value::List(Box::new(ListValue::from_items(
+            (0..20_000u32)
+                .map(|i| format!("element:{i}").into_bytes())
+                .collect::<Vec<_>>()
+                .iter()
+                .map(Vec::as_slice),
+        )));
         let cases: Vec<(RecordKind, Vec<u8>)> = vec![
             (RecordKind::Set, [&5u64.to_le_bytes()[..], &big].concat()),
             (RecordKind::SetPersistent, big.clone()),
@@ -281,6 +325,9 @@ mod tests {
                 [&10u64.to_le_bytes()[..], &big].concat(),
             ),
             (RecordKind::HSet, fields.clone()),
+            (RecordKind::LPush, fields.clone()),
+            (RecordKind::RPush, fields.clone()),
+            (RecordKind::RestorePersistent, big_list.to_persisted()),
             (RecordKind::Restore, restore),
             (RecordKind::Restore, big_restore),
         ];

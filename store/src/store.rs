@@ -24,6 +24,7 @@ use crate::change_marks::{
     ChangeMarks, CheckpointSource, DIRTY, DirtyEntry, IN_BASE, STALE, ShardChanges,
 };
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
+use crate::list::ListValue;
 use crate::scan::scan_window;
 use crate::slot::{SLOT_COUNT, key_slot};
 use crate::slot_set::SlotSet;
@@ -545,6 +546,168 @@ impl Slot<'_> {
         Ok(true)
     }
 
+    /// The list at this key, or WRONGTYPE; `None` when absent.
+    pub fn list(&self) -> Result<Option<&ListValue>, WrongType> {
+        match self.value() {
+            None => Ok(None),
+            Some(Value::List(l)) => Ok(Some(l)),
+            Some(_) => Err(WrongType),
+        }
+    }
+
+    /// The list to change: WRONGTYPE for another type, `None` when absent.
+    fn list_index(&self) -> Result<Option<usize>, WrongType> {
+        self.list()?;
+        Ok(self.index)
+    }
+
+    /// Runs `change` on the list at `index` and keeps the accounting right.
+    fn change_list<R>(&mut self, index: usize, change: impl FnOnce(&mut ListValue) -> R) -> R {
+        let before = self.cost(index);
+        let Value::List(list) = &mut self.shard.map[index].value else {
+            unreachable!("checked to be a list");
+        };
+        let result = change(list);
+        self.modified = true;
+        self.account(index, before);
+        result
+    }
+
+    /// Appends a list record (one without items: a count or an index, then `item`).
+    fn log_list(&mut self, kind: RecordKind, number: u64, item: &[u8]) {
+        self.flush_pending();
+        if let Some(log) = self.sinks.log {
+            log.append(kind, self.slot, self.key, |body| {
+                body.extend_from_slice(&number.to_le_bytes());
+                body.extend_from_slice(item);
+            });
+        }
+    }
+
+    /// Pushes `items` one after another at the head (`front`) or the tail, creating the
+    /// list when absent; the new length.
+    pub fn list_push(&mut self, front: bool, items: &[&[u8]]) -> Result<usize, WrongType> {
+        let index = match self.list_index()? {
+            Some(index) => index,
+            None => {
+                let empty = Value::List(Box::default());
+                let index = self
+                    .shard
+                    .insert(self.key, self.slot, empty, 0, self.now, 0);
+                self.index = Some(index);
+                index
+            }
+        };
+        let len = self.change_list(index, |list| {
+            for item in items {
+                if front {
+                    list.push_front(item);
+                } else {
+                    list.push_back(item);
+                }
+            }
+            list.len()
+        });
+        self.flush_pending();
+        if let Some(log) = self.sinks.log {
+            let kind = if front {
+                RecordKind::LPush
+            } else {
+                RecordKind::RPush
+            };
+            log.append(kind, self.slot, self.key, |body| {
+                for item in items {
+                    put_item(body, item);
+                }
+            });
+        }
+        Ok(len)
+    }
+
+    /// Pops up to `count` elements from the head (`front`) or the tail, in pop order. An
+    /// emptied list is deleted when the slot finishes.
+    pub fn list_pop(&mut self, front: bool, count: usize) -> Result<Vec<Vec<u8>>, WrongType> {
+        let Some(index) = self.list_index()? else {
+            return Ok(Vec::new());
+        };
+        let popped = self.change_list(index, |list| {
+            let take = count.min(list.len());
+            (0..take)
+                .filter_map(|_| {
+                    if front {
+                        list.pop_front()
+                    } else {
+                        list.pop_back()
+                    }
+                })
+                .collect::<Vec<_>>()
+        });
+        if !popped.is_empty() {
+            let kind = if front {
+                RecordKind::LPop
+            } else {
+                RecordKind::RPop
+            };
+            self.log_list(kind, popped.len() as u64, &[]);
+        }
+        Ok(popped)
+    }
+
+    /// Drops `head` elements from the head and `tail` from the tail (LTRIM).
+    pub fn list_trim(&mut self, head: usize, tail: usize) -> Result<(), WrongType> {
+        let Some(index) = self.list_index()? else {
+            return Ok(());
+        };
+        let (head, tail) = self.change_list(index, |list| {
+            let head = head.min(list.len());
+            list.drop_front(head);
+            let tail = tail.min(list.len());
+            list.drop_back(tail);
+            (head, tail)
+        });
+        if head > 0 {
+            self.log_list(RecordKind::LPop, head as u64, &[]);
+        }
+        if tail > 0 {
+            self.log_list(RecordKind::RPop, tail as u64, &[]);
+        }
+        Ok(())
+    }
+
+    /// Replaces element `at`; false when the list is absent or shorter.
+    pub fn list_set(&mut self, at: usize, item: &[u8]) -> Result<bool, WrongType> {
+        let Some(index) = self.list_index()? else {
+            return Ok(false);
+        };
+        if !self.change_list(index, |list| list.set(at, item)) {
+            return Ok(false);
+        }
+        self.log_list(RecordKind::LSet, at as u64, item);
+        Ok(true)
+    }
+
+    /// Inserts `item` as element `at` (at most the length) of an existing list.
+    pub fn list_insert(&mut self, at: usize, item: &[u8]) -> Result<bool, WrongType> {
+        let Some(index) = self.list_index()? else {
+            return Ok(false);
+        };
+        self.change_list(index, |list| list.insert(at, item));
+        self.log_list(RecordKind::LInsert, at as u64, item);
+        Ok(true)
+    }
+
+    /// Removes up to `count` elements equal to `item` as LREM does; how many.
+    pub fn list_remove(&mut self, count: i64, item: &[u8]) -> Result<usize, WrongType> {
+        let Some(index) = self.list_index()? else {
+            return Ok(0);
+        };
+        let removed = self.change_list(index, |list| list.remove_matching(count, item));
+        if removed > 0 {
+            self.log_list(RecordKind::LRem, count as u64, item);
+        }
+        Ok(removed)
+    }
+
     /// Sets or clears the deadline of an existing key; a deadline not after `now` deletes
     /// the key, as Redis does. False when the key does not exist.
     pub fn set_expires_at(&mut self, expires_at: Option<u64>) -> bool {
@@ -584,10 +747,13 @@ impl Slot<'_> {
     }
 
     fn finish(mut self) {
-        // An emptied hash is deleted, as Redis never keeps an empty aggregate.
-        if let Some(Value::Hash(h)) = self.value()
-            && h.is_empty()
-        {
+        // An emptied hash or list is deleted, as Redis never keeps an empty aggregate.
+        let emptied = match self.value() {
+            Some(Value::Hash(h)) => h.is_empty(),
+            Some(Value::List(l)) => l.is_empty(),
+            _ => false,
+        };
+        if emptied {
             self.remove();
         }
         self.flush_pending();

@@ -3,6 +3,8 @@
 
 use indexmap::IndexMap;
 
+use crate::list::ListValue;
+
 /// A value in the keyspace.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -10,10 +12,13 @@ pub enum Value {
     Str(Vec<u8>),
     /// A hash of fields to values.
     Hash(Box<HashValue>),
+    /// A list of elements.
+    List(Box<ListValue>),
 }
 
 const TAG_STR: u8 = 0;
 const TAG_HASH: u8 = 1;
+const TAG_LIST: u8 = 2;
 
 impl Value {
     /// The persistence tier's encoding: a tag, then the string, or the hash's fields and
@@ -37,29 +42,45 @@ impl Value {
                 }
                 out
             }
+            Value::List(l) => {
+                let mut out = Vec::with_capacity(1 + l.bytes() + 4 * l.len());
+                out.push(TAG_LIST);
+                for item in l.iter() {
+                    out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+                    out.extend_from_slice(item);
+                }
+                out
+            }
         }
     }
 
     /// The inverse of [`Value::to_persisted`]; `None` for bytes that are not one.
     pub fn from_persisted(bytes: &[u8]) -> Option<Value> {
         let (&tag, mut rest) = bytes.split_first()?;
+        let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+            let (len, tail) = rest.split_first_chunk::<4>()?;
+            let len = u32::from_le_bytes(*len) as usize;
+            let part = tail.get(..len)?.to_vec();
+            *rest = &tail[len..];
+            Some(part)
+        };
         match tag {
             TAG_STR => Some(Value::Str(rest.to_vec())),
             TAG_HASH => {
                 let mut hash = HashValue::new();
-                let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
-                    let (len, tail) = rest.split_first_chunk::<4>()?;
-                    let len = u32::from_le_bytes(*len) as usize;
-                    let part = tail.get(..len)?.to_vec();
-                    *rest = &tail[len..];
-                    Some(part)
-                };
                 while !rest.is_empty() {
                     let field = take(&mut rest)?;
                     let value = take(&mut rest)?;
                     hash.insert(&field, &value);
                 }
                 (!hash.is_empty()).then(|| Value::Hash(Box::new(hash)))
+            }
+            TAG_LIST => {
+                let mut list = ListValue::new();
+                while !rest.is_empty() {
+                    list.push_back(&take(&mut rest)?);
+                }
+                (!list.is_empty()).then(|| Value::List(Box::new(list)))
             }
             _ => None,
         }
@@ -70,6 +91,7 @@ impl Value {
         match self {
             Value::Str(_) => "string",
             Value::Hash(_) => "hash",
+            Value::List(_) => "list",
         }
     }
 
@@ -81,6 +103,8 @@ impl Value {
             Value::Str(_) => "raw",
             Value::Hash(h) if h.is_compact() => "listpack",
             Value::Hash(_) => "hashtable",
+            Value::List(l) if l.is_compact() => "listpack",
+            Value::List(_) => "quicklist",
         }
     }
 
@@ -89,6 +113,7 @@ impl Value {
         match self {
             Value::Str(s) => alloc_size(s.capacity()),
             Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes(),
+            Value::List(l) => alloc_size(std::mem::size_of::<ListValue>()) + l.bytes(),
         }
     }
 }
@@ -412,6 +437,11 @@ mod persisted_tests {
             Value::Str(Vec::new()),
             Value::Str(b"\x00bin".to_vec()),
             Value::Hash(Box::new(hash)),
+            Value::List(Box::new(ListValue::from_items([
+                &b"a"[..],
+                b"",
+                &[0u8; 300],
+            ]))),
         ] {
             assert_eq!(Value::from_persisted(&value.to_persisted()), Some(value));
         }

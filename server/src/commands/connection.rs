@@ -427,6 +427,25 @@ pub fn client_no_evict(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// CLIENT UNBLOCK client-id [TIMEOUT|ERROR]: answers a client blocked in a blocking pop as
+/// if its timeout passed, or with `-UNBLOCKED`.
+pub fn client_unblock(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let id = int_arg(args.get(2))?;
+    let error = match args.len() {
+        3 => false,
+        4 if is(args.get(3), "timeout") => false,
+        4 if is(args.get(3), "error") => true,
+        _ => {
+            return Err(CmdError::Custom(
+                "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR".into(),
+            ));
+        }
+    };
+    let unblocked = ctx.node.blocking.unblock(id as u64, error);
+    ctx.out.int(unblocked as i64);
+    Ok(())
+}
+
 /// CLIENT HELP
 pub fn client_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     help(

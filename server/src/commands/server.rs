@@ -111,9 +111,11 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
     section(
         "Clients",
         format!(
-            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:0\r\ntracking_clients:0\r\nclients_in_timeout_table:0\r\n",
+            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n",
             node.clients.len(),
             config.maxclients,
+            node.blocking.waiting(),
+            node.blocking.waiting(),
         ),
     );
     section(
@@ -862,6 +864,8 @@ pub enum Parked {
     Forward(crate::cluster::Forward),
     /// WAIT until replicas acknowledge.
     Wait(super::BlockedWait),
+    /// A blocking pop (BLPOP, BLMOVE, …) waiting for an element.
+    BlockedPop(super::BlockedPop),
     /// A command for a slot in a handoff's last moment (its new primary here waits for the
     /// previous one's fence): it runs again once the slot is served here.
     Hold,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::{EvictionPolicy, HashValue, Store, Value};
+use crate::{EvictionPolicy, HashValue, ListValue, Store, Value};
 
 fn s(v: &[u8]) -> Value {
     Value::Str(v.to_vec())
@@ -29,6 +29,23 @@ enum Op {
     HashDel {
         key: u8,
         field: u8,
+    },
+    ListPush {
+        key: u8,
+        front: bool,
+        count: u8,
+    },
+    ListPop {
+        key: u8,
+        front: bool,
+        count: u8,
+    },
+    /// LSET (0), LINSERT (1), LREM (2) or LTRIM (3) with two small numbers.
+    ListEdit {
+        key: u8,
+        kind: u8,
+        a: i8,
+        b: i8,
     },
     Get {
         key: u8,
@@ -57,6 +74,22 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         (key.clone(), 0usize..100).prop_map(|(key, len)| Op::Append { key, len }),
         (key.clone(), 0u8..4).prop_map(|(key, field)| Op::HashSet { key, field }),
         (key.clone(), 0u8..4).prop_map(|(key, field)| Op::HashDel { key, field }),
+        (key.clone(), any::<bool>(), 1u8..5).prop_map(|(key, front, count)| Op::ListPush {
+            key,
+            front,
+            count
+        }),
+        (key.clone(), any::<bool>(), 0u8..4).prop_map(|(key, front, count)| Op::ListPop {
+            key,
+            front,
+            count
+        }),
+        (key.clone(), 0u8..4, -4i8..5, -4i8..5).prop_map(|(key, kind, a, b)| Op::ListEdit {
+            key,
+            kind,
+            a,
+            b
+        }),
         key.clone().prop_map(|key| Op::Get { key }),
         key.clone().prop_map(|key| Op::Del { key }),
         (key.clone(), 1u64..200).prop_map(|(key, ttl)| Op::Expire { key, ttl }),
@@ -74,6 +107,33 @@ fn live(model: &Model, key: &[u8], now: u64) -> Option<Value> {
         .get(key)
         .filter(|(_, at)| *at == 0 || *at > now)
         .map(|(v, _)| v.clone())
+}
+
+/// The model's list at `key` (empty when absent); `Err` when it holds another type.
+fn model_list(model: &Model, key: u8, now: u64) -> Result<Vec<Vec<u8>>, ()> {
+    match live(model, &[key], now) {
+        None => Ok(Vec::new()),
+        Some(Value::List(l)) => Ok(l.iter().map(<[u8]>::to_vec).collect()),
+        Some(_) => Err(()),
+    }
+}
+
+/// Stores `list` in the model, keeping the deadline; an empty list is no key, as in Redis.
+fn put_list(model: &mut Model, key: u8, list: Vec<Vec<u8>>, now: u64) {
+    if list.is_empty() {
+        model.remove(&vec![key]);
+        return;
+    }
+    let deadline = model.get(&vec![key]).map_or(0, |(_, at)| *at);
+    let deadline = if deadline != 0 && deadline <= now {
+        0
+    } else {
+        deadline
+    };
+    let value = Value::List(Box::new(ListValue::from_items(
+        list.iter().map(Vec::as_slice),
+    )));
+    model.insert(vec![key], (value, deadline));
 }
 
 proptest! {
@@ -136,6 +196,65 @@ proptest! {
                         // Redis never keeps an empty hash; neither may the store.
                         if h.is_empty() { model.remove(&vec![key]); }
                     }
+                }
+                Op::ListPush { key, front, count } => {
+                    let items: Vec<Vec<u8>> = (0..count).map(|i| vec![b'a' + (i + key) % 3]).collect();
+                    let refs: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+                    let ok = store.write(&[key], now, |slot| slot.list_push(front, &refs).is_ok());
+                    match model_list(&model, key, now) {
+                        Ok(mut list) => {
+                            prop_assert!(ok);
+                            for item in items {
+                                if front { list.insert(0, item) } else { list.push(item) }
+                            }
+                            put_list(&mut model, key, list, now);
+                        }
+                        Err(()) => prop_assert!(!ok),
+                    }
+                }
+                Op::ListPop { key, front, count } => {
+                    let popped = store.write(&[key], now, |slot| slot.list_pop(front, count as usize).ok());
+                    if let Ok(mut list) = model_list(&model, key, now) {
+                        let take = (count as usize).min(list.len());
+                        let expect: Vec<Vec<u8>> = if front {
+                            list.drain(..take).collect()
+                        } else {
+                            let rest = list.split_off(list.len() - take);
+                            rest.into_iter().rev().collect()
+                        };
+                        prop_assert_eq!(popped, Some(expect));
+                        put_list(&mut model, key, list, now);
+                    }
+                }
+                Op::ListEdit { key, kind, a, b } => {
+                    let item = vec![b'a' + b.unsigned_abs() % 3];
+                    let Ok(mut list) = model_list(&model, key, now) else { continue };
+                    let len = list.len();
+                    let at = (a.unsigned_abs() as usize).min(len);
+                    store.write(&[key], now, |slot| match kind {
+                        0 => { let _ = slot.list_set(at, &item); }
+                        1 => { let _ = slot.list_insert(at, &item); }
+                        2 => { let _ = slot.list_remove(a as i64, &item); }
+                        _ => { let _ = slot.list_trim(at, b.unsigned_abs() as usize); }
+                    });
+                    match kind {
+                        0 => if at < len { list[at] = item },
+                        1 => if len > 0 { list.insert(at, item) },
+                        2 => {
+                            let limit = if a == 0 { usize::MAX } else { a.unsigned_abs() as usize };
+                            let mut hits: Vec<usize> = (0..len).filter(|&i| list[i] == item).collect();
+                            if a < 0 { hits.reverse(); }
+                            hits.truncate(limit);
+                            hits.sort_unstable();
+                            for i in hits.into_iter().rev() { list.remove(i); }
+                        }
+                        _ => {
+                            list.drain(..at);
+                            let keep = list.len().saturating_sub(b.unsigned_abs() as usize);
+                            list.truncate(keep);
+                        }
+                    }
+                    put_list(&mut model, key, list, now);
                 }
                 Op::Get { key } => {
                     let got = store.read(&[key], now, |v| v.cloned());

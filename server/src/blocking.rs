@@ -1,0 +1,222 @@
+//! Clients blocked on keys (BLPOP and friends). A blocked client holds no lock: its
+//! connection parks on a channel. A write that may have filled a key serves the key's
+//! waiters itself, first come first served, once its command (or its EXEC) is done, so a
+//! push inside MULTI wakes nobody before the commit, as in Redis.
+//!
+//! Registering and serving both run under the registry's lock, and a blocking command
+//! tries its keys once more under it before registering; a push lands before that try (and
+//! is taken) or after the registration (and serves the waiter): no wake-up is lost.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use parking_lot::Mutex;
+use ringkv_protocol::Protocol;
+use tokio::sync::oneshot;
+
+/// What a waiter does once one of its keys holds elements: its reply, or `None` when the
+/// key cannot serve it (empty, or of another type).
+pub type Serve = Box<dyn Fn(&[u8], Protocol) -> Option<ServeOutcome> + Send + Sync>;
+
+/// A served waiter's reply and the keys its serving wrote to (BLMOVE's destination), whose
+/// own waiters may now be served.
+pub struct ServeOutcome {
+    /// The encoded reply.
+    pub reply: Vec<u8>,
+    /// Keys the serving pushed to.
+    pub touched: Vec<Vec<u8>>,
+}
+
+/// One blocked client.
+pub struct Waiter {
+    /// The client (CLIENT UNBLOCK).
+    pub client: u64,
+    keys: Vec<Vec<u8>>,
+    protocol: Protocol,
+    serve: Serve,
+    /// The reply when the timeout passes (a null of the command's shape).
+    timed_out: Vec<u8>,
+    /// Taken by whoever answers the waiter: a serving write, CLIENT UNBLOCK or its timeout.
+    reply: Mutex<Option<oneshot::Sender<Vec<u8>>>>,
+}
+
+impl std::fmt::Debug for Waiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Waiter")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The registry of blocked clients, per key in arrival order.
+#[derive(Default)]
+pub struct Blocking {
+    waiting: AtomicUsize,
+    keys: Mutex<HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>>,
+}
+
+impl std::fmt::Debug for Blocking {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Blocking")
+            .field("waiting", &self.waiting())
+            .finish()
+    }
+}
+
+/// A registered waiter: the channel its reply arrives on. Dropping it unregisters.
+#[derive(Debug)]
+pub struct Registration {
+    blocking: Arc<Blocking>,
+    waiter: Arc<Waiter>,
+    /// The reply, once answered.
+    pub reply: oneshot::Receiver<Vec<u8>>,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.blocking.unregister(&self.waiter);
+    }
+}
+
+impl Registration {
+    /// Gives up waiting (the timeout passed): the timeout's reply, or the answer that
+    /// raced it.
+    pub fn cancel(&mut self) -> Vec<u8> {
+        self.blocking.unregister(&self.waiter);
+        self.reply
+            .try_recv()
+            .unwrap_or_else(|_| self.waiter.timed_out.clone())
+    }
+}
+
+impl Blocking {
+    /// Clients blocked now (INFO's `blocked_clients`).
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Runs `attempt` under the registry's lock; when it answers `None`, registers a
+    /// waiter on `keys` that `serve` answers later.
+    pub fn try_or_register<T>(
+        self: &Arc<Self>,
+        client: u64,
+        keys: Vec<Vec<u8>>,
+        protocol: Protocol,
+        timed_out: Vec<u8>,
+        attempt: impl FnOnce() -> Option<T>,
+        serve: Serve,
+    ) -> Result<T, Registration> {
+        let mut map = self.keys.lock();
+        if let Some(done) = attempt() {
+            return Ok(done);
+        }
+        let (sender, receiver) = oneshot::channel();
+        let waiter = Arc::new(Waiter {
+            client,
+            keys,
+            protocol,
+            serve,
+            timed_out,
+            reply: Mutex::new(Some(sender)),
+        });
+        for key in &waiter.keys {
+            let queue = map.entry(key.clone()).or_default();
+            // A key named twice (BLPOP k k 0) waits once.
+            if !queue.back().is_some_and(|w| Arc::ptr_eq(w, &waiter)) {
+                queue.push_back(waiter.clone());
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        Err(Registration {
+            blocking: self.clone(),
+            waiter,
+            reply: receiver,
+        })
+    }
+
+    fn unregister(&self, waiter: &Arc<Waiter>) {
+        let mut map = self.keys.lock();
+        remove_waiter(&mut map, waiter, &self.waiting);
+        waiter.reply.lock().take();
+    }
+
+    /// Serves the waiters of `ready` (keys a command wrote to) while their keys hold
+    /// elements, first come first served; keys the serving itself fills are served next.
+    pub fn serve(&self, ready: impl IntoIterator<Item = Vec<u8>>) {
+        let mut pending: VecDeque<Vec<u8>> = ready.into_iter().collect();
+        let mut map = self.keys.lock();
+        let mut rounds = 0usize;
+        while let Some(key) = pending.pop_front() {
+            // Bounded: a BLMOVE ring could hand elements around for as long as it has
+            // waiters, each served once.
+            rounds += 1;
+            if rounds > 1_000_000 {
+                break;
+            }
+            while let Some(waiter) = map.get(&key).and_then(|q| q.front()).cloned() {
+                let mut reply_slot = waiter.reply.lock();
+                if reply_slot.as_ref().is_none_or(|s| s.is_closed()) {
+                    drop(reply_slot);
+                    remove_waiter(&mut map, &waiter, &self.waiting);
+                    continue;
+                }
+                let Some(outcome) = (waiter.serve)(&key, waiter.protocol) else {
+                    break;
+                };
+                if let Some(sender) = reply_slot.take() {
+                    let _ = sender.send(outcome.reply);
+                }
+                drop(reply_slot);
+                remove_waiter(&mut map, &waiter, &self.waiting);
+                pending.extend(outcome.touched);
+            }
+        }
+    }
+
+    /// Answers the blocked client `client` as its timeout would, or with `-UNBLOCKED`
+    /// (CLIENT UNBLOCK); false when it is not blocked.
+    pub fn unblock(&self, client: u64, error: bool) -> bool {
+        let map = self.keys.lock();
+        let Some(waiter) = map
+            .values()
+            .flat_map(|q| q.iter())
+            .find(|w| w.client == client)
+            .cloned()
+        else {
+            return false;
+        };
+        drop(map);
+        let Some(sender) = waiter.reply.lock().take() else {
+            return false;
+        };
+        let reply = if error {
+            b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n".to_vec()
+        } else {
+            waiter.timed_out.clone()
+        };
+        sender.send(reply).is_ok()
+    }
+}
+
+/// Takes a served or abandoned waiter out of every queue it is in.
+fn remove_waiter(
+    map: &mut HashMap<Vec<u8>, VecDeque<Arc<Waiter>>>,
+    waiter: &Arc<Waiter>,
+    waiting: &AtomicUsize,
+) {
+    let mut found = false;
+    for key in &waiter.keys {
+        if let Some(queue) = map.get_mut(key) {
+            let before = queue.len();
+            queue.retain(|w| !Arc::ptr_eq(w, waiter));
+            found |= queue.len() != before;
+            if queue.is_empty() {
+                map.remove(key);
+            }
+        }
+    }
+    if found {
+        waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,741 @@
+//! List commands, the blocking pops included. Replies and errors follow Redis 7.0's
+//! `t_list.c` word for word.
+
+use std::time::{Duration, Instant};
+
+use ringkv_protocol::{Args, Protocol, ReplyWriter};
+use ringkv_store::{ListValue, Store, Value};
+
+use super::Parked;
+use crate::blocking::{Registration, Serve, ServeOutcome};
+use crate::handler::{CmdError, CmdResult, Ctx, int_arg, is, wrong_type};
+use crate::node::unix_ms;
+
+/// Reads the list at `key`: `f(None)` when missing, WRONGTYPE for another type.
+fn read_list<R>(
+    ctx: &mut Ctx<'_, '_>,
+    key: &[u8],
+    f: impl FnOnce(Option<&ListValue>, &mut ReplyWriter<'_>) -> R,
+) -> Result<R, CmdError> {
+    let out = &mut *ctx.out;
+    ctx.node.store.read(key, ctx.now, |value| match value {
+        None => Ok(f(None, out)),
+        Some(Value::List(l)) => Ok(f(Some(l), out)),
+        Some(_) => Err(CmdError::WrongType),
+    })
+}
+
+/// `start..=stop` of a list of `len` after Redis's index rules, or `None` when empty.
+fn clamp_range(start: i64, stop: i64, len: usize) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let start = if start < 0 {
+        (start + len).max(0)
+    } else {
+        start
+    };
+    let stop = if stop < 0 { stop + len } else { stop };
+    if start > stop || start >= len {
+        return None;
+    }
+    Some((start as usize, stop.min(len - 1) as usize))
+}
+
+/// An index from the head for a Redis index (negative counts from the tail).
+fn resolve_index(index: i64, len: usize) -> Option<usize> {
+    let at = if index < 0 { index + len as i64 } else { index };
+    (0..len as i64).contains(&at).then_some(at as usize)
+}
+
+/// LEFT or RIGHT; true for LEFT.
+fn side_arg(arg: &[u8]) -> Result<bool, CmdError> {
+    if is(arg, "left") {
+        Ok(true)
+    } else if is(arg, "right") {
+        Ok(false)
+    } else {
+        Err(CmdError::Syntax)
+    }
+}
+
+fn push(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool, only_existing: bool) -> CmdResult {
+    let items: Vec<&[u8]> = args.iter().skip(2).collect();
+    let len = ctx.node.store.write(args.get(1), ctx.now, |slot| {
+        if only_existing && slot.list().map_err(wrong_type)?.is_none() {
+            return Ok(0);
+        }
+        slot.list_push(front, &items).map_err(wrong_type)
+    })?;
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+/// LPUSH key element [element ...]
+pub fn lpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    push(ctx, &args, true, false)
+}
+
+/// RPUSH key element [element ...]
+pub fn rpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    push(ctx, &args, false, false)
+}
+
+/// LPUSHX key element [element ...]
+pub fn lpushx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    push(ctx, &args, true, true)
+}
+
+/// RPUSHX key element [element ...]
+pub fn rpushx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    push(ctx, &args, false, true)
+}
+
+/// A positive count as `getPositiveLongFromObjectOrReply` parses it.
+fn positive_count(arg: &[u8]) -> Result<usize, CmdError> {
+    let n = int_arg(arg)?;
+    if n < 0 {
+        return Err(CmdError::Custom(
+            "ERR value is out of range, must be positive".into(),
+        ));
+    }
+    Ok(n as usize)
+}
+
+fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
+    if args.len() > 3 {
+        return Err(CmdError::WrongArity(if front { "lpop" } else { "rpop" }));
+    }
+    let count = if args.len() == 3 {
+        Some(positive_count(args.get(2))?)
+    } else {
+        None
+    };
+    let popped = ctx.node.store.write(args.get(1), ctx.now, |slot| {
+        let Some(list) = slot.list().map_err(wrong_type)? else {
+            return Ok(None);
+        };
+        let take = count.unwrap_or(1).min(list.len());
+        slot.list_pop(front, take).map(Some).map_err(wrong_type)
+    })?;
+    match (popped, count) {
+        (None, Some(_)) => ctx.out.null_array(),
+        (None, None) => ctx.out.null(),
+        (Some(items), None) => ctx.out.bulk_or_null(items.first().map(Vec::as_slice)),
+        (Some(items), Some(_)) => {
+            ctx.out.array(items.len());
+            for item in &items {
+                ctx.out.bulk(item);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// LPOP key [count]
+pub fn lpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    pop(ctx, &args, true)
+}
+
+/// RPOP key [count]
+pub fn rpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    pop(ctx, &args, false)
+}
+
+/// LLEN key
+pub fn llen(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let len = read_list(ctx, args.get(1), |l, _| l.map_or(0, ListValue::len))?;
+    ctx.out.int(len as i64);
+    Ok(())
+}
+
+/// LRANGE key start stop
+pub fn lrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (start, stop) = (int_arg(args.get(2))?, int_arg(args.get(3))?);
+    read_list(ctx, args.get(1), |list, out| {
+        let range = list.and_then(|l| Some((l, clamp_range(start, stop, l.len())?)));
+        match range {
+            None => out.array(0),
+            Some((list, (first, last))) => {
+                out.array(last - first + 1);
+                for item in list.range(first, last) {
+                    out.bulk(item);
+                }
+            }
+        }
+    })
+}
+
+/// LINDEX key index
+pub fn lindex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let index = int_arg(args.get(2))?;
+    read_list(ctx, args.get(1), |list, out| {
+        let item = list.and_then(|l| l.get(resolve_index(index, l.len())?));
+        out.bulk_or_null(item);
+    })
+}
+
+/// LSET key index element
+pub fn lset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let index = int_arg(args.get(2))?;
+    let item = args.get(3);
+    ctx.node.store.write(args.get(1), ctx.now, |slot| {
+        let Some(list) = slot.list().map_err(wrong_type)? else {
+            return Err(CmdError::NoSuchKey);
+        };
+        let Some(at) = resolve_index(index, list.len()) else {
+            return Err(CmdError::Custom("ERR index out of range".into()));
+        };
+        slot.list_set(at, item).map_err(wrong_type)?;
+        Ok(())
+    })?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// LINSERT key BEFORE|AFTER pivot element
+pub fn linsert(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let after = if is(args.get(2), "after") {
+        true
+    } else if is(args.get(2), "before") {
+        false
+    } else {
+        return Err(CmdError::Syntax);
+    };
+    let (pivot, item) = (args.get(3), args.get(4));
+    let len = ctx.node.store.write(args.get(1), ctx.now, |slot| {
+        let Some(list) = slot.list().map_err(wrong_type)? else {
+            return Ok(0);
+        };
+        let Some(found) = list.iter().position(|e| e == pivot) else {
+            return Ok(-1);
+        };
+        let at = found + usize::from(after);
+        slot.list_insert(at, item).map_err(wrong_type)?;
+        Ok(slot.list().ok().flatten().map_or(0, |l| l.len() as i64))
+    })?;
+    ctx.out.int(len);
+    Ok(())
+}
+
+/// LREM key count element
+pub fn lrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let count = int_arg(args.get(2))?;
+    let removed = ctx
+        .node
+        .store
+        .write(args.get(1), ctx.now, |slot| {
+            slot.list_remove(count, args.get(3))
+        })
+        .map_err(wrong_type)?;
+    ctx.out.int(removed as i64);
+    Ok(())
+}
+
+/// LTRIM key start stop
+pub fn ltrim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (start, stop) = (int_arg(args.get(2))?, int_arg(args.get(3))?);
+    ctx.node.store.write(args.get(1), ctx.now, |slot| {
+        let Some(list) = slot.list().map_err(wrong_type)? else {
+            return Ok(());
+        };
+        let len = list.len();
+        let (head, tail) = match clamp_range(start, stop, len) {
+            None => (len, 0),
+            Some((first, last)) => (first, len - 1 - last),
+        };
+        slot.list_trim(head, tail).map_err(wrong_type)
+    })?;
+    ctx.out.ok();
+    Ok(())
+}
+
+/// A range-checked integer option, as `getRangeLongFromObjectOrReply`.
+/// Like Redis there, a value that is no integer gets the option's own message too.
+fn ranged(arg: &[u8], min: i64, message: &str) -> Result<i64, CmdError> {
+    match ringkv_protocol::parse_i64(arg) {
+        Some(n) if n >= min => Ok(n),
+        _ => Err(CmdError::Custom(format!("ERR {message}"))),
+    }
+}
+
+/// LPOS key element [RANK rank] [COUNT num-matches] [MAXLEN len]
+pub fn lpos(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let element = args.get(2);
+    let (mut rank, mut count, mut maxlen) = (1i64, None, 0usize);
+    let mut i = 3;
+    while i < args.len() {
+        let more = i + 1 < args.len();
+        let option = args.get(i);
+        if is(option, "rank") && more {
+            rank = int_arg(args.get(i + 1))?;
+            if rank == i64::MIN {
+                return Err(CmdError::Custom("ERR value is out of range".into()));
+            }
+            if rank == 0 {
+                return Err(CmdError::Custom(
+                    "ERR RANK can't be zero: use 1 to start from the first match, 2 from the second ... or use negative to start from the end of the list".into(),
+                ));
+            }
+        } else if is(option, "count") && more {
+            count = Some(ranged(args.get(i + 1), 0, "COUNT can't be negative")? as usize);
+        } else if is(option, "maxlen") && more {
+            maxlen = ranged(args.get(i + 1), 0, "MAXLEN can't be negative")? as usize;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+        i += 2;
+    }
+    read_list(ctx, args.get(1), |list, out| {
+        let Some(list) = list else {
+            return match count {
+                Some(_) => out.array(0),
+                None => out.null(),
+            };
+        };
+        let len = list.len();
+        let skip = rank.unsigned_abs() as usize - 1;
+        let want = match count {
+            Some(0) => usize::MAX,
+            Some(n) => n,
+            None => 1,
+        };
+        let limit = if maxlen == 0 { len } else { maxlen.min(len) };
+        let scanned: Box<dyn Iterator<Item = &[u8]>> = if rank > 0 {
+            Box::new(list.iter())
+        } else {
+            Box::new(list.iter_rev())
+        };
+        let found: Vec<usize> = scanned
+            .take(limit)
+            .enumerate()
+            .filter(|(_, e)| *e == element)
+            .map(|(i, _)| if rank > 0 { i } else { len - 1 - i })
+            .skip(skip)
+            .take(want)
+            .collect();
+        match count {
+            None => match found.first() {
+                Some(&at) => out.int(at as i64),
+                None => out.null(),
+            },
+            Some(_) => {
+                out.array(found.len());
+                for at in found {
+                    out.int(at as i64);
+                }
+            }
+        }
+    })
+}
+
+/// Moves one element from `source` to `destination` under the shard locks; `None` when
+/// the source is empty. WRONGTYPE when either key holds another type.
+fn move_one(
+    store: &Store,
+    now: u64,
+    source: &[u8],
+    destination: &[u8],
+    from_front: bool,
+    to_front: bool,
+) -> Result<Option<Vec<u8>>, CmdError> {
+    let source_ok = store.read(source, now, |value| match value {
+        None => Ok(false),
+        Some(Value::List(_)) => Ok(true),
+        Some(_) => Err(CmdError::WrongType),
+    })?;
+    if !source_ok {
+        return Ok(None);
+    }
+    store.read(destination, now, |value| match value {
+        None | Some(Value::List(_)) => Ok(()),
+        Some(_) => Err(CmdError::WrongType),
+    })?;
+    let popped = store
+        .write(source, now, |slot| slot.list_pop(from_front, 1))
+        .map_err(wrong_type)?;
+    let Some(item) = popped.into_iter().next() else {
+        return Ok(None);
+    };
+    store
+        .write(destination, now, |slot| slot.list_push(to_front, &[&item]))
+        .map_err(wrong_type)?;
+    Ok(Some(item))
+}
+
+/// LMOVE source destination LEFT|RIGHT LEFT|RIGHT
+pub fn lmove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (from_front, to_front) = (side_arg(args.get(3))?, side_arg(args.get(4))?);
+    let moved = move_one(
+        &ctx.node.store,
+        ctx.now,
+        args.get(1),
+        args.get(2),
+        from_front,
+        to_front,
+    )?;
+    ctx.out.bulk_or_null(moved.as_deref());
+    Ok(())
+}
+
+/// RPOPLPUSH source destination
+pub fn rpoplpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let moved = move_one(
+        &ctx.node.store,
+        ctx.now,
+        args.get(1),
+        args.get(2),
+        false,
+        true,
+    )?;
+    ctx.out.bulk_or_null(moved.as_deref());
+    Ok(())
+}
+
+/// The parsed tail of LMPOP/BLMPOP: keys, side and count.
+struct MultiPop {
+    keys: Vec<Vec<u8>>,
+    front: bool,
+    count: usize,
+}
+
+fn parse_mpop(args: &Args<'_>, numkeys_at: usize) -> Result<MultiPop, CmdError> {
+    let numkeys = ranged(args.get(numkeys_at), 1, "numkeys should be greater than 0")?;
+    let side_at = numkeys_at as i64 + numkeys + 1;
+    if side_at >= args.len() as i64 {
+        return Err(CmdError::Syntax);
+    }
+    let side_at = side_at as usize;
+    let front = side_arg(args.get(side_at))?;
+    let mut count = None;
+    let mut i = side_at + 1;
+    while i < args.len() {
+        if count.is_none() && is(args.get(i), "count") && i + 1 < args.len() {
+            count = Some(ranged(args.get(i + 1), 1, "count should be greater than 0")? as usize);
+            i += 2;
+        } else {
+            return Err(CmdError::Syntax);
+        }
+    }
+    let keys = (numkeys_at + 1..side_at)
+        .map(|i| args.get(i).to_vec())
+        .collect();
+    Ok(MultiPop {
+        keys,
+        front,
+        count: count.unwrap_or(1),
+    })
+}
+
+/// A key and the elements popped from it.
+type Popped = (Vec<u8>, Vec<Vec<u8>>);
+
+/// Pops from the first non-empty list of `keys`: the key and the elements.
+fn mpop_once(
+    store: &Store,
+    now: u64,
+    keys: &[Vec<u8>],
+    front: bool,
+    count: usize,
+) -> Result<Option<Popped>, CmdError> {
+    for key in keys {
+        let popped = store
+            .write(key, now, |slot| slot.list_pop(front, count))
+            .map_err(wrong_type)?;
+        if !popped.is_empty() {
+            return Ok(Some((key.clone(), popped)));
+        }
+    }
+    Ok(None)
+}
+
+fn write_key_and_items(out: &mut ReplyWriter<'_>, key: &[u8], items: &[Vec<u8>]) {
+    out.array(2);
+    out.bulk(key);
+    out.array(items.len());
+    for item in items {
+        out.bulk(item);
+    }
+}
+
+/// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]
+pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let parsed = parse_mpop(&args, 1)?;
+    match mpop_once(
+        &ctx.node.store,
+        ctx.now,
+        &parsed.keys,
+        parsed.front,
+        parsed.count,
+    )? {
+        Some((key, items)) => write_key_and_items(ctx.out, &key, &items),
+        None => ctx.out.null_array(),
+    }
+    Ok(())
+}
+
+/// A blocking timeout in seconds (fractions allowed), as `getTimeoutFromObjectOrReply`:
+/// `None` for 0 (wait forever).
+fn timeout_arg(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
+    let invalid = || CmdError::Custom("ERR timeout is not a float or out of range".into());
+    let seconds = crate::handler::float_arg(arg).ok_or_else(invalid)?;
+    if !seconds.is_finite() {
+        return Err(invalid());
+    }
+    if seconds < 0.0 {
+        return Err(CmdError::Custom("ERR timeout is negative".into()));
+    }
+    if seconds > (i64::MAX / 1000) as f64 {
+        return Err(invalid());
+    }
+    let millis = (seconds * 1000.0).ceil() as u64;
+    Ok((millis > 0).then(|| Duration::from_millis(millis)))
+}
+
+/// A blocked pop parked on its connection: the registration and the deadline.
+#[derive(Debug)]
+pub struct BlockedPop {
+    registration: Registration,
+    deadline: Option<Instant>,
+}
+
+/// Waits for a parked blocking pop: its reply, or the timeout's.
+pub async fn finish_blocked_pop(mut blocked: BlockedPop) -> Vec<u8> {
+    let deadline = blocked.deadline;
+    let reply = match deadline {
+        None => (&mut blocked.registration.reply).await.ok(),
+        Some(at) => {
+            tokio::select! {
+                reply = &mut blocked.registration.reply => reply.ok(),
+                _ = tokio::time::sleep_until(at.into()) => None,
+            }
+        }
+    };
+    match reply {
+        Some(reply) => reply,
+        None => blocked.registration.cancel(),
+    }
+}
+
+fn null_reply(protocol: Protocol, array: bool) -> Vec<u8> {
+    let mut reply = Vec::new();
+    let mut out = ReplyWriter::new(&mut reply, protocol);
+    if array {
+        out.null_array();
+    } else {
+        out.null();
+    }
+    reply
+}
+
+/// Tries `attempt` now; in MULTI answers what it found; otherwise parks the connection on
+/// `keys` until `serve` answers it or the timeout passes.
+fn block_on(
+    ctx: &mut Ctx<'_, '_>,
+    keys: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    array_reply: bool,
+    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
+    serve: Serve,
+) -> CmdResult {
+    let store = &ctx.node.store;
+    if let Some(reply) = attempt(store, ctx.now)? {
+        ctx.out.raw(&reply);
+        return Ok(());
+    }
+    if ctx.conn.no_block || ctx.conn.in_multi() {
+        if array_reply {
+            ctx.out.null_array();
+        } else {
+            ctx.out.null();
+        }
+        return Ok(());
+    }
+    let protocol = ctx.out.protocol();
+    let mut error = None;
+    let registered = ctx.node.blocking.try_or_register(
+        ctx.conn.handle.id,
+        keys,
+        protocol,
+        null_reply(protocol, array_reply),
+        || match attempt(store, ctx.now) {
+            Ok(found) => found,
+            Err(e) => {
+                error = Some(e);
+                Some(Vec::new())
+            }
+        },
+        serve,
+    );
+    if let Some(error) = error {
+        return Err(error);
+    }
+    match registered {
+        Ok(reply) => ctx.out.raw(&reply),
+        Err(registration) => {
+            ctx.conn.parked = Some(Parked::BlockedPop(BlockedPop {
+                registration,
+                deadline: timeout.map(|t| Instant::now() + t),
+            }));
+        }
+    }
+    Ok(())
+}
+
+fn encode(protocol: Protocol, write: impl FnOnce(&mut ReplyWriter<'_>)) -> Vec<u8> {
+    let mut reply = Vec::new();
+    write(&mut ReplyWriter::new(&mut reply, protocol));
+    reply
+}
+
+fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
+    let timeout = timeout_arg(args.get(args.len() - 1))?;
+    let keys: Vec<Vec<u8>> = (1..args.len() - 1).map(|i| args.get(i).to_vec()).collect();
+    let protocol = ctx.out.protocol();
+    let attempt_keys = keys.clone();
+    let attempt = move |store: &Store, now: u64| {
+        Ok(
+            mpop_once(store, now, &attempt_keys, front, 1)?.map(|(key, items)| {
+                encode(protocol, |out| {
+                    out.array(2);
+                    out.bulk(&key);
+                    out.bulk(&items[0]);
+                })
+            }),
+        )
+    };
+    let store = ctx.node.store.clone();
+    let serve: Serve = Box::new(move |key, protocol| {
+        let popped = store
+            .write(key, unix_ms(), |slot| slot.list_pop(front, 1))
+            .ok()?;
+        let item = popped.into_iter().next()?;
+        Some(ServeOutcome {
+            reply: encode(protocol, |out| {
+                out.array(2);
+                out.bulk(key);
+                out.bulk(&item);
+            }),
+            touched: Vec::new(),
+        })
+    });
+    block_on(ctx, keys, timeout, true, attempt, serve)
+}
+
+/// BLPOP key [key ...] timeout
+pub fn blpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    blocking_pop(ctx, &args, true)
+}
+
+/// BRPOP key [key ...] timeout
+pub fn brpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    blocking_pop(ctx, &args, false)
+}
+
+fn blocking_move(
+    ctx: &mut Ctx<'_, '_>,
+    source: &[u8],
+    destination: &[u8],
+    from_front: bool,
+    to_front: bool,
+    timeout: Option<Duration>,
+) -> CmdResult {
+    let protocol = ctx.out.protocol();
+    let (src, dst) = (source.to_vec(), destination.to_vec());
+    let attempt = move |store: &Store, now: u64| {
+        Ok(move_one(store, now, &src, &dst, from_front, to_front)?
+            .map(|item| encode(protocol, |out| out.bulk(&item))))
+    };
+    let store = ctx.node.store.clone();
+    let dst = destination.to_vec();
+    let serve: Serve = Box::new(move |key, protocol| {
+        let now = unix_ms();
+        if !store.read(key, now, |value| matches!(value, Some(Value::List(_)))) {
+            return None;
+        }
+        // The source holds elements: a destination of another type answers the waiter
+        // with WRONGTYPE and leaves the element where it is, as Redis does.
+        match move_one(&store, now, key, &dst, from_front, to_front) {
+            Ok(None) => None,
+            Ok(Some(item)) => Some(ServeOutcome {
+                reply: encode(protocol, |out| out.bulk(&item)),
+                touched: vec![dst.clone()],
+            }),
+            Err(error) => Some(ServeOutcome {
+                reply: encode(protocol, |out| out.error(&error.to_string())),
+                touched: Vec::new(),
+            }),
+        }
+    });
+    block_on(ctx, vec![source.to_vec()], timeout, false, attempt, serve)
+}
+
+/// BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout
+pub fn blmove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (from_front, to_front) = (side_arg(args.get(3))?, side_arg(args.get(4))?);
+    let timeout = timeout_arg(args.get(5))?;
+    blocking_move(ctx, args.get(1), args.get(2), from_front, to_front, timeout)
+}
+
+/// BRPOPLPUSH source destination timeout
+pub fn brpoplpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let timeout = timeout_arg(args.get(3))?;
+    blocking_move(ctx, args.get(1), args.get(2), false, true, timeout)
+}
+
+/// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]
+pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let timeout = timeout_arg(args.get(1))?;
+    let MultiPop { keys, front, count } = parse_mpop(&args, 2)?;
+    let protocol = ctx.out.protocol();
+    let attempt_keys = keys.clone();
+    let attempt = move |store: &Store, now: u64| {
+        Ok(mpop_once(store, now, &attempt_keys, front, count)?
+            .map(|(key, items)| encode(protocol, |out| write_key_and_items(out, &key, &items))))
+    };
+    let store = ctx.node.store.clone();
+    let serve: Serve = Box::new(move |key, protocol| {
+        let items = store
+            .write(key, unix_ms(), |slot| slot.list_pop(front, count))
+            .ok()?;
+        (!items.is_empty()).then(|| ServeOutcome {
+            reply: encode(protocol, |out| write_key_and_items(out, key, &items)),
+            touched: Vec::new(),
+        })
+    });
+    block_on(ctx, keys, timeout, true, attempt, serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_redis_index_rules() {
+        assert_eq!(clamp_range(0, -1, 5), Some((0, 4)));
+        assert_eq!(clamp_range(-100, 100, 5), Some((0, 4)));
+        assert_eq!(clamp_range(3, 1, 5), None);
+        assert_eq!(clamp_range(5, 10, 5), None);
+        assert_eq!(clamp_range(-2, -1, 5), Some((3, 4)));
+        assert_eq!(clamp_range(0, 0, 0), None);
+        assert_eq!(resolve_index(-1, 3), Some(2));
+        assert_eq!(resolve_index(3, 3), None);
+        assert_eq!(resolve_index(-4, 3), None);
+    }
+
+    #[test]
+    fn timeouts_parse_as_redis_does() {
+        assert_eq!(timeout_arg(b"0").unwrap(), None);
+        assert_eq!(
+            timeout_arg(b"0.1").unwrap(),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            timeout_arg(b"-1").unwrap_err().to_string(),
+            "ERR timeout is negative"
+        );
+        assert_eq!(
+            timeout_arg(b"abc").unwrap_err().to_string(),
+            "ERR timeout is not a float or out of range"
+        );
+        assert!(timeout_arg(b"inf").is_err());
+    }
+}
