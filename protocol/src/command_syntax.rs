@@ -82,6 +82,23 @@ pub fn syntax(name: &str) -> &'static str {
         "hincrby" | "hincrbyfloat" => "key field increment",
         "hscan" => "key cursor [MATCH pattern] [COUNT count] [NOVALUES]",
         "hrandfield" => "key [count [WITHVALUES]]",
+        "lpush" | "rpush" | "lpushx" | "rpushx" => "key element...",
+        "lpop" | "rpop" => "key [count]",
+        "llen" => "key",
+        "lrange" | "ltrim" => "key start stop",
+        "lindex" => "key index",
+        "lset" => "key index element",
+        "linsert" => "key BEFORE|AFTER pivot element",
+        "lrem" => "key count element",
+        "lpos" => "key element [RANK rank] [COUNT num-matches] [MAXLEN len]",
+        "lmove" => "source destination LEFT|RIGHT LEFT|RIGHT",
+        "rpoplpush" => "source destination",
+        "lmpop" => "numkeys key... LEFT|RIGHT [COUNT count]",
+        "blpop" | "brpop" => "key... timeout",
+        "blmove" => "source destination LEFT|RIGHT LEFT|RIGHT timeout",
+        "brpoplpush" => "source destination timeout",
+        "blmpop" => "timeout numkeys key... LEFT|RIGHT [COUNT count]",
+        "client|unblock" => "client-id [TIMEOUT|ERROR]",
         "info" => "[section...]",
         "config|get" => "parameter...",
         "config|set" => "(parameter value)...",
@@ -111,7 +128,13 @@ fn kind_of(name: &str) -> &'static str {
         | "client-id"
         | "maxage"
         | "destination-db"
+        | "stop"
+        | "rank"
+        | "num-matches"
+        | "len"
+        | "numkeys"
         | "decrement" => "integer",
+        "timeout" => "double",
         "increment" => "integer",
         _ => "string",
     }
