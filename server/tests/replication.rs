@@ -650,10 +650,16 @@ fn not_holding(ports: &[u16], keys: &[String], value: &str) -> Vec<(String, Opti
     keys.iter()
         .filter_map(|key| {
             let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
-            let got: Option<String> = redis::cmd("GET")
+            // A slot still syncing to its new primary answers -TRYAGAIN: not holding yet
+            // (the caller waits and asks again until its deadline).
+            let got: Option<String> = match redis::cmd("GET")
                 .arg(key)
                 .query(cons.get_mut(&port).unwrap())
-                .unwrap();
+            {
+                Ok(got) => got,
+                Err(error) if error.code() == Some("TRYAGAIN") => Some(format!("-{error}")),
+                Err(error) => panic!("GET {key}: {error}"),
+            };
             (got.as_deref() != Some(value)).then(|| (key.clone(), got))
         })
         .collect()
