@@ -103,6 +103,35 @@ async fn list_commands_answer_as_redis_in_resp2_and_resp3() -> Result<()> {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("timeout is negative"), "{error}");
+    for (command, message) in [
+        (
+            &["LMPOP", "0", "l", "LEFT"][..],
+            "numkeys should be greater than 0",
+        ),
+        (
+            &["LMPOP", "1", "l", "LEFT", "COUNT", "0"],
+            "count should be greater than 0",
+        ),
+        (&["LMPOP", "2", "l", "x"], "syntax error"),
+        (&["LPOS", "l", "a", "RANK", "0"], "RANK can't be zero"),
+        (
+            &["LPOS", "l", "a", "MAXLEN", "-1"],
+            "MAXLEN can't be negative",
+        ),
+        (&["LINSERT", "l", "AROUND", "a", "b"], "syntax error"),
+        (&["LMOVE", "l", "l2", "UP", "LEFT"], "syntax error"),
+        (
+            &["CLIENT", "UNBLOCK", "1", "MAYBE"],
+            "reason should be TIMEOUT or ERROR",
+        ),
+    ] {
+        let error = redis::cmd(command[0])
+            .arg(&command[1..])
+            .query_async::<redis::Value>(&mut con)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(message), "{command:?}: {error}");
+    }
     assert_eq!(con.llen::<_, i64>("l").await?, 4);
     // Popping the last element deletes the key.
     let all: Vec<String> = redis::cmd("RPOP")
@@ -233,6 +262,20 @@ async fn a_push_in_multi_wakes_waiters_at_exec_and_blmove_chains_along() -> Resu
         "*2\r\n$6\r\n{t}out\r\n$3\r\njob\r\n"
     );
     assert!(!con.exists::<_, bool>("{t}out").await?);
+    // A waiter whose destination turned into a string gets WRONGTYPE when served, and
+    // the element stays where it was, as in Redis.
+    let mut mover =
+        Blocked::send(addr, &["BLMOVE", "{t}in", "{t}dst", "LEFT", "LEFT", "0"]).await?;
+    wait_blocked(&mut con, 1).await?;
+    let _: () = con.set("{t}dst", "string").await?;
+    let _: () = con.rpush("{t}in", "kept").await?;
+    let reply = mover.reply(Duration::from_secs(2)).await?;
+    assert!(reply.starts_with("-WRONGTYPE"), "{reply}");
+    assert_eq!(
+        con.lrange::<_, Vec<String>>("{t}in", 0, -1).await?,
+        ["kept"]
+    );
+    wait_blocked(&mut con, 0).await?;
     // A blocking pop inside MULTI answers at once.
     let (nothing,): (Option<Vec<String>>,) = redis::pipe()
         .atomic()

@@ -146,14 +146,9 @@ impl Blocking {
     pub fn serve(&self, ready: impl IntoIterator<Item = Vec<u8>>) {
         let mut pending: VecDeque<Vec<u8>> = ready.into_iter().collect();
         let mut map = self.keys.lock();
-        let mut rounds = 0usize;
+        // Bounded by the waiters: each turn of the inner loop removes one, and only a
+        // served one adds a key (its BLMOVE destination) to `pending`.
         while let Some(key) = pending.pop_front() {
-            // Bounded: a BLMOVE ring could hand elements around for as long as it has
-            // waiters, each served once.
-            rounds += 1;
-            if rounds > 1_000_000 {
-                break;
-            }
             while let Some(waiter) = map.get(&key).and_then(|q| q.front()).cloned() {
                 let mut reply_slot = waiter.reply.lock();
                 if reply_slot.as_ref().is_none_or(|s| s.is_closed()) {

@@ -154,6 +154,23 @@ pub fn help(ctx: &mut Ctx<'_, '_>, container: &str, lines: &[&str]) {
     }
 }
 
+/// Reads the value at `key` as one type (`as_type`, e.g. [`Value::as_list`]): `f(None)`
+/// when missing, WRONGTYPE when it holds another type.
+pub fn read_as<T: ?Sized, R>(
+    ctx: &mut Ctx<'_, '_>,
+    key: &[u8],
+    as_type: impl for<'v> FnOnce(&'v Value) -> Option<&'v T>,
+    f: impl FnOnce(Option<&T>, &mut ReplyWriter<'_>) -> R,
+) -> Result<R, CmdError> {
+    let out = &mut *ctx.out;
+    ctx.node.store.read(key, ctx.now, |value| match value {
+        None => Ok(f(None, out)),
+        Some(value) => as_type(value)
+            .map(|typed| f(Some(typed), out))
+            .ok_or(CmdError::WrongType),
+    })
+}
+
 /// True when the reply protocol is RESP3.
 pub fn is_resp3(out: &ReplyWriter<'_>) -> bool {
     out.protocol() == Protocol::Resp3

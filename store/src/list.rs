@@ -151,19 +151,31 @@ impl ListValue {
         }
     }
 
+    /// The end chunk (head or tail) with room for `need` more bytes, opened when the
+    /// current one is full (an element bigger than a chunk gets one of its own).
+    fn end_chunk_with_room(&mut self, front: bool, need: usize) -> usize {
+        let end = if front {
+            self.chunks.front()
+        } else {
+            self.chunks.back()
+        };
+        if end.is_none_or(|c| c.data.len() + need > CHUNK_BYTES) {
+            if front {
+                self.chunks.push_front(Chunk::default());
+            } else {
+                self.chunks.push_back(Chunk::default());
+            }
+        }
+        if front { 0 } else { self.chunks.len() - 1 }
+    }
+
     /// Adds `item` at the head.
     pub fn push_front(&mut self, item: &[u8]) {
         let need = entry_len(item);
-        let room = self
-            .chunks
-            .front()
-            .is_some_and(|c| c.data.len() + need <= CHUNK_BYTES);
-        if !room {
-            self.chunks.push_front(Chunk::default());
-        }
+        let first = self.end_chunk_with_room(true, need);
         let mut entry = Vec::with_capacity(need);
         encode_entry(&mut entry, item);
-        self.change(0, |chunk| {
+        self.change(first, |chunk| {
             chunk.splice(0, 0, &entry);
             chunk.count += 1;
         });
@@ -173,14 +185,7 @@ impl ListValue {
     /// Adds `item` at the tail.
     pub fn push_back(&mut self, item: &[u8]) {
         let need = entry_len(item);
-        let room = self
-            .chunks
-            .back()
-            .is_some_and(|c| c.data.len() + need <= CHUNK_BYTES);
-        if !room {
-            self.chunks.push_back(Chunk::default());
-        }
-        let last = self.chunks.len() - 1;
+        let last = self.end_chunk_with_room(false, need);
         self.change(last, |chunk| {
             chunk.data.reserve_exact(need);
             encode_entry(&mut chunk.data, item);
@@ -480,7 +485,6 @@ mod tests {
                         model.insert(i, item);
                     }
                     8 => {
-                        let n = rng.random_range(0..4);
                         let short = &item[..item.len().min(1)];
                         let count = rng.random_range(-2..3i64);
                         let removed = list.remove_matching(count, short);
@@ -511,7 +515,6 @@ mod tests {
                             }
                         }
                         assert_eq!(removed, expect);
-                        let _ = n;
                     }
                     9 => {
                         let n = rng.random_range(0..30);

@@ -109,10 +109,7 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
         }
         RecordKind::LInsert => {
             let at = record.number()? as usize;
-            store.replay_write(key, now, |slot| {
-                let len = slot.list().ok().flatten().map_or(0, |l| l.len());
-                slot.list_insert(at.min(len), record.payload()).ok()
-            });
+            store.replay_write(key, now, |slot| slot.list_insert(at, record.payload()).ok());
         }
         RecordKind::LRem => {
             let count = record.number()? as i64;

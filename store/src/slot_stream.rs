@@ -650,7 +650,7 @@ mod tests {
 
     fn random_write(store: &Store, rng: &mut SmallRng, keys: u32) {
         let k = key(rng.random_range(0..keys));
-        match rng.random_range(0..6) {
+        match rng.random_range(0..9) {
             0 => store.write(&k, NOW, |s| {
                 let ttl = rng.random_bool(0.3).then_some(NOW + 100_000);
                 s.set(
@@ -675,6 +675,27 @@ mod tests {
             }),
             4 => store.write(&k, NOW, |s| {
                 s.remove();
+            }),
+            // Lists: pushes at either end, pops, and the edits by position and value.
+            6 => store.write(&k, NOW, |s| {
+                let items = [&b"x"[..], b"yy", b"z"];
+                if s.list_push(rng.random_bool(0.5), &items[..rng.random_range(1..4)])
+                    .is_err()
+                {
+                    s.remove();
+                }
+            }),
+            7 => store.write(&k, NOW, |s| {
+                let _ = s.list_pop(rng.random_bool(0.5), rng.random_range(1..3));
+            }),
+            8 => store.write(&k, NOW, |s| {
+                let at = rng.random_range(0..4);
+                let _ = match rng.random_range(0..4) {
+                    0 => s.list_set(at, b"set").map(|_| ()),
+                    1 => s.list_insert(at, b"ins").map(|_| ()),
+                    2 => s.list_remove(rng.random_range(-1..2), b"yy").map(|_| ()),
+                    _ => s.list_trim(at % 2, at / 2),
+                };
             }),
             _ => store.write(&k, NOW, |s| {
                 s.set_expires_at(rng.random_bool(0.5).then_some(NOW + 50_000));

@@ -28,8 +28,8 @@ pub fn window_hash(key: &[u8]) -> u64 {
 pub const PIECE_BYTES: usize = 64 << 10;
 
 /// Appends the records that rebuild `key` holding `value` with `deadline` (Unix ms; 0:
-/// none). A string is a Set of its first piece and Appends of the rest; a hash is a Del,
-/// HSets of pieces of fields and an Expire.
+/// none). A string is a Set of its first piece and Appends of the rest; a hash or a list
+/// is a Del, HSets of pieces of fields (RPushes of pieces of elements) and an Expire.
 pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, deadline: u64) {
     match value {
         Value::Str(bytes) => {
@@ -49,28 +49,14 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
         }
         Value::Hash(_) | Value::List(_) => {
             encode_record(out, RecordKind::Del, 0, slot, key, &[]);
-            let (kind, per_record): (RecordKind, Box<dyn Iterator<Item = &[u8]>>) = match value {
-                Value::Hash(hash) => (
-                    RecordKind::HSet,
-                    Box::new(hash.iter().flat_map(|(f, v)| [f, v])),
-                ),
-                Value::List(list) => (RecordKind::RPush, Box::new(list.iter())),
-                Value::Str(_) => unreachable!("matched above"),
-            };
-            let mut body = Vec::new();
-            let mut items = 0;
-            for item in per_record {
-                put_item(&mut body, item);
-                items += 1;
-                // A hash field and its value stay in one record.
-                let whole = kind != RecordKind::HSet || items % 2 == 0;
-                if whole && body.len() >= PIECE_BYTES {
-                    encode_record(out, kind, 0, slot, key, &body);
-                    body.clear();
+            let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
+            match value {
+                Value::Hash(hash) => {
+                    let items = hash.iter().flat_map(|(f, v)| [f, v]);
+                    in_pieces(RecordKind::HSet, items, &mut emit);
                 }
-            }
-            if !body.is_empty() {
-                encode_record(out, kind, 0, slot, key, &body);
+                Value::List(list) => in_pieces(RecordKind::RPush, list.iter(), &mut emit),
+                Value::Str(_) => unreachable!("matched above"),
             }
             if deadline != 0 {
                 encode_record(
@@ -141,25 +127,8 @@ pub fn split_record(
         }
         // LPush pieces in order push the same elements in the same order.
         RecordKind::HSet | RecordKind::HDel | RecordKind::LPush | RecordKind::RPush => {
-            let per_item = if record.kind == RecordKind::HSet {
-                2
-            } else {
-                1
-            };
             let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
-            let mut body = Vec::new();
-            for group in items.chunks(per_item) {
-                for item in group {
-                    put_item(&mut body, item);
-                }
-                if body.len() >= PIECE_BYTES {
-                    emit(record.kind, &body);
-                    body.clear();
-                }
-            }
-            if !body.is_empty() {
-                emit(record.kind, &body);
-            }
+            in_pieces(record.kind, items.into_iter(), &mut emit);
         }
         RecordKind::Restore | RecordKind::RestorePersistent => {
             let value = Value::from_persisted(record.payload())
@@ -189,6 +158,27 @@ pub fn split_record(
         }
     }
     Ok(())
+}
+
+/// Emits `items` as records of `kind` of about [`PIECE_BYTES`] each; an HSet's field and
+/// its value stay in one record.
+fn in_pieces<'a>(
+    kind: RecordKind,
+    items: impl Iterator<Item = &'a [u8]>,
+    emit: &mut impl FnMut(RecordKind, &[u8]),
+) {
+    let per_group = if kind == RecordKind::HSet { 2 } else { 1 };
+    let mut body = Vec::new();
+    for (i, item) in items.enumerate() {
+        put_item(&mut body, item);
+        if (i + 1) % per_group == 0 && body.len() >= PIECE_BYTES {
+            emit(kind, &body);
+            body.clear();
+        }
+    }
+    if !body.is_empty() {
+        emit(kind, &body);
+    }
 }
 
 /// The windows a shard of `len` keys is walked in: consecutive ranges of the 64-bit hash

@@ -487,11 +487,9 @@ impl Slot<'_> {
 
     /// The hash at this key, or WRONGTYPE; `None` when absent.
     pub fn hash(&self) -> Result<Option<&HashValue>, WrongType> {
-        match self.value() {
-            None => Ok(None),
-            Some(Value::Hash(h)) => Ok(Some(h)),
-            Some(_) => Err(WrongType),
-        }
+        self.value()
+            .map(|v| v.as_hash().ok_or(WrongType))
+            .transpose()
     }
 
     /// Sets a hash field (the hash is created when absent); true when the field is new.
@@ -548,11 +546,9 @@ impl Slot<'_> {
 
     /// The list at this key, or WRONGTYPE; `None` when absent.
     pub fn list(&self) -> Result<Option<&ListValue>, WrongType> {
-        match self.value() {
-            None => Ok(None),
-            Some(Value::List(l)) => Ok(Some(l)),
-            Some(_) => Err(WrongType),
-        }
+        self.value()
+            .map(|v| v.as_list().ok_or(WrongType))
+            .transpose()
     }
 
     /// The list to change: WRONGTYPE for another type, `None` when absent.
@@ -686,7 +682,7 @@ impl Slot<'_> {
         Ok(true)
     }
 
-    /// Inserts `item` as element `at` (at most the length) of an existing list.
+    /// Inserts `item` as element `at` of an existing list (past the end: appended).
     pub fn list_insert(&mut self, at: usize, item: &[u8]) -> Result<bool, WrongType> {
         let Some(index) = self.list_index()? else {
             return Ok(false);
@@ -747,13 +743,7 @@ impl Slot<'_> {
     }
 
     fn finish(mut self) {
-        // An emptied hash or list is deleted, as Redis never keeps an empty aggregate.
-        let emptied = match self.value() {
-            Some(Value::Hash(h)) => h.is_empty(),
-            Some(Value::List(l)) => l.is_empty(),
-            _ => false,
-        };
-        if emptied {
+        if self.value().is_some_and(Value::is_empty_aggregate) {
             self.remove();
         }
         self.flush_pending();

@@ -34,21 +34,13 @@ impl Value {
             Value::Hash(h) => {
                 let mut out = Vec::with_capacity(1 + h.bytes() + 8 * h.len());
                 out.push(TAG_HASH);
-                for (field, value) in h.iter() {
-                    for part in [field, value] {
-                        out.extend_from_slice(&(part.len() as u32).to_le_bytes());
-                        out.extend_from_slice(part);
-                    }
-                }
+                put_items(&mut out, h.iter().flat_map(|(field, value)| [field, value]));
                 out
             }
             Value::List(l) => {
                 let mut out = Vec::with_capacity(1 + l.bytes() + 4 * l.len());
                 out.push(TAG_LIST);
-                for item in l.iter() {
-                    out.extend_from_slice(&(item.len() as u32).to_le_bytes());
-                    out.extend_from_slice(item);
-                }
+                put_items(&mut out, l.iter());
                 out
             }
         }
@@ -86,6 +78,32 @@ impl Value {
         }
     }
 
+    /// The hash, if this is one.
+    pub fn as_hash(&self) -> Option<&HashValue> {
+        match self {
+            Value::Hash(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// The list, if this is one.
+    pub fn as_list(&self) -> Option<&ListValue> {
+        match self {
+            Value::List(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// True for an aggregate without elements: Redis never keeps one, so neither does the
+    /// store.
+    pub fn is_empty_aggregate(&self) -> bool {
+        match self {
+            Value::Str(_) => false,
+            Value::Hash(h) => h.is_empty(),
+            Value::List(l) => l.is_empty(),
+        }
+    }
+
     /// Redis's name for the type, as `TYPE` answers.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -115,6 +133,14 @@ impl Value {
             Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes(),
             Value::List(l) => alloc_size(std::mem::size_of::<ListValue>()) + l.bytes(),
         }
+    }
+}
+
+/// Appends each item as `len u32 LE | bytes`.
+fn put_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
+    for item in items {
+        out.extend_from_slice(&(item.len() as u32).to_le_bytes());
+        out.extend_from_slice(item);
     }
 }
 

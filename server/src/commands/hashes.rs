@@ -5,7 +5,9 @@ use ringkv_protocol::{Args, format_double, parse_i64};
 use ringkv_store::{HashValue, Slot, Value, WrongType, glob_match, scan_window};
 
 use super::keys::{hscan_options, write_scan_reply};
-use crate::handler::{CmdError, CmdResult, Ctx, float_arg, int_arg, is, is_resp3, wrong_type};
+use crate::handler::{
+    CmdError, CmdResult, Ctx, float_arg, int_arg, is, is_resp3, read_as, wrong_type,
+};
 
 /// WRONGTYPE unless the key holds a hash or nothing; true when it exists.
 fn hash_or_none(slot: &Slot<'_>) -> Result<bool, CmdError> {
@@ -18,12 +20,7 @@ fn read_hash<R>(
     key: &[u8],
     f: impl FnOnce(Option<&HashValue>, &mut ringkv_protocol::ReplyWriter<'_>) -> R,
 ) -> Result<R, CmdError> {
-    let out = &mut *ctx.out;
-    ctx.node.store.read(key, ctx.now, |value| match value {
-        None => Ok(f(None, out)),
-        Some(Value::Hash(h)) => Ok(f(Some(h), out)),
-        Some(_) => Err(CmdError::WrongType),
-    })
+    read_as(ctx, key, Value::as_hash, f)
 }
 
 fn set_fields(

@@ -8,7 +8,7 @@ use ringkv_store::{ListValue, Store, Value};
 
 use super::Parked;
 use crate::blocking::{Registration, Serve, ServeOutcome};
-use crate::handler::{CmdError, CmdResult, Ctx, int_arg, is, wrong_type};
+use crate::handler::{CmdError, CmdResult, Ctx, float_arg, int_arg, is, read_as, wrong_type};
 use crate::node::unix_ms;
 
 /// Reads the list at `key`: `f(None)` when missing, WRONGTYPE for another type.
@@ -17,12 +17,7 @@ fn read_list<R>(
     key: &[u8],
     f: impl FnOnce(Option<&ListValue>, &mut ReplyWriter<'_>) -> R,
 ) -> Result<R, CmdError> {
-    let out = &mut *ctx.out;
-    ctx.node.store.read(key, ctx.now, |value| match value {
-        None => Ok(f(None, out)),
-        Some(Value::List(l)) => Ok(f(Some(l), out)),
-        Some(_) => Err(CmdError::WrongType),
-    })
+    read_as(ctx, key, Value::as_list, f)
 }
 
 /// `start..=stop` of a list of `len` after Redis's index rules, or `None` when empty.
@@ -109,13 +104,16 @@ fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
     } else {
         None
     };
-    let popped = ctx.node.store.write(args.get(1), ctx.now, |slot| {
-        let Some(list) = slot.list().map_err(wrong_type)? else {
-            return Ok(None);
-        };
-        let take = count.unwrap_or(1).min(list.len());
-        slot.list_pop(front, take).map(Some).map_err(wrong_type)
-    })?;
+    let popped = ctx
+        .node
+        .store
+        .write(args.get(1), ctx.now, |slot| {
+            if slot.list()?.is_none() {
+                return Ok(None);
+            }
+            slot.list_pop(front, count.unwrap_or(1)).map(Some)
+        })
+        .map_err(wrong_type)?;
     match (popped, count) {
         (None, Some(_)) => ctx.out.null_array(),
         (None, None) => ctx.out.null(),
@@ -337,18 +335,17 @@ fn move_one(
     from_front: bool,
     to_front: bool,
 ) -> Result<Option<Vec<u8>>, CmdError> {
-    let source_ok = store.read(source, now, |value| match value {
-        None => Ok(false),
-        Some(Value::List(_)) => Ok(true),
-        Some(_) => Err(CmdError::WrongType),
-    })?;
-    if !source_ok {
+    // Redis's order of checks: a missing source answers nil whatever the destination.
+    let is_list = |key: &[u8]| {
+        store.read(key, now, |value| match value {
+            None => Ok(false),
+            Some(value) => value.as_list().map(|_| true).ok_or(CmdError::WrongType),
+        })
+    };
+    if !is_list(source)? {
         return Ok(None);
     }
-    store.read(destination, now, |value| match value {
-        None | Some(Value::List(_)) => Ok(()),
-        Some(_) => Err(CmdError::WrongType),
-    })?;
+    is_list(destination)?;
     let popped = store
         .write(source, now, |slot| slot.list_pop(from_front, 1))
         .map_err(wrong_type)?;
@@ -476,7 +473,7 @@ pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// `None` for 0 (wait forever).
 fn timeout_arg(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
     let invalid = || CmdError::Custom("ERR timeout is not a float or out of range".into());
-    let seconds = crate::handler::float_arg(arg).ok_or_else(invalid)?;
+    let seconds = float_arg(arg).ok_or_else(invalid)?;
     if !seconds.is_finite() {
         return Err(invalid());
     }
@@ -515,18 +512,8 @@ pub async fn finish_blocked_pop(mut blocked: BlockedPop) -> Vec<u8> {
     }
 }
 
-fn null_reply(protocol: Protocol, array: bool) -> Vec<u8> {
-    let mut reply = Vec::new();
-    let mut out = ReplyWriter::new(&mut reply, protocol);
-    if array {
-        out.null_array();
-    } else {
-        out.null();
-    }
-    reply
-}
-
-/// Tries `attempt` now; in MULTI answers what it found; otherwise parks the connection on
+/// Tries `attempt` now; inside EXEC answers what it found (a null when nothing, as the
+/// timeout would); otherwise parks the connection on
 /// `keys` until `serve` answers it or the timeout passes.
 fn block_on(
     ctx: &mut Ctx<'_, '_>,
@@ -541,35 +528,28 @@ fn block_on(
         ctx.out.raw(&reply);
         return Ok(());
     }
-    if ctx.conn.no_block || ctx.conn.in_multi() {
+    let protocol = ctx.out.protocol();
+    let timed_out = encode(protocol, |out| {
         if array_reply {
-            ctx.out.null_array();
+            out.null_array()
         } else {
-            ctx.out.null();
+            out.null()
         }
+    });
+    if ctx.conn.no_block {
+        ctx.out.raw(&timed_out);
         return Ok(());
     }
-    let protocol = ctx.out.protocol();
-    let mut error = None;
     let registered = ctx.node.blocking.try_or_register(
         ctx.conn.handle.id,
         keys,
         protocol,
-        null_reply(protocol, array_reply),
-        || match attempt(store, ctx.now) {
-            Ok(found) => found,
-            Err(e) => {
-                error = Some(e);
-                Some(Vec::new())
-            }
-        },
+        timed_out,
+        || attempt(store, ctx.now).transpose(),
         serve,
     );
-    if let Some(error) = error {
-        return Err(error);
-    }
     match registered {
-        Ok(reply) => ctx.out.raw(&reply),
+        Ok(reply) => ctx.out.raw(&reply?),
         Err(registration) => {
             ctx.conn.parked = Some(Parked::BlockedPop(BlockedPop {
                 registration,
