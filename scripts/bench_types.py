@@ -27,8 +27,13 @@ def start(kind, port):
 def measure(server, test, pipeline):
     if test in NEEDS_A_LIST:
         redis_benchmark(server.port, "lpush", 50, 16, REQUESTS)
+    # redis-benchmark's lrange tests run an LPUSH phase of their own first; the command
+    # itself keeps that out of the measured run.
+    command = ()
+    if test.startswith("lrange_"):
+        command = ("lrange", "mylist", "0", str(int(test.split("_")[1]) - 1))
     before = cpu_seconds(server.proc.pid)
-    ops = redis_benchmark(server.port, test, 50, pipeline, REQUESTS)["ops"]
+    ops = redis_benchmark(server.port, test, 50, pipeline, REQUESTS, command)["ops"]
     cpu = cpu_seconds(server.proc.pid) - before
     return ops, cpu / REQUESTS * 1e6
 

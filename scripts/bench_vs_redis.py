@@ -68,10 +68,12 @@ class Server:
             self.proc.kill()
 
 
-def redis_benchmark(port, test, clients, pipeline, requests):
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, "redis-benchmark", "-p", str(port), "-t", test,
+def redis_benchmark(port, test, clients, pipeline, requests, command=()):
+    """One redis-benchmark run of `-t test`, or of `command` when given (no prefill phase)."""
+    what = list(command) if command else ["-t", test]
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, "redis-benchmark", "-p", str(port),
                           "-c", str(clients), "-P", str(pipeline), "-n", str(requests), "-r", "100000",
-                          "-d", "64", "--csv"], capture_output=True, text=True)
+                          "-d", "64", "--csv", *what], capture_output=True, text=True)
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     rows = [l.replace('"', "").split(",") for l in out.stdout.strip().splitlines()[1:]]
     if not rows or "error" in (out.stdout + out.stderr).lower():

@@ -24,11 +24,13 @@ impl Drop for Up {
     }
 }
 
-/// A base port whose 4 client ports and their bus ports (+10000) are free now.
+/// A base port whose 4 client ports and their bus ports (+10000) are free now, all below
+/// the kernel's ephemeral range (32768 on): a bus port there could be taken meanwhile by
+/// any outgoing connection, the cluster's own links included.
 fn free_base() -> u16 {
     let pid = std::process::id() as u16;
     for attempt in 0..200u16 {
-        let base = 20000 + (pid.wrapping_mul(7).wrapping_add(attempt * 17)) % 9000;
+        let base = 10000 + (pid.wrapping_mul(7).wrapping_add(attempt * 17)) % 2700;
         let free = (0..4).all(|i| {
             std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
                 && std::net::UdpSocket::bind(("127.0.0.1", base + i + 10000)).is_ok()
@@ -218,13 +220,15 @@ fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved
     // `cluster up` puts ringkv-server beside ringkv; so does cargo.
     let server = std::path::Path::new(env!("CARGO_BIN_EXE_ringkv")).with_file_name("ringkv-server");
     let joiner = base + 3;
+    // The joiner's log, to say why if it never joins.
+    let joiner_log = tempfile::NamedTempFile::new().expect("a temporary file");
     let _member = Member(
         Command::new(server)
             .args(["--port", &joiner.to_string(), "--cluster-enabled", "yes"])
             .args(["--persistence", "no"])
             .args(["--cluster-join", &format!("127.0.0.1:{}", base + 10000)])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(joiner_log.reopen().expect("the joiner's log reopens"))
             .spawn()
             .expect("the 4th member starts"),
     );
@@ -237,7 +241,8 @@ fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved
     {
         assert!(
             Instant::now() < deadline,
-            "the 4th member never became known"
+            "the 4th member never became known; its log:\n{}",
+            std::fs::read_to_string(joiner_log.path()).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
