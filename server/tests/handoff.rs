@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 use support::cluster::{Member, client, start, start_cluster, wait_agreed};
-use support::load::{Load, Outcome, assert_kept, owners, wait_replicated};
+use support::load::{Load, Outcome, assert_kept, owners, read_back, wait_replicated};
 use support::{env_count, env_seed, seeded};
 
 /// Every member's flags.
@@ -71,10 +71,7 @@ fn lost_writes(ports: &[u16], keys: &[(String, String)]) -> Vec<(String, Option<
     let mut lost = Vec::new();
     for (key, value) in keys {
         let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
-        let got: Option<String> = redis::cmd("GET")
-            .arg(key)
-            .query(connections.get_mut(&port).unwrap())
-            .unwrap();
+        let got = read_back(connections.get_mut(&port).unwrap(), key, value);
         if got.as_deref() != Some(value.as_str()) {
             lost.push((key.clone(), got));
         }

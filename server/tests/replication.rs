@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 mod support;
 use support::cluster::{Member, client, info, signal, start, start_cluster, wait_agreed};
-use support::load::{Load, assert_kept, owners, wait_replicated};
+use support::load::{Load, assert_kept, is_list_key, owners, read_back, wait_replicated};
 use support::{env_count, env_seed, seeded};
 
 /// How the members die in a fault round.
@@ -114,17 +114,14 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
         let routes = owners(&survivors).expect("the owners at the end");
         let mut connections: HashMap<u16, redis::Connection> =
             survivors.iter().map(|&p| (p, client(p))).collect();
-        let mut read = |key: &str| -> Option<String> {
+        let mut read = |key: &str, value: &str| -> Option<String> {
             let port = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
-            redis::cmd("GET")
-                .arg(key)
-                .query(connections.get_mut(&port).unwrap())
-                .unwrap()
+            read_back(connections.get_mut(&port).unwrap(), key, value)
         };
         let mut lost_waited = Vec::new();
         let mut lost_to_moves = 0;
         for (key, value, acked_at) in &outcome.waited {
-            let got = read(key);
+            let got = read(key, value);
             if got.as_deref() == Some(value.as_str()) {
                 continue;
             }
@@ -139,12 +136,17 @@ fn fault_rounds(size: usize, replicas: u8, wait_for: i64, kills: Kills) {
         let lost_unwaited = outcome
             .unwaited
             .iter()
-            .filter(|(key, value)| read(key).as_deref() != Some(value.as_str()))
+            .filter(|(key, value)| read(key, value).as_deref() != Some(value.as_str()))
             .count();
         eprintln!(
-            "replication round size={size} replicas={replicas} WAIT {wait_for} seed={seed}: {}; WAIT-acknowledged writes {} (lost {}, of them {} on the {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
+            "replication round size={size} replicas={replicas} WAIT {wait_for} seed={seed}: {}; WAIT-acknowledged writes {} ({} list pushes; lost {}, of them {} on the {} slots the table gave to a member without a copy), writes WAIT did not cover {} (lost {lost_unwaited})",
             timeline.join(", "),
             outcome.waited.len(),
+            outcome
+                .waited
+                .iter()
+                .filter(|(key, ..)| is_list_key(key))
+                .count(),
             lost_waited.len(),
             lost_to_moves,
             moved.len(),

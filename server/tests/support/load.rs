@@ -88,8 +88,35 @@ pub struct Outcome {
     pub unwaited: Vec<(String, String)>,
 }
 
+/// True for the keys writers push list elements to (see [`writer`]).
+pub fn is_list_key(key: &str) -> bool {
+    key.contains(":list")
+}
+
+/// What `key` holds of the write of `value`, read on `con`: for a string key its value; for
+/// a list key `value` when the element is there exactly once, otherwise what is there
+/// (`None` for missing, a count for duplicates).
+pub fn read_back(con: &mut redis::Connection, key: &str, value: &str) -> Option<String> {
+    if !is_list_key(key) {
+        return redis::cmd("GET").arg(key).query(con).unwrap();
+    }
+    let found: Vec<i64> = redis::cmd("LPOS")
+        .arg(key)
+        .arg(value)
+        .arg("COUNT")
+        .arg(0)
+        .query(con)
+        .unwrap();
+    match found.len() {
+        0 => None,
+        1 => Some(value.to_string()),
+        n => Some(format!("{value} {n} times")),
+    }
+}
+
 /// A writer: unique keys, each `SET` then `WAIT <wait_for> 500` pipelined to the slot's
-/// primary.
+/// primary; every 4th write pushes a unique element onto a list instead (`RPUSH`, a list
+/// key per 100 writes), so lists go through the same faults.
 pub fn writer(
     id: usize,
     ports: Vec<u16>,
@@ -108,7 +135,12 @@ pub fn writer(
             }
             continue;
         };
-        let key = format!("w{id}:{seq}");
+        let list = seq % 4 == 3;
+        let key = if list {
+            format!("w{id}:list{}", seq / 100)
+        } else {
+            format!("w{id}:{seq}")
+        };
         let value = format!("value-{id}-{seq}");
         let port = owner[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
         let con = match connections.entry(port) {
@@ -129,8 +161,8 @@ pub fn writer(
                 }
             }
         };
-        let replies: redis::RedisResult<(String, i64)> = redis::pipe()
-            .cmd("SET")
+        let replies: redis::RedisResult<(redis::Value, i64)> = redis::pipe()
+            .cmd(if list { "RPUSH" } else { "SET" })
             .arg(&key)
             .arg(&value)
             .cmd("WAIT")
@@ -139,7 +171,7 @@ pub fn writer(
             .query(con);
         seq += 1;
         match replies {
-            Ok((ok, replicas)) if ok == "OK" => {
+            Ok((redis::Value::Okay | redis::Value::Int(_), replicas)) => {
                 let mut outcome = outcome.lock().unwrap();
                 if replicas >= wait_for {
                     outcome.waited.push((key, value, Instant::now()));
