@@ -10,7 +10,7 @@ Usage: scripts/bench-types.sh
 """
 import os, statistics, subprocess, time
 
-from bench_vs_redis import Server, cpu_seconds, redis_benchmark, rss_bytes
+from bench_vs_redis import TYPES_SECTION, Server, cpu_seconds, redis_benchmark, rss_bytes, write_doc
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REQUESTS = int(os.environ.get("REQUESTS", "1000000"))
@@ -58,6 +58,8 @@ def element_memory(kind, port):
 
 
 def main():
+    lines = []
+    out = lines.append
     results = {}
     port = 7400
     for _ in range(ROUNDS):
@@ -71,23 +73,30 @@ def main():
                             measure(server, test, pipeline))
                 finally:
                     server.stop()
-    print(f"{ROUNDS} round(s), {REQUESTS:,} requests per run, 64-byte elements, 50 clients\n")
-    print("| test | -P | ringkv ops/s | redis ops/s | ratio | ringkv µs/op | redis µs/op | CPU ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    out("## Data types (lists so far)\n")
+    out(f"`redis-benchmark -t <test> -n {REQUESTS:,} -c 50 -P <p> -d 64` (LRANGE as `lrange mylist 0 "
+        f"<n-1>` over a list filled first), servers pinned as above, median of {ROUNDS} interleaved "
+        "round(s); CPU is the server's utime + stime per request.\n")
+    out("| test | -P | ringkv ops/s | redis ops/s | ratio | ringkv µs/op | redis µs/op | CPU ratio |")
+    out("|---|---|---|---|---|---|---|---|")
     for pipeline in (16, 1):
         for test in TESTS:
             ours, theirs = results[(test, pipeline, "ringkv")], results[(test, pipeline, "redis")]
             ops_o, ops_t = (statistics.median(o for o, _ in r) for r in (ours, theirs))
             cpu_o, cpu_t = (statistics.median(c for _, c in r) for r in (ours, theirs))
-            print(f"| {test} | {pipeline} | {ops_o:,.0f} | {ops_t:,.0f} | {ops_o / ops_t:.2f} | "
-                  f"{cpu_o:.3f} | {cpu_t:.3f} | {cpu_o / cpu_t:.2f} |")
-    print(f"\n| server | used_memory bytes/element | RSS bytes/element ({ELEMENTS:,} 8-byte elements) |")
-    print("|---|---|---|")
+            out(f"| {test} | {pipeline} | {ops_o:,.0f} | {ops_t:,.0f} | {ops_o / ops_t:.2f} | "
+                f"{cpu_o:.3f} | {cpu_t:.3f} | {cpu_o / cpu_t:.2f} |")
+    out(f"\nOne list of {ELEMENTS:,} 8-byte elements:\n")
+    out("| server | used_memory bytes/element | RSS bytes/element |")
+    out("|---|---|---|")
     for kind in ("ringkv", "redis"):
         port += 1
         used, resident = element_memory(kind, port)
-        print(f"| {kind} | {used:.1f} | {resident:.1f} |")
-
+        out(f"| {kind} | {used:.1f} | {resident:.1f} |")
+    out("\nCommand: `scripts/bench-types.sh`.")
+    text = "\n".join(lines)
+    write_doc(None, section=(TYPES_SECTION, text))
+    print(text)
 
 if __name__ == "__main__":
     main()

@@ -68,6 +68,34 @@ class Server:
             self.proc.kill()
 
 
+# Sections of docs/benchmarks.md other scripts write (bench_types.py); kept across rewrites.
+TYPES_SECTION = ("<!-- data types: scripts/bench-types.sh -->", "<!-- end of data types -->")
+
+
+def write_doc(text, keep=None, section=None):
+    """Writes docs/benchmarks.md: `text` with the `keep` section of the old file carried
+    over, or the old file with `section` (markers, body) put in place of its old one."""
+    path = ROOT / "docs/benchmarks.md"
+    old = path.read_text() if path.exists() else ""
+
+    def split(doc, markers):
+        start, end = markers
+        if start in doc and end in doc:
+            head, rest = doc.split(start, 1)
+            body, tail = rest.split(end, 1)
+            return head, start + body + end, tail
+        return doc, "", ""
+
+    if keep:
+        _, kept, _ = split(old, keep)
+        path.write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"))
+    else:
+        markers, body = section
+        head, _, tail = split(old, markers)
+        block = f"{markers[0]}\n{body.strip()}\n{markers[1]}"
+        path.write_text(head.rstrip("\n") + "\n\n" + block + "\n" + tail.lstrip("\n"))
+
+
 def redis_benchmark(port, test, clients, pipeline, requests, command=()):
     """One redis-benchmark run of `-t test`, or of `command` when given (no prefill phase)."""
     what = list(command) if command else ["-t", test]
@@ -246,7 +274,7 @@ def main():
         lines.append(f"| {policy} | {r:.4f} | {d:.4f} | {100 * (r - d):+.2f} |")
     lines += ["", "![ringkv / redis-server ratios](benchmarks.png)", "", "Command: `scripts/bench-vs-redis.sh` (see the README).", ""]
     (ROOT / "docs").mkdir(exist_ok=True)
-    (ROOT / "docs/benchmarks.md").write_text("\n".join(lines))
+    write_doc("\n".join(lines), keep=TYPES_SECTION)
     print("\n".join(lines))
     draw_chart(chart)
 
