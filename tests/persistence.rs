@@ -219,6 +219,49 @@ async fn a_list_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let mut model = std::collections::BTreeSet::new();
+    for i in 0..3_000 {
+        let _: () = con.sadd("tags", format!("tag:{i}")).await?;
+        model.insert(format!("tag:{i}"));
+    }
+    let _: () = con.sadd("small", &["1", "2", "3"]).await?;
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: adds, removes, pops, a move and a stored union after the checkpoint.
+    let _: () = con.sadd("tags", &["new1", "new2"]).await?;
+    model.extend(["new1".to_string(), "new2".to_string()]);
+    let _: i64 = con.srem("tags", &["tag:1", "tag:2", "absent"]).await?;
+    model.remove("tag:1");
+    model.remove("tag:2");
+    let popped: Vec<String> = redis::cmd("SPOP")
+        .arg("tags")
+        .arg(5)
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(popped.len(), 5);
+    for member in &popped {
+        assert!(model.remove(member), "popped {member} twice or never added");
+    }
+    let _: bool = con.smove("small", "tags", "3").await?;
+    model.insert("3".into());
+    let _: i64 = con.sunionstore("union", &["small", "tags"]).await?;
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let back: std::collections::BTreeSet<String> = con.smembers("tags").await?;
+    assert_eq!(back, model);
+    let small: std::collections::BTreeSet<String> = con.smembers("small").await?;
+    assert_eq!(small, ["1".to_string(), "2".to_string()].into());
+    let union: std::collections::BTreeSet<String> = con.smembers("union").await?;
+    assert_eq!(union, model.union(&small).cloned().collect());
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;

@@ -10,6 +10,7 @@ mod keys;
 mod lists;
 mod replication;
 mod server;
+mod sets;
 mod strings;
 mod transactions;
 
@@ -30,6 +31,7 @@ pub fn handler(name: &str) -> Option<Handler> {
     use keys as k;
     use lists as l;
     use server as s;
+    use sets as se;
     use strings as st;
     use transactions as t;
     Some(match name {
@@ -158,6 +160,23 @@ pub fn handler(name: &str) -> Option<Handler> {
         "blmove" => l::blmove,
         "brpoplpush" => l::brpoplpush,
         "blmpop" => l::blmpop,
+        "sadd" => se::sadd,
+        "srem" => se::srem,
+        "smembers" => se::smembers,
+        "sismember" => se::sismember,
+        "smismember" => se::smismember,
+        "scard" => se::scard,
+        "spop" => se::spop,
+        "srandmember" => se::srandmember,
+        "smove" => se::smove,
+        "sinter" => se::sinter,
+        "sunion" => se::sunion,
+        "sdiff" => se::sdiff,
+        "sinterstore" => se::sinterstore,
+        "sunionstore" => se::sunionstore,
+        "sdiffstore" => se::sdiffstore,
+        "sintercard" => se::sintercard,
+        "sscan" => se::sscan,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,

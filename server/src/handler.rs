@@ -101,6 +101,26 @@ pub fn int_arg(arg: &[u8]) -> Result<i64, CmdError> {
     parse_i64(arg).ok_or(CmdError::NotInteger)
 }
 
+/// A positive count as `getPositiveLongFromObjectOrReply` parses it.
+pub fn positive_count(arg: &[u8]) -> Result<usize, CmdError> {
+    let n = int_arg(arg)?;
+    if n < 0 {
+        return Err(CmdError::Custom(
+            "ERR value is out of range, must be positive".into(),
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// A range-checked integer option, as `getRangeLongFromObjectOrReply`.
+/// Like Redis there, a value that is no integer gets the option's own message too.
+pub fn ranged(arg: &[u8], min: i64, message: &str) -> Result<i64, CmdError> {
+    match parse_i64(arg) {
+        Some(n) if n >= min => Ok(n),
+        _ => Err(CmdError::Custom(format!("ERR {message}"))),
+    }
+}
+
 /// Parses a float as Redis's `string2ld`: no spaces, no NaN.
 pub fn float_arg(arg: &[u8]) -> Option<f64> {
     let text = std::str::from_utf8(arg).ok()?;

@@ -63,6 +63,12 @@ pub enum RecordKind {
     /// Up to `count i64` elements equal to the rest of the body were removed, as LREM
     /// does it (the same list gives the same result everywhere).
     LRem = 19,
+    /// These members were added to the set: `(len u32, member)*`; the set is created when
+    /// absent.
+    SAdd = 20,
+    /// These members are gone from the set: `(len u32, member)*`; an emptied set is
+    /// deleted.
+    SRem = 21,
 }
 
 impl RecordKind {
@@ -89,6 +95,8 @@ impl RecordKind {
             17 => LSet,
             18 => LInsert,
             19 => LRem,
+            20 => SAdd,
+            21 => SRem,
             _ => return None,
         })
     }
@@ -162,7 +170,7 @@ impl Record<'_> {
         )
     }
 
-    /// The `(len, bytes)` items of HSet and HDel bodies.
+    /// The `(len, bytes)` items of HSet, HDel, list push and set bodies.
     pub fn items(&self) -> impl Iterator<Item = Result<&[u8], MalformedRecord>> {
         let mut rest = self.body;
         std::iter::from_fn(move || {

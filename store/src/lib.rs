@@ -17,6 +17,7 @@ pub mod recovery;
 mod refresh;
 pub mod replay;
 mod scan;
+mod set;
 pub mod slot;
 pub mod slot_set;
 pub mod slot_stream;
@@ -34,6 +35,7 @@ pub use glob::glob_match;
 pub use list::ListValue;
 pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
+pub use set::SetValue;
 pub use store::{
     EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
     StoreStats, WatchTicket, WrongType, log_string,

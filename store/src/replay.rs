@@ -117,6 +117,19 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
                 slot.list_remove(count, record.payload()).ok()
             });
         }
+        RecordKind::SAdd | RecordKind::SRem => {
+            let members: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            store.replay_write(key, now, |slot| {
+                if record.kind == RecordKind::SRem {
+                    let _ = slot.set_remove(&members);
+                    return;
+                }
+                if slot.set_members().is_err() {
+                    slot.remove();
+                }
+                let _ = slot.set_add(&members);
+            });
+        }
         RecordKind::Clear => {
             drop(store.flush());
         }

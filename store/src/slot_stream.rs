@@ -650,7 +650,7 @@ mod tests {
 
     fn random_write(store: &Store, rng: &mut SmallRng, keys: u32) {
         let k = key(rng.random_range(0..keys));
-        match rng.random_range(0..9) {
+        match rng.random_range(0..11) {
             0 => store.write(&k, NOW, |s| {
                 let ttl = rng.random_bool(0.3).then_some(NOW + 100_000);
                 s.set(
@@ -696,6 +696,16 @@ mod tests {
                     2 => s.list_remove(rng.random_range(-1..2), b"yy").map(|_| ()),
                     _ => s.list_trim(at % 2, at / 2),
                 };
+            }),
+            // Sets: members added and removed (an emptied set is deleted).
+            9 => store.write(&k, NOW, |s| {
+                let members = [&b"1"[..], b"m", b"22"];
+                if s.set_add(&members[..rng.random_range(1..4)]).is_err() {
+                    s.remove();
+                }
+            }),
+            10 => store.write(&k, NOW, |s| {
+                let _ = s.set_remove(&[[&b"1"[..], b"m", b"22"][rng.random_range(0..3)]]);
             }),
             _ => store.write(&k, NOW, |s| {
                 s.set_expires_at(rng.random_bool(0.5).then_some(NOW + 50_000));

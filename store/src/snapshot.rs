@@ -29,7 +29,8 @@ pub const PIECE_BYTES: usize = 64 << 10;
 
 /// Appends the records that rebuild `key` holding `value` with `deadline` (Unix ms; 0:
 /// none). A string is a Set of its first piece and Appends of the rest; a hash or a list
-/// is a Del, HSets of pieces of fields (RPushes of pieces of elements) and an Expire.
+/// or a set is a Del, HSets of pieces of fields (RPushes of elements, SAdds of members) and
+/// an Expire.
 pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, deadline: u64) {
     match value {
         Value::Str(bytes) => {
@@ -47,7 +48,7 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
         }
-        Value::Hash(_) | Value::List(_) => {
+        Value::Hash(_) | Value::List(_) | Value::Set(_) => {
             encode_record(out, RecordKind::Del, 0, slot, key, &[]);
             let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
             match value {
@@ -56,6 +57,7 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                     in_pieces(RecordKind::HSet, items, &mut emit);
                 }
                 Value::List(list) => in_pieces(RecordKind::RPush, list.iter(), &mut emit),
+                Value::Set(set) => in_pieces(RecordKind::SAdd, set.iter(), &mut emit),
                 Value::Str(_) => unreachable!("matched above"),
             }
             if deadline != 0 {
@@ -126,7 +128,12 @@ pub fn split_record(
             emit(record.kind, record.body);
         }
         // LPush pieces in order push the same elements in the same order.
-        RecordKind::HSet | RecordKind::HDel | RecordKind::LPush | RecordKind::RPush => {
+        RecordKind::HSet
+        | RecordKind::HDel
+        | RecordKind::LPush
+        | RecordKind::RPush
+        | RecordKind::SAdd
+        | RecordKind::SRem => {
             let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
             in_pieces(record.kind, items.into_iter(), &mut emit);
         }

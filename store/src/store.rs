@@ -26,6 +26,7 @@ use crate::change_marks::{
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
 use crate::list::ListValue;
 use crate::scan::scan_window;
+use crate::set::SetValue;
 use crate::slot::{SLOT_COUNT, key_slot};
 use crate::slot_set::SlotSet;
 use crate::value::{HashValue, Value, alloc_size};
@@ -702,6 +703,77 @@ impl Slot<'_> {
             self.log_list(RecordKind::LRem, count as u64, item);
         }
         Ok(removed)
+    }
+
+    /// The set at this key, or WRONGTYPE; `None` when absent.
+    pub fn set_members(&self) -> Result<Option<&SetValue>, WrongType> {
+        self.value()
+            .map(|v| v.as_set().ok_or(WrongType))
+            .transpose()
+    }
+
+    /// Adds `members` to the set (created when absent); how many were new.
+    pub fn set_add(&mut self, members: &[&[u8]]) -> Result<usize, WrongType> {
+        self.set_members()?;
+        let index = match self.index {
+            Some(index) => index,
+            None => {
+                let empty = Value::Set(Box::default());
+                let index = self
+                    .shard
+                    .insert(self.key, self.slot, empty, 0, self.now, 0);
+                self.index = Some(index);
+                index
+            }
+        };
+        self.change_set(index, RecordKind::SAdd, members, |set, member| {
+            set.insert(member)
+        })
+    }
+
+    /// Removes `members` from the set; how many were there. An emptied set is deleted
+    /// when the slot finishes.
+    pub fn set_remove(&mut self, members: &[&[u8]]) -> Result<usize, WrongType> {
+        if self.set_members()?.is_none() {
+            return Ok(0);
+        }
+        let index = self.index.expect("the set exists");
+        self.change_set(index, RecordKind::SRem, members, |set, member| {
+            set.remove(member)
+        })
+    }
+
+    /// Applies `change` to each member and logs the members it changed as one record.
+    fn change_set(
+        &mut self,
+        index: usize,
+        kind: RecordKind,
+        members: &[&[u8]],
+        mut change: impl FnMut(&mut SetValue, &[u8]) -> bool,
+    ) -> Result<usize, WrongType> {
+        let before = self.cost(index);
+        let Value::Set(set) = &mut self.shard.map[index].value else {
+            unreachable!("checked to be a set");
+        };
+        let changed: Vec<&[u8]> = members
+            .iter()
+            .copied()
+            .filter(|member| change(set, member))
+            .collect();
+        if changed.is_empty() {
+            return Ok(0);
+        }
+        self.modified = true;
+        self.account(index, before);
+        self.flush_pending();
+        if let Some(log) = self.sinks.log {
+            log.append(kind, self.slot, self.key, |body| {
+                for member in &changed {
+                    put_item(body, member);
+                }
+            });
+        }
+        Ok(changed.len())
     }
 
     /// Sets or clears the deadline of an existing key; a deadline not after `now` deletes

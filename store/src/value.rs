@@ -4,6 +4,7 @@
 use indexmap::IndexMap;
 
 use crate::list::ListValue;
+use crate::set::SetValue;
 
 /// A value in the keyspace.
 #[derive(Debug, Clone, PartialEq)]
@@ -14,11 +15,14 @@ pub enum Value {
     Hash(Box<HashValue>),
     /// A list of elements.
     List(Box<ListValue>),
+    /// A set of members.
+    Set(Box<SetValue>),
 }
 
 const TAG_STR: u8 = 0;
 const TAG_HASH: u8 = 1;
 const TAG_LIST: u8 = 2;
+const TAG_SET: u8 = 3;
 
 impl Value {
     /// The persistence tier's encoding: a tag, then the string, or the hash's fields and
@@ -41,6 +45,12 @@ impl Value {
                 let mut out = Vec::with_capacity(1 + l.bytes() + 4 * l.len());
                 out.push(TAG_LIST);
                 put_items(&mut out, l.iter());
+                out
+            }
+            Value::Set(set) => {
+                let mut out = Vec::with_capacity(1 + set.bytes() + 4 * set.len());
+                out.push(TAG_SET);
+                put_items(&mut out, set.iter());
                 out
             }
         }
@@ -74,6 +84,13 @@ impl Value {
                 }
                 (!list.is_empty()).then(|| Value::List(Box::new(list)))
             }
+            TAG_SET => {
+                let mut set = SetValue::new();
+                while !rest.is_empty() {
+                    set.insert(&take(&mut rest)?);
+                }
+                (!set.is_empty()).then(|| Value::Set(Box::new(set)))
+            }
             _ => None,
         }
     }
@@ -94,6 +111,14 @@ impl Value {
         }
     }
 
+    /// The set, if this is one.
+    pub fn as_set(&self) -> Option<&SetValue> {
+        match self {
+            Value::Set(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// True for an aggregate without elements: Redis never keeps one, so neither does the
     /// store.
     pub fn is_empty_aggregate(&self) -> bool {
@@ -101,6 +126,7 @@ impl Value {
             Value::Str(_) => false,
             Value::Hash(h) => h.is_empty(),
             Value::List(l) => l.is_empty(),
+            Value::Set(s) => s.is_empty(),
         }
     }
 
@@ -110,6 +136,7 @@ impl Value {
             Value::Str(_) => "string",
             Value::Hash(_) => "hash",
             Value::List(_) => "list",
+            Value::Set(_) => "set",
         }
     }
 
@@ -123,6 +150,7 @@ impl Value {
             Value::Hash(_) => "hashtable",
             Value::List(l) if l.is_compact() => "listpack",
             Value::List(_) => "quicklist",
+            Value::Set(s) => s.encoding(),
         }
     }
 
@@ -132,6 +160,7 @@ impl Value {
             Value::Str(s) => alloc_size(s.capacity()),
             Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes(),
             Value::List(l) => alloc_size(std::mem::size_of::<ListValue>()) + l.bytes(),
+            Value::Set(s) => alloc_size(std::mem::size_of::<SetValue>()) + s.bytes(),
         }
     }
 }
@@ -146,7 +175,7 @@ fn put_items<'a>(out: &mut Vec<u8>, items: impl Iterator<Item = &'a [u8]>) {
 
 /// True when `s` is an integer in canonical form (no `+`, no leading zeros, no `-0`, fits
 /// an i64): exactly what Redis stores with the `int` encoding.
-fn is_canonical_int(s: &[u8]) -> bool {
+pub(crate) fn is_canonical_int(s: &[u8]) -> bool {
     std::str::from_utf8(s)
         .ok()
         .and_then(|t| t.parse::<i64>().ok())
@@ -467,6 +496,11 @@ mod persisted_tests {
                 &b"a"[..],
                 b"",
                 &[0u8; 300],
+            ]))),
+            Value::Set(Box::new(SetValue::from_members([
+                &b"7"[..],
+                b"",
+                &[1u8; 100],
             ]))),
         ] {
             assert_eq!(Value::from_persisted(&value.to_persisted()), Some(value));

@@ -8,7 +8,9 @@ use ringkv_store::{ListValue, Store, Value};
 
 use super::Parked;
 use crate::blocking::{Registration, Serve, ServeOutcome};
-use crate::handler::{CmdError, CmdResult, Ctx, float_arg, int_arg, is, read_as, wrong_type};
+use crate::handler::{
+    CmdError, CmdResult, Ctx, float_arg, int_arg, is, positive_count, ranged, read_as, wrong_type,
+};
 use crate::node::unix_ms;
 
 /// Reads the list at `key`: `f(None)` when missing, WRONGTYPE for another type.
@@ -82,17 +84,6 @@ pub fn lpushx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// RPUSHX key element [element ...]
 pub fn rpushx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     push(ctx, &args, false, true)
-}
-
-/// A positive count as `getPositiveLongFromObjectOrReply` parses it.
-fn positive_count(arg: &[u8]) -> Result<usize, CmdError> {
-    let n = int_arg(arg)?;
-    if n < 0 {
-        return Err(CmdError::Custom(
-            "ERR value is out of range, must be positive".into(),
-        ));
-    }
-    Ok(n as usize)
 }
 
 fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
@@ -244,15 +235,6 @@ pub fn ltrim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })?;
     ctx.out.ok();
     Ok(())
-}
-
-/// A range-checked integer option, as `getRangeLongFromObjectOrReply`.
-/// Like Redis there, a value that is no integer gets the option's own message too.
-fn ranged(arg: &[u8], min: i64, message: &str) -> Result<i64, CmdError> {
-    match ringkv_protocol::parse_i64(arg) {
-        Some(n) if n >= min => Ok(n),
-        _ => Err(CmdError::Custom(format!("ERR {message}"))),
-    }
 }
 
 /// LPOS key element [RANK rank] [COUNT num-matches] [MAXLEN len]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::{EvictionPolicy, HashValue, ListValue, Store, Value};
+use crate::{EvictionPolicy, HashValue, ListValue, SetValue, Store, Value};
 
 fn s(v: &[u8]) -> Value {
     Value::Str(v.to_vec())
@@ -46,6 +46,13 @@ enum Op {
         kind: u8,
         a: i8,
         b: i8,
+    },
+    /// SADD (`add`) or SREM of members numbered from `first` on.
+    SetChange {
+        key: u8,
+        add: bool,
+        first: u8,
+        count: u8,
     },
     Get {
         key: u8,
@@ -89,6 +96,14 @@ fn op_strategy() -> impl Strategy<Value = Op> {
             kind,
             a,
             b
+        }),
+        (key.clone(), any::<bool>(), 0u8..6, 1u8..4).prop_map(|(key, add, first, count)| {
+            Op::SetChange {
+                key,
+                add,
+                first,
+                count,
+            }
         }),
         key.clone().prop_map(|key| Op::Get { key }),
         key.clone().prop_map(|key| Op::Del { key }),
@@ -255,6 +270,32 @@ proptest! {
                         }
                     }
                     put_list(&mut model, key, list, now);
+                }
+                Op::SetChange { key, add, first, count } => {
+                    let members: Vec<Vec<u8>> = (first..first + count).map(|i| i.to_string().into_bytes()).collect();
+                    let refs: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
+                    let changed = store.write(&[key], now, |slot| {
+                        if add { slot.set_add(&refs) } else { slot.set_remove(&refs) }
+                    });
+                    let current = live(&model, &[key], now);
+                    match current {
+                        Some(Value::Set(mut set)) => {
+                            let expect = refs.iter().filter(|m| if add { set.insert(m) } else { set.remove(m) }).count();
+                            prop_assert_eq!(changed, Ok(expect));
+                            if set.is_empty() {
+                                model.remove(&vec![key]);
+                            } else {
+                                model.get_mut(&vec![key]).unwrap().0 = Value::Set(set);
+                            }
+                        }
+                        None => {
+                            prop_assert_eq!(changed, Ok(if add { refs.len() } else { 0 }));
+                            if add {
+                                model.insert(vec![key], (Value::Set(Box::new(SetValue::from_members(refs))), 0));
+                            }
+                        }
+                        Some(_) => prop_assert!(changed.is_err()),
+                    }
                 }
                 Op::Get { key } => {
                     let got = store.read(&[key], now, |v| v.cloned());
