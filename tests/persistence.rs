@@ -262,6 +262,65 @@ async fn a_set_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sorted_set_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let mut model: std::collections::BTreeMap<String, f64> = Default::default();
+    for i in 0..3_000 {
+        let (member, score) = (format!("player:{i}"), (i % 97) as f64 + 0.25);
+        let _: () = con.zadd("board", &member, score).await?;
+        model.insert(member, score);
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: new scores, increments, removals, pops and a stored range.
+    let _: () = con.zadd("board", "player:5", -1.5).await?;
+    model.insert("player:5".into(), -1.5);
+    let _: f64 = con.zincr("board", "player:6", 1000).await?;
+    *model.get_mut("player:6").unwrap() += 1000.0;
+    let _: i64 = con.zrem("board", &["player:7", "absent"]).await?;
+    model.remove("player:7");
+    let popped: Vec<(String, f64)> = redis::cmd("ZPOPMIN")
+        .arg("board")
+        .arg(3)
+        .query_async(&mut con)
+        .await?;
+    for (member, _) in &popped {
+        assert!(model.remove(member).is_some());
+    }
+    let removed: i64 = redis::cmd("ZREMRANGEBYSCORE")
+        .arg("board")
+        .arg(10)
+        .arg("(11")
+        .query_async(&mut con)
+        .await?;
+    let before = model.len();
+    model.retain(|_, s| !(10.0..11.0).contains(s));
+    assert_eq!(removed as usize, before - model.len());
+    let _: i64 = redis::cmd("ZRANGESTORE")
+        .arg("top")
+        .arg("board")
+        .arg(0)
+        .arg(9)
+        .arg("REV")
+        .query_async(&mut con)
+        .await?;
+    let top_before: Vec<(String, f64)> = con.zrange_withscores("top", 0, -1).await?;
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let back: Vec<(String, f64)> = con.zrange_withscores("board", 0, -1).await?;
+    let mut expected: Vec<(String, f64)> = model.into_iter().collect();
+    expected.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    assert_eq!(back, expected);
+    let top: Vec<(String, f64)> = con.zrange_withscores("top", 0, -1).await?;
+    assert_eq!(top, top_before);
+    assert_eq!(top.len(), 10);
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;

@@ -107,6 +107,36 @@ pub fn syntax(name: &str) -> &'static str {
         "sinterstore" | "sunionstore" | "sdiffstore" => "destination key...",
         "sintercard" => "numkeys key... [LIMIT limit]",
         "sscan" => "key cursor [MATCH pattern] [COUNT count]",
+        "zadd" => "key [NX|XX] [GT|LT] [CH] [INCR] (score member)...",
+        "zincrby" => "key increment member",
+        "zrem" | "zmscore" => "key member...",
+        "zscore" => "key member",
+        "zcard" => "key",
+        "zcount" | "zlexcount" | "zremrangebyscore" | "zremrangebylex" => "key min max",
+        "zrank" | "zrevrank" => "key member [WITHSCORE]",
+        "zrange" => "key start stop [BYSCORE|BYLEX] [REV] [LIMIT offset count] [WITHSCORES]",
+        "zrangestore" => "dst src min max [BYSCORE|BYLEX] [REV] [LIMIT offset count]",
+        "zrevrange" => "key start stop [WITHSCORES]",
+        "zrangebyscore" => "key min max [WITHSCORES] [LIMIT offset count]",
+        "zrevrangebyscore" => "key max min [WITHSCORES] [LIMIT offset count]",
+        "zrangebylex" => "key min max [LIMIT offset count]",
+        "zrevrangebylex" => "key max min [LIMIT offset count]",
+        "zremrangebyrank" => "key start stop",
+        "zpopmin" | "zpopmax" => "key [count]",
+        "zmpop" => "numkeys key... MIN|MAX [COUNT count]",
+        "bzpopmin" | "bzpopmax" => "key... timeout",
+        "bzmpop" => "timeout numkeys key... MIN|MAX [COUNT count]",
+        "zrandmember" => "key [count [WITHSCORES]]",
+        "zscan" => "key cursor [MATCH pattern] [COUNT count]",
+        "zunion" | "zinter" => {
+            "numkeys key... [WEIGHTS weight...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]"
+        }
+        "zdiff" => "numkeys key... [WITHSCORES]",
+        "zunionstore" | "zinterstore" => {
+            "destination numkeys key... [WEIGHTS weight...] [AGGREGATE SUM|MIN|MAX]"
+        }
+        "zdiffstore" => "destination numkeys key...",
+        "zintercard" => "numkeys key... [LIMIT limit]",
         "client|unblock" => "client-id [TIMEOUT|ERROR]",
         "info" => "[section...]",
         "config|get" => "parameter...",

@@ -81,12 +81,17 @@ pub struct KeyPositions {
     pub numkeys: i32,
 }
 
+/// The indices [`KeyPositions::of`] yields.
+pub type KeyIndices =
+    std::iter::Chain<std::option::IntoIter<usize>, std::iter::StepBy<std::ops::Range<usize>>>;
+
 impl KeyPositions {
     /// Indices of the keys in `args` (a `numkeys` count is read from its argument, and
-    /// bounded by what follows it).
-    pub fn of(self, args: &crate::Args<'_>) -> std::iter::StepBy<std::ops::Range<usize>> {
+    /// bounded by what follows it; a command with both, ZUNIONSTORE, has its destination
+    /// at `first` and then the counted keys).
+    pub fn of(self, args: &crate::Args<'_>) -> KeyIndices {
         if self.numkeys <= 0 {
-            return self.indices(args.len());
+            return None.into_iter().chain(self.indices(args.len()));
         }
         let at = self.numkeys as usize;
         let count = if at < args.len() {
@@ -94,9 +99,13 @@ impl KeyPositions {
         } else {
             0
         };
+        let destination =
+            (self.first > 0 && (self.first as usize) < args.len()).then_some(self.first as usize);
         let first = at + 1;
         let last = (first + count).min(args.len());
-        (first..last.max(first)).step_by(1)
+        destination
+            .into_iter()
+            .chain((first..last.max(first)).step_by(1))
     }
 
     /// Indices of the keys in a command of `argc` arguments (fixed positions only).
@@ -165,6 +174,7 @@ impl CommandSpec {
             "hash" => "@hash",
             "list" => "@list",
             "set" => "@set",
+            "sorted-set" => "@sortedset",
             "generic" => "@keyspace",
             "connection" => "@connection",
             "transactions" => "@transaction",
@@ -227,6 +237,21 @@ const fn numkeys_cmd(
 ) -> CommandSpec {
     let mut spec = cmd(name, arity, flags, NOKEY, group, since, summary, complexity);
     spec.keys.numkeys = numkeys;
+    spec
+}
+
+// A row with a destination key at 1 and `numkeys` at 2 (ZUNIONSTORE and friends).
+const fn numkeys_store_cmd(
+    name: &'static str,
+    arity: i32,
+    flags: CommandFlags,
+    group: &'static str,
+    since: &'static str,
+    summary: &'static str,
+    complexity: &'static str,
+) -> CommandSpec {
+    let mut spec = cmd(name, arity, flags, KEY1, group, since, summary, complexity);
+    spec.keys.numkeys = 2;
     spec
 }
 
@@ -1563,6 +1588,354 @@ pub static COMMANDS: &[CommandSpec] = &[
         "7.0.0",
         "Returns the number of members of the intersect of multiple sets.",
         "O(N*M)",
+    ),
+    // sorted sets
+    cmd(
+        "zadd",
+        -4,
+        WDF,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Adds one or more members to a sorted set, or updates their scores. Creates the key if it doesn't exist.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zincrby",
+        4,
+        WDF,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Increments the score of a member in a sorted set.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zrem",
+        -3,
+        WF,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Removes one or more members from a sorted set. Deletes the sorted set if all members were removed.",
+        "O(M*log(N))",
+    ),
+    cmd(
+        "zscore",
+        3,
+        RF,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Returns the score of a member in a sorted set.",
+        O1,
+    ),
+    cmd(
+        "zmscore",
+        -3,
+        RF,
+        KEY1,
+        "sorted-set",
+        "6.2.0",
+        "Returns the score of one or more members in a sorted set.",
+        ON,
+    ),
+    cmd(
+        "zcard",
+        2,
+        RF,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Returns the number of members in a sorted set.",
+        O1,
+    ),
+    cmd(
+        "zcount",
+        4,
+        RF,
+        KEY1,
+        "sorted-set",
+        "2.0.0",
+        "Returns the count of members in a sorted set that have scores within a range.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zlexcount",
+        4,
+        RF,
+        KEY1,
+        "sorted-set",
+        "2.8.9",
+        "Returns the number of members in a sorted set within a lexicographical range.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zrank",
+        -3,
+        RF,
+        KEY1,
+        "sorted-set",
+        "2.0.0",
+        "Returns the index of a member in a sorted set ordered by ascending scores.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zrevrank",
+        -3,
+        RF,
+        KEY1,
+        "sorted-set",
+        "2.0.0",
+        "Returns the index of a member in a sorted set ordered by descending scores.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zrange",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Returns members in a sorted set within a range of indexes.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrangestore",
+        -5,
+        WD,
+        (1, 2, 1),
+        "sorted-set",
+        "6.2.0",
+        "Stores a range of members from sorted set in a key.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrevrange",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Returns members in a sorted set within a range of indexes in reverse order.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrangebyscore",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "1.0.5",
+        "Returns members in a sorted set within a range of scores.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrevrangebyscore",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "2.2.0",
+        "Returns members in a sorted set within a range of scores in reverse order.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrangebylex",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "2.8.9",
+        "Returns members in a sorted set within a lexicographical range.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zrevrangebylex",
+        -4,
+        R,
+        KEY1,
+        "sorted-set",
+        "2.8.9",
+        "Returns members in a sorted set within a lexicographical range in reverse order.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zremrangebyscore",
+        4,
+        W,
+        KEY1,
+        "sorted-set",
+        "1.2.0",
+        "Removes members in a sorted set within a range of scores. Deletes the sorted set if all members were removed.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zremrangebyrank",
+        4,
+        W,
+        KEY1,
+        "sorted-set",
+        "2.0.0",
+        "Removes members in a sorted set within a range of indexes. Deletes the sorted set if all members were removed.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zremrangebylex",
+        4,
+        W,
+        KEY1,
+        "sorted-set",
+        "2.8.9",
+        "Removes members in a sorted set within a lexicographical range. Deletes the sorted set if all members were removed.",
+        "O(log(N)+M)",
+    ),
+    cmd(
+        "zpopmin",
+        -2,
+        WF,
+        KEY1,
+        "sorted-set",
+        "5.0.0",
+        "Returns the lowest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
+        "O(log(N)*M)",
+    ),
+    cmd(
+        "zpopmax",
+        -2,
+        WF,
+        KEY1,
+        "sorted-set",
+        "5.0.0",
+        "Returns the highest-scoring members from a sorted set after removing them. Deletes the sorted set if the last member was popped.",
+        "O(log(N)*M)",
+    ),
+    cmd(
+        "bzpopmin",
+        -3,
+        WF.with(CommandFlags::NOSCRIPT),
+        (1, -2, 1),
+        "sorted-set",
+        "5.0.0",
+        "Removes and returns the member with the lowest score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        "O(log(N))",
+    ),
+    cmd(
+        "bzpopmax",
+        -3,
+        WF.with(CommandFlags::NOSCRIPT),
+        (1, -2, 1),
+        "sorted-set",
+        "5.0.0",
+        "Removes and returns the member with the highest score from one or more sorted sets. Blocks until a member available otherwise.  Deletes the sorted set if the last element was popped.",
+        "O(log(N))",
+    ),
+    cmd(
+        "zrandmember",
+        -2,
+        R,
+        KEY1,
+        "sorted-set",
+        "6.2.0",
+        "Returns one or more random members from a sorted set.",
+        ON,
+    ),
+    cmd(
+        "zscan",
+        -3,
+        R,
+        KEY1,
+        "sorted-set",
+        "2.8.0",
+        "Iterates over members and scores of a sorted set.",
+        "O(1) for every call. O(N) for a complete iteration.",
+    ),
+    numkeys_cmd(
+        "zmpop",
+        -4,
+        W,
+        1,
+        "sorted-set",
+        "7.0.0",
+        "Returns the highest- or lowest-scoring members from one or more sorted sets after removing them. Deletes the sorted set if the last member was popped.",
+        "O(K) + O(M*log(N))",
+    ),
+    numkeys_cmd(
+        "bzmpop",
+        -5,
+        W.with(CommandFlags::NOSCRIPT),
+        2,
+        "sorted-set",
+        "7.0.0",
+        "Removes and returns a member by score from one or more sorted sets. Blocks until a member is available otherwise. Deletes the sorted set if the last element was popped.",
+        "O(K) + O(M*log(N))",
+    ),
+    numkeys_cmd(
+        "zunion",
+        -3,
+        R.with(CommandFlags::EXCLUSIVE),
+        1,
+        "sorted-set",
+        "6.2.0",
+        "Returns the union of multiple sorted sets.",
+        "O(N)+O(M*log(M))",
+    ),
+    numkeys_cmd(
+        "zinter",
+        -3,
+        R.with(CommandFlags::EXCLUSIVE),
+        1,
+        "sorted-set",
+        "6.2.0",
+        "Returns the intersect of multiple sorted sets.",
+        "O(N*K)+O(M*log(M))",
+    ),
+    numkeys_cmd(
+        "zdiff",
+        -3,
+        R.with(CommandFlags::EXCLUSIVE),
+        1,
+        "sorted-set",
+        "6.2.0",
+        "Returns the difference between multiple sorted sets.",
+        "O(L + (N-K)log(N))",
+    ),
+    numkeys_cmd(
+        "zintercard",
+        -3,
+        R.with(CommandFlags::EXCLUSIVE),
+        1,
+        "sorted-set",
+        "7.0.0",
+        "Returns the number of members of the intersect of multiple sorted sets.",
+        "O(N*K)",
+    ),
+    numkeys_store_cmd(
+        "zunionstore",
+        -4,
+        WD.with(CommandFlags::EXCLUSIVE),
+        "sorted-set",
+        "2.0.0",
+        "Stores the union of multiple sorted sets in a key.",
+        "O(N)+O(M*log(M))",
+    ),
+    numkeys_store_cmd(
+        "zinterstore",
+        -4,
+        WD.with(CommandFlags::EXCLUSIVE),
+        "sorted-set",
+        "2.0.0",
+        "Stores the intersect of multiple sorted sets in a key.",
+        "O(N*K)+O(M*log(M))",
+    ),
+    numkeys_store_cmd(
+        "zdiffstore",
+        -4,
+        WD.with(CommandFlags::EXCLUSIVE),
+        "sorted-set",
+        "6.2.0",
+        "Stores the difference of multiple sorted sets in a key.",
+        "O(L + (N-K)log(N))",
     ),
     // transactions
     cmd(

@@ -14,6 +14,6 @@ pub use command_table::{
     COMMANDS, CommandFlags, CommandSpec, KeyPositions, lookup_command, lookup_subcommand,
 };
 pub use error::ProtocolError;
-pub use reply::{Protocol, ReplyWriter, format_double};
+pub use reply::{Protocol, ReplyWriter, format_double, format_score};
 pub use reply_scan::{ScannedReply, scan_reply};
 pub use request::{Args, Batch, Limits, Parsed, RequestParser, parse_i64};

@@ -157,6 +157,20 @@ impl<'a> ReplyWriter<'a> {
         }
     }
 
+    /// A sorted-set score: a double in RESP3, a bulk string in RESP2, in Redis's format
+    /// ([`format_score`]).
+    pub fn score(&mut self, value: f64) {
+        let text = format_score(value);
+        match self.protocol {
+            Protocol::Resp2 => self.bulk(text.as_bytes()),
+            Protocol::Resp3 => {
+                self.out.push(b',');
+                self.out.extend_from_slice(text.as_bytes());
+                self.out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
     /// A boolean (`:1`/`:0` in RESP2).
     pub fn boolean(&mut self, value: bool) {
         match self.protocol {
@@ -204,6 +218,29 @@ pub fn format_double(value: f64) -> String {
     }
 }
 
+/// A score as Redis formats it: the shortest digits that read back as the same double,
+/// with `%g`'s exponent form below 1e-4 and from 1e17 on (`1e+300`, `1.5e-07`).
+pub fn format_score(value: f64) -> String {
+    if value.is_infinite() {
+        return if value > 0.0 { "inf" } else { "-inf" }.to_string();
+    }
+    if value == 0.0 {
+        return if value.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    let magnitude = value.abs();
+    if (1e-4..1e17).contains(&magnitude) {
+        return format!("{value}");
+    }
+    // Rust's `{:e}` gives "1.5e-7"; C's `%g` writes a sign and at least two digits.
+    let text = format!("{value:e}");
+    let (mantissa, exponent) = text.split_once('e').unwrap_or((&text, "0"));
+    let (sign, digits) = match exponent.strip_prefix('-') {
+        Some(digits) => ('-', digits),
+        None => ('+', exponent),
+    };
+    format!("{mantissa}e{sign}{digits:0>2}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +249,27 @@ mod tests {
         let mut out = Vec::new();
         f(&mut ReplyWriter::new(&mut out, protocol));
         out
+    }
+
+    #[test]
+    fn scores_print_as_redis_prints_them() {
+        let cases = [
+            (1.0, "1"),
+            (1.5, "1.5"),
+            (-0.25, "-0.25"),
+            (0.1, "0.1"),
+            (1e-5, "1e-05"),
+            (1.5e-7, "1.5e-07"),
+            (1e300, "1e+300"),
+            (123456789012345680.0, "1.2345678901234568e+17"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(format_score(value), text, "{value}");
+        }
+        assert_eq!(written(Protocol::Resp3, |w| w.score(2.5)), b",2.5\r\n");
+        assert_eq!(written(Protocol::Resp2, |w| w.score(2.0)), b"$1\r\n2\r\n");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! calls the store, and describes its reply through the [`ReplyWriter`]; it never touches
 //! the socket. Errors are returned before anything is written, in Redis's exact wording.
 
+mod blocked;
 mod cache;
 mod cluster;
 mod connection;
@@ -13,13 +14,14 @@ mod server;
 mod sets;
 mod strings;
 mod transactions;
+mod zsets;
 
 use ringkv_protocol::Args;
 
 use crate::handler::{CmdError, CmdResult, Ctx, Handler, lossy};
 
+pub use blocked::{BlockedPop, finish_blocked_pop};
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
-pub use lists::{BlockedPop, finish_blocked_pop};
 pub use replication::{BlockedWait, RemoteWrite, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
@@ -34,6 +36,7 @@ pub fn handler(name: &str) -> Option<Handler> {
     use sets as se;
     use strings as st;
     use transactions as t;
+    use zsets as z;
     Some(match name {
         "ping" => c::ping,
         "echo" => c::echo,
@@ -177,6 +180,41 @@ pub fn handler(name: &str) -> Option<Handler> {
         "sdiffstore" => se::sdiffstore,
         "sintercard" => se::sintercard,
         "sscan" => se::sscan,
+        "zadd" => z::zadd,
+        "zincrby" => z::zincrby,
+        "zrem" => z::zrem,
+        "zscore" => z::zscore,
+        "zmscore" => z::zmscore,
+        "zcard" => z::zcard,
+        "zcount" => z::zcount,
+        "zlexcount" => z::zlexcount,
+        "zrank" => z::zrank,
+        "zrevrank" => z::zrevrank,
+        "zrange" => z::zrange,
+        "zrangestore" => z::zrangestore,
+        "zrevrange" => z::zrevrange,
+        "zrangebyscore" => z::zrangebyscore,
+        "zrevrangebyscore" => z::zrevrangebyscore,
+        "zrangebylex" => z::zrangebylex,
+        "zrevrangebylex" => z::zrevrangebylex,
+        "zremrangebyscore" => z::zremrangebyscore,
+        "zremrangebyrank" => z::zremrangebyrank,
+        "zremrangebylex" => z::zremrangebylex,
+        "zpopmin" => z::zpopmin,
+        "zpopmax" => z::zpopmax,
+        "zmpop" => z::zmpop,
+        "bzpopmin" => z::bzpopmin,
+        "bzpopmax" => z::bzpopmax,
+        "bzmpop" => z::bzmpop,
+        "zrandmember" => z::zrandmember,
+        "zscan" => z::zscan,
+        "zunion" => z::zunion,
+        "zinter" => z::zinter,
+        "zdiff" => z::zdiff,
+        "zintercard" => z::zintercard,
+        "zunionstore" => z::zunionstore,
+        "zinterstore" => z::zinterstore,
+        "zdiffstore" => z::zdiffstore,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,

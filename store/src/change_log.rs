@@ -69,6 +69,12 @@ pub enum RecordKind {
     /// These members are gone from the set: `(len u32, member)*`; an emptied set is
     /// deleted.
     SRem = 21,
+    /// These members of the sorted set hold these scores: `(len u32 = 8, score f64 LE,
+    /// len u32, member)*`; the sorted set is created when absent.
+    ZAdd = 22,
+    /// These members are gone from the sorted set: `(len u32, member)*`; an emptied one
+    /// is deleted.
+    ZRem = 23,
 }
 
 impl RecordKind {
@@ -97,6 +103,8 @@ impl RecordKind {
             19 => LRem,
             20 => SAdd,
             21 => SRem,
+            22 => ZAdd,
+            23 => ZRem,
             _ => return None,
         })
     }

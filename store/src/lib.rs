@@ -27,6 +27,7 @@ mod sync;
 pub mod tier;
 mod value;
 pub mod wal;
+mod zset;
 
 pub use change_marks::{CheckpointSource, DirtyEntry, ShardChanges};
 pub use error::StoreError;
@@ -41,3 +42,4 @@ pub use store::{
     StoreStats, WatchTicket, WrongType, log_string,
 };
 pub use value::{HashValue, Value, alloc_size};
+pub use zset::ZSetValue;

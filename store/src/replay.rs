@@ -130,6 +130,33 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
                 let _ = slot.set_add(&members);
             });
         }
+        RecordKind::ZAdd => {
+            let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            if items.len() % 2 != 0 {
+                return Err(MalformedRecord("a member without a score"));
+            }
+            let mut entries = Vec::with_capacity(items.len() / 2);
+            for pair in items.chunks_exact(2) {
+                let score = <[u8; 8]>::try_from(pair[0])
+                    .map(f64::from_le_bytes)
+                    .ok()
+                    .filter(|s| !s.is_nan())
+                    .ok_or(MalformedRecord("a score that is not one"))?;
+                entries.push((score, pair[1]));
+            }
+            store.replay_write(key, now, |slot| {
+                if slot.zset().is_err() {
+                    slot.remove();
+                }
+                let _ = slot.zset_set(&entries);
+            });
+        }
+        RecordKind::ZRem => {
+            let members: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
+            store.replay_write(key, now, |slot| {
+                let _ = slot.zset_remove(&members);
+            });
+        }
         RecordKind::Clear => {
             drop(store.flush());
         }

@@ -650,7 +650,7 @@ mod tests {
 
     fn random_write(store: &Store, rng: &mut SmallRng, keys: u32) {
         let k = key(rng.random_range(0..keys));
-        match rng.random_range(0..11) {
+        match rng.random_range(0..13) {
             0 => store.write(&k, NOW, |s| {
                 let ttl = rng.random_bool(0.3).then_some(NOW + 100_000);
                 s.set(
@@ -706,6 +706,24 @@ mod tests {
             }),
             10 => store.write(&k, NOW, |s| {
                 let _ = s.set_remove(&[[&b"1"[..], b"m", b"22"][rng.random_range(0..3)]]);
+            }),
+            // Sorted sets: scores set, members removed, the lowest popped.
+            11 => store.write(&k, NOW, |s| {
+                let score = rng.random_range(-2..3) as f64;
+                if s.zset_set(
+                    &[(score, &b"z1"[..]), (score + 0.5, b"z2")][..rng.random_range(1..3)],
+                )
+                .is_err()
+                {
+                    s.remove();
+                }
+            }),
+            12 => store.write(&k, NOW, |s| {
+                let _ = if rng.random_bool(0.5) {
+                    s.zset_remove(&[b"z2"]).map(|_| ())
+                } else {
+                    s.zset_take(0, 1, false).map(|_| ())
+                };
             }),
             _ => store.write(&k, NOW, |s| {
                 s.set_expires_at(rng.random_bool(0.5).then_some(NOW + 50_000));

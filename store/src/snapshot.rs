@@ -48,7 +48,7 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
         }
-        Value::Hash(_) | Value::List(_) | Value::Set(_) => {
+        Value::Hash(_) | Value::List(_) | Value::Set(_) | Value::ZSet(_) => {
             encode_record(out, RecordKind::Del, 0, slot, key, &[]);
             let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
             match value {
@@ -58,6 +58,14 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 }
                 Value::List(list) => in_pieces(RecordKind::RPush, list.iter(), &mut emit),
                 Value::Set(set) => in_pieces(RecordKind::SAdd, set.iter(), &mut emit),
+                Value::ZSet(zset) => {
+                    let scores: Vec<[u8; 8]> = zset.iter().map(|(s, _)| s.to_le_bytes()).collect();
+                    let items = scores
+                        .iter()
+                        .zip(zset.iter())
+                        .flat_map(|(score, (_, member))| [&score[..], member]);
+                    in_pieces(RecordKind::ZAdd, items, &mut emit);
+                }
                 Value::Str(_) => unreachable!("matched above"),
             }
             if deadline != 0 {
@@ -133,7 +141,9 @@ pub fn split_record(
         | RecordKind::LPush
         | RecordKind::RPush
         | RecordKind::SAdd
-        | RecordKind::SRem => {
+        | RecordKind::SRem
+        | RecordKind::ZAdd
+        | RecordKind::ZRem => {
             let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
             in_pieces(record.kind, items.into_iter(), &mut emit);
         }
@@ -168,13 +178,17 @@ pub fn split_record(
 }
 
 /// Emits `items` as records of `kind` of about [`PIECE_BYTES`] each; an HSet's field and
-/// its value stay in one record.
+/// its value (a ZAdd's score and member) stay in one record.
 fn in_pieces<'a>(
     kind: RecordKind,
     items: impl Iterator<Item = &'a [u8]>,
     emit: &mut impl FnMut(RecordKind, &[u8]),
 ) {
-    let per_group = if kind == RecordKind::HSet { 2 } else { 1 };
+    let per_group = if matches!(kind, RecordKind::HSet | RecordKind::ZAdd) {
+        2
+    } else {
+        1
+    };
     let mut body = Vec::new();
     for (i, item) in items.enumerate() {
         put_item(&mut body, item);

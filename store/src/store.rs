@@ -30,6 +30,7 @@ use crate::set::SetValue;
 use crate::slot::{SLOT_COUNT, key_slot};
 use crate::slot_set::SlotSet;
 use crate::value::{HashValue, Value, alloc_size};
+use crate::zset::ZSetValue;
 use crate::{StoreError, glob_match};
 
 type KeyMap = crate::key_map::KeyMap<Entry>;
@@ -774,6 +775,112 @@ impl Slot<'_> {
             });
         }
         Ok(changed.len())
+    }
+
+    /// The sorted set at this key, or WRONGTYPE; `None` when absent.
+    pub fn zset(&self) -> Result<Option<&ZSetValue>, WrongType> {
+        self.value()
+            .map(|v| v.as_zset().ok_or(WrongType))
+            .transpose()
+    }
+
+    /// Runs `change` on the sorted set at `index` and keeps the accounting right.
+    fn change_zset<R>(&mut self, index: usize, change: impl FnOnce(&mut ZSetValue) -> R) -> R {
+        let before = self.cost(index);
+        let Value::ZSet(zset) = &mut self.shard.map[index].value else {
+            unreachable!("checked to be a sorted set");
+        };
+        let result = change(zset);
+        self.modified = true;
+        self.account(index, before);
+        result
+    }
+
+    /// Gives `members` these scores (the sorted set is created when absent); how many
+    /// members are new. No score may be NaN.
+    pub fn zset_set(&mut self, entries: &[(f64, &[u8])]) -> Result<usize, WrongType> {
+        self.zset()?;
+        if entries.is_empty() {
+            return Ok(0);
+        }
+        let index = match self.index {
+            Some(index) => index,
+            None => {
+                let empty = Value::ZSet(Box::default());
+                let index = self
+                    .shard
+                    .insert(self.key, self.slot, empty, 0, self.now, 0);
+                self.index = Some(index);
+                index
+            }
+        };
+        let added = self.change_zset(index, |zset| {
+            entries
+                .iter()
+                .filter(|(score, member)| zset.insert(member, *score))
+                .count()
+        });
+        self.flush_pending();
+        if let Some(log) = self.sinks.log {
+            log.append(RecordKind::ZAdd, self.slot, self.key, |body| {
+                for (score, member) in entries {
+                    put_item(body, &score.to_le_bytes());
+                    put_item(body, member);
+                }
+            });
+        }
+        Ok(added)
+    }
+
+    /// Removes `members` from the sorted set; how many were there. An emptied sorted set
+    /// is deleted when the slot finishes.
+    pub fn zset_remove(&mut self, members: &[&[u8]]) -> Result<usize, WrongType> {
+        let Some(zset) = self.zset()? else {
+            return Ok(0);
+        };
+        // Nothing to remove is no change (WATCH and the log see none).
+        if !members.iter().any(|m| zset.score(m).is_some()) {
+            return Ok(0);
+        }
+        let index = self.index.expect("the sorted set exists");
+        let removed: Vec<&[u8]> = self.change_zset(index, |zset| {
+            members
+                .iter()
+                .copied()
+                .filter(|member| zset.remove(member).is_some())
+                .collect()
+        });
+        self.flush_pending();
+        if !removed.is_empty()
+            && let Some(log) = self.sinks.log
+        {
+            log.append(RecordKind::ZRem, self.slot, self.key, |body| {
+                for member in &removed {
+                    put_item(body, member);
+                }
+            });
+        }
+        Ok(removed.len())
+    }
+
+    /// Removes the entries of ascending ranks `start..end` (or, `rev`, taken from the top
+    /// down); returns them in that order.
+    pub fn zset_take(
+        &mut self,
+        start: usize,
+        end: usize,
+        rev: bool,
+    ) -> Result<Vec<(f64, Vec<u8>)>, WrongType> {
+        let Some(zset) = self.zset()? else {
+            return Ok(Vec::new());
+        };
+        let taken: Vec<(f64, Vec<u8>)> = zset
+            .range(start, end, rev)
+            .map(|(score, member)| (score, member.to_vec()))
+            .collect();
+        let members: Vec<&[u8]> = taken.iter().map(|(_, m)| m.as_slice()).collect();
+        self.zset_remove(&members)?;
+        Ok(taken)
     }
 
     /// Sets or clears the deadline of an existing key; a deadline not after `now` deletes

@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 
 use crate::list::ListValue;
 use crate::set::SetValue;
+use crate::zset::ZSetValue;
 
 /// A value in the keyspace.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,12 +18,15 @@ pub enum Value {
     List(Box<ListValue>),
     /// A set of members.
     Set(Box<SetValue>),
+    /// A sorted set of members with scores.
+    ZSet(Box<ZSetValue>),
 }
 
 const TAG_STR: u8 = 0;
 const TAG_HASH: u8 = 1;
 const TAG_LIST: u8 = 2;
 const TAG_SET: u8 = 3;
+const TAG_ZSET: u8 = 4;
 
 impl Value {
     /// The persistence tier's encoding: a tag, then the string, or the hash's fields and
@@ -51,6 +55,14 @@ impl Value {
                 let mut out = Vec::with_capacity(1 + set.bytes() + 4 * set.len());
                 out.push(TAG_SET);
                 put_items(&mut out, set.iter());
+                out
+            }
+            Value::ZSet(zset) => {
+                let mut out = Vec::with_capacity(1 + zset.bytes() + 12 * zset.len());
+                out.push(TAG_ZSET);
+                for (score, member) in zset.iter() {
+                    put_items(&mut out, [&score.to_le_bytes()[..], member].into_iter());
+                }
                 out
             }
         }
@@ -91,6 +103,18 @@ impl Value {
                 }
                 (!set.is_empty()).then(|| Value::Set(Box::new(set)))
             }
+            TAG_ZSET => {
+                let mut zset = ZSetValue::new();
+                while !rest.is_empty() {
+                    let score = f64::from_le_bytes(take(&mut rest)?.try_into().ok()?);
+                    let member = take(&mut rest)?;
+                    if score.is_nan() {
+                        return None;
+                    }
+                    zset.insert(&member, score);
+                }
+                (!zset.is_empty()).then(|| Value::ZSet(Box::new(zset)))
+            }
             _ => None,
         }
     }
@@ -119,6 +143,14 @@ impl Value {
         }
     }
 
+    /// The sorted set, if this is one.
+    pub fn as_zset(&self) -> Option<&ZSetValue> {
+        match self {
+            Value::ZSet(z) => Some(z),
+            _ => None,
+        }
+    }
+
     /// True for an aggregate without elements: Redis never keeps one, so neither does the
     /// store.
     pub fn is_empty_aggregate(&self) -> bool {
@@ -127,6 +159,7 @@ impl Value {
             Value::Hash(h) => h.is_empty(),
             Value::List(l) => l.is_empty(),
             Value::Set(s) => s.is_empty(),
+            Value::ZSet(z) => z.is_empty(),
         }
     }
 
@@ -137,6 +170,7 @@ impl Value {
             Value::Hash(_) => "hash",
             Value::List(_) => "list",
             Value::Set(_) => "set",
+            Value::ZSet(_) => "zset",
         }
     }
 
@@ -151,6 +185,8 @@ impl Value {
             Value::List(l) if l.is_compact() => "listpack",
             Value::List(_) => "quicklist",
             Value::Set(s) => s.encoding(),
+            Value::ZSet(z) if z.is_compact() => "listpack",
+            Value::ZSet(_) => "skiplist",
         }
     }
 
@@ -161,6 +197,7 @@ impl Value {
             Value::Hash(h) => alloc_size(std::mem::size_of::<HashValue>()) + h.bytes(),
             Value::List(l) => alloc_size(std::mem::size_of::<ListValue>()) + l.bytes(),
             Value::Set(s) => alloc_size(std::mem::size_of::<SetValue>()) + s.bytes(),
+            Value::ZSet(z) => alloc_size(std::mem::size_of::<ZSetValue>()) + z.bytes(),
         }
     }
 }

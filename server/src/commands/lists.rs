@@ -1,15 +1,15 @@
 //! List commands, the blocking pops included. Replies and errors follow Redis 7.0's
 //! `t_list.c` word for word.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use ringkv_protocol::{Args, Protocol, ReplyWriter};
+use ringkv_protocol::{Args, ReplyWriter};
 use ringkv_store::{ListValue, Store, Value};
 
-use super::Parked;
-use crate::blocking::{Registration, Serve, ServeOutcome};
+use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
+use crate::blocking::{Serve, ServeOutcome};
 use crate::handler::{
-    CmdError, CmdResult, Ctx, float_arg, int_arg, is, positive_count, ranged, read_as, wrong_type,
+    CmdError, CmdResult, Ctx, int_arg, is, positive_count, ranged, read_as, wrong_type,
 };
 use crate::node::unix_ms;
 
@@ -369,41 +369,6 @@ pub fn rpoplpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
-/// The parsed tail of LMPOP/BLMPOP: keys, side and count.
-struct MultiPop {
-    keys: Vec<Vec<u8>>,
-    front: bool,
-    count: usize,
-}
-
-fn parse_mpop(args: &Args<'_>, numkeys_at: usize) -> Result<MultiPop, CmdError> {
-    let numkeys = ranged(args.get(numkeys_at), 1, "numkeys should be greater than 0")?;
-    let side_at = numkeys_at as i64 + numkeys + 1;
-    if side_at >= args.len() as i64 {
-        return Err(CmdError::Syntax);
-    }
-    let side_at = side_at as usize;
-    let front = side_arg(args.get(side_at))?;
-    let mut count = None;
-    let mut i = side_at + 1;
-    while i < args.len() {
-        if count.is_none() && is(args.get(i), "count") && i + 1 < args.len() {
-            count = Some(ranged(args.get(i + 1), 1, "count should be greater than 0")? as usize);
-            i += 2;
-        } else {
-            return Err(CmdError::Syntax);
-        }
-    }
-    let keys = (numkeys_at + 1..side_at)
-        .map(|i| args.get(i).to_vec())
-        .collect();
-    Ok(MultiPop {
-        keys,
-        front,
-        count: count.unwrap_or(1),
-    })
-}
-
 /// A key and the elements popped from it.
 type Popped = (Vec<u8>, Vec<Vec<u8>>);
 
@@ -437,7 +402,7 @@ fn write_key_and_items(out: &mut ReplyWriter<'_>, key: &[u8], items: &[Vec<u8>])
 
 /// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let parsed = parse_mpop(&args, 1)?;
+    let parsed = parse_mpop(&args, 1, side_arg)?;
     match mpop_once(
         &ctx.node.store,
         ctx.now,
@@ -449,103 +414,6 @@ pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         None => ctx.out.null_array(),
     }
     Ok(())
-}
-
-/// A blocking timeout in seconds (fractions allowed), as `getTimeoutFromObjectOrReply`:
-/// `None` for 0 (wait forever).
-fn timeout_arg(arg: &[u8]) -> Result<Option<Duration>, CmdError> {
-    let invalid = || CmdError::Custom("ERR timeout is not a float or out of range".into());
-    let seconds = float_arg(arg).ok_or_else(invalid)?;
-    if !seconds.is_finite() {
-        return Err(invalid());
-    }
-    if seconds < 0.0 {
-        return Err(CmdError::Custom("ERR timeout is negative".into()));
-    }
-    if seconds > (i64::MAX / 1000) as f64 {
-        return Err(invalid());
-    }
-    let millis = (seconds * 1000.0).ceil() as u64;
-    Ok((millis > 0).then(|| Duration::from_millis(millis)))
-}
-
-/// A blocked pop parked on its connection: the registration and the deadline.
-#[derive(Debug)]
-pub struct BlockedPop {
-    registration: Registration,
-    deadline: Option<Instant>,
-}
-
-/// Waits for a parked blocking pop: its reply, or the timeout's.
-pub async fn finish_blocked_pop(mut blocked: BlockedPop) -> Vec<u8> {
-    let deadline = blocked.deadline;
-    let reply = match deadline {
-        None => (&mut blocked.registration.reply).await.ok(),
-        Some(at) => {
-            tokio::select! {
-                reply = &mut blocked.registration.reply => reply.ok(),
-                _ = tokio::time::sleep_until(at.into()) => None,
-            }
-        }
-    };
-    match reply {
-        Some(reply) => reply,
-        None => blocked.registration.cancel(),
-    }
-}
-
-/// Tries `attempt` now; inside EXEC answers what it found (a null when nothing, as the
-/// timeout would); otherwise parks the connection on
-/// `keys` until `serve` answers it or the timeout passes.
-fn block_on(
-    ctx: &mut Ctx<'_, '_>,
-    keys: Vec<Vec<u8>>,
-    timeout: Option<Duration>,
-    array_reply: bool,
-    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
-    serve: Serve,
-) -> CmdResult {
-    let store = &ctx.node.store;
-    if let Some(reply) = attempt(store, ctx.now)? {
-        ctx.out.raw(&reply);
-        return Ok(());
-    }
-    let protocol = ctx.out.protocol();
-    let timed_out = encode(protocol, |out| {
-        if array_reply {
-            out.null_array()
-        } else {
-            out.null()
-        }
-    });
-    if ctx.conn.no_block {
-        ctx.out.raw(&timed_out);
-        return Ok(());
-    }
-    let registered = ctx.node.blocking.try_or_register(
-        ctx.conn.handle.id,
-        keys,
-        protocol,
-        timed_out,
-        || attempt(store, ctx.now).transpose(),
-        serve,
-    );
-    match registered {
-        Ok(reply) => ctx.out.raw(&reply?),
-        Err(registration) => {
-            ctx.conn.parked = Some(Parked::BlockedPop(BlockedPop {
-                registration,
-                deadline: timeout.map(|t| Instant::now() + t),
-            }));
-        }
-    }
-    Ok(())
-}
-
-fn encode(protocol: Protocol, write: impl FnOnce(&mut ReplyWriter<'_>)) -> Vec<u8> {
-    let mut reply = Vec::new();
-    write(&mut ReplyWriter::new(&mut reply, protocol));
-    reply
 }
 
 fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
@@ -646,7 +514,7 @@ pub fn brpoplpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let timeout = timeout_arg(args.get(1))?;
-    let MultiPop { keys, front, count } = parse_mpop(&args, 2)?;
+    let MultiPop { keys, front, count } = parse_mpop(&args, 2, side_arg)?;
     let protocol = ctx.out.protocol();
     let attempt_keys = keys.clone();
     let attempt = move |store: &Store, now: u64| {
@@ -681,23 +549,5 @@ mod tests {
         assert_eq!(resolve_index(-1, 3), Some(2));
         assert_eq!(resolve_index(3, 3), None);
         assert_eq!(resolve_index(-4, 3), None);
-    }
-
-    #[test]
-    fn timeouts_parse_as_redis_does() {
-        assert_eq!(timeout_arg(b"0").unwrap(), None);
-        assert_eq!(
-            timeout_arg(b"0.1").unwrap(),
-            Some(Duration::from_millis(100))
-        );
-        assert_eq!(
-            timeout_arg(b"-1").unwrap_err().to_string(),
-            "ERR timeout is negative"
-        );
-        assert_eq!(
-            timeout_arg(b"abc").unwrap_err().to_string(),
-            "ERR timeout is not a float or out of range"
-        );
-        assert!(timeout_arg(b"inf").is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::{EvictionPolicy, HashValue, ListValue, SetValue, Store, Value};
+use crate::{EvictionPolicy, HashValue, ListValue, SetValue, Store, Value, ZSetValue};
 
 fn s(v: &[u8]) -> Value {
     Value::Str(v.to_vec())
@@ -53,6 +53,16 @@ enum Op {
         add: bool,
         first: u8,
         count: u8,
+    },
+    /// ZADD of members numbered from `first` with `score` (`add`), or ZREM of them, or
+    /// (`pop`) ZPOPMIN of `count`.
+    ZSetChange {
+        key: u8,
+        add: bool,
+        pop: bool,
+        first: u8,
+        count: u8,
+        score: i8,
     },
     Get {
         key: u8,
@@ -105,6 +115,16 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 count,
             }
         }),
+        (key.clone(), 0u8..3, 0u8..6, 1u8..4, -3i8..4).prop_map(
+            |(key, kind, first, count, score)| Op::ZSetChange {
+                key,
+                add: kind == 0,
+                pop: kind == 2,
+                first,
+                count,
+                score,
+            }
+        ),
         key.clone().prop_map(|key| Op::Get { key }),
         key.clone().prop_map(|key| Op::Del { key }),
         (key.clone(), 1u64..200).prop_map(|(key, ttl)| Op::Expire { key, ttl }),
@@ -295,6 +315,48 @@ proptest! {
                             }
                         }
                         Some(_) => prop_assert!(changed.is_err()),
+                    }
+                }
+                Op::ZSetChange { key, add, pop, first, count, score } => {
+                    let members: Vec<Vec<u8>> = (first..first + count).map(|i| vec![b'm', i]).collect();
+                    let refs: Vec<&[u8]> = members.iter().map(Vec::as_slice).collect();
+                    let score = score as f64 / 2.0;
+                    let entries: Vec<(f64, &[u8])> = refs.iter().map(|m| (score, *m)).collect();
+                    let outcome = store.write(&[key], now, |slot| {
+                        if pop {
+                            slot.zset_take(0, count as usize, false).map(|taken| taken.len())
+                        } else if add {
+                            slot.zset_set(&entries)
+                        } else {
+                            slot.zset_remove(&refs)
+                        }
+                    });
+                    let mut zset = match live(&model, &[key], now) {
+                        Some(Value::ZSet(z)) => *z,
+                        None => ZSetValue::new(),
+                        Some(_) => {
+                            prop_assert!(outcome.is_err());
+                            continue;
+                        }
+                    };
+                    let expect = if pop {
+                        let take: Vec<Vec<u8>> = zset.range(0, count as usize, false).map(|(_, m)| m.to_vec()).collect();
+                        for m in &take { zset.remove(m); }
+                        take.len()
+                    } else if add {
+                        entries.iter().filter(|(s, m)| zset.insert(m, *s)).count()
+                    } else {
+                        refs.iter().filter(|m| zset.remove(m).is_some()).count()
+                    };
+                    prop_assert_eq!(outcome, Ok(expect));
+                    if zset.is_empty() {
+                        model.remove(&vec![key]);
+                    } else {
+                        let deadline = match model.get(&vec![key]) {
+                            Some((Value::ZSet(_), at)) if *at == 0 || *at > now => *at,
+                            _ => 0,
+                        };
+                        model.insert(vec![key], (Value::ZSet(Box::new(zset)), deadline));
                     }
                 }
                 Op::Get { key } => {
