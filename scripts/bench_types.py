@@ -5,7 +5,9 @@
 and a fresh redis-server, both pinned and measured as scripts/bench_vs_redis.py does (its
 Server and helpers), interleaved over ROUNDS rounds; medians. CPU per operation is the
 server's utime + stime over the run divided by the requests. Then memory per element: one
-list of ELEMENTS 8-byte elements, as the growth of `used_memory` and of RSS.
+list, one set and one sorted set of ELEMENTS 8-byte elements each, as the growth of
+`used_memory` and of RSS; then the server CPU of ZADD and of ZRANGE … BYSCORE LIMIT on
+sorted sets of 10^3, 10^5 and 10^6 members (they must stay O(log n)).
 Usage: scripts/bench-types.sh
 """
 import os, statistics, subprocess, time
@@ -14,10 +16,14 @@ from bench_vs_redis import TYPES_SECTION, Server, cpu_seconds, redis_benchmark, 
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REQUESTS = int(os.environ.get("REQUESTS", "1000000"))
-TESTS = os.environ.get("TESTS", "lpush,rpush,lpop,rpop,lrange_100,lrange_600").split(",")
+TESTS = os.environ.get(
+    "TESTS", "lpush,rpush,lpop,rpop,sadd,spop,zadd,zpopmin,lrange_100,lrange_600").split(",")
 ELEMENTS = int(os.environ.get("ELEMENTS", "1000000"))
 # The pops and ranges need a list to read: redis-benchmark's own LPUSH fills `mylist`.
-NEEDS_A_LIST = {"lpop", "rpop", "lrange_100", "lrange_300", "lrange_500", "lrange_600"}
+# redis-benchmark's own sequence: SPOP after SADD, ZPOPMIN after ZADD.
+FILL_FIRST = {"lpop": "lpush", "rpop": "lpush", "lrange_100": "lpush", "lrange_300": "lpush",
+              "lrange_500": "lpush", "lrange_600": "lpush", "spop": "sadd", "zpopmin": "zadd"}
+SIZES = [int(n) for n in os.environ.get("SIZES", "1000,100000,1000000").split(",")]
 
 
 def start(kind, port):
@@ -25,8 +31,8 @@ def start(kind, port):
 
 
 def measure(server, test, pipeline):
-    if test in NEEDS_A_LIST:
-        redis_benchmark(server.port, "lpush", 50, 16, REQUESTS)
+    if test in FILL_FIRST:
+        redis_benchmark(server.port, FILL_FIRST[test], 50, 16, REQUESTS)
     # redis-benchmark's lrange tests run an LPUSH phase of their own first; the command
     # itself keeps that out of the measured run.
     command = ()
@@ -38,21 +44,53 @@ def measure(server, test, pipeline):
     return ops, cpu / REQUESTS * 1e6
 
 
-def element_memory(kind, port):
+def fill(port, command, key, count, member=lambda i: f"{i:08d}"):
+    """`command key members...` in batches of 1000 through one redis-cli pipe."""
+    lines = []
+    for first in range(0, count, 1000):
+        items = " ".join(member(i) for i in range(first, min(first + 1000, count)))
+        lines.append(f"{command} {key} {items}")
+    subprocess.run(["redis-cli", "-p", str(port)], input="\n".join(lines) + "\n",
+                   capture_output=True, text=True, check=True)
+
+
+# One big value of each type: how it is filled and how its size is read back.
+BIG_VALUES = [
+    ("list", "RPUSH", "LLEN", lambda i: f"{i:08d}"),
+    ("set", "SADD", "SCARD", lambda i: f"{i:08d}"),
+    ("sorted set", "ZADD", "ZCARD", lambda i: f"{i} {i:08d}"),
+]
+
+
+def element_memory(kind, port, command, length, member):
     server = start(kind, port)
     try:
         used, resident = server.info("used_memory"), rss_bytes(server.proc.pid)
-        lines = []
-        for first in range(0, ELEMENTS, 1000):
-            items = " ".join(f"{i:08d}" for i in range(first, min(first + 1000, ELEMENTS)))
-            lines.append(f"RPUSH biglist {items}")
-        subprocess.run(["redis-cli", "-p", str(port)], input="\n".join(lines) + "\n",
-                       capture_output=True, text=True, check=True)
-        if server.cli("LLEN", "biglist") != str(ELEMENTS):
-            raise SystemExit(f"{kind}: the list did not fill")
+        fill(port, command, "big", ELEMENTS, member)
+        if server.cli(length, "big") != str(ELEMENTS):
+            raise SystemExit(f"{kind}: {command} did not fill the value")
         time.sleep(1)
         return ((server.info("used_memory") - used) / ELEMENTS,
                 (rss_bytes(server.proc.pid) - resident) / ELEMENTS)
+    finally:
+        server.stop()
+
+
+def zset_scaling(kind, port, size):
+    """Server µs per ZADD (an update of a random member) and per ZRANGE BYSCORE LIMIT 0 10
+    on a sorted set of `size` members (member i scores i)."""
+    server = start(kind, port)
+    try:
+        fill(port, "ZADD", "z", size, lambda i: f"{i} {i:012d}")
+        costs = []
+        for command in (("zadd", "z", "__rand_int__", "__rand_int__"),
+                        ("zrange", "z", "__rand_int__", "+inf", "BYSCORE", "LIMIT", "0", "10")):
+            before = cpu_seconds(server.proc.pid)
+            redis_benchmark(port, "", 50, 16, REQUESTS // 2, command, keyspace=size)
+            costs.append((cpu_seconds(server.proc.pid) - before) / (REQUESTS // 2) * 1e6)
+        if int(server.cli("ZCARD", "z")) != size:
+            raise SystemExit(f"{kind}: ZADD of existing members changed the size")
+        return costs
     finally:
         server.stop()
 
@@ -73,7 +111,7 @@ def main():
                             measure(server, test, pipeline))
                 finally:
                     server.stop()
-    out("## Data types (lists so far)\n")
+    out("## Data types\n")
     out(f"`redis-benchmark -t <test> -n {REQUESTS:,} -c 50 -P <p> -d 64` (LRANGE as `lrange mylist 0 "
         f"<n-1>` over a list filled first), servers pinned as above, median of {ROUNDS} interleaved "
         "round(s); CPU is the server's utime + stime per request.\n")
@@ -86,13 +124,27 @@ def main():
             cpu_o, cpu_t = (statistics.median(c for _, c in r) for r in (ours, theirs))
             out(f"| {test} | {pipeline} | {ops_o:,.0f} | {ops_t:,.0f} | {ops_o / ops_t:.2f} | "
                 f"{cpu_o:.3f} | {cpu_t:.3f} | {cpu_o / cpu_t:.2f} |")
-    out(f"\nOne list of {ELEMENTS:,} 8-byte elements:\n")
-    out("| server | used_memory bytes/element | RSS bytes/element |")
-    out("|---|---|---|")
-    for kind in ("ringkv", "redis"):
-        port += 1
-        used, resident = element_memory(kind, port)
-        out(f"| {kind} | {used:.1f} | {resident:.1f} |")
+    out(f"\nOne value of {ELEMENTS:,} 8-byte elements (a sorted set's scores are integers):\n")
+    out("| type | ringkv used_memory B/elem | redis used_memory B/elem | ringkv RSS B/elem | redis RSS B/elem |")
+    out("|---|---|---|---|---|")
+    for name, command, length, member in BIG_VALUES:
+        measured = {}
+        for kind in ("ringkv", "redis"):
+            port += 1
+            measured[kind] = element_memory(kind, port, command, length, member)
+        (ou, orss), (tu, trss) = measured["ringkv"], measured["redis"]
+        out(f"| {name} | {ou:.1f} | {tu:.1f} | {orss:.1f} | {trss:.1f} |")
+    out(f"\nServer CPU per operation on one sorted set, `-P 16`, {REQUESTS // 2:,} requests each: "
+        "ZADD updates a random member, ZRANGE reads 10 members from a random score on.\n")
+    out("| members | ringkv ZADD µs | redis ZADD µs | ringkv ZRANGE µs | redis ZRANGE µs |")
+    out("|---|---|---|---|---|")
+    for size in SIZES:
+        costs = {}
+        for kind in ("ringkv", "redis"):
+            port += 1
+            costs[kind] = zset_scaling(kind, port, size)
+        out(f"| {size:,} | {costs['ringkv'][0]:.3f} | {costs['redis'][0]:.3f} | "
+            f"{costs['ringkv'][1]:.3f} | {costs['redis'][1]:.3f} |")
     out("\nCommand: `scripts/bench-types.sh`.")
     text = "\n".join(lines)
     write_doc(None, section=(TYPES_SECTION, text))

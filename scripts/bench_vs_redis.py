@@ -96,11 +96,12 @@ def write_doc(text, keep=None, section=None):
         path.write_text(head.rstrip("\n") + "\n\n" + block + "\n" + tail.lstrip("\n"))
 
 
-def redis_benchmark(port, test, clients, pipeline, requests, command=()):
-    """One redis-benchmark run of `-t test`, or of `command` when given (no prefill phase)."""
+def redis_benchmark(port, test, clients, pipeline, requests, command=(), keyspace=100000):
+    """One redis-benchmark run of `-t test`, or of `command` when given (no prefill phase);
+    `__rand_int__` ranges over `keyspace`."""
     what = list(command) if command else ["-t", test]
     out = subprocess.run(["taskset", "-c", LOAD_CORE, "redis-benchmark", "-p", str(port),
-                          "-c", str(clients), "-P", str(pipeline), "-n", str(requests), "-r", "100000",
+                          "-c", str(clients), "-P", str(pipeline), "-n", str(requests), "-r", str(keyspace),
                           "-d", "64", "--csv", *what], capture_output=True, text=True)
     # "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
     rows = [l.replace('"', "").split(",") for l in out.stdout.strip().splitlines()[1:]]

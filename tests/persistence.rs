@@ -321,6 +321,49 @@ async fn a_sorted_set_comes_back_whole_from_the_base_image_and_the_wal_tail() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bits_written_by_setbit_bitfield_and_bitop_survive_a_restart() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let _: bool = con.setbit("bits", 100_000, true).await?;
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    let _: bool = con.setbit("bits", 3, true).await?;
+    let _: Vec<i64> = redis::cmd("BITFIELD")
+        .arg("bits")
+        .arg("INCRBY")
+        .arg("u16")
+        .arg("#10")
+        .arg(4242)
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("BITOP")
+        .arg("NOT")
+        .arg("inverted")
+        .arg("bits")
+        .query_async(&mut con)
+        .await?;
+    let before: Vec<u8> = con.get("bits").await?;
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let after: Vec<u8> = con.get("bits").await?;
+    assert_eq!(after, before);
+    assert!(con.getbit::<_, bool>("bits", 100_000).await?);
+    let field: Vec<i64> = redis::cmd("BITFIELD_RO")
+        .arg("bits")
+        .arg("GET")
+        .arg("u16")
+        .arg("#10")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(field, [4242]);
+    let inverted: Vec<u8> = con.get("inverted").await?;
+    assert_eq!(inverted, before.iter().map(|b| !b).collect::<Vec<_>>());
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_refuses_writes_with_misconf_while_the_disk_fails_and_recovers() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &["--appendfsync", "always"]).await?;

@@ -137,6 +137,16 @@ pub fn syntax(name: &str) -> &'static str {
         }
         "zdiffstore" => "destination numkeys key...",
         "zintercard" => "numkeys key... [LIMIT limit]",
+        "setbit" => "key offset value",
+        "getbit" => "key offset",
+        "bitcount" => "key [start end [BYTE|BIT]]",
+        "bitpos" => "key bit [start [end [BYTE|BIT]]]",
+        "bitop" => "AND|OR|XOR|NOT destkey key...",
+        "bitfield" => {
+            "key [GET encoding offset|SET encoding offset value|INCRBY encoding offset increment|OVERFLOW WRAP|SAT|FAIL]..."
+        }
+        "bitfield_ro" => "key [GET encoding offset]...",
+        "lcs" => "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]",
         "client|unblock" => "client-id [TIMEOUT|ERROR]",
         "info" => "[section...]",
         "config|get" => "parameter...",

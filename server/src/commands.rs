@@ -2,6 +2,7 @@
 //! calls the store, and describes its reply through the [`ReplyWriter`]; it never touches
 //! the socket. Errors are returned before anything is written, in Redis's exact wording.
 
+mod bits;
 mod blocked;
 mod cache;
 mod cluster;
@@ -28,6 +29,7 @@ pub use server::write_info;
 
 /// The handler a command table name maps to.
 pub fn handler(name: &str) -> Option<Handler> {
+    use bits as b;
     use connection as c;
     use hashes as h;
     use keys as k;
@@ -215,6 +217,14 @@ pub fn handler(name: &str) -> Option<Handler> {
         "zunionstore" => z::zunionstore,
         "zinterstore" => z::zinterstore,
         "zdiffstore" => z::zdiffstore,
+        "setbit" => b::setbit,
+        "getbit" => b::getbit,
+        "bitcount" => b::bitcount,
+        "bitpos" => b::bitpos,
+        "bitop" => b::bitop,
+        "bitfield" => b::bitfield,
+        "bitfield_ro" => b::bitfield_ro,
+        "lcs" => b::lcs,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,
