@@ -147,6 +147,10 @@ pub fn syntax(name: &str) -> &'static str {
         }
         "bitfield_ro" => "key [GET encoding offset]...",
         "lcs" => "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]",
+        "sort" => {
+            "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA] [STORE destination]"
+        }
+        "sort_ro" => "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA]",
         "client|unblock" => "client-id [TIMEOUT|ERROR]",
         "info" => "[section...]",
         "config|get" => "parameter...",

@@ -2019,6 +2019,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Finds the longest common substring.",
         "O(N*M) where N and M are the lengths of s1 and s2, respectively",
     ),
+    cmd(
+        "sort",
+        -2,
+        WD.with(CommandFlags::EXCLUSIVE),
+        KEY1,
+        "generic",
+        "1.0.0",
+        "Sorts the elements in a list, a set, or a sorted set, optionally storing the result.",
+        "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N).",
+    ),
+    cmd(
+        "sort_ro",
+        -2,
+        R.with(CommandFlags::EXCLUSIVE),
+        KEY1,
+        "generic",
+        "7.0.0",
+        "Returns the sorted elements of a list, a set, or a sorted set.",
+        "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N).",
+    ),
     // transactions
     cmd(
         "multi",

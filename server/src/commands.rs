@@ -13,6 +13,7 @@ mod lists;
 mod replication;
 mod server;
 mod sets;
+mod sort;
 mod strings;
 mod transactions;
 mod zsets;
@@ -225,6 +226,8 @@ pub fn handler(name: &str) -> Option<Handler> {
         "bitfield" => b::bitfield,
         "bitfield_ro" => b::bitfield_ro,
         "lcs" => b::lcs,
+        "sort" => sort::sort,
+        "sort_ro" => sort::sort_ro,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,

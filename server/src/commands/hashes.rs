@@ -186,6 +186,10 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// HINCRBYFLOAT key field increment
 pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let delta = float_arg(args.get(3)).ok_or(CmdError::NotFloat)?;
+    // Redis refuses an infinite increment before looking at the field.
+    if !delta.is_finite() {
+        return Err(CmdError::Custom("ERR value is NaN or Infinity".into()));
+    }
     let field = args.get(2);
     let text = ctx.node.store.write(args.get(1), ctx.now, |slot| {
         let current = match slot.hash().map_err(wrong_type)?.and_then(|h| h.get(field)) {
