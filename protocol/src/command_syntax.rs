@@ -151,6 +151,10 @@ pub fn syntax(name: &str) -> &'static str {
             "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA] [STORE destination]"
         }
         "sort_ro" => "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA]",
+        "dump" => "key",
+        "restore" => {
+            "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"
+        }
         "client|unblock" => "client-id [TIMEOUT|ERROR]",
         "info" => "[section...]",
         "config|get" => "parameter...",

@@ -2039,6 +2039,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         "Returns the sorted elements of a list, a set, or a sorted set.",
         "O(N+M*log(M)) where N is the number of elements in the list or set to sort, and M the number of returned elements. When the elements are not sorted, complexity is O(N).",
     ),
+    cmd(
+        "dump",
+        2,
+        R,
+        KEY1,
+        "generic",
+        "2.6.0",
+        "Returns a serialized representation of the value stored at a key.",
+        O1,
+    ),
+    cmd(
+        "restore",
+        -4,
+        WD,
+        KEY1,
+        "generic",
+        "2.6.0",
+        "Creates a key from the serialized representation of a value.",
+        O1,
+    ),
     // transactions
     cmd(
         "multi",

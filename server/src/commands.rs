@@ -7,6 +7,7 @@ mod blocked;
 mod cache;
 mod cluster;
 mod connection;
+mod dump;
 mod hashes;
 mod keys;
 mod lists;
@@ -228,6 +229,8 @@ pub fn handler(name: &str) -> Option<Handler> {
         "lcs" => b::lcs,
         "sort" => sort::sort,
         "sort_ro" => sort::sort_ro,
+        "dump" => dump::dump,
+        "restore" => dump::restore,
         "multi" => t::multi,
         "exec" => t::exec,
         "discard" => t::discard,

@@ -7,6 +7,7 @@ pub mod change_log;
 pub mod change_marks;
 pub mod checkpoint;
 pub mod data_dir;
+pub mod dump;
 mod error;
 mod eviction;
 pub mod flight;
