@@ -17,7 +17,8 @@ use crate::value::alloc_size;
 const PACKED_MAX_MEMBERS: usize = 128;
 /// Longest member of a packed sorted set (Redis's `zset-max-listpack-value`).
 const PACKED_MAX_MEMBER: usize = 64;
-/// A chunk of the ordered sequence splits in two past this many entries.
+/// Every chunk of the ordered sequence is allocated for this many entries and splits in
+/// two when full, so a chunk never reallocates and its cost is known without a walk.
 const CHUNK_MAX: usize = 256;
 /// A chunk this small merges into its neighbour when they fit in one.
 const CHUNK_MIN: usize = 64;
@@ -341,7 +342,7 @@ impl BigZSet {
 }
 
 /// Sorted chunks with a Fenwick tree of their lengths.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct Ordered {
     chunks: Vec<Vec<Entry>>,
     /// 1-based Fenwick tree over `chunks[i].len()`.
@@ -349,16 +350,36 @@ struct Ordered {
     len: usize,
 }
 
-impl Ordered {
-    fn bytes(&self) -> usize {
-        let chunk_bytes: usize = self
+/// A clone keeps every chunk's full capacity (what the accounting assumes).
+impl Clone for Ordered {
+    fn clone(&self) -> Self {
+        let chunks = self
             .chunks
             .iter()
-            .map(|c| alloc_size(c.capacity() * std::mem::size_of::<Entry>()))
-            .sum();
-        chunk_bytes
+            .map(|c| {
+                let mut copy = Self::new_chunk();
+                copy.extend(c.iter().cloned());
+                copy
+            })
+            .collect();
+        Ordered {
+            chunks,
+            tree: self.tree.clone(),
+            len: self.len,
+        }
+    }
+}
+
+impl Ordered {
+    fn bytes(&self) -> usize {
+        // O(1): accounting runs on every write, and every chunk has the same capacity.
+        self.chunks.len() * alloc_size(CHUNK_MAX * std::mem::size_of::<Entry>())
             + alloc_size(self.chunks.capacity() * std::mem::size_of::<Vec<Entry>>())
             + alloc_size(self.tree.capacity() * 4)
+    }
+
+    fn new_chunk() -> Vec<Entry> {
+        Vec::with_capacity(CHUNK_MAX)
     }
 
     /// Recomputes the tree after chunks were split, merged or dropped: O(chunks).
@@ -436,26 +457,55 @@ impl Ordered {
 
     fn insert(&mut self, entry: Entry) {
         if self.chunks.is_empty() {
-            self.chunks.push(vec![entry]);
+            let mut first = Self::new_chunk();
+            first.push(entry);
+            self.chunks.push(first);
             self.len = 1;
             self.rebuild();
             return;
         }
         let (score, member) = (entry.score, &*entry.member);
-        let chunk = self
+        let mut chunk = self
             .chunks
             .partition_point(|c| c.last().is_some_and(|e| e.cmp_to(score, member).is_lt()))
             .min(self.chunks.len() - 1);
-        let at = self.chunks[chunk].partition_point(|e| e.cmp_to(score, member).is_lt());
-        self.chunks[chunk].insert(at, entry);
+        let mut at = self.chunks[chunk].partition_point(|e| e.cmp_to(score, member).is_lt());
         self.len += 1;
-        if self.chunks[chunk].len() > CHUNK_MAX {
-            let tail = self.chunks[chunk].split_off(CHUNK_MAX / 2);
-            self.chunks.insert(chunk + 1, tail);
-            self.rebuild();
-        } else {
+        if self.chunks[chunk].len() < CHUNK_MAX {
+            self.chunks[chunk].insert(at, entry);
             self.adjust(chunk, true);
+            return;
         }
+        // Full. At either end the entry goes to the neighbour, or to a chunk of its own,
+        // so that ascending or descending inserts leave full chunks behind (a half split
+        // would leave every chunk half empty); inside, the upper half moves out.
+        let room = |c: Option<&Vec<Entry>>| c.is_some_and(|c| c.len() < CHUNK_MAX);
+        if at == CHUNK_MAX && room(self.chunks.get(chunk + 1)) {
+            self.chunks[chunk + 1].insert(0, entry);
+            self.adjust(chunk + 1, true);
+            return;
+        }
+        if at == 0 && chunk > 0 && room(self.chunks.get(chunk - 1)) {
+            self.chunks[chunk - 1].push(entry);
+            self.adjust(chunk - 1, true);
+            return;
+        }
+        if at == CHUNK_MAX || at == 0 {
+            let mut own = Self::new_chunk();
+            own.push(entry);
+            self.chunks
+                .insert(if at == 0 { chunk } else { chunk + 1 }, own);
+        } else {
+            let mut tail = Self::new_chunk();
+            tail.extend(self.chunks[chunk].drain(CHUNK_MAX / 2..));
+            self.chunks.insert(chunk + 1, tail);
+            if at > CHUNK_MAX / 2 {
+                chunk += 1;
+                at -= CHUNK_MAX / 2;
+            }
+            self.chunks[chunk].insert(at, entry);
+        }
+        self.rebuild();
     }
 
     fn remove(&mut self, score: f64, member: &[u8]) -> bool {
@@ -575,6 +625,46 @@ mod tests {
         assert_eq!(z.len(), n / 2);
         assert_eq!(z.get(0), Some((0.0, &b"member:1"[..])));
         assert_eq!(z.rank(b"member:99999"), Some(n / 2 - 1));
+    }
+
+    #[test]
+    fn ascending_and_descending_inserts_leave_full_chunks_in_order() {
+        for descending in [false, true] {
+            let mut z = ZSetValue::new();
+            let n = 20_000;
+            for i in 0..n {
+                let i = if descending { n - 1 - i } else { i };
+                z.insert(format!("m{i:05}").as_bytes(), i as f64);
+            }
+            let Repr::Big(big) = &z.0 else {
+                panic!("a big sorted set")
+            };
+            let per_entry = big.order.bytes() as f64 / n as f64;
+            assert!(
+                per_entry < 26.0,
+                "{per_entry} bytes an entry: chunks half empty"
+            );
+            for i in (0..n).step_by(997) {
+                assert_eq!(z.rank(format!("m{i:05}").as_bytes()), Some(i));
+            }
+            let scores: Vec<f64> = z.iter().map(|(s, _)| s).collect();
+            assert!(scores.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn accounting_is_the_same_for_a_clone_and_returns_to_zero() {
+        let mut z = ZSetValue::new();
+        for i in 0..5_000 {
+            z.insert(format!("m{i}").as_bytes(), (i % 13) as f64);
+        }
+        let copy = z.clone();
+        assert_eq!(copy.bytes(), z.bytes());
+        assert_eq!(copy, z);
+        for i in 0..5_000 {
+            z.remove(format!("m{i}").as_bytes());
+        }
+        assert_eq!(z.bytes(), 0);
     }
 
     #[derive(Debug, Clone)]
