@@ -534,6 +534,20 @@ async fn command_describes_key_positions_for_cluster_clients() -> Result<()> {
         .query_async(&mut con)
         .await?;
     assert_eq!(keys, vec!["a", "b"]);
+    // A destination and then keys counted by numkeys.
+    let keys: Vec<String> = redis::cmd("COMMAND")
+        .arg("GETKEYS")
+        .arg("ZUNIONSTORE")
+        .arg("dst")
+        .arg("2")
+        .arg("z1")
+        .arg("z2")
+        .arg("WEIGHTS")
+        .arg("1")
+        .arg("2")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(keys, vec!["dst", "z1", "z2"]);
     // COMMAND DOCS carries the argument tree redis-cli builds its hints from.
     let docs: redis::Value = redis::cmd("COMMAND")
         .arg("DOCS")

@@ -90,19 +90,25 @@ impl KeyPositions {
     /// bounded by what follows it; a command with both, ZUNIONSTORE, has its destination
     /// at `first` and then the counted keys).
     pub fn of(self, args: &crate::Args<'_>) -> KeyIndices {
+        self.of_arguments(args.len(), |i| args.get(i))
+    }
+
+    /// As [`KeyPositions::of`], for `argc` arguments read through `arg` (COMMAND GETKEYS
+    /// asks about a command inside its own arguments).
+    pub fn of_arguments<'a>(self, argc: usize, arg: impl Fn(usize) -> &'a [u8]) -> KeyIndices {
         if self.numkeys <= 0 {
-            return None.into_iter().chain(self.indices(args.len()));
+            return None.into_iter().chain(self.indices(argc));
         }
         let at = self.numkeys as usize;
-        let count = if at < args.len() {
-            crate::parse_i64(args.get(at)).unwrap_or(0).max(0) as usize
+        let count = if at < argc {
+            crate::parse_i64(arg(at)).unwrap_or(0).max(0) as usize
         } else {
             0
         };
         let destination =
-            (self.first > 0 && (self.first as usize) < args.len()).then_some(self.first as usize);
+            (self.first > 0 && (self.first as usize) < argc).then_some(self.first as usize);
         let first = at + 1;
-        let last = (first + count).min(args.len());
+        let last = (first + count).min(argc);
         destination
             .into_iter()
             .chain((first..last.max(first)).step_by(1))

@@ -794,7 +794,7 @@ pub fn command_getkeys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             "ERR Invalid number of arguments specified for command".into(),
         ));
     }
-    let keys: Vec<usize> = spec.keys.indices(argc).collect();
+    let keys: Vec<usize> = spec.keys.of_arguments(argc, |i| args.get(i + 2)).collect();
     if keys.is_empty() {
         return Err(CmdError::Custom(
             "ERR The command has no key arguments".into(),
