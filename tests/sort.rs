@@ -2,20 +2,9 @@
 
 use anyhow::Result;
 use redis::{AsyncCommands, Value};
-use support::{client, start};
+use support::{client, query, start};
 
 mod support;
-
-async fn query(
-    con: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> redis::RedisResult<Value> {
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query_async(con).await
-}
 
 fn strings(value: Value) -> Vec<Option<String>> {
     redis::from_redis_value(value).unwrap()

@@ -6,23 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use redis::{AsyncCommands, Value};
-use support::{client, start};
+use support::{client, query, start};
 
 mod support;
 
 fn bulk(s: &str) -> Value {
     Value::BulkString(s.as_bytes().to_vec())
-}
-
-async fn query(
-    con: &mut redis::aio::MultiplexedConnection,
-    args: &[&str],
-) -> redis::RedisResult<Value> {
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
-    }
-    command.query_async(con).await
 }
 
 #[tokio::test]

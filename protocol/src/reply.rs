@@ -146,21 +146,17 @@ impl<'a> ReplyWriter<'a> {
 
     /// A double (a bulk string in RESP2, as Redis sends it).
     pub fn double(&mut self, value: f64) {
-        let text = format_double(value);
-        match self.protocol {
-            Protocol::Resp2 => self.bulk(text.as_bytes()),
-            Protocol::Resp3 => {
-                self.out.push(b',');
-                self.out.extend_from_slice(text.as_bytes());
-                self.out.extend_from_slice(b"\r\n");
-            }
-        }
+        self.double_text(&format_double(value));
     }
 
     /// A sorted-set score: a double in RESP3, a bulk string in RESP2, in Redis's format
     /// ([`format_score`]).
     pub fn score(&mut self, value: f64) {
-        let text = format_score(value);
+        self.double_text(&format_score(value));
+    }
+
+    /// A double already formatted: `,text` in RESP3, a bulk string in RESP2.
+    fn double_text(&mut self, text: &str) {
         match self.protocol {
             Protocol::Resp2 => self.bulk(text.as_bytes()),
             Protocol::Resp3 => {

@@ -191,6 +191,23 @@ pub fn read_as<T: ?Sized, R>(
     })
 }
 
+/// Applies `change` to the members in `args[2..]` of the key `args[1]` and replies with
+/// how many changed (SADD, SREM, ZREM).
+pub fn change_members(
+    ctx: &mut Ctx<'_, '_>,
+    args: &Args<'_>,
+    change: impl FnOnce(&mut ringkv_store::Slot<'_>, &[&[u8]]) -> Result<usize, ringkv_store::WrongType>,
+) -> Result<(), CmdError> {
+    let members: Vec<&[u8]> = args.iter().skip(2).collect();
+    let changed = ctx
+        .node
+        .store
+        .write(args.get(1), ctx.now, |slot| change(slot, &members))
+        .map_err(wrong_type)?;
+    ctx.out.int(changed as i64);
+    Ok(())
+}
+
 /// True when the reply protocol is RESP3.
 pub fn is_resp3(out: &ReplyWriter<'_>) -> bool {
     out.protocol() == Protocol::Resp3

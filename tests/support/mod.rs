@@ -45,3 +45,15 @@ pub async fn waiting_client(addr: SocketAddr) -> Result<redis::aio::MultiplexedC
         .get_multiplexed_async_connection_with_config(&config)
         .await?)
 }
+
+/// Sends `args` as one command and returns the raw reply.
+pub async fn query(
+    con: &mut redis::aio::MultiplexedConnection,
+    args: &[&str],
+) -> redis::RedisResult<redis::Value> {
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query_async(con).await
+}

@@ -313,6 +313,15 @@ pub fn hscan_options<'a>(args: &Args<'a>) -> Result<ScanOptions<'a>, CmdError> {
     scan_options(args, 2, false)
 }
 
+/// Parses SSCAN's and ZSCAN's options: HSCAN's without NOVALUES.
+pub fn member_scan_options<'a>(args: &Args<'a>) -> Result<ScanOptions<'a>, CmdError> {
+    let options = scan_options(args, 2, false)?;
+    if options.no_values {
+        return Err(CmdError::Syntax);
+    }
+    Ok(options)
+}
+
 /// Writes a scan reply: `[cursor, [items…]]`.
 pub fn write_scan_reply(ctx: &mut Ctx<'_, '_>, cursor: u64, items: &[Vec<u8>]) {
     ctx.out.array(2);

@@ -6,9 +6,9 @@ use rand::Rng;
 use ringkv_protocol::{Args, ReplyWriter};
 use ringkv_store::{SetValue, Store, Value, glob_match, scan_window};
 
-use super::keys::{hscan_options, write_scan_reply};
+use super::keys::{member_scan_options, write_scan_reply};
 use crate::handler::{
-    CmdError, CmdResult, Ctx, int_arg, positive_count, ranged, read_as, wrong_type,
+    CmdError, CmdResult, Ctx, change_members, int_arg, positive_count, ranged, read_as, wrong_type,
 };
 
 /// Reads the set at `key`: `f(None)` when missing, WRONGTYPE for another type.
@@ -34,26 +34,12 @@ fn write_members<'a>(
 
 /// SADD key member [member ...]
 pub fn sadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let members: Vec<&[u8]> = args.iter().skip(2).collect();
-    let added = ctx
-        .node
-        .store
-        .write(args.get(1), ctx.now, |slot| slot.set_add(&members))
-        .map_err(wrong_type)?;
-    ctx.out.int(added as i64);
-    Ok(())
+    change_members(ctx, &args, |slot, members| slot.set_add(members))
 }
 
 /// SREM key member [member ...]
 pub fn srem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let members: Vec<&[u8]> = args.iter().skip(2).collect();
-    let removed = ctx
-        .node
-        .store
-        .write(args.get(1), ctx.now, |slot| slot.set_remove(&members))
-        .map_err(wrong_type)?;
-    ctx.out.int(removed as i64);
-    Ok(())
+    change_members(ctx, &args, |slot, members| slot.set_remove(members))
 }
 
 /// SMEMBERS key
@@ -379,10 +365,7 @@ pub fn sintercard(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// SSCAN key cursor [MATCH pattern] [COUNT count]
 pub fn sscan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let options = hscan_options(&args)?;
-    if options.no_values {
-        return Err(CmdError::Syntax);
-    }
+    let options = member_scan_options(&args)?;
     let (next, members) = read_set(ctx, args.get(1), |set, _| {
         let Some(set) = set else {
             return (0, Vec::new());

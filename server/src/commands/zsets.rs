@@ -7,11 +7,11 @@ use ringkv_protocol::{Args, Protocol, ReplyWriter, format_score};
 use ringkv_store::{SetValue, Store, Value, ZSetValue, glob_match, scan_window};
 
 use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
-use super::keys::{hscan_options, write_scan_reply};
+use super::keys::{member_scan_options, write_scan_reply};
 use crate::blocking::{Serve, ServeOutcome};
 use crate::handler::{
-    CmdError, CmdResult, Ctx, float_arg, int_arg, is, is_resp3, positive_count, ranged, read_as,
-    wrong_type,
+    CmdError, CmdResult, Ctx, change_members, float_arg, int_arg, is, is_resp3, positive_count,
+    ranged, read_as, wrong_type,
 };
 use crate::node::unix_ms;
 
@@ -210,14 +210,7 @@ pub fn zincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// ZREM key member [member ...]
 pub fn zrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let members: Vec<&[u8]> = args.iter().skip(2).collect();
-    let removed = ctx
-        .node
-        .store
-        .write(args.get(1), ctx.now, |slot| slot.zset_remove(&members))
-        .map_err(wrong_type)?;
-    ctx.out.int(removed as i64);
-    Ok(())
+    change_members(ctx, &args, |slot, members| slot.zset_remove(members))
 }
 
 /// ZSCORE key member
@@ -896,10 +889,7 @@ pub fn zrandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// ZSCAN key cursor [MATCH pattern] [COUNT count]
 pub fn zscan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let options = hscan_options(&args)?;
-    if options.no_values {
-        return Err(CmdError::Syntax);
-    }
+    let options = member_scan_options(&args)?;
     let (next, items) = read_zset(ctx, args.get(1), |z, _| {
         let Some(z) = z else {
             return (0, Vec::new());
