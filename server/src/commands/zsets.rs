@@ -1089,13 +1089,17 @@ fn combine(
             let Some(Some(first)) = sources.first() else {
                 return Ok(result);
             };
-            'members: for (score, member) in first {
-                for other in sources[1..].iter().flatten() {
-                    if other.iter().any(|(_, m)| m == member) {
-                        continue 'members;
-                    }
+            // One hash lookup per member: a scan of every other source per member made
+            // ZDIFF quadratic.
+            let others: std::collections::HashSet<&[u8]> = sources[1..]
+                .iter()
+                .flatten()
+                .flat_map(|entries| entries.iter().map(|(_, m)| m.as_slice()))
+                .collect();
+            for (score, member) in first {
+                if !others.contains(member.as_slice()) {
+                    result.insert(member, *score);
                 }
-                result.insert(member, *score);
             }
         }
     }
