@@ -321,6 +321,112 @@ async fn a_sorted_set_comes_back_whole_from_the_base_image_and_the_wal_tail() ->
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let mut pipe = redis::pipe();
+    for i in 1..=2_000 {
+        pipe.cmd("XADD")
+            .arg("events")
+            .arg(format!("{i}-0"))
+            .arg("n")
+            .arg(i)
+            .arg("payload")
+            .arg("x".repeat(i % 50))
+            .ignore();
+    }
+    pipe.query_async::<()>(&mut con).await?;
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: appends with a trim, deletes, an exact trim and XSETID's meta.
+    let _: String = redis::cmd("XADD")
+        .arg("events")
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(1500)
+        .arg("3000-0")
+        .arg("n")
+        .arg("late")
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("XDEL")
+        .arg("events")
+        .arg("1700-0")
+        .arg("1701-0")
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("XTRIM")
+        .arg("events")
+        .arg("MINID")
+        .arg("650")
+        .query_async(&mut con)
+        .await?;
+    let _: () = redis::cmd("XSETID")
+        .arg("events")
+        .arg("4000-0")
+        .arg("ENTRIESADDED")
+        .arg(9000)
+        .query_async(&mut con)
+        .await?;
+    // An empty stream is a key too, and keeps its meta.
+    let _: String = redis::cmd("XADD")
+        .arg("empty")
+        .arg("5-5")
+        .arg("a")
+        .arg("b")
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("XDEL")
+        .arg("empty")
+        .arg("5-5")
+        .query_async(&mut con)
+        .await?;
+    let read = |con: &mut redis::aio::MultiplexedConnection, key: &'static str| {
+        let mut con = con.clone();
+        async move {
+            let range: redis::Value = redis::cmd("XRANGE")
+                .arg(key)
+                .arg("-")
+                .arg("+")
+                .query_async(&mut con)
+                .await?;
+            let info: redis::Value = redis::cmd("XINFO")
+                .arg("STREAM")
+                .arg(key)
+                .query_async(&mut con)
+                .await?;
+            anyhow::Ok((range, info))
+        }
+    };
+    let before = read(&mut con, "events").await?;
+    let empty_before = read(&mut con, "empty").await?;
+    let len: i64 = redis::cmd("XLEN")
+        .arg("events")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(len, 2000 - 649 - 2 + 1, "the trims and deletes all ran");
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    assert_eq!(read(&mut con, "events").await?, before);
+    assert_eq!(read(&mut con, "empty").await?, empty_before);
+    let error = redis::cmd("XADD")
+        .arg("events")
+        .arg("4000-0")
+        .arg("a")
+        .arg("b")
+        .query_async::<String>(&mut con)
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("equal or smaller"),
+        "XSETID's floor survives the restart: {error}"
+    );
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bits_written_by_setbit_bitfield_and_bitop_survive_a_restart() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &[]).await?;

@@ -151,6 +151,19 @@ pub fn syntax(name: &str) -> &'static str {
             "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA] [STORE destination]"
         }
         "sort_ro" => "key [BY pattern] [LIMIT offset count] [GET pattern...] [ASC|DESC] [ALPHA]",
+        "xadd" => {
+            "key [NOMKSTREAM] [MAXLEN|MINID [=|~] threshold [LIMIT count]] *|id (field value)..."
+        }
+        "xlen" => "key",
+        "xrange" => "key start end [COUNT count]",
+        "xrevrange" => "key end start [COUNT count]",
+        "xread" => "[COUNT count] [BLOCK milliseconds] STREAMS key... id...",
+        "xtrim" => "key MAXLEN|MINID [=|~] threshold [LIMIT count]",
+        "xdel" => "key id...",
+        "xsetid" => "key last-id [ENTRIESADDED entries-added] [MAXDELETEDID max-deleted-id]",
+        "xinfo|stream" => "key [FULL [COUNT count]]",
+        "xinfo|groups" => "key",
+        "xinfo|consumers" => "key group",
         "dump" => "key",
         "restore" => {
             "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"
@@ -386,6 +399,7 @@ mod tests {
                 "cluster|info",
                 "cluster|myid",
                 "cluster|help",
+                "xinfo|help",
             ];
             if takes_args && !exempt.contains(&spec.name) {
                 assert!(

@@ -76,8 +76,9 @@ pub struct KeyPositions {
     pub last: i32,
     /// Distance between keys.
     pub step: i32,
-    /// Index of a `numkeys` argument the keys follow (LMPOP, BLMPOP), 0 for none; such a
-    /// command shows `0 0 0` in `COMMAND`, as Redis shows its movable keys.
+    /// Index of a `numkeys` argument the keys follow (LMPOP, BLMPOP), 0 for none, or
+    /// [`KeyPositions::AFTER_STREAMS`]; such a command shows `0 0 0` in `COMMAND`, as Redis
+    /// shows its movable keys.
     pub numkeys: i32,
 }
 
@@ -86,6 +87,9 @@ pub type KeyIndices =
     std::iter::Chain<std::option::IntoIter<usize>, std::iter::StepBy<std::ops::Range<usize>>>;
 
 impl KeyPositions {
+    /// `numkeys` for XREAD: the keys are the first half of the arguments after `STREAMS`.
+    pub const AFTER_STREAMS: i32 = -1;
+
     /// Indices of the keys in `args` (a `numkeys` count is read from its argument, and
     /// bounded by what follows it; a command with both, ZUNIONSTORE, has its destination
     /// at `first` and then the counted keys).
@@ -96,6 +100,11 @@ impl KeyPositions {
     /// As [`KeyPositions::of`], for `argc` arguments read through `arg` (COMMAND GETKEYS
     /// asks about a command inside its own arguments).
     pub fn of_arguments<'a>(self, argc: usize, arg: impl Fn(usize) -> &'a [u8]) -> KeyIndices {
+        if self.numkeys == Self::AFTER_STREAMS {
+            let keyword = (1..argc).find(|&i| arg(i).eq_ignore_ascii_case(b"streams"));
+            let (first, count) = keyword.map_or((0, 0), |at| (at + 1, (argc - at - 1) / 2));
+            return None.into_iter().chain((first..first + count).step_by(1));
+        }
         if self.numkeys <= 0 {
             return None.into_iter().chain(self.indices(argc));
         }
@@ -182,6 +191,7 @@ impl CommandSpec {
             "set" => "@set",
             "sorted-set" => "@sortedset",
             "bitmap" => "@bitmap",
+            "stream" => "@stream",
             "generic" => "@keyspace",
             "connection" => "@connection",
             "transactions" => "@transaction",
@@ -1038,6 +1048,149 @@ pub static COMMANDS: &[CommandSpec] = &[
             "server",
             "4.0.0",
             "A container for memory diagnostics commands.",
+            "Depends on subcommand.",
+        )
+    },
+    // streams
+    cmd(
+        "xadd",
+        -5,
+        WDF,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Appends a new message to a stream. Creates the key if it doesn't exist.",
+        "O(1) when adding a new entry, O(N) when trimming where N being the number of entries evicted.",
+    ),
+    cmd(
+        "xlen",
+        2,
+        RF,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Return the number of messages in a stream.",
+        O1,
+    ),
+    cmd(
+        "xrange",
+        -4,
+        R,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Returns the messages from a stream within a range of IDs.",
+        "O(N) with N being the number of elements being returned. If N is constant (e.g. always asking for the first 10 elements with COUNT), you can consider it O(1).",
+    ),
+    cmd(
+        "xrevrange",
+        -4,
+        R,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Returns the messages from a stream within a range of IDs in reverse order.",
+        "O(N) with N being the number of elements returned. If N is constant (e.g. always asking for the first 10 elements with COUNT), you can consider it O(1).",
+    ),
+    CommandSpec {
+        keys: KeyPositions {
+            first: 0,
+            last: 0,
+            step: 0,
+            numkeys: KeyPositions::AFTER_STREAMS,
+        },
+        ..cmd(
+            "xread",
+            -4,
+            R.with(CommandFlags::NOSCRIPT),
+            NOKEY,
+            "stream",
+            "5.0.0",
+            "Returns messages from multiple streams with IDs greater than the ones requested. Blocks until a message is available otherwise.",
+            "For each stream mentioned: O(N) with N being the number of elements being returned, it means that XREAD-ing with a fixed COUNT is O(1).",
+        )
+    },
+    cmd(
+        "xtrim",
+        -4,
+        W,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Deletes messages from the beginning of a stream.",
+        "O(N), with N being the number of evicted entries. Constant times are very small however, since entries are organized in macro nodes containing multiple entries that can be released with a single deallocation.",
+    ),
+    cmd(
+        "xdel",
+        -3,
+        WF,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "Returns the number of messages after removing them from a stream.",
+        "O(1) for each single item to delete in the stream, regardless of the stream size.",
+    ),
+    cmd(
+        "xsetid",
+        -3,
+        WDF,
+        KEY1,
+        "stream",
+        "5.0.0",
+        "An internal command for replicating stream values.",
+        O1,
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "xinfo|stream",
+                -3,
+                R,
+                (2, 2, 1),
+                "stream",
+                "5.0.0",
+                "Returns information about a stream.",
+                O1,
+            ),
+            cmd(
+                "xinfo|groups",
+                3,
+                R,
+                (2, 2, 1),
+                "stream",
+                "5.0.0",
+                "Returns a list of the consumer groups of a stream.",
+                O1,
+            ),
+            cmd(
+                "xinfo|consumers",
+                4,
+                R,
+                (2, 2, 1),
+                "stream",
+                "5.0.0",
+                "Returns a list of the consumers in a consumer group.",
+                O1,
+            ),
+            cmd(
+                "xinfo|help",
+                2,
+                R,
+                NOKEY,
+                "stream",
+                "5.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "xinfo",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "stream",
+            "5.0.0",
+            "A container for stream introspection commands.",
             "Depends on subcommand.",
         )
     },

@@ -35,6 +35,9 @@ pub struct Waiter {
     keys: Vec<Vec<u8>>,
     protocol: Protocol,
     serve: Serve,
+    /// Reads without taking (XREAD): when it cannot be served, the waiters after it on the
+    /// key still may be.
+    reads_only: bool,
     /// The reply when the timeout passes (a null of the command's shape).
     timed_out: Vec<u8>,
     /// Taken by whoever answers the waiter: a serving write, CLIENT UNBLOCK or its timeout.
@@ -97,7 +100,8 @@ impl Blocking {
     }
 
     /// Runs `attempt` under the registry's lock; when it answers `None`, registers a
-    /// waiter on `keys` that `serve` answers later.
+    /// waiter on `keys` that `serve` answers later (`reads_only`: see [`Waiter`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn try_or_register<T>(
         self: &Arc<Self>,
         client: u64,
@@ -106,6 +110,7 @@ impl Blocking {
         timed_out: Vec<u8>,
         attempt: impl FnOnce() -> Option<T>,
         serve: Serve,
+        reads_only: bool,
     ) -> Result<T, Registration> {
         let mut map = self.keys.lock();
         if let Some(done) = attempt() {
@@ -117,6 +122,7 @@ impl Blocking {
             keys,
             protocol,
             serve,
+            reads_only,
             timed_out,
             reply: Mutex::new(Some(sender)),
         });
@@ -146,10 +152,11 @@ impl Blocking {
     pub fn serve(&self, ready: impl IntoIterator<Item = Vec<u8>>) {
         let mut pending: VecDeque<Vec<u8>> = ready.into_iter().collect();
         let mut map = self.keys.lock();
-        // Bounded by the waiters: each turn of the inner loop removes one, and only a
-        // served one adds a key (its BLMOVE destination) to `pending`.
+        // Bounded by the waiters: each turn of the inner loop removes one or passes one
+        // over, and only a served one adds a key (its BLMOVE destination) to `pending`.
         while let Some(key) = pending.pop_front() {
-            while let Some(waiter) = map.get(&key).and_then(|q| q.front()).cloned() {
+            let mut passed = 0;
+            while let Some(waiter) = map.get(&key).and_then(|q| q.get(passed)).cloned() {
                 let mut reply_slot = waiter.reply.lock();
                 if reply_slot.as_ref().is_none_or(|s| s.is_closed()) {
                     drop(reply_slot);
@@ -157,6 +164,10 @@ impl Blocking {
                     continue;
                 }
                 let Some(outcome) = (waiter.serve)(&key, waiter.protocol) else {
+                    if waiter.reads_only {
+                        passed += 1;
+                        continue;
+                    }
                     break;
                 };
                 if let Some(sender) = reply_slot.take() {

@@ -15,6 +15,7 @@ mod replication;
 mod server;
 mod sets;
 mod sort;
+mod streams;
 mod strings;
 mod transactions;
 mod zsets;
@@ -229,6 +230,19 @@ pub fn handler(name: &str) -> Option<Handler> {
         "lcs" => b::lcs,
         "sort" => sort::sort,
         "sort_ro" => sort::sort_ro,
+        "xadd" => streams::xadd,
+        "xlen" => streams::xlen,
+        "xrange" => streams::xrange,
+        "xrevrange" => streams::xrevrange,
+        "xread" => streams::xread,
+        "xtrim" => streams::xtrim,
+        "xdel" => streams::xdel,
+        "xsetid" => streams::xsetid,
+        "xinfo" => streams::xinfo_help_or_arity,
+        "xinfo|stream" => streams::xinfo_stream,
+        "xinfo|groups" => streams::xinfo_groups,
+        "xinfo|consumers" => streams::xinfo_consumers,
+        "xinfo|help" => streams::xinfo_help,
         "dump" => dump::dump,
         "restore" => dump::restore,
         "multi" => t::multi,

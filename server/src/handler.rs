@@ -163,13 +163,15 @@ pub fn lossy(arg: &[u8]) -> String {
     String::from_utf8_lossy(arg).into_owned()
 }
 
-/// Writes Redis's HELP reply: the container's title line then the lines.
+/// Writes Redis's HELP reply (`addReplyHelp`): the container's title line, the lines, then
+/// HELP's own two.
 pub fn help(ctx: &mut Ctx<'_, '_>, container: &str, lines: &[&str]) {
-    ctx.out.array(lines.len() + 1);
+    const HELP: [&str; 2] = ["HELP", "    Prints this help."];
+    ctx.out.array(lines.len() + 3);
     ctx.out.simple(&format!(
         "{container} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
     ));
-    for line in lines {
+    for line in lines.iter().chain(&HELP) {
         ctx.out.simple(line);
     }
 }

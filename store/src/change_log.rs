@@ -75,6 +75,17 @@ pub enum RecordKind {
     /// These members are gone from the sorted set: `(len u32, member)*`; an emptied one
     /// is deleted.
     ZRem = 23,
+    /// Entries were appended to the stream (created when absent): `trim u8`, and when it
+    /// is 1 an id `(16 bytes)` through which the oldest entries were then trimmed, then
+    /// `(len u32 = 16, id, len u32, fields)*` with the fields as the stream encodes them.
+    XAdd = 24,
+    /// These entries were deleted by XDEL: `(len u32 = 16, id)*`; the tombstone id follows.
+    XDel = 25,
+    /// Every entry through the id of the body (16 bytes) was trimmed.
+    XTrim = 26,
+    /// The stream (created when absent) holds this meta: last id (16 bytes), tombstone id
+    /// (16 bytes), entries added (u64 LE).
+    XSetId = 27,
 }
 
 impl RecordKind {
@@ -105,6 +116,10 @@ impl RecordKind {
             21 => SRem,
             22 => ZAdd,
             23 => ZRem,
+            24 => XAdd,
+            25 => XDel,
+            26 => XTrim,
+            27 => XSetId,
             _ => return None,
         })
     }

@@ -38,7 +38,17 @@ pub fn undump(payload: &[u8]) -> Result<Value, BadPayload> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{ListValue, ZSetValue};
+    use crate::stream::encode_fields;
+    use crate::{ListValue, StreamId, StreamValue, ZSetValue};
+
+    fn stream() -> StreamValue {
+        let mut stream = StreamValue::new();
+        stream.append(StreamId::new(5, 1), encode_fields([&b"f"[..], b"v"]));
+        stream.append(StreamId::new(7, 0), encode_fields([&b"g"[..], b""]));
+        stream.delete(StreamId::new(5, 1));
+        stream.set_meta(StreamId::new(9, 9), 12, StreamId::new(5, 1));
+        stream
+    }
 
     #[test]
     fn payloads_round_trip_and_any_damage_is_refused() {
@@ -46,6 +56,8 @@ mod tests {
             Value::Str(b"hello".to_vec()),
             Value::List(Box::new(ListValue::from_items([&b"a"[..], b"b"]))),
             Value::ZSet(Box::new(ZSetValue::from_entries([(1.5, &b"m"[..])]))),
+            Value::Stream(Box::new(stream())),
+            Value::Stream(Box::default()),
         ];
         for value in values {
             let payload = dump(&value);

@@ -24,6 +24,7 @@ pub mod slot_set;
 pub mod slot_stream;
 pub mod snapshot;
 mod store;
+pub mod stream;
 mod sync;
 pub mod tier;
 mod value;
@@ -42,5 +43,6 @@ pub use store::{
     EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
     StoreStats, WatchTicket, WrongType, log_string,
 };
+pub use stream::{StreamId, StreamValue, Trim, TrimBy};
 pub use value::{HashValue, Value, alloc_size};
 pub use zset::ZSetValue;

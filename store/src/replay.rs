@@ -6,6 +6,7 @@
 
 use crate::change_log::{MalformedRecord, Record, RecordKind};
 use crate::store::Store;
+use crate::stream::{StreamId, fields_well_formed};
 use crate::value::Value;
 
 /// Applies one record; `now` stamps access times only: nothing expires during a replay
@@ -157,10 +158,84 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
                 let _ = slot.zset_remove(&members);
             });
         }
+        RecordKind::XAdd => {
+            let (bound, entries) = stream_additions(record)?;
+            store.replay_write(key, now, |slot| {
+                if slot.stream().is_err() {
+                    slot.remove();
+                }
+                let _ = slot.stream_add_through(entries, bound);
+            });
+        }
+        RecordKind::XDel => {
+            let ids = record
+                .items()
+                .map(|item| item.and_then(stream_id))
+                .collect::<Result<Vec<_>, _>>()?;
+            store.replay_write(key, now, |slot| {
+                let _ = slot.stream_delete(&ids);
+            });
+        }
+        RecordKind::XTrim => {
+            let bound = stream_id(record.body)?;
+            store.replay_write(key, now, |slot| {
+                let _ = slot.stream_trim_through(bound);
+            });
+        }
+        RecordKind::XSetId => {
+            if record.body.len() != 40 {
+                return Err(MalformedRecord("a stream meta of another size"));
+            }
+            let last_id = stream_id(&record.body[..16])?;
+            let max_deleted = stream_id(&record.body[16..32])?;
+            let added = u64::from_le_bytes(record.body[32..].try_into().expect("8 bytes"));
+            store.replay_write(key, now, |slot| {
+                if slot.stream().is_err() {
+                    slot.remove();
+                }
+                let _ = slot.stream_set_meta(last_id, added, max_deleted);
+            });
+        }
         RecordKind::Clear => {
             drop(store.flush());
         }
         RecordKind::Commit => {}
     }
     Ok(())
+}
+
+fn stream_id(bytes: &[u8]) -> Result<StreamId, MalformedRecord> {
+    StreamId::from_bytes(bytes).ok_or(MalformedRecord("a stream id that is not 16 bytes"))
+}
+
+/// An XAdd record's trim bound and entries.
+#[allow(clippy::type_complexity)]
+pub(crate) fn stream_additions(
+    record: &Record<'_>,
+) -> Result<(Option<StreamId>, Vec<(StreamId, Box<[u8]>)>), MalformedRecord> {
+    let (&flag, rest) = record
+        .body
+        .split_first()
+        .ok_or(MalformedRecord("an XAdd without its trim flag"))?;
+    let (bound, rest) = match flag {
+        0 => (None, rest),
+        1 if rest.len() >= 16 => (Some(stream_id(&rest[..16])?), &rest[16..]),
+        _ => return Err(MalformedRecord("an XAdd trim flag that is not one")),
+    };
+    let tail = Record {
+        body: rest,
+        ..*record
+    };
+    let items = tail.items().collect::<Result<Vec<_>, _>>()?;
+    if items.len() % 2 != 0 {
+        return Err(MalformedRecord("a stream entry without fields"));
+    }
+    let mut entries = Vec::with_capacity(items.len() / 2);
+    for pair in items.chunks_exact(2) {
+        if !fields_well_formed(pair[1]) {
+            return Err(MalformedRecord("stream entry fields that do not decode"));
+        }
+        entries.push((stream_id(pair[0])?, Box::from(pair[1])));
+    }
+    Ok((bound, entries))
 }

@@ -650,7 +650,7 @@ mod tests {
 
     fn random_write(store: &Store, rng: &mut SmallRng, keys: u32) {
         let k = key(rng.random_range(0..keys));
-        match rng.random_range(0..13) {
+        match rng.random_range(0..16) {
             0 => store.write(&k, NOW, |s| {
                 let ttl = rng.random_bool(0.3).then_some(NOW + 100_000);
                 s.set(
@@ -723,6 +723,34 @@ mod tests {
                     s.zset_remove(&[b"z2"]).map(|_| ())
                 } else {
                     s.zset_take(0, 1, false).map(|_| ())
+                };
+            }),
+            // Streams: appends (some trimmed), deletes and XSETID.
+            13 => store.write(&k, NOW, |s| {
+                let Ok(stream) = s.stream() else {
+                    s.remove();
+                    return;
+                };
+                let id = stream.map_or(crate::StreamId::new(1, 0), |st| {
+                    st.last_id().next().expect("far from the top")
+                });
+                let fields = crate::stream::encode_fields([&b"f"[..], b"v"]);
+                let trim = rng.random_bool(0.3).then_some(crate::Trim {
+                    by: crate::TrimBy::MaxLen(rng.random_range(0..4)),
+                    approx: false,
+                    limit: 0,
+                });
+                let _ = s.stream_add(vec![(id, fields)], trim);
+            }),
+            14 => store.write(&k, NOW, |s| {
+                let Ok(Some(stream)) = s.stream() else {
+                    return;
+                };
+                let (last, added) = (stream.last_id(), stream.entries_added());
+                let first = stream.first().map(|(id, _)| id);
+                let _ = match (rng.random_bool(0.5), first) {
+                    (true, Some(id)) => s.stream_delete(&[id]).map(|_| ()),
+                    _ => s.stream_set_meta(crate::StreamId::new(last.ms + 1, 0), added + 1, last),
                 };
             }),
             _ => store.write(&k, NOW, |s| {

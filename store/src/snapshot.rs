@@ -13,6 +13,7 @@
 use crate::change_log::{
     MalformedRecord, Record, RecordKind, decode_record, encode_record, put_item,
 };
+use crate::stream::StreamId;
 use crate::value::Value;
 
 /// Seeds [`window_hash`]; any fixed value, the same on every node.
@@ -48,7 +49,7 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
         }
-        Value::Hash(_) | Value::List(_) | Value::Set(_) | Value::ZSet(_) => {
+        Value::Hash(_) | Value::List(_) | Value::Set(_) | Value::ZSet(_) | Value::Stream(_) => {
             encode_record(out, RecordKind::Del, 0, slot, key, &[]);
             let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
             match value {
@@ -65,6 +66,15 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                         .zip(zset.iter())
                         .flat_map(|(score, (_, member))| [&score[..], member]);
                     in_pieces(RecordKind::ZAdd, items, &mut emit);
+                }
+                Value::Stream(stream) => {
+                    let entries = stream.range(StreamId::MIN, StreamId::MAX, false);
+                    stream_pieces(None, entries, &mut emit);
+                    let mut meta = Vec::with_capacity(40);
+                    meta.extend_from_slice(&stream.last_id().to_bytes());
+                    meta.extend_from_slice(&stream.max_deleted().to_bytes());
+                    meta.extend_from_slice(&stream.entries_added().to_le_bytes());
+                    emit(RecordKind::XSetId, &meta);
                 }
                 Value::Str(_) => unreachable!("matched above"),
             }
@@ -143,7 +153,8 @@ pub fn split_record(
         | RecordKind::SAdd
         | RecordKind::SRem
         | RecordKind::ZAdd
-        | RecordKind::ZRem => {
+        | RecordKind::ZRem
+        | RecordKind::XDel => {
             let items: Vec<&[u8]> = record.items().collect::<Result<_, _>>()?;
             in_pieces(record.kind, items.into_iter(), &mut emit);
         }
@@ -165,7 +176,14 @@ pub fn split_record(
                 rest = &rest[used..];
             }
         }
+        RecordKind::XAdd => {
+            let (bound, entries) = crate::replay::stream_additions(record)?;
+            let entries = entries.iter().map(|(id, fields)| (*id, &fields[..]));
+            stream_pieces(bound, entries, &mut emit);
+        }
         RecordKind::Del
+        | RecordKind::XTrim
+        | RecordKind::XSetId
         | RecordKind::Expire
         | RecordKind::Clear
         | RecordKind::Commit
@@ -218,6 +236,40 @@ pub fn hash_windows(len: usize, keys_per_window: usize) -> Vec<(u64, u64)> {
             (low, high)
         })
         .collect()
+}
+
+/// Emits stream entries as XAdd records of about [`PIECE_BYTES`] each; the trim `bound`
+/// (which follows every append) goes with the last.
+fn stream_pieces<'a>(
+    bound: Option<StreamId>,
+    entries: impl Iterator<Item = (StreamId, &'a [u8])>,
+    emit: &mut impl FnMut(RecordKind, &[u8]),
+) {
+    let mut items = Vec::new();
+    let finish =
+        |items: &[u8], bound: Option<StreamId>, emit: &mut dyn FnMut(RecordKind, &[u8])| {
+            let mut body = Vec::with_capacity(17 + items.len());
+            match bound {
+                Some(b) => {
+                    body.push(1);
+                    body.extend_from_slice(&b.to_bytes());
+                }
+                None => body.push(0),
+            }
+            body.extend_from_slice(items);
+            emit(RecordKind::XAdd, &body);
+        };
+    for (id, fields) in entries {
+        put_item(&mut items, &id.to_bytes());
+        put_item(&mut items, fields);
+        if items.len() >= PIECE_BYTES {
+            finish(&items, None, emit);
+            items.clear();
+        }
+    }
+    if !items.is_empty() || bound.is_some() {
+        finish(&items, bound, emit);
+    }
 }
 
 #[cfg(test)]

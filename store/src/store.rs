@@ -2224,5 +2224,6 @@ impl CheckpointSource for Store {
     }
 }
 
+mod stream_writes;
 #[cfg(test)]
 mod tests;

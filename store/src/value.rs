@@ -5,6 +5,7 @@ use indexmap::IndexMap;
 
 use crate::list::ListValue;
 use crate::set::SetValue;
+use crate::stream::{StreamId, StreamValue, fields_well_formed};
 use crate::zset::ZSetValue;
 
 /// A value in the keyspace.
@@ -20,6 +21,8 @@ pub enum Value {
     Set(Box<SetValue>),
     /// A sorted set of members with scores.
     ZSet(Box<ZSetValue>),
+    /// A stream of entries.
+    Stream(Box<StreamValue>),
 }
 
 const TAG_STR: u8 = 0;
@@ -27,6 +30,7 @@ const TAG_HASH: u8 = 1;
 const TAG_LIST: u8 = 2;
 const TAG_SET: u8 = 3;
 const TAG_ZSET: u8 = 4;
+const TAG_STREAM: u8 = 5;
 
 impl Value {
     /// The persistence tier's encoding: a tag, then the string, or the hash's fields and
@@ -62,6 +66,19 @@ impl Value {
                 out.push(TAG_ZSET);
                 for (score, member) in zset.iter() {
                     put_items(&mut out, [&score.to_le_bytes()[..], member].into_iter());
+                }
+                out
+            }
+            Value::Stream(stream) => {
+                // The meta first (last id, tombstone, entries added), then (id, fields)
+                // items.
+                let mut out = Vec::with_capacity(1 + 40 + stream.bytes());
+                out.push(TAG_STREAM);
+                out.extend_from_slice(&stream.last_id().to_bytes());
+                out.extend_from_slice(&stream.max_deleted().to_bytes());
+                out.extend_from_slice(&stream.entries_added().to_le_bytes());
+                for (id, fields) in stream.range(StreamId::MIN, StreamId::MAX, false) {
+                    put_items(&mut out, [&id.to_bytes()[..], fields].into_iter());
                 }
                 out
             }
@@ -115,6 +132,30 @@ impl Value {
                 }
                 (!zset.is_empty()).then(|| Value::ZSet(Box::new(zset)))
             }
+            TAG_STREAM => {
+                let (last_id, tail) = rest.split_at_checked(16)?;
+                let (max_deleted, tail) = tail.split_at_checked(16)?;
+                let (added, tail) = tail.split_first_chunk::<8>()?;
+                rest = tail;
+                let mut stream = StreamValue::new();
+                while !rest.is_empty() {
+                    let id = StreamId::from_bytes(&take(&mut rest)?)?;
+                    let fields = take(&mut rest)?;
+                    if !fields_well_formed(&fields) || !stream.append(id, fields.into()) {
+                        return None;
+                    }
+                }
+                let last_id = StreamId::from_bytes(last_id)?;
+                if last_id < stream.last_id() {
+                    return None;
+                }
+                stream.set_meta(
+                    last_id,
+                    u64::from_le_bytes(*added),
+                    StreamId::from_bytes(max_deleted)?,
+                );
+                Some(Value::Stream(Box::new(stream)))
+            }
             _ => None,
         }
     }
@@ -151,11 +192,19 @@ impl Value {
         }
     }
 
+    /// The stream, if this is one.
+    pub fn as_stream(&self) -> Option<&StreamValue> {
+        match self {
+            Value::Stream(s) => Some(s),
+            _ => None,
+        }
+    }
+
     /// True for an aggregate without elements: Redis never keeps one, so neither does the
-    /// store.
+    /// store (a stream is the exception: it stays, empty, as in Redis).
     pub fn is_empty_aggregate(&self) -> bool {
         match self {
-            Value::Str(_) => false,
+            Value::Str(_) | Value::Stream(_) => false,
             Value::Hash(h) => h.is_empty(),
             Value::List(l) => l.is_empty(),
             Value::Set(s) => s.is_empty(),
@@ -171,6 +220,7 @@ impl Value {
             Value::List(_) => "list",
             Value::Set(_) => "set",
             Value::ZSet(_) => "zset",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -187,6 +237,7 @@ impl Value {
             Value::Set(s) => s.encoding(),
             Value::ZSet(z) if z.is_compact() => "listpack",
             Value::ZSet(_) => "skiplist",
+            Value::Stream(_) => "stream",
         }
     }
 
@@ -198,6 +249,7 @@ impl Value {
             Value::List(l) => alloc_size(std::mem::size_of::<ListValue>()) + l.bytes(),
             Value::Set(s) => alloc_size(std::mem::size_of::<SetValue>()) + s.bytes(),
             Value::ZSet(z) => alloc_size(std::mem::size_of::<ZSetValue>()) + z.bytes(),
+            Value::Stream(s) => alloc_size(std::mem::size_of::<StreamValue>()) + s.bytes(),
         }
     }
 }

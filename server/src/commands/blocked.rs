@@ -108,6 +108,30 @@ pub fn block_on(
     attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
     serve: Serve,
 ) -> CmdResult {
+    park(ctx, keys, timeout, array_reply, attempt, serve, false)
+}
+
+/// As [`block_on`] for a command that reads without taking (XREAD): the waiters behind
+/// it are served whether or not it can be.
+pub fn block_on_read(
+    ctx: &mut Ctx<'_, '_>,
+    keys: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
+    serve: Serve,
+) -> CmdResult {
+    park(ctx, keys, timeout, true, attempt, serve, true)
+}
+
+fn park(
+    ctx: &mut Ctx<'_, '_>,
+    keys: Vec<Vec<u8>>,
+    timeout: Option<Duration>,
+    array_reply: bool,
+    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
+    serve: Serve,
+    reads_only: bool,
+) -> CmdResult {
     let store = &ctx.node.store;
     if let Some(reply) = attempt(store, ctx.now)? {
         ctx.out.raw(&reply);
@@ -132,6 +156,7 @@ pub fn block_on(
         timed_out,
         || attempt(store, ctx.now).transpose(),
         serve,
+        reads_only,
     );
     match registered {
         Ok(reply) => ctx.out.raw(&reply?),

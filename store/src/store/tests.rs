@@ -5,7 +5,11 @@ use std::collections::BTreeMap;
 use proptest::prelude::*;
 
 use crate::change_log::{ChangeLog, LogLimits};
-use crate::{EvictionPolicy, HashValue, ListValue, SetValue, Store, Value, ZSetValue};
+use crate::stream::encode_fields;
+use crate::{
+    EvictionPolicy, HashValue, ListValue, SetValue, Store, StreamId, StreamValue, Trim, TrimBy,
+    Value, ZSetValue,
+};
 
 fn s(v: &[u8]) -> Value {
     Value::Str(v.to_vec())
@@ -63,6 +67,13 @@ enum Op {
         first: u8,
         count: u8,
         score: i8,
+    },
+    /// XADD of one entry (`kind` 0), XADD with a MAXLEN `n % 4` trim, exact or not (1),
+    /// XDEL of the first entry (2) or XSETID past the last id (3).
+    StreamChange {
+        key: u8,
+        kind: u8,
+        n: u8,
     },
     Get {
         key: u8,
@@ -125,6 +136,11 @@ fn op_strategy() -> impl Strategy<Value = Op> {
                 score,
             }
         ),
+        (key.clone(), 0u8..4, any::<u8>()).prop_map(|(key, kind, n)| Op::StreamChange {
+            key,
+            kind,
+            n
+        }),
         key.clone().prop_map(|key| Op::Get { key }),
         key.clone().prop_map(|key| Op::Del { key }),
         (key.clone(), 1u64..200).prop_map(|(key, ttl)| Op::Expire { key, ttl }),
@@ -357,6 +373,54 @@ proptest! {
                             _ => 0,
                         };
                         model.insert(vec![key], (Value::ZSet(Box::new(zset)), deadline));
+                    }
+                }
+                Op::StreamChange { key, kind, n } => {
+                    let (mut stream, deadline) = match model.get(&vec![key]) {
+                        _ if live(&model, &[key], now).is_none() => (StreamValue::new(), 0),
+                        Some((Value::Stream(st), at)) => ((**st).clone(), *at),
+                        Some(_) => {
+                            let outcome = store.write(&[key], now, |slot| slot.stream_add(Vec::new(), None));
+                            prop_assert!(outcome.is_err());
+                            continue;
+                        }
+                        None => unreachable!("live"),
+                    };
+                    let last = stream.last_id();
+                    let outcome = match kind {
+                        0 | 1 => {
+                            let id = StreamId::new(last.ms + 1, 0);
+                            let fields = encode_fields([&b"f"[..], &[n]]);
+                            let trim = (kind == 1).then_some(Trim {
+                                by: TrimBy::MaxLen(u64::from(n % 4)),
+                                approx: n % 2 == 0,
+                                limit: 0,
+                            });
+                            stream.append(id, fields.clone());
+                            let expect = trim
+                                .and_then(|t| stream.trim_bound(t))
+                                .map_or(0, |b| stream.remove_through(b));
+                            let got = store.write(&[key], now, |slot| slot.stream_add(vec![(id, fields)], trim));
+                            prop_assert_eq!(got, Ok(expect));
+                            true
+                        }
+                        2 => {
+                            let first = stream.first().map_or(StreamId::new(1, 0), |(id, _)| id);
+                            let expect = usize::from(stream.delete(first));
+                            let got = store.write(&[key], now, |slot| slot.stream_delete(&[first]));
+                            prop_assert_eq!(got, Ok(expect));
+                            expect == 1
+                        }
+                        _ => {
+                            let (id, added) = (StreamId::new(last.ms + 5, 0), stream.entries_added() + 1);
+                            stream.set_meta(id, added, last);
+                            let got = store.write(&[key], now, |slot| slot.stream_set_meta(id, added, last));
+                            prop_assert_eq!(got, Ok(()));
+                            true
+                        }
+                    };
+                    if outcome {
+                        model.insert(vec![key], (Value::Stream(Box::new(stream)), deadline));
                     }
                 }
                 Op::Get { key } => {
