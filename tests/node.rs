@@ -156,7 +156,7 @@ async fn errors_use_redis_wording_and_keep_the_connection_open() -> Result<()> {
             b"INCRBYFLOAT n abc\r\n",
             b"-ERR value is not a valid float\r\n",
         ),
-        (b"SELECT 3\r\n", b"-ERR DB index is out of range\r\n"),
+        (b"SELECT 16\r\n", b"-ERR DB index is out of range\r\n"),
         (b"RENAME nope x\r\n", b"-ERR no such key\r\n"),
         (b"EXEC\r\n", b"-ERR EXEC without MULTI\r\n"),
     ];

@@ -427,6 +427,56 @@ async fn a_stream_comes_back_whole_from_the_base_image_and_the_wal_tail() -> Res
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn databases_and_a_swapdb_survive_a_restart() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let in_db = |db: u8, args: &[&str]| {
+        let mut pipe = redis::pipe();
+        pipe.cmd("SELECT").arg(db).ignore();
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        pipe.add_command(command);
+        pipe
+    };
+    for db in 0..4u8 {
+        let value = format!("value of {db}");
+        let _: () = in_db(db, &["SET", "k", &value])
+            .query_async(&mut con)
+            .await?;
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: a swap, a move and a database flushed.
+    let _: () = in_db(0, &["SWAPDB", "1", "2"])
+        .query_async(&mut con)
+        .await?;
+    let _: () = in_db(3, &["MOVE", "k", "5"]).query_async(&mut con).await?;
+    let _: () = in_db(0, &["SET", "\u{ff}", "escaped?"])
+        .query_async(&mut con)
+        .await?;
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let expected = [
+        (0, Some("value of 0")),
+        (1, Some("value of 2")),
+        (2, Some("value of 1")),
+        (3, None),
+        (5, Some("value of 3")),
+    ];
+    for (db, value) in expected {
+        let (got,): (Option<String>,) = in_db(db, &["GET", "k"]).query_async(&mut con).await?;
+        assert_eq!(got.as_deref(), value, "database {db}");
+    }
+    let (size,): (i64,) = in_db(1, &["DBSIZE"]).query_async(&mut con).await?;
+    assert_eq!(size, 1, "the swap's map is no key of any database");
+    node.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bits_written_by_setbit_bitfield_and_bitop_survive_a_restart() -> Result<()> {
     let disk = Disk::new();
     let node = start_with(disk.storage(), &[]).await?;

@@ -164,6 +164,8 @@ pub fn syntax(name: &str) -> &'static str {
         "xinfo|stream" => "key [FULL [COUNT count]]",
         "xinfo|groups" => "key",
         "xinfo|consumers" => "key group",
+        "move" => "key db",
+        "swapdb" => "index1 index2",
         "dump" => "key",
         "restore" => {
             "key ttl serialized-value [REPLACE] [ABSTTL] [IDLETIME seconds] [FREQ frequency]"
@@ -194,6 +196,9 @@ fn kind_of(name: &str) -> &'static str {
         | "count"
         | "cursor"
         | "index"
+        | "index1"
+        | "index2"
+        | "db"
         | "protover"
         | "client-id"
         | "maxage"

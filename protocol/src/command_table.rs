@@ -943,6 +943,26 @@ pub static COMMANDS: &[CommandSpec] = &[
         ON,
     ),
     cmd(
+        "move",
+        3,
+        WF.with(CommandFlags::EXCLUSIVE),
+        KEY1,
+        "generic",
+        "1.0.0",
+        "Moves a key to another database.",
+        O1,
+    ),
+    cmd(
+        "swapdb",
+        3,
+        WF.with(CommandFlags::EXCLUSIVE),
+        NOKEY,
+        "server",
+        "4.0.0",
+        "Swaps two Redis databases.",
+        "O(N) where N is the count of clients watching or blocking on keys from both databases.",
+    ),
+    cmd(
         "flushall",
         -1,
         // Exclusive: the change log's Clear record must order exactly as in memory.

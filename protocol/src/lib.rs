@@ -16,4 +16,4 @@ pub use command_table::{
 pub use error::ProtocolError;
 pub use reply::{Protocol, ReplyWriter, format_double, format_score};
 pub use reply_scan::{ScannedReply, scan_reply};
-pub use request::{Args, Batch, Limits, Parsed, RequestParser, parse_i64};
+pub use request::{Args, Batch, Limits, OwnedArgs, Parsed, RequestParser, parse_i64};

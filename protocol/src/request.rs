@@ -119,6 +119,40 @@ impl<'a> Args<'a> {
     }
 }
 
+/// Arguments built by the server itself (a command whose keys were renamed into a logical
+/// database): they own their bytes and lend them out as [`Args`].
+#[derive(Debug, Default, Clone)]
+pub struct OwnedArgs {
+    buf: Vec<u8>,
+    spans: Vec<Span>,
+}
+
+impl OwnedArgs {
+    /// Arguments with these bytes, in order.
+    pub fn new<'a>(args: impl IntoIterator<Item = &'a [u8]>) -> Self {
+        let mut owned = OwnedArgs::default();
+        for arg in args {
+            let start = owned.buf.len();
+            owned.buf.extend_from_slice(arg);
+            owned.spans.push(Span {
+                start,
+                end: owned.buf.len(),
+                in_scratch: false,
+            });
+        }
+        owned
+    }
+
+    /// The arguments as a handler reads them.
+    pub fn args(&self) -> Args<'_> {
+        Args {
+            buf: &self.buf,
+            scratch: &[],
+            spans: &self.spans,
+        }
+    }
+}
+
 /// The outcome of one parse call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Parsed {

@@ -144,6 +144,10 @@ pub struct Config {
     /// Keyspace shards (a power of two).
     #[arg(long, default_value_t = 256)]
     pub shards: usize,
+    /// Logical databases a standalone node offers (SELECT 0 to this minus one; at most
+    /// 255). A cluster member has database 0 only, as in Redis Cluster.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]
+    pub databases: u16,
     /// Worker threads; 0 = one per core.
     #[arg(long = "io-threads", default_value_t = 0)]
     pub io_threads: usize,
@@ -350,7 +354,6 @@ pub const PASSTHROUGH_OPTIONS: &[(&str, &str)] = &[
         "client-output-buffer-limit",
         "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
     ),
-    ("databases", "1"),
     ("dbfilename", "dump.rdb"),
     ("hash-max-listpack-entries", "128"),
     ("hash-max-listpack-value", "64"),

@@ -34,6 +34,8 @@ pub struct ConnState {
     pub handle: Arc<ClientHandle>,
     /// RESP2 or RESP3.
     pub protocol: Protocol,
+    /// The logical database SELECT chose.
+    pub db: u8,
     /// True once AUTH succeeded or when no password is set.
     pub authenticated: bool,
     /// Queued MULTI commands, re-encoded as RESP, and how many.
@@ -81,6 +83,7 @@ impl ConnState {
         ConnState {
             handle,
             protocol: Protocol::Resp2,
+            db: 0,
             authenticated: !needs_auth,
             multi: None,
             multi_error: false,

@@ -262,6 +262,10 @@ pub fn run(
     args: Args<'_>,
     now: u64,
 ) -> Result<(), CmdError> {
+    // Keys of another logical database than 0 (or that would look like one) are stored
+    // under their physical names.
+    let renamed = node.databases.rename_keys(conn.db, route.spec, &args);
+    let args = renamed.as_ref().map_or(args, |owned| owned.args());
     let write = route.spec.flags.contains(CommandFlags::WRITE);
     let replicated = write.then(|| node.replication.get()).flatten();
     let slots = || route.spec.keys.of(&args).map(|i| key_slot(args.get(i)));

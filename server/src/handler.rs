@@ -20,6 +20,18 @@ pub struct Ctx<'a, 'b> {
     pub now: u64,
 }
 
+impl Ctx<'_, '_> {
+    /// True when the stored key `physical` belongs to this connection's database.
+    pub fn in_db(&self, physical: &[u8]) -> bool {
+        self.node.databases.holds(self.conn.db, physical)
+    }
+
+    /// The name a client knows the stored key `physical` by.
+    pub fn client_key<'k>(&self, physical: &'k [u8]) -> &'k [u8] {
+        self.node.store.logical_key(physical)
+    }
+}
+
 /// A command's outcome: `Err` becomes an error reply.
 pub type CmdResult = Result<(), CmdError>;
 
@@ -99,6 +111,16 @@ pub enum CmdError {
 /// Parses an integer argument as Redis does.
 pub fn int_arg(arg: &[u8]) -> Result<i64, CmdError> {
     parse_i64(arg).ok_or(CmdError::NotInteger)
+}
+
+/// An `int` argument as `getIntFromObjectOrReply` parses it.
+pub fn int32_arg(arg: &[u8]) -> Result<i32, CmdError> {
+    let n = int_arg(arg)?;
+    i32::try_from(n).map_err(|_| {
+        CmdError::Custom(
+            "ERR value is out of range, value must between -2147483648 and 2147483647".into(),
+        )
+    })
 }
 
 /// A positive count as `getPositiveLongFromObjectOrReply` parses it.

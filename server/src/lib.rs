@@ -6,6 +6,7 @@ mod cluster;
 mod commands;
 mod config;
 mod connection;
+mod databases;
 mod dispatch;
 mod handler;
 mod leases;
@@ -269,6 +270,7 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
             return false;
         }
     }
+    node.databases.load(&node.store, unix_ms());
     node.loading.store(false, Relaxed);
     true
 }

@@ -69,6 +69,8 @@ pub struct ClientHandle {
     pub multi: AtomicU64,
     /// CLIENT NO-EVICT.
     pub no_evict: AtomicBool,
+    /// The logical database selected (CLIENT LIST).
+    pub db: AtomicU8,
     killed: AtomicBool,
     kill_notify: Notify,
 }
@@ -125,6 +127,7 @@ impl Clients {
             resp: AtomicU8::new(2),
             multi: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
+            db: AtomicU8::new(0),
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
         });
@@ -209,6 +212,8 @@ pub struct Node {
     pub replication: std::sync::OnceLock<Arc<crate::replication::Replication>>,
     /// Clients blocked on keys (BLPOP and friends).
     pub blocking: Arc<crate::blocking::Blocking>,
+    /// The logical databases (SELECT) and where each one's keys live.
+    pub databases: crate::databases::Databases,
 }
 
 impl std::fmt::Debug for Node {
@@ -231,14 +236,17 @@ impl Node {
             .maxmemory(config.maxmemory)
             .policy(config.maxmemory_policy)
             .samples(config.maxmemory_samples)
+            .namespaced(!config.cluster_enabled)
             .build();
         store.set_lfu_params(config.lfu_log_factor, config.lfu_decay_time);
         let store = Arc::new(store);
         let run_id = (0..40)
             .map(|_| char::from_digit(rand::random_range(0..16u32), 16).unwrap_or('0'))
             .collect();
+        let databases = crate::databases::Databases::new(config.databases, !config.cluster_enabled);
         Node {
             store,
+            databases,
             persistence,
             loading: AtomicBool::new(false),
             fatal: Mutex::new(None),

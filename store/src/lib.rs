@@ -14,6 +14,7 @@ pub mod flight;
 mod glob;
 mod key_map;
 mod list;
+pub mod namespace;
 pub mod recovery;
 mod refresh;
 pub mod replay;
@@ -40,8 +41,8 @@ pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use set::SetValue;
 pub use store::{
-    EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store, StoreBuilder,
-    StoreStats, WatchTicket, WrongType, log_string,
+    DatabaseCount, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store,
+    StoreBuilder, StoreStats, WatchTicket, WrongType, log_string,
 };
 pub use stream::{StreamId, StreamValue, Trim, TrimBy};
 pub use value::{HashValue, Value, alloc_size};

@@ -96,6 +96,19 @@ struct Shard {
     cleared: [u64; 2],
     /// Reused buffer for records built across several calls (HSET of many fields).
     scratch: Vec<u8>,
+    /// Keys and keys with a TTL of each logical database but 0, when keys are namespaced
+    /// (see [`crate::namespace`]); empty until such a key arrives. Database 0 is the rest.
+    databases: Vec<DatabaseCount>,
+    namespaced: bool,
+}
+
+/// Keys of one logical database in one shard.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DatabaseCount {
+    /// Keys (expired ones not yet reclaimed included).
+    pub keys: usize,
+    /// Keys with a TTL.
+    pub volatile: usize,
 }
 
 /// Where a store-mode eviction puts a value the base image does not hold yet, so its
@@ -120,7 +133,7 @@ struct Tunables {
 }
 
 impl Shard {
-    fn new(seed: u64, slots: usize) -> Self {
+    fn new(seed: u64, slots: usize, namespaced: bool) -> Self {
         Shard {
             map: KeyMap::for_slots(slots),
             volatile: 0,
@@ -132,6 +145,53 @@ impl Shard {
             marks: ChangeMarks::default(),
             cleared: [0; 2],
             scratch: Vec::new(),
+            databases: Vec::new(),
+            namespaced,
+        }
+    }
+
+    /// The logical database of a key here (0 unless keys are namespaced).
+    fn database_of(&self, key: &[u8]) -> u8 {
+        if self.namespaced && key.starts_with(&crate::namespace::MAGIC) {
+            crate::namespace::database_of(key)
+        } else {
+            0
+        }
+    }
+
+    /// Adds to the counts of database `db` (nothing to keep for database 0).
+    fn count_in_database(&mut self, db: u8, keys: isize, volatile: isize) {
+        if db == 0 {
+            return;
+        }
+        let db = usize::from(db);
+        if self.databases.len() <= db {
+            self.databases.resize(db + 1, DatabaseCount::default());
+        }
+        let count = &mut self.databases[db];
+        count.keys = count.keys.wrapping_add_signed(keys);
+        count.volatile = count.volatile.wrapping_add_signed(volatile);
+    }
+
+    /// Keys and volatile keys of logical database `db` here.
+    fn database(&self, db: u8) -> DatabaseCount {
+        if db != 0 {
+            return self
+                .databases
+                .get(usize::from(db))
+                .copied()
+                .unwrap_or_default();
+        }
+        let others = self
+            .databases
+            .iter()
+            .fold(DatabaseCount::default(), |sum, c| DatabaseCount {
+                keys: sum.keys + c.keys,
+                volatile: sum.volatile + c.volatile,
+            });
+        DatabaseCount {
+            keys: self.map.len() - others.keys,
+            volatile: self.volatile - others.volatile,
         }
     }
 
@@ -179,6 +239,8 @@ impl Shard {
         if entry.expires_at != 0 {
             self.volatile -= 1;
         }
+        let db = self.database_of(&key);
+        self.count_in_database(db, -1, -isize::from(entry.expires_at != 0));
         self.marks.forget(entry.flags);
         self.bump_watch(&key);
         (key, entry)
@@ -224,6 +286,7 @@ impl Shard {
         if expires_at != 0 {
             self.volatile += 1;
         }
+        self.count_in_database(self.database_of(key), 1, isize::from(expires_at != 0));
         self.bump_watch(key);
         let entry = Entry {
             value,
@@ -236,13 +299,18 @@ impl Shard {
     }
 
     fn set_deadline(&mut self, index: usize, expires_at: u64) {
-        let entry = &mut self.map[index];
-        match (entry.expires_at != 0, expires_at != 0) {
-            (false, true) => self.volatile += 1,
-            (true, false) => self.volatile -= 1,
-            _ => {}
+        let had = self.map[index].expires_at != 0;
+        let change: isize = match (had, expires_at != 0) {
+            (false, true) => 1,
+            (true, false) => -1,
+            _ => 0,
+        };
+        self.map[index].expires_at = expires_at;
+        if change != 0 {
+            self.volatile = self.volatile.wrapping_add_signed(change);
+            let db = self.database_of(self.map.get_index(index).expect("in range").0);
+            self.count_in_database(db, 0, change);
         }
-        entry.expires_at = expires_at;
     }
 }
 
@@ -1003,9 +1071,17 @@ pub struct StoreBuilder {
     policy: EvictionPolicy,
     samples: u32,
     seed: Option<u64>,
+    namespaced: bool,
 }
 
 impl StoreBuilder {
+    /// Keys carry their logical database ([`crate::namespace`]): the store counts each
+    /// database's keys (DBSIZE, INFO keyspace) and [`Store::logical_key`] strips it.
+    pub fn namespaced(mut self, namespaced: bool) -> Self {
+        self.namespaced = namespaced;
+        self
+    }
+
     /// Number of shards (rounded up to a power of two, at most one per slot). Default 256.
     pub fn shards(mut self, shards: usize) -> Self {
         self.shards = shards.clamp(1, usize::from(SLOT_COUNT)).next_power_of_two();
@@ -1042,7 +1118,13 @@ impl StoreBuilder {
         let slots_per_shard = usize::from(SLOT_COUNT) / self.shards;
         Store {
             shards: (0..self.shards)
-                .map(|i| Mutex::new(Shard::new(seed.wrapping_add(i as u64), slots_per_shard)))
+                .map(|i| {
+                    Mutex::new(Shard::new(
+                        seed.wrapping_add(i as u64),
+                        slots_per_shard,
+                        self.namespaced,
+                    ))
+                })
                 .collect(),
             mask: self.shards - 1,
             slot_shift: SLOT_COUNT.trailing_zeros() - self.shards.trailing_zeros(),
@@ -1062,6 +1144,7 @@ impl StoreBuilder {
             log: std::sync::OnceLock::new(),
             spill: std::sync::OnceLock::new(),
             last_clear: AtomicU64::new(0),
+            namespaced: self.namespaced,
         }
     }
 }
@@ -1105,6 +1188,7 @@ pub struct Store {
     /// Store mode: where evicted values go until the base image holds them.
     spill: std::sync::OnceLock<Arc<dyn EvictionSpill>>,
     last_clear: AtomicU64,
+    namespaced: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -1131,6 +1215,7 @@ impl Store {
             policy: EvictionPolicy::NoEviction,
             samples: 5,
             seed: None,
+            namespaced: false,
         }
     }
 
@@ -1266,6 +1351,7 @@ impl Store {
                 shard.volatile = 0;
                 shard.bytes = 0;
                 shard.sweep = 0;
+                shard.databases.clear();
                 let emptied = shard.map.emptied();
                 (
                     std::mem::replace(&mut shard.map, emptied),
@@ -1464,6 +1550,11 @@ impl Store {
     /// Every live key matching a glob pattern (KEYS).
     pub fn keys(&self, pattern: &[u8], now: u64) -> Vec<Vec<u8>> {
         let all = pattern == b"*";
+        self.keys_where(now, |key| all || glob_match(pattern, key, false))
+    }
+
+    /// Every live key `wanted` accepts.
+    pub fn keys_where(&self, now: u64, wanted: impl Fn(&[u8]) -> bool) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock();
@@ -1471,14 +1562,84 @@ impl Store {
                 shard
                     .map
                     .iter()
-                    .filter(|(k, e)| {
-                        (e.expires_at == 0 || e.expires_at > now)
-                            && (all || glob_match(pattern, k, false))
-                    })
+                    .filter(|(k, e)| (e.expires_at == 0 || e.expires_at > now) && wanted(k))
                     .map(|(k, _)| k.to_vec()),
             );
         }
         out
+    }
+
+    /// True when keys carry their logical database ([`StoreBuilder::namespaced`]).
+    pub fn is_namespaced(&self) -> bool {
+        self.namespaced
+    }
+
+    /// The name a client knows a stored key by: without its database when keys are
+    /// namespaced.
+    pub fn logical_key<'k>(&self, physical: &'k [u8]) -> &'k [u8] {
+        if self.namespaced {
+            crate::namespace::split(physical).1
+        } else {
+            physical
+        }
+    }
+
+    /// Keys and keys with a TTL of logical database `db` (expired ones not yet reclaimed
+    /// included, as Redis's DBSIZE counts them): O(shards).
+    pub fn database_len(&self, db: u8) -> DatabaseCount {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().database(db))
+            .fold(DatabaseCount::default(), |sum, c| DatabaseCount {
+                keys: sum.keys + c.keys,
+                volatile: sum.volatile + c.volatile,
+            })
+    }
+
+    /// [`Store::database_len`] of every database up to the highest that holds a key,
+    /// index = database, in one pass over the shards.
+    pub fn database_lens(&self) -> Vec<DatabaseCount> {
+        let mut total: Vec<DatabaseCount> = Vec::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            let dbs = shard.databases.len().max(1);
+            if total.len() < dbs {
+                total.resize(dbs, DatabaseCount::default());
+            }
+            for (db, sum) in total.iter_mut().enumerate().take(dbs) {
+                let count = shard.database(db as u8);
+                sum.keys += count.keys;
+                sum.volatile += count.volatile;
+            }
+        }
+        total
+    }
+
+    /// Deletes (each deletion logged) every key `wanted` accepts, expired or not; the
+    /// lock is released every few thousand keys. Returns how many (FLUSHDB of a logical
+    /// database).
+    pub fn remove_where(&self, wanted: impl Fn(&[u8]) -> bool) -> usize {
+        let mut removed = 0;
+        for index in 0..self.shards.len() {
+            self.visit_shard(index, &wanted, |shard, position| {
+                shard.delete_index(position, self.sinks(), None);
+                removed += 1;
+                position
+            });
+        }
+        removed
+    }
+
+    /// Ends every WATCH on a key `wanted` accepts, as a write to it would (SWAPDB).
+    pub fn touch_watched_where(&self, wanted: impl Fn(&[u8]) -> bool) {
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock();
+            for (key, watched) in shard.watched.iter_mut() {
+                if wanted(key) {
+                    watched.version += 1;
+                }
+            }
+        }
     }
 
     /// One SCAN step from `cursor`: returns the next cursor (0 when done) and the keys of
@@ -1540,6 +1701,12 @@ impl Store {
 
     /// A random live key (RANDOMKEY).
     pub fn random_key(&self, now: u64) -> Option<Vec<u8>> {
+        self.random_key_where(now, |_| true)
+    }
+
+    /// A random live key that `wanted` accepts: a bounded number of draws, then a walk so
+    /// a lone key among many others is still found.
+    pub fn random_key_where(&self, now: u64, wanted: impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
         for _ in 0..100 {
             let shard_index = self.rng.lock().random_range(0..self.shards.len());
             let found = self.with_shard(shard_index, |shard| {
@@ -1548,6 +1715,9 @@ impl Store {
                 }
                 let index = shard.rng.random_range(0..shard.map.len());
                 let key = shard.map.get_index(index).map(|(k, _)| k.to_vec())?;
+                if !wanted(&key) {
+                    return None;
+                }
                 shard
                     .find(&key, key_slot(&key), now, self.sinks())
                     .map(|_| key)
@@ -1556,10 +1726,14 @@ impl Store {
                 return found;
             }
         }
-        // Mostly empty keyspace: fall back to a walk so a lone key is still found.
         (0..self.shards.len()).find_map(|i| {
             self.with_shard(i, |shard| {
-                let keys: Vec<Box<[u8]>> = shard.map.keys().map(Box::from).collect();
+                let keys: Vec<Box<[u8]>> = shard
+                    .map
+                    .keys()
+                    .filter(|k| wanted(k))
+                    .map(Box::from)
+                    .collect();
                 keys.into_iter()
                     .find(|k| shard.find(k, key_slot(k), now, self.sinks()).is_some())
                     .map(|k| k.to_vec())
@@ -1713,30 +1887,42 @@ impl Store {
     /// Calls `visit(shard, position)` for every key in `slots`, which returns the next
     /// position to look at; the lock is released every few thousand keys.
     fn visit_slots(&self, slots: &SlotSet, mut visit: impl FnMut(&mut Shard, usize) -> usize) {
-        const PER_LOCK: usize = 4096;
         for index in 0..self.shards.len() {
             let range = self.shard_slots(index);
             if !slots.intersects_range(range.start, range.end - 1) {
                 continue;
             }
-            let mut position = 0;
-            loop {
-                let done = self.with_shard(index, |shard| {
-                    for _ in 0..PER_LOCK {
-                        let Some((key, _)) = shard.map.get_index(position) else {
-                            return true;
-                        };
-                        if slots.contains(key_slot(key)) {
-                            position = visit(shard, position);
-                        } else {
-                            position += 1;
-                        }
+            self.visit_shard(index, |key| slots.contains(key_slot(key)), &mut visit);
+        }
+    }
+
+    /// Calls `visit(shard, position)` for every key of shard `index` that `wanted`
+    /// accepts; `visit` returns the next position to look at. The lock is released every
+    /// few thousand keys.
+    fn visit_shard(
+        &self,
+        index: usize,
+        wanted: impl Fn(&[u8]) -> bool,
+        mut visit: impl FnMut(&mut Shard, usize) -> usize,
+    ) {
+        const PER_LOCK: usize = 4096;
+        let mut position = 0;
+        loop {
+            let done = self.with_shard(index, |shard| {
+                for _ in 0..PER_LOCK {
+                    let Some((key, _)) = shard.map.get_index(position) else {
+                        return true;
+                    };
+                    if wanted(key) {
+                        position = visit(shard, position);
+                    } else {
+                        position += 1;
                     }
-                    false
-                });
-                if done {
-                    break;
                 }
+                false
+            });
+            if done {
+                break;
             }
         }
     }
@@ -1761,6 +1947,7 @@ impl Store {
                 shard.volatile = 0;
                 shard.bytes = 0;
                 shard.sweep = 0;
+                shard.databases.clear();
                 // The base image drops this shard's range at the next checkpoint; the
                 // Clear record covers anything a recovery replays before it.
                 let epoch = shard.marks.epoch;

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use ringkv_protocol::{Args, Protocol};
 
 use crate::dispatch::route_name;
-use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy};
+use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, int32_arg, is, lossy};
 use crate::node::{ClientHandle, Node};
 
 /// The Redis version ringkv answers as, so clients enable the features it implements.
@@ -149,13 +149,26 @@ pub fn hello(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// SELECT index: only database 0 exists.
 pub fn select(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    match int_arg(args.get(1))? {
-        0 => {
-            ctx.out.ok();
-            Ok(())
-        }
-        _ => Err(CmdError::Custom("ERR DB index is out of range".into())),
+    let db = int32_arg(args.get(1))?;
+    if ctx.node.cluster.is_some() && db != 0 {
+        return Err(CmdError::Custom(
+            "ERR SELECT is not allowed in cluster mode".into(),
+        ));
     }
+    let db = ctx
+        .node
+        .databases
+        .index(db.into())
+        .ok_or_else(|| CmdError::Custom("ERR DB index is out of range".into()))?;
+    set_db(ctx, db);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// Selects logical database `db` for this connection.
+fn set_db(ctx: &mut Ctx<'_, '_>, db: u8) {
+    ctx.conn.db = db;
+    ctx.conn.handle.db.store(db, Relaxed);
 }
 
 /// QUIT
@@ -174,6 +187,7 @@ pub fn reset(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     ctx.conn.authenticated = ctx.node.config.read().requirepass.is_empty();
     ctx.conn.handle.name.lock().clear();
     ctx.conn.handle.no_evict.store(false, Relaxed);
+    set_db(ctx, 0);
     ctx.out.set_protocol(Protocol::Resp2);
     ctx.out.simple("RESET");
     Ok(())
@@ -216,7 +230,7 @@ pub fn client_line(node: &Node, client: &ClientHandle) -> String {
     let (lib_name, lib_ver) = client.lib.lock().clone();
     let flags = if multi >= 0 { "x" } else { "N" };
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         client.id,
         client.addr,
         client.laddr,
@@ -224,6 +238,7 @@ pub fn client_line(node: &Node, client: &ClientHandle) -> String {
         client.created.elapsed().as_secs(),
         idle,
         flags,
+        client.db.load(Relaxed),
         multi,
         route_name(client.last_command.load(Relaxed)),
         client.resp.load(Relaxed),

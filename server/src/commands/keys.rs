@@ -4,7 +4,7 @@ use ringkv_protocol::Args;
 use ringkv_store::slot::key_slot;
 use ringkv_store::{StoreError, glob_match};
 
-use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy};
+use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, int32_arg, is, lossy};
 
 /// Replies with how many of the keys (arguments 1..) `op` reports true for.
 fn count_keys(
@@ -73,28 +73,83 @@ pub fn renamenx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// COPY source destination [DB 0] [REPLACE]
 pub fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let mut replace = false;
+    let mut target = None;
     let mut i = 3;
     while i < args.len() {
         if is(args.get(i), "REPLACE") {
             replace = true;
         } else if is(args.get(i), "DB") && i + 1 < args.len() {
-            if int_arg(args.get(i + 1))? != 0 {
-                return Err(CmdError::Custom("ERR DB index is out of range".into()));
-            }
+            target = Some(db_index(ctx, args.get(i + 1))?);
             i += 1;
         } else {
             return Err(CmdError::Syntax);
         }
         i += 1;
     }
+    let target = target.unwrap_or(ctx.conn.db);
+    if ctx.node.cluster.is_some() && target != 0 {
+        return Err(CmdError::Custom(
+            "ERR Copying to another database is not allowed in cluster mode".into(),
+        ));
+    }
+    // The destination was named in this connection's database; DB moves it.
+    let destination = ctx.node.databases.key(target, ctx.client_key(args.get(2)));
+    if destination.as_ref() == args.get(1) {
+        return Err(CmdError::Custom(
+            "ERR source and destination objects are the same".into(),
+        ));
+    }
     // A missing source copies nothing: 0, as in Redis.
     let copied = ctx
         .node
         .store
-        .copy(args.get(1), args.get(2), ctx.now, replace)
+        .copy(args.get(1), &destination, ctx.now, replace)
         .unwrap_or_default();
+    if copied && ctx.node.blocking.waiting() > 0 {
+        ctx.conn.ready_keys.push(destination.into_owned());
+    }
     ctx.out.int(copied as i64);
     Ok(())
+}
+
+/// MOVE key db
+pub fn move_key(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if ctx.node.cluster.is_some() {
+        return Err(CmdError::Custom(
+            "ERR MOVE is not allowed in cluster mode".into(),
+        ));
+    }
+    let target = db_index(ctx, args.get(2))?;
+    if target == ctx.conn.db {
+        return Err(CmdError::Custom(
+            "ERR source and destination objects are the same".into(),
+        ));
+    }
+    let destination = ctx.node.databases.key(target, ctx.client_key(args.get(1)));
+    // A missing source or a destination that exists moves nothing: 0.
+    let moved = ctx
+        .node
+        .store
+        .rename(args.get(1), &destination, ctx.now, true)
+        .unwrap_or(false);
+    if moved && ctx.node.blocking.waiting() > 0 {
+        ctx.conn.ready_keys.push(destination.into_owned());
+    }
+    ctx.out.int(i64::from(moved));
+    Ok(())
+}
+
+/// A database index argument (`getIntFromObjectOrReply`, then `selectDb`'s range): in a
+/// cluster the indexes Redis Cluster accepts before refusing another database than 0.
+pub fn db_index(ctx: &Ctx<'_, '_>, arg: &[u8]) -> Result<u8, CmdError> {
+    let db = i64::from(int32_arg(arg)?);
+    let count = ctx.node.config.read().databases;
+    let index = if ctx.node.cluster.is_some() {
+        (0..i64::from(count)).contains(&db).then_some(db as u8)
+    } else {
+        ctx.node.databases.index(db)
+    };
+    index.ok_or_else(|| CmdError::Custom("ERR DB index is out of range".into()))
 }
 
 /// EXPIRE-family condition flags.
@@ -240,13 +295,17 @@ pub fn persist(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// KEYS pattern
 pub fn keys(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let mut keys = ctx.node.store.keys(args.get(1), ctx.now);
-    if let Some(served) = served(ctx) {
-        keys.retain(|key| served.contains(key_slot(key)));
-    }
+    let pattern = args.get(1);
+    let all = pattern == b"*";
+    let served = served(ctx);
+    let keys = ctx.node.store.keys_where(ctx.now, |key| {
+        ctx.in_db(key)
+            && served.as_ref().is_none_or(|s| s.contains(key_slot(key)))
+            && (all || glob_match(pattern, ctx.client_key(key), false))
+    });
     ctx.out.array(keys.len());
     for key in &keys {
-        ctx.out.bulk(key);
+        ctx.out.bulk(ctx.node.store.logical_key(key));
     }
     Ok(())
 }
@@ -336,16 +395,23 @@ pub fn write_scan_reply(ctx: &mut Ctx<'_, '_>, cursor: u64, items: &[Vec<u8>]) {
 pub fn scan(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let options = scan_options(&args, 1, true)?;
     let served = served(ctx);
-    let (next, keys) = ctx
-        .node
-        .store
-        .scan(options.cursor, options.count, ctx.now, |key, value| {
-            served.as_ref().is_none_or(|s| s.contains(key_slot(key)))
-                && options.pattern.is_none_or(|p| glob_match(p, key, false))
-                && options
-                    .type_name
-                    .is_none_or(|t| t.eq_ignore_ascii_case(value.type_name().as_bytes()))
-        });
+    let (next, mut keys) =
+        ctx.node
+            .store
+            .scan(options.cursor, options.count, ctx.now, |key, value| {
+                ctx.in_db(key)
+                    && served.as_ref().is_none_or(|s| s.contains(key_slot(key)))
+                    && options
+                        .pattern
+                        .is_none_or(|p| glob_match(p, ctx.client_key(key), false))
+                    && options
+                        .type_name
+                        .is_none_or(|t| t.eq_ignore_ascii_case(value.type_name().as_bytes()))
+            });
+    for key in &mut keys {
+        let logical = ctx.client_key(key).len();
+        key.drain(..key.len() - logical);
+    }
     write_scan_reply(ctx, next, &keys);
     Ok(())
 }
@@ -357,9 +423,13 @@ pub fn randomkey(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
         Some(served) => (0..64)
             .filter_map(|_| ctx.node.store.random_key(ctx.now))
             .find(|key| served.contains(key_slot(key))),
-        None => ctx.node.store.random_key(ctx.now),
+        None => ctx
+            .node
+            .store
+            .random_key_where(ctx.now, |key| ctx.in_db(key)),
     };
-    ctx.out.bulk_or_null(key.as_deref());
+    ctx.out
+        .bulk_or_null(key.as_deref().map(|k| ctx.node.store.logical_key(k)));
     Ok(())
 }
 
@@ -367,32 +437,66 @@ pub fn randomkey(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 pub fn dbsize(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     let len = match served(ctx) {
         Some(served) => ctx.node.store.len_in(&served),
+        None if ctx.node.databases.enabled() => {
+            let physical = ctx.node.databases.physical(ctx.conn.db);
+            ctx.node.store.database_len(physical).keys
+        }
         None => ctx.node.store.len(),
     };
     ctx.out.int(len as i64);
     Ok(())
 }
 
-/// FLUSHALL / FLUSHDB [ASYNC|SYNC]
-pub fn flushall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let asynchronous = match args.len() {
-        1 => false,
-        2 if is(args.get(1), "ASYNC") => true,
-        2 if is(args.get(1), "SYNC") => false,
-        _ => return Err(CmdError::Syntax),
-    };
-    if let Some(served) = served(ctx) {
-        // A member's copies of other members' slots follow their primaries, not us.
-        ctx.node.store.clear_slots(&served);
-        ctx.out.ok();
-        return Ok(());
+fn flush_mode(args: &Args<'_>) -> Result<bool, CmdError> {
+    match args.len() {
+        1 => Ok(false),
+        2 if is(args.get(1), "ASYNC") => Ok(true),
+        2 if is(args.get(1), "SYNC") => Ok(false),
+        _ => Err(CmdError::Syntax),
     }
+}
+
+/// Empties the whole keyspace (every database); ASYNC frees the memory off the request
+/// path.
+fn flush_everything(ctx: &mut Ctx<'_, '_>, asynchronous: bool) {
     let flushed = ctx.node.store.flush();
+    // Every database is empty: which namespace each names no longer matters.
+    ctx.node.databases.reset();
     if asynchronous {
         // Freeing millions of entries takes a while; do it off the request path.
         std::thread::spawn(move || drop(flushed));
     } else {
         drop(flushed);
+    }
+}
+
+/// FLUSHALL [ASYNC|SYNC]
+pub fn flushall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let asynchronous = flush_mode(&args)?;
+    if let Some(served) = served(ctx) {
+        // A member's copies of other members' slots follow their primaries, not us.
+        ctx.node.store.clear_slots(&served);
+    } else {
+        flush_everything(ctx, asynchronous);
+    }
+    ctx.out.ok();
+    Ok(())
+}
+
+/// FLUSHDB [ASYNC|SYNC]: the connection's database; all of them on a node with one.
+pub fn flushdb(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let asynchronous = flush_mode(&args)?;
+    let databases = &ctx.node.databases;
+    if !databases.enabled() {
+        return flushall(ctx, args);
+    }
+    let physical = databases.physical(ctx.conn.db);
+    let store = &ctx.node.store;
+    if store.database_len(physical).keys == store.len() {
+        // Nothing else is stored: one Clear record instead of a deletion per key.
+        flush_everything(ctx, asynchronous);
+    } else {
+        store.remove_where(|key| ringkv_store::namespace::database_of(key) == physical);
     }
     ctx.out.ok();
     Ok(())

@@ -410,7 +410,9 @@ pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         parsed.front,
         parsed.count,
     )? {
-        Some((key, items)) => write_key_and_items(ctx.out, &key, &items),
+        Some((key, items)) => {
+            write_key_and_items(ctx.out, ctx.node.store.logical_key(&key), &items)
+        }
         None => ctx.out.null_array(),
     }
     Ok(())
@@ -426,7 +428,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
             mpop_once(store, now, &attempt_keys, front, 1)?.map(|(key, items)| {
                 encode(protocol, |out| {
                     out.array(2);
-                    out.bulk(&key);
+                    out.bulk(store.logical_key(&key));
                     out.bulk(&items[0]);
                 })
             }),
@@ -441,7 +443,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
         Some(ServeOutcome {
             reply: encode(protocol, |out| {
                 out.array(2);
-                out.bulk(key);
+                out.bulk(store.logical_key(key));
                 out.bulk(&item);
             }),
             touched: Vec::new(),
@@ -518,8 +520,13 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let protocol = ctx.out.protocol();
     let attempt_keys = keys.clone();
     let attempt = move |store: &Store, now: u64| {
-        Ok(mpop_once(store, now, &attempt_keys, front, count)?
-            .map(|(key, items)| encode(protocol, |out| write_key_and_items(out, &key, &items))))
+        Ok(
+            mpop_once(store, now, &attempt_keys, front, count)?.map(|(key, items)| {
+                encode(protocol, |out| {
+                    write_key_and_items(out, store.logical_key(&key), &items)
+                })
+            }),
+        )
     };
     let store = ctx.node.store.clone();
     let serve: Serve = Box::new(move |key, protocol| {
@@ -527,7 +534,9 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             .write(key, unix_ms(), |slot| slot.list_pop(front, count))
             .ok()?;
         (!items.is_empty()).then(|| ServeOutcome {
-            reply: encode(protocol, |out| write_key_and_items(out, key, &items)),
+            reply: encode(protocol, |out| {
+                write_key_and_items(out, store.logical_key(key), &items)
+            }),
             touched: Vec::new(),
         })
     });

@@ -179,14 +179,28 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
         replication.handoff_info(&mut cluster, "cluster_handoff_");
     }
     section("Cluster", cluster);
-    let keyspace = if stats.keys > 0 {
-        format!(
-            "db0:keys={},expires={},avg_ttl=0\r\n",
-            stats.keys, stats.volatile
-        )
-    } else {
-        String::new()
-    };
+    let mut keyspace = String::new();
+    if wanted("keyspace") {
+        let counts = if node.databases.enabled() {
+            node.store.database_lens()
+        } else {
+            vec![ringkv_store::DatabaseCount {
+                keys: stats.keys as usize,
+                volatile: stats.volatile as usize,
+            }]
+        };
+        for db in 0..node.databases.count() {
+            let physical = usize::from(node.databases.physical(db as u8));
+            let count = counts.get(physical).copied().unwrap_or_default();
+            if count.keys > 0 {
+                let _ = write!(
+                    keyspace,
+                    "db{db}:keys={},expires={},avg_ttl=0\r\n",
+                    count.keys, count.volatile
+                );
+            }
+        }
+    }
     section("Keyspace", keyspace);
     text
 }
@@ -254,6 +268,17 @@ const OPTIONS: &[ConfigOption] = &[
     ConfigOption {
         name: "shards",
         get: |c| c.shards.to_string(),
+        set: None,
+    },
+    ConfigOption {
+        name: "databases",
+        get: |c| {
+            if c.cluster_enabled {
+                "1".into()
+            } else {
+                c.databases.to_string()
+            }
+        },
         set: None,
     },
     ConfigOption {
@@ -438,6 +463,28 @@ const OPTIONS: &[ConfigOption] = &[
         set: Some(|c, v| set_number(&mut c.cache_adaptive_max_ms, v)),
     },
 ];
+
+/// SWAPDB index1 index2: O(1), each database names the other's keys from now on.
+pub fn swapdb(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if ctx.node.cluster.is_some() {
+        return Err(CmdError::Custom(
+            "ERR SWAPDB is not allowed in cluster mode".into(),
+        ));
+    }
+    let index = |arg: &[u8], which: &str| {
+        ringkv_protocol::parse_i64(arg)
+            .filter(|n| i32::try_from(*n).is_ok())
+            .ok_or_else(|| CmdError::Custom(format!("ERR invalid {which} DB index")))
+    };
+    let (a, b) = (index(args.get(1), "first")?, index(args.get(2), "second")?);
+    let databases = &ctx.node.databases;
+    let (Some(a), Some(b)) = (databases.index(a), databases.index(b)) else {
+        return Err(CmdError::Custom("ERR DB index is out of range".into()));
+    };
+    databases.swap(&ctx.node.store, a, b, ctx.now);
+    ctx.out.ok();
+    Ok(())
+}
 
 /// CONFIG with no subcommand.
 pub fn config_help_or_arity(_: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {

@@ -8,6 +8,7 @@ use ringkv_protocol::Args;
 use ringkv_store::slot::key_slot;
 use ringkv_store::{ListValue, Store, Value};
 
+use crate::databases::Databases;
 use crate::handler::{CmdError, CmdResult, Ctx, float_arg, int_arg, is};
 
 fn custom(message: &str) -> CmdError {
@@ -77,7 +78,13 @@ fn parse<'a>(args: &Args<'a>, read_only: bool, cluster: bool) -> Result<SortQuer
 
 /// The value a BY or GET `pattern` names for `element`: `#` is the element itself, the
 /// first `*` is replaced by it, and `key->field` reads a hash field. `None` when absent.
-fn lookup(store: &Store, now: u64, pattern: &[u8], element: &[u8]) -> Option<Vec<u8>> {
+fn lookup(
+    store: &Store,
+    now: u64,
+    (databases, db): (&Databases, u8),
+    pattern: &[u8],
+    element: &[u8],
+) -> Option<Vec<u8>> {
     if pattern == b"#" {
         return Some(element.to_vec());
     }
@@ -93,10 +100,12 @@ fn lookup(store: &Store, now: u64, pattern: &[u8], element: &[u8]) -> Option<Vec
     key.extend_from_slice(&key_pattern[..star]);
     key.extend_from_slice(element);
     key.extend_from_slice(&key_pattern[star + 1..]);
-    store.read(&key, now, |value| match (value?, arrow) {
-        (Value::Str(s), None) => Some(s.clone()),
-        (Value::Hash(h), Some(at)) => h.get(&pattern[at + 2..]).map(<[u8]>::to_vec),
-        _ => None,
+    store.read(&databases.key(db, &key), now, |value| {
+        match (value?, arrow) {
+            (Value::Str(s), None) => Some(s.clone()),
+            (Value::Hash(h), Some(at)) => h.get(&pattern[at + 2..]).map(<[u8]>::to_vec),
+            _ => None,
+        }
     })
 }
 
@@ -143,13 +152,15 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdR
     }
     let store = &ctx.node.store;
     let now = ctx.now;
+    // Keys built from patterns, and the destination, live in the connection's database.
+    let in_db = (&ctx.node.databases, ctx.conn.db);
     let items = elements(store, now, key, query.dont_sort)?;
     let mut order: Vec<usize> = (0..items.len()).collect();
     if !query.dont_sort {
         let mut keys = Vec::with_capacity(items.len());
         for item in &items {
             let by = match query.by {
-                Some(pattern) => lookup(store, now, pattern, item),
+                Some(pattern) => lookup(store, now, in_db, pattern, item),
                 None => Some(item.clone()),
             };
             keys.push(if query.alpha {
@@ -194,11 +205,12 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdR
             values.push(Some(items[i].clone()));
         }
         for pattern in &query.gets {
-            values.push(lookup(store, now, pattern, &items[i]));
+            values.push(lookup(store, now, in_db, pattern, &items[i]));
         }
     }
     match query.store {
         Some(destination) => {
+            let destination = &*in_db.0.key(in_db.1, destination);
             let len = values.len();
             let list =
                 ListValue::from_items(values.iter().map(|v| v.as_deref().unwrap_or_default()));

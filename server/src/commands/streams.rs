@@ -529,7 +529,7 @@ fn read_now(
             if let Some(stream) = value.and_then(Value::as_stream)
                 && has_entries_after(stream, *after)
             {
-                write_read_part(&mut out, key, stream, *after, count);
+                write_read_part(&mut out, store.logical_key(key), stream, *after, count);
                 ready += 1;
             }
         });
@@ -578,7 +578,7 @@ pub fn xread(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                     } else {
                         out.map(1);
                     }
-                    write_read_part(out, key, stream, *after, count);
+                    write_read_part(out, store.logical_key(key), stream, *after, count);
                 })
             })
         })?;

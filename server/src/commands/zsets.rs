@@ -767,7 +767,9 @@ fn write_key_and_entries(out: &mut ReplyWriter<'_>, key: &[u8], entries: &Entrie
 pub fn zmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let MultiPop { keys, front, count } = parse_mpop(&args, 1, min_max_arg)?;
     match mpop_once(&ctx.node.store, ctx.now, &keys, front, count)? {
-        Some((key, entries)) => write_key_and_entries(ctx.out, &key, &entries),
+        Some((key, entries)) => {
+            write_key_and_entries(ctx.out, ctx.node.store.logical_key(&key), &entries)
+        }
         None => ctx.out.null_array(),
     }
     Ok(())
@@ -789,7 +791,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
         Ok(
             mpop_once(store, now, &attempt_keys, min, 1)?.map(|(key, entries)| {
                 encode(protocol, |out| {
-                    write_key_member_score(out, &key, &entries[0])
+                    write_key_member_score(out, store.logical_key(&key), &entries[0])
                 })
             }),
         )
@@ -799,7 +801,9 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
         let popped = pop_entries(&store, unix_ms(), key, min, 1).ok()??;
         let entry = popped.into_iter().next()?;
         Some(ServeOutcome {
-            reply: encode(protocol, |out| write_key_member_score(out, key, &entry)),
+            reply: encode(protocol, |out| {
+                write_key_member_score(out, store.logical_key(key), &entry)
+            }),
             touched: Vec::new(),
         })
     });
@@ -825,7 +829,9 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let attempt = move |store: &Store, now: u64| {
         Ok(
             mpop_once(store, now, &attempt_keys, front, count)?.map(|(key, entries)| {
-                encode(protocol, |out| write_key_and_entries(out, &key, &entries))
+                encode(protocol, |out| {
+                    write_key_and_entries(out, store.logical_key(&key), &entries)
+                })
             }),
         )
     };
@@ -833,7 +839,9 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let serve: Serve = Box::new(move |key, protocol| {
         let entries = pop_entries(&store, unix_ms(), key, front, count).ok()??;
         (!entries.is_empty()).then(|| ServeOutcome {
-            reply: encode(protocol, |out| write_key_and_entries(out, key, &entries)),
+            reply: encode(protocol, |out| {
+                write_key_and_entries(out, store.logical_key(key), &entries)
+            }),
             touched: Vec::new(),
         })
     });

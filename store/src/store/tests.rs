@@ -677,3 +677,40 @@ fn every_slot_counts_and_lists_exactly_its_keys() {
         }
     }
 }
+
+#[test]
+fn namespaced_keys_are_counted_per_database_through_every_change() {
+    use crate::namespace::{database_of, physical};
+    let store = Store::builder().shards(4).namespaced(true).build();
+    let now = 1_000_000;
+    let count = |db| {
+        let c = store.database_len(db);
+        (c.keys, c.volatile)
+    };
+    for db in 0u8..3 {
+        for i in 0..10 {
+            let key = physical(db, format!("k{i}").as_bytes()).into_owned();
+            let ttl = (db == 2 && i % 2 == 0).then_some(now + 100);
+            store.write(&key, now, |slot| slot.set(Value::Str(b"v".to_vec()), ttl));
+        }
+    }
+    // A database-0 key that looks like another database's is escaped and stays in 0.
+    let odd = physical(0, b"\xff\xdb\x01k0").into_owned();
+    store.write(&odd, now, |slot| slot.set(Value::Str(b"v".to_vec()), None));
+    assert_eq!(count(0), (11, 0));
+    assert_eq!(count(1), (10, 0));
+    assert_eq!(count(2), (10, 5));
+    let key = physical(1, b"k3").into_owned();
+    store.write(&key, now, |slot| slot.set_expires_at(Some(now + 50)));
+    assert_eq!(count(1), (10, 1));
+    store.write(&key, now, |slot| slot.set_expires_at(None));
+    assert_eq!(count(1), (10, 0));
+    assert_eq!(store.remove_where(|k| database_of(k) == 1), 10);
+    assert_eq!(count(1), (0, 0));
+    assert_eq!(count(0), (11, 0), "the escaped key is not database 1's");
+    store.active_expire(now + 1_000, 1_000);
+    assert_eq!(count(2), (5, 0));
+    assert_eq!(store.logical_key(&physical(2, b"k1")), b"k1");
+    drop(store.flush());
+    assert_eq!((count(0), count(2)), ((0, 0), (0, 0)));
+}
