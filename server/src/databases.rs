@@ -89,17 +89,11 @@ impl Databases {
             return None;
         }
         let physical = self.physical(db);
-        let mut keys = spec.keys.of(args).peekable();
-        if physical == 0 {
-            // The common case, checked without allocating.
-            keys.peek()?;
-            let positions: Vec<usize> = keys.collect();
-            if !positions.iter().any(|&i| args.get(i).starts_with(&MAGIC)) {
-                return None;
-            }
-            return Some(rebuilt(args, &positions, physical));
+        // The common case, database 0 unswapped, is checked without allocating.
+        if physical == 0 && !spec.keys.of(args).any(|i| args.get(i).starts_with(&MAGIC)) {
+            return None;
         }
-        let positions: Vec<usize> = keys.collect();
+        let positions: Vec<usize> = spec.keys.of(args).collect();
         if positions.is_empty() {
             return None;
         }
