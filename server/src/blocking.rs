@@ -180,6 +180,25 @@ impl Blocking {
         }
     }
 
+    /// Answers every client blocked on a key `reply_for` has a reply for (a key whose slot
+    /// moved to another member: `-MOVED`), with that reply. How many were answered.
+    pub fn answer_where(&self, reply_for: impl Fn(&[u8]) -> Option<Vec<u8>>) -> usize {
+        let mut map = self.keys.lock();
+        let answered: Vec<(Arc<Waiter>, Vec<u8>)> = map
+            .iter()
+            .filter_map(|(key, queue)| reply_for(key).map(|reply| (queue, reply)))
+            .flat_map(|(queue, reply)| queue.iter().map(move |w| (w.clone(), reply.clone())))
+            .collect();
+        let mut count = 0;
+        for (waiter, reply) in answered {
+            if let Some(sender) = waiter.reply.lock().take() {
+                count += usize::from(sender.send(reply).is_ok());
+            }
+            remove_waiter(&mut map, &waiter, &self.waiting);
+        }
+        count
+    }
+
     /// Answers the blocked client `client` as its timeout would, or with `-UNBLOCKED`
     /// (CLIENT UNBLOCK); false when it is not blocked.
     pub fn unblock(&self, client: u64, error: bool) -> bool {

@@ -340,6 +340,21 @@ impl ClusterNode {
         refused
     }
 
+    /// Answers `-MOVED` to every client blocked on a key whose slot another member serves
+    /// now (a handoff or a failover moved it), as Redis Cluster redirects blocked clients.
+    pub fn redirect_blocked(&self, blocking: &crate::blocking::Blocking) -> usize {
+        if blocking.waiting() == 0 {
+            return 0;
+        }
+        let view = self.view();
+        blocking.answer_where(|key| {
+            let slot = key_slot(key);
+            let owner = view.table.primary(slot).filter(|id| **id != view.me)?;
+            let owner = view.node(owner)?;
+            Some(format!("-{}\r\n", moved(slot, owner.client)).into_bytes())
+        })
+    }
+
     /// Leaves the cluster gracefully (on shutdown).
     pub async fn leave(&self) {
         self.bus.leave(Duration::from_millis(500)).await;

@@ -188,6 +188,8 @@ impl Server {
             replication.stop();
         }
         if let Some(cluster) = &node.cluster {
+            // Clients blocked on keys now served elsewhere follow them there.
+            cluster.redirect_blocked(&node.blocking);
             // Members learn at once that we are gone instead of suspecting us for seconds.
             cluster.leave().await;
         }
@@ -294,6 +296,9 @@ async fn run_cron(node: Arc<Node>) {
             }
         }
         node.leases.sweep(&node.store, unix_ms(), 4096);
+        if let Some(cluster) = &node.cluster {
+            cluster.redirect_blocked(&node.blocking);
+        }
         if last_sample.elapsed() >= Duration::from_secs(1) {
             let commands = node.stats.commands_processed.load(Relaxed);
             let elapsed = last_sample.elapsed().as_secs_f64();

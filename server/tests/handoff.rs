@@ -198,3 +198,88 @@ fn a_member_joining_under_write_load_loses_no_acknowledged_write_and_serves_its_
 fn a_member_joining_under_wait_1_writes_loses_none_of_them() {
     join_rounds(1);
 }
+
+/// Clients blocked on keys whose slots a joining member takes over are redirected there
+/// with `-MOVED`, as Redis Cluster redirects blocked clients; the others stay blocked
+/// where they are and are served by the next push.
+#[test]
+fn clients_blocked_on_a_slot_that_moves_are_redirected_to_its_new_primary() {
+    let (mut members, mut ports) = loaded_cluster(3);
+    let before = owners(&ports).expect("the owners");
+    let keys: Vec<String> = (0..60).map(|i| format!("queue:{i}")).collect();
+    let primary_of = |routes: &Vec<Vec<u16>>, key: &str| {
+        routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0]
+    };
+    let (sender, replies) = std::sync::mpsc::channel();
+    for key in &keys {
+        let (key, port, sender) = (key.clone(), primary_of(&before, key), sender.clone());
+        std::thread::spawn(move || {
+            let mut con = client(port);
+            con.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+            let reply = redis::cmd("BLPOP")
+                .arg(&key)
+                .arg(30)
+                .query::<Option<(String, String)>>(&mut con);
+            let _ = sender.send((key, reply));
+        });
+    }
+    let blocked = || -> i64 {
+        ports
+            .iter()
+            .map(|&p| {
+                support::cluster::info(p, "clients")["blocked_clients"]
+                    .parse::<i64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while blocked() < keys.len() as i64 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(blocked(), keys.len() as i64, "every client is blocked");
+    members.push(start(Some(members[0].bus), &FLAGS));
+    let joiner = members[3].port;
+    ports.push(joiner);
+    wait_agreed(&ports, 4, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(30));
+    let after = owners(&ports).expect("the owners");
+    let moved: Vec<&String> = keys
+        .iter()
+        .filter(|k| primary_of(&after, k) == joiner)
+        .collect();
+    assert!(
+        !moved.is_empty(),
+        "the joiner takes some of the keys' slots"
+    );
+    let mut redirected = 0;
+    while redirected < moved.len() {
+        let (key, reply) = replies
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a blocked client on a moved slot is answered within seconds");
+        assert!(
+            moved.contains(&&key),
+            "{key} did not move but was answered: {reply:?}"
+        );
+        let error = reply.expect_err("a redirect");
+        assert_eq!(error.code(), Some("MOVED"), "{key}: {error}");
+        assert!(
+            error.to_string().contains(&format!(":{joiner}")),
+            "{key}: {error}"
+        );
+        redirected += 1;
+    }
+    for key in keys.iter().filter(|k| !moved.contains(k)) {
+        let () = redis::cmd("RPUSH")
+            .arg(key)
+            .arg("job")
+            .query(&mut client(primary_of(&after, key)))
+            .expect("a push where the key is served");
+    }
+    for _ in 0..keys.len() - moved.len() {
+        let (key, reply) = replies
+            .recv_timeout(Duration::from_secs(5))
+            .expect("a client still blocked is served by the push");
+        assert_eq!(reply.expect("served"), Some((key, "job".to_string())));
+    }
+}
