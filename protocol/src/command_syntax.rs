@@ -164,6 +164,11 @@ pub fn syntax(name: &str) -> &'static str {
         "xinfo|stream" => "key [FULL [COUNT count]]",
         "xinfo|groups" => "key",
         "xinfo|consumers" => "key group",
+        "eval" | "eval_ro" => "script numkeys [key...] [arg...]",
+        "evalsha" | "evalsha_ro" => "sha1 numkeys [key...] [arg...]",
+        "script|load" => "script",
+        "script|exists" => "sha1...",
+        "script|flush" => "[ASYNC|SYNC]",
         "move" => "key db",
         "swapdb" => "index1 index2",
         "dump" => "key",
@@ -405,6 +410,8 @@ mod tests {
                 "cluster|myid",
                 "cluster|help",
                 "xinfo|help",
+                "script|kill",
+                "script|help",
             ];
             if takes_args && !exempt.contains(&spec.name) {
                 assert!(

@@ -32,6 +32,11 @@ impl CommandFlags {
     pub const NOSCRIPT: Self = Self(1 << 9);
     /// Runs while other connections are held off (MULTI/EXEC and multi-key atomic writes).
     pub const EXCLUSIVE: Self = Self(1 << 10);
+    /// Its keys are handed to a script, which names them in its own commands (EVAL): they
+    /// are not renamed into the connection's logical database on the way in.
+    pub const KEYS_FOR_SCRIPT: Self = Self(1 << 11);
+    /// Answered even while a script is busy (SCRIPT KILL, SHUTDOWN NOSAVE).
+    pub const ALLOW_BUSY: Self = Self(1 << 12);
     const NONE: Self = Self(0);
 
     const NAMES: [(Self, &'static str); 10] = [
@@ -192,6 +197,7 @@ impl CommandSpec {
             "sorted-set" => "@sortedset",
             "bitmap" => "@bitmap",
             "stream" => "@stream",
+            "scripting" => "@scripting",
             "generic" => "@keyspace",
             "connection" => "@connection",
             "transactions" => "@transaction",
@@ -282,6 +288,10 @@ const CONN: CommandFlags = CommandFlags::FAST
     .with(CommandFlags::LOADING)
     .with(CommandFlags::STALE)
     .with(CommandFlags::NOSCRIPT);
+// Connection commands scripts may call (SELECT, TIME, ...).
+const CONN_IN_SCRIPTS: CommandFlags = CommandFlags::FAST
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE);
 const ADMIN: CommandFlags = CommandFlags::ADMIN
     .with(CommandFlags::NOSCRIPT)
     .with(CommandFlags::LOADING)
@@ -292,6 +302,12 @@ const TX: CommandFlags = CommandFlags::NOSCRIPT
     .with(CommandFlags::STALE)
     .with(CommandFlags::FAST)
     .with(CommandFlags::NO_MULTI);
+// EVAL and friends: one script runs at a time, while other connections are held off, as
+// Redis runs it.
+const SCRIPT: CommandFlags = CommandFlags::NOSCRIPT
+    .with(CommandFlags::STALE)
+    .with(CommandFlags::EXCLUSIVE)
+    .with(CommandFlags::KEYS_FOR_SCRIPT);
 const NOKEY: (i32, i32, i32) = (0, 0, 0);
 const KEY1: (i32, i32, i32) = (1, 1, 1);
 const ALLKEYS: (i32, i32, i32) = (1, -1, 1);
@@ -348,7 +364,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "select",
         2,
-        CONN,
+        CONN_IN_SCRIPTS,
         NOKEY,
         "connection",
         "1.0.0",
@@ -1071,6 +1087,111 @@ pub static COMMANDS: &[CommandSpec] = &[
             "Depends on subcommand.",
         )
     },
+    // scripting
+    numkeys_cmd(
+        "eval",
+        -3,
+        SCRIPT,
+        2,
+        "scripting",
+        "2.6.0",
+        "Executes a server-side Lua script.",
+        "Depends on the script that is executed.",
+    ),
+    numkeys_cmd(
+        "evalsha",
+        -3,
+        SCRIPT,
+        2,
+        "scripting",
+        "2.6.0",
+        "Executes a server-side Lua script by SHA1 digest.",
+        "Depends on the script that is executed.",
+    ),
+    numkeys_cmd(
+        "eval_ro",
+        -3,
+        SCRIPT.with(CommandFlags::READONLY),
+        2,
+        "scripting",
+        "7.0.0",
+        "Executes a read-only server-side Lua script.",
+        "Depends on the script that is executed.",
+    ),
+    numkeys_cmd(
+        "evalsha_ro",
+        -3,
+        SCRIPT.with(CommandFlags::READONLY),
+        2,
+        "scripting",
+        "7.0.0",
+        "Executes a read-only server-side Lua script by SHA1 digest.",
+        "Depends on the script that is executed.",
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "script|load",
+                3,
+                CommandFlags::NOSCRIPT.with(CommandFlags::STALE),
+                NOKEY,
+                "scripting",
+                "2.6.0",
+                "Loads a server-side Lua script to the script cache.",
+                "O(N) with N being the length in bytes of the script body.",
+            ),
+            cmd(
+                "script|exists",
+                -3,
+                CommandFlags::NOSCRIPT,
+                NOKEY,
+                "scripting",
+                "2.6.0",
+                "Determines whether server-side Lua scripts exist in the script cache.",
+                "O(N) with N being the number of scripts to check (so checking a single script is an O(1) operation).",
+            ),
+            cmd(
+                "script|flush",
+                -2,
+                CommandFlags::NOSCRIPT,
+                NOKEY,
+                "scripting",
+                "2.6.0",
+                "Removes all server-side Lua scripts from the script cache.",
+                "O(N) with N being the number of scripts in cache",
+            ),
+            cmd(
+                "script|kill",
+                2,
+                CommandFlags::NOSCRIPT.with(CommandFlags::ALLOW_BUSY),
+                NOKEY,
+                "scripting",
+                "2.6.0",
+                "Terminates a server-side Lua script during execution.",
+                O1,
+            ),
+            cmd(
+                "script|help",
+                2,
+                CommandFlags::LOADING.with(CommandFlags::STALE),
+                NOKEY,
+                "scripting",
+                "5.0.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "script",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "scripting",
+            "2.6.0",
+            "A container for Lua scripts management commands.",
+            "Depends on subcommand.",
+        )
+    },
     // streams
     cmd(
         "xadd",
@@ -1122,7 +1243,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         ..cmd(
             "xread",
             -4,
-            R.with(CommandFlags::NOSCRIPT),
+            R,
             NOKEY,
             "stream",
             "5.0.0",
@@ -1591,7 +1712,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     numkeys_cmd(
         "blmpop",
         -5,
-        W.with(CommandFlags::NOSCRIPT),
+        W,
         2,
         "list",
         "7.0.0",
@@ -2043,7 +2164,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     numkeys_cmd(
         "bzmpop",
         -5,
-        W.with(CommandFlags::NOSCRIPT),
+        W,
         2,
         "sorted-set",
         "7.0.0",
@@ -2494,7 +2615,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "readonly",
         1,
-        CONN,
+        CONN_IN_SCRIPTS,
         NOKEY,
         "cluster",
         "3.0.0",
@@ -2504,7 +2625,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "readwrite",
         1,
-        CONN,
+        CONN_IN_SCRIPTS,
         NOKEY,
         "cluster",
         "3.0.0",
@@ -2514,7 +2635,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "asking",
         1,
-        CONN,
+        CommandFlags::FAST,
         NOKEY,
         "cluster",
         "3.0.0",
@@ -2598,7 +2719,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "time",
         1,
-        CONN,
+        CONN_IN_SCRIPTS,
         NOKEY,
         "server",
         "2.6.0",
@@ -2638,7 +2759,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd(
         "lastsave",
         1,
-        CONN,
+        CONN_IN_SCRIPTS,
         NOKEY,
         "server",
         "1.0.0",

@@ -12,6 +12,7 @@ mod hashes;
 mod keys;
 mod lists;
 mod replication;
+mod scripting;
 mod server;
 mod sets;
 mod sort;
@@ -26,6 +27,7 @@ use crate::handler::{CmdError, CmdResult, Ctx, Handler, lossy};
 
 pub use blocked::{BlockedPop, finish_blocked_pop};
 pub use cache::{BlockedGet, finish_blocked, write_get_reply};
+pub use connection::REDIS_COMPAT_VERSION;
 pub use replication::{BlockedWait, RemoteWrite, finish_wait};
 pub use server::Parked;
 pub use server::write_info;
@@ -246,6 +248,16 @@ pub fn handler(name: &str) -> Option<Handler> {
         "xinfo|groups" => streams::xinfo_groups,
         "xinfo|consumers" => streams::xinfo_consumers,
         "xinfo|help" => streams::xinfo_help,
+        "eval" => scripting::eval,
+        "evalsha" => scripting::evalsha,
+        "eval_ro" => scripting::eval_ro,
+        "evalsha_ro" => scripting::evalsha_ro,
+        "script" => scripting::script_help_or_arity,
+        "script|load" => scripting::script_load,
+        "script|exists" => scripting::script_exists,
+        "script|flush" => scripting::script_flush,
+        "script|kill" => scripting::script_kill,
+        "script|help" => scripting::script_help,
         "dump" => dump::dump,
         "restore" => dump::restore,
         "multi" => t::multi,

@@ -57,6 +57,10 @@ pub struct ConnState {
     pub wrote: bool,
     /// Set while EXEC runs: commands must answer at once, never park.
     pub no_block: bool,
+    /// Set while a script flagged `allow-oom` runs: its writes skip the memory check.
+    pub script_allows_oom: bool,
+    /// Set while a script runs on this connection's behalf.
+    pub in_script: bool,
     /// A proxying node's connection: never proxied again, so a stale view cannot
     /// bounce a command between nodes.
     pub forwarded: bool,
@@ -94,6 +98,8 @@ impl ConnState {
             parked: None,
             wrote: false,
             no_block: false,
+            script_allows_oom: false,
+            in_script: false,
             forwarded: false,
             readonly: false,
             held_since: None,

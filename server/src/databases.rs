@@ -12,7 +12,7 @@
 use std::borrow::Cow;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
 
-use ringkv_protocol::{Args, CommandSpec, OwnedArgs};
+use ringkv_protocol::{Args, CommandFlags, CommandSpec, OwnedArgs};
 use ringkv_store::namespace::{self, MAGIC};
 use ringkv_store::{Store, Value};
 
@@ -85,7 +85,7 @@ impl Databases {
     /// `args` with its key arguments renamed into logical database `db`; `None` when every
     /// key is stored as typed (database 0 unswapped, no key that needs escaping).
     pub fn rename_keys(&self, db: u8, spec: &CommandSpec, args: &Args<'_>) -> Option<OwnedArgs> {
-        if !self.enabled {
+        if !self.enabled || spec.flags.contains(CommandFlags::KEYS_FOR_SCRIPT) {
             return None;
         }
         let physical = self.physical(db);

@@ -297,7 +297,7 @@ pub fn run(
             ));
         }
     }
-    if route.spec.flags.contains(CommandFlags::DENYOOM) {
+    if route.spec.flags.contains(CommandFlags::DENYOOM) && !conn.script_allows_oom {
         node.store
             .ensure_memory(now)
             .map_err(|_| CmdError::OutOfMemory)?;
@@ -318,6 +318,43 @@ pub fn run(
             .note_replicated_write(replication.last_lsn(), slots());
     }
     result
+}
+
+/// Runs a command a script called (`redis.call`): Redis's script checks, then [`run`].
+pub fn run_from_script(
+    node: &Node,
+    conn: &mut ConnState,
+    out: &mut ReplyWriter<'_>,
+    args: Args<'_>,
+    now: u64,
+    flags: crate::scripting::ScriptFlags,
+) -> Result<(), CmdError> {
+    let route = resolve(&args).map_err(|error| match error {
+        CmdError::WrongArity(_) => {
+            CmdError::Custom("ERR Wrong number of args calling Redis command from script".into())
+        }
+        _ => CmdError::Custom("ERR Unknown Redis command called from script".into()),
+    })?;
+    let spec_flags = route.spec.flags;
+    if spec_flags.contains(CommandFlags::NOSCRIPT) {
+        return Err(CmdError::Custom(
+            "ERR This Redis command is not allowed from script".into(),
+        ));
+    }
+    if flags.no_writes && spec_flags.contains(CommandFlags::WRITE) {
+        return Err(CmdError::Custom(
+            "ERR Write commands are not allowed from read-only scripts.".into(),
+        ));
+    }
+    if let Some(cluster) = &node.cluster
+        && !matches!(cluster.route(conn, route.spec, &args), Verdict::Local)
+    {
+        return Err(CmdError::Custom(
+            "ERR Script attempted to access a non local key in a cluster node".into(),
+        ));
+    }
+    conn.last_command = route.index;
+    run(node, conn, out, route, args, now)
 }
 
 /// Runs a command queued by MULTI (already resolved once; resolved again because its

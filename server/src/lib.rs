@@ -14,6 +14,7 @@ mod node;
 mod node_id;
 mod persistence;
 mod replication;
+mod scripting;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

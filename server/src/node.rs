@@ -15,6 +15,10 @@ use crate::config::{Config, PASSTHROUGH_OPTIONS};
 use crate::leases::Leases;
 use crate::persistence::Persistence;
 
+/// Bytes the Lua state may hold: a script that builds a huge table fails with an error
+/// instead of growing the node without bound.
+const LUA_MEMORY_LIMIT: usize = 512 << 20;
+
 /// The current time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -214,6 +218,8 @@ pub struct Node {
     pub blocking: Arc<crate::blocking::Blocking>,
     /// The logical databases (SELECT) and where each one's keys live.
     pub databases: crate::databases::Databases,
+    /// The Lua engine and its script cache.
+    pub scripting: crate::scripting::Scripting,
 }
 
 impl std::fmt::Debug for Node {
@@ -247,6 +253,7 @@ impl Node {
         Node {
             store,
             databases,
+            scripting: crate::scripting::Scripting::new(LUA_MEMORY_LIMIT),
             persistence,
             loading: AtomicBool::new(false),
             fatal: Mutex::new(None),

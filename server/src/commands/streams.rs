@@ -449,6 +449,11 @@ fn parse_xread(ctx: &mut Ctx<'_, '_>, args: &Args<'_>) -> Result<ReadArgs, CmdEr
         let more = args.len() - 1 - i;
         let opt = args.get(i);
         if is(opt, "block") && more > 0 {
+            if ctx.conn.in_script {
+                return Err(custom(
+                    "xread command is not allowed with BLOCK option from scripts",
+                ));
+            }
             block = Some(block_ms(args.get(i + 1))?);
             i += 1;
         } else if is(opt, "count") && more > 0 {

@@ -1,0 +1,79 @@
+-- The script environment, built once per Lua state (chunk name "=ringkv", so frames of
+-- this file are told apart from a script's). It receives `hidden`, a table no script can
+-- reach, and `native`, the functions written in Rust (C functions to Lua, so a script's
+-- frame stays on the stack under them, as under Redis's own). It returns the globals
+-- scripts see, a read-only proxy, and leaves the runner in `hidden.run`.
+local hidden, native = ...
+local G = _G
+local error, type, rawset, tostring, setmetatable, pairs =
+    error, type, rawset, tostring, setmetatable, pairs
+local error_table, where, caught = native.error_table, native.where, native.caught
+local raw_pcall = pcall
+
+-- What a script may not reach, as in Redis 7.0.
+for _, name in pairs({ 'dofile', 'loadfile', 'print', 'getfenv', 'setfenv', 'newproxy',
+    'module', 'require', 'debug', 'os', 'io', 'package' }) do
+  G[name] = nil
+end
+
+-- Turns any error into Redis's error table and adds where the script raised it.
+local function handler(err)
+  if type(err) ~= 'table' then
+    err = error_table(err)
+  end
+  local source, line = where()
+  if source then
+    err.source = source
+    err.line = line
+  end
+  return err
+end
+
+hidden.run = function(f) return xpcall(f, handler) end
+
+-- Redis 7's pcall: an error table is caught as its text.
+local function finish(ok, ...)
+  if ok then return true, ... end
+  return false, caught((...))
+end
+G.pcall = function(...) return finish(raw_pcall(...)) end
+
+-- A table no script can change: writes fail as Redis 7's read-only tables fail them
+-- (rawset too, so no script can leave state behind for the next one).
+local proxies = setmetatable({}, { __mode = 'k' })
+local function readonly(t, metatable)
+  local proxy = setmetatable({}, {
+    __index = t,
+    __newindex = function() error('Attempt to modify a readonly table', 2) end,
+    __metatable = metatable or false,
+  })
+  proxies[proxy] = true
+  return proxy
+end
+G.rawset = function(t, k, v)
+  if proxies[t] then error('Attempt to modify a readonly table', 0) end
+  return rawset(t, k, v)
+end
+
+-- The real `redis` table: `call` and `pcall` are set for each run.
+hidden.redis = native.redis
+G.redis = readonly(native.redis)
+G.cjson = readonly(native.cjson)
+G.cmsgpack = readonly(native.cmsgpack)
+G.bit = readonly(native.bit)
+G.struct = readonly(native.struct)
+G.string = readonly(string)
+G.math = readonly(math)
+G.table = readonly(table)
+G.coroutine = readonly(coroutine)
+
+-- Globals: reads of a missing name are errors, writes always are.
+setmetatable(G, {
+  __index = function(_, name)
+    error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+  end,
+})
+-- getmetatable(_G) shows a table, as Redis's globals have one.
+local globals = readonly(G, {})
+rawset(G, '_G', globals)
+return globals

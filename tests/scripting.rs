@@ -1,0 +1,347 @@
+//! Lua scripting on a real node over loopback: EVAL/EVALSHA/SCRIPT, replies converted
+//! both ways in RESP2 and RESP3, errors in Redis 7.0's words, the sandbox, atomicity
+//! under concurrent clients, scripts inside MULTI, logical databases, and blocked clients
+//! woken by a script's write. Expected replies are what redis-server 7.0.15 answers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use redis::{AsyncCommands, Value};
+use support::{client, query, start, waiting_client};
+
+mod support;
+
+fn bulk(s: &str) -> Value {
+    Value::BulkString(s.as_bytes().to_vec())
+}
+
+fn error_text(result: redis::RedisResult<Value>) -> String {
+    result.unwrap_err().to_string()
+}
+
+#[tokio::test]
+async fn scripts_convert_replies_both_ways_as_redis_does() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    let eval = |body: &'static str| ["EVAL", body, "0"];
+    query(&mut con, &["HSET", "h", "a", "1"]).await?;
+    assert_eq!(
+        query(&mut con, &eval("return {1, 2.9, 'x', {3}, nil, 5}")).await?,
+        Value::Array(vec![
+            Value::Int(1),
+            Value::Int(2),
+            bulk("x"),
+            Value::Array(vec![Value::Int(3)])
+        ]),
+        "numbers are truncated and an array ends at its first nil"
+    );
+    assert_eq!(query(&mut con, &eval("return true")).await?, Value::Int(1));
+    assert_eq!(query(&mut con, &eval("return false")).await?, Value::Nil);
+    assert_eq!(
+        query(&mut con, &eval("return redis.status_reply('FINE')")).await?,
+        Value::SimpleString("FINE".into())
+    );
+    assert_eq!(
+        query(&mut con, &eval("return redis.call('hgetall', 'h')")).await?,
+        Value::Array(vec![bulk("a"), bulk("1")])
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &eval("return {redis.call('get', 'none') == false}")
+        )
+        .await?,
+        Value::Array(vec![Value::Int(1)]),
+        "a nil reply is false in Lua"
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &eval("redis.setresp(3) return redis.call('hgetall', 'h')['map']['a']")
+        )
+        .await?,
+        bulk("1"),
+        "setresp(3) gives maps as {{map = ...}}"
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &[
+                "EVAL",
+                "return {KEYS[1], ARGV[1], #KEYS, #ARGV}",
+                "1",
+                "k",
+                "a",
+                "b"
+            ]
+        )
+        .await?,
+        Value::Array(vec![bulk("k"), bulk("a"), Value::Int(1), Value::Int(2)])
+    );
+    let json = query(
+        &mut con,
+        &eval("return cjson.encode({a = {1, 2}, b = 'x/'})"),
+    )
+    .await?;
+    assert!(
+        json == bulk(r#"{"a":[1,2],"b":"x\/"}"#) || json == bulk(r#"{"b":"x\/","a":[1,2]}"#),
+        "{json:?}"
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &eval("local t = cmsgpack.unpack(cmsgpack.pack({1, 'two', {x = 3}})) return {t[1], t[2], t[3].x}")
+        )
+        .await?,
+        Value::Array(vec![Value::Int(1), bulk("two"), Value::Int(3)])
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &eval("return {bit.band(0xff, 0x0f), bit.tohex(255, -2)}")
+        )
+        .await?,
+        Value::Array(vec![Value::Int(15), bulk("FF")])
+    );
+    let mut resp3 = client(addr, true).await?;
+    assert_eq!(
+        query(&mut resp3, &eval("return {map = {a = 1}}")).await?,
+        Value::Map(vec![(bulk("a"), Value::Int(1))])
+    );
+    assert_eq!(
+        query(&mut resp3, &eval("return {double = 1.5}")).await?,
+        Value::Double(1.5)
+    );
+    assert_eq!(
+        query(&mut resp3, &eval("redis.setresp(3) return false")).await?,
+        Value::Boolean(false)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn errors_and_the_sandbox_answer_in_redis_words() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    for (body, expected) in [
+        (
+            "return x",
+            "user_script:1: Script attempted to access nonexistent global variable 'x' script: 03c387736bb5cc009ff35151572cee04677aa374, on @user_script:1.",
+        ),
+        (
+            "x = 1",
+            "user_script:1: Attempt to modify a readonly table script: 34bce5f775de97f557a34088509c8bfe1ea17e52, on @user_script:1.",
+        ),
+        (
+            "return redis.call('nope')",
+            "Unknown Redis command called from script script: f01f0776df71cc5b400c2268135aa7f30dce2e53, on @user_script:1.",
+        ),
+        (
+            "return redis.call('blpop','l',0)",
+            "This Redis command is not allowed from script script: 121bfe1768bf66b7a31f0b044f99b2ef97079112, on @user_script:1.",
+        ),
+        (
+            "return cjson.decode('x')",
+            "user_script:1: Expected value but found invalid token at character 1 script: 5f58dd5cefb3eb0313af3534f36be4b83e79ae80, on @user_script:1.",
+        ),
+        (
+            "return os.clock()",
+            "user_script:1: Script attempted to access nonexistent global variable 'os'",
+        ),
+        (
+            "syntax error here",
+            "Error compiling script (new function): user_script:1: '=' expected near 'error'",
+        ),
+    ] {
+        let error = error_text(query(&mut con, &["EVAL", body, "0"]).await);
+        assert!(error.contains(expected), "{body}: {error}");
+    }
+    let error = error_text(query(&mut con, &["EVAL", "return redis.pcall('get')", "0"]).await);
+    assert!(
+        error.contains("Wrong number of args calling Redis command from script")
+            && !error.contains("script:"),
+        "pcall returns the error table, which is the reply as it is: {error}"
+    );
+    assert_eq!(
+        query(
+            &mut con,
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'incr', 'no-such') return {tostring(ok)}",
+                "0"
+            ]
+        )
+        .await?,
+        Value::Array(vec![bulk("true")])
+    );
+    query(&mut con, &["SET", "s", "x"]).await?;
+    assert_eq!(
+        query(
+            &mut con,
+            &[
+                "EVAL",
+                "local ok, e = pcall(redis.call, 'incr', 's') return e",
+                "0"
+            ]
+        )
+        .await?,
+        bulk("ERR value is not an integer or out of range"),
+        "Redis 7's pcall catches an error table as its text"
+    );
+    let noscript = query(&mut con, &["EVALSHA", &"f".repeat(40), "0"])
+        .await
+        .unwrap_err();
+    assert_eq!(noscript.code(), Some("NOSCRIPT"));
+    assert!(
+        noscript
+            .to_string()
+            .contains("No matching script. Please use EVAL.")
+    );
+    for (numkeys, message) in [
+        ("-1", "Number of keys can't be negative"),
+        ("5", "Number of keys can't be greater than number of args"),
+        ("x", "value is not an integer or out of range"),
+    ] {
+        let error = error_text(query(&mut con, &["EVAL", "return 1", numkeys]).await);
+        assert!(error.contains(message), "{numkeys}: {error}");
+    }
+    let read_only = error_text(
+        query(
+            &mut con,
+            &["EVAL_RO", "return redis.call('set', 'a', 1)", "0"],
+        )
+        .await,
+    );
+    assert!(read_only.contains("Write commands are not allowed from read-only scripts."));
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_script_cache_loads_finds_and_flushes() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return ARGV[1] .. '!'")
+        .query_async(&mut con)
+        .await?;
+    assert!(
+        sha.len() == 40
+            && sha
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        "{sha}"
+    );
+    assert_eq!(
+        query(&mut con, &["EVALSHA", &sha.to_uppercase(), "0", "hi"]).await?,
+        bulk("hi!"),
+        "a SHA-1 is matched in any case"
+    );
+    assert_eq!(
+        query(&mut con, &["SCRIPT", "EXISTS", &sha, &"0".repeat(40)]).await?,
+        Value::Array(vec![Value::Int(1), Value::Int(0)])
+    );
+    assert_eq!(query(&mut con, &["SCRIPT", "FLUSH"]).await?, Value::Okay);
+    let error = query(&mut con, &["EVALSHA", &sha, "0", "hi"])
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Some("NOSCRIPT"), "{error}");
+    let error = error_text(query(&mut con, &["SCRIPT", "KILL"]).await);
+    assert!(
+        error.contains("No scripts in execution right now."),
+        "{error}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_runs_alone_however_many_clients_run_it() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    // Read, then write: without atomicity concurrent runs would lose increments.
+    let body = "local v = tonumber(redis.call('get', KEYS[1]) or '0') redis.call('set', KEYS[1], v + 1) return v + 1";
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let mut con = client(addr, false).await?;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..250 {
+                query(&mut con, &["EVAL", body, "1", "counter"]).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    let mut con = client(addr, false).await?;
+    assert_eq!(con.get::<_, i64>("counter").await?, 1000);
+    Ok(())
+}
+
+#[tokio::test]
+async fn scripts_run_inside_multi_and_in_the_connections_database() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    let (first, second): (i64, String) = redis::pipe()
+        .atomic()
+        .cmd("EVAL")
+        .arg("return redis.call('incrby', KEYS[1], ARGV[1])")
+        .arg(1)
+        .arg("n")
+        .arg(5)
+        .cmd("EVAL")
+        .arg("return redis.call('get', KEYS[1])")
+        .arg(1)
+        .arg("n")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!((first, second.as_str()), (5, "5"));
+    query(&mut con, &["SELECT", "3"]).await?;
+    query(
+        &mut con,
+        &[
+            "EVAL",
+            "redis.call('set', KEYS[1], 'three') redis.call('select', 0) return 1",
+            "1",
+            "where",
+        ],
+    )
+    .await?;
+    assert_eq!(
+        query(&mut con, &["GET", "where"]).await?,
+        bulk("three"),
+        "KEYS name the caller's database, and a script's SELECT is its own"
+    );
+    query(&mut con, &["SELECT", "0"]).await?;
+    assert_eq!(query(&mut con, &["EXISTS", "where"]).await?, Value::Int(0));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_a_script_wakes_a_blocked_client() -> Result<()> {
+    let (addr, node) = start(&[]).await?;
+    let mut waiter = waiting_client(addr).await?;
+    let blocked = tokio::spawn(async move {
+        redis::cmd("BLPOP")
+            .arg("jobs")
+            .arg(5)
+            .query_async::<Option<(String, String)>>(&mut waiter)
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.blocking.waiting() < 1 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let mut con = client(addr, false).await?;
+    query(
+        &mut con,
+        &[
+            "EVAL",
+            "return redis.call('rpush', KEYS[1], 'job-1')",
+            "1",
+            "jobs",
+        ],
+    )
+    .await?;
+    assert_eq!(blocked.await??, Some(("jobs".into(), "job-1".into())));
+    Ok(())
+}
