@@ -1,6 +1,7 @@
-//! Real queue software from the package registries against a ringkv node: kombu (the
-//! messaging library under Celery) sends and consumes through blocking pops in a logical
-//! database. `scripts/test` installs it.
+//! Real software from the package registries against a ringkv node: kombu (the messaging
+//! library under Celery) sends and consumes through blocking pops in a logical database;
+//! redis-py's Lock, limits (under Flask-Limiter) and python-rq run their Lua scripts.
+//! `scripts/test` installs them.
 
 use std::process::Command;
 
@@ -9,21 +10,40 @@ use support::start;
 
 mod support;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kombu_delivers_every_message_once_in_order_through_blocking_pops() -> Result<()> {
+/// Runs `tests/clients/<script>` against a fresh node; its standard output.
+async fn run_client_script(script: &'static str) -> Result<String> {
     let (addr, _node) = start(&[]).await?;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/kombu_queue.py");
+    let path = format!("{}/tests/clients/{script}", env!("CARGO_MANIFEST_DIR"));
     let port = addr.port().to_string();
     // The script blocks on the node, which runs on this runtime: wait off it.
     let output =
-        tokio::task::spawn_blocking(move || Command::new("python3").arg(script).arg(port).output())
+        tokio::task::spawn_blocking(move || Command::new("python3").arg(path).arg(port).output())
             .await??;
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "kombu failed (scripts/test installs kombu):\n{stdout}\n{stderr}"
+        "{script} failed (scripts/test installs its packages):\n{stdout}\n{stderr}"
     );
+    Ok(stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kombu_delivers_every_message_once_in_order_through_blocking_pops() -> Result<()> {
+    let stdout = run_client_script("kombu_queue.py").await?;
     assert!(stdout.contains("200 messages"), "{stdout}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_rate_limiter_and_job_queue_libraries_run_their_scripts() -> Result<()> {
+    let stdout = run_client_script("script_libraries.py").await?;
+    for line in [
+        "redis-py Lock",
+        "limits:",
+        "python-rq: a burst worker completed 300 jobs",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
     Ok(())
 }

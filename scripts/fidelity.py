@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Sends the same commands to redis-server and to ringkv and compares the replies byte for
+byte, over RESP2 and RESP3: streams, logical databases, Lua scripting, and the verbatim
+Lua scripts of libraries people run on Redis (redis-py's Lock, limits, rate-limit-redis,
+django-redis, Laravel).
+
+usage: fidelity.py REDIS_PORT RINGKV_PORT
+
+Prints every mismatch and exits non-zero when there is one that is not a known, listed
+difference. Commands whose replies are orderless (KEYS) are compared as multisets; a reply
+holding a TTL may differ by a few milliseconds between the two servers.
+"""
+import os
+import socket
+import sys
+import time
+
+sys.setrecursionlimit(100000)
+
+
+def encode(args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+class Conn:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.settimeout(10)
+        self.buf = b""
+
+    def _fill(self):
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise EOFError("connection closed")
+        self.buf += data
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+    def reply(self):
+        """One reply as (bytes, tree): the raw bytes and a parsed form."""
+        line = self.line()
+        kind, rest = line[:1], line[1:]
+        raw = line + b"\r\n"
+        if kind in b"+-:_,#(":
+            return raw, (kind, rest)
+        if kind in b"$=!":
+            n = int(rest)
+            if n < 0:
+                return raw, (kind, None)
+            body = self.exact(n + 2)
+            return raw + body, (kind, body[:-2])
+        if kind in b"*~>%|":
+            n = int(rest)
+            count = 2 * n if kind in b"%|" else n
+            items = []
+            for _ in range(max(count, 0)):
+                r, tree = self.reply()
+                raw += r
+                items.append(tree)
+            return raw, (kind, items if n >= 0 else None)
+        raise ValueError(f"unparsable reply {line!r}")
+
+    def call(self, args):
+        self.sock.sendall(encode(args))
+        return self.reply()
+
+
+def same_ttl(a, b, slack=5):
+    """Trees equal but for integers that may differ by a few (TTLs, times)."""
+    if a[0] != b[0]:
+        return False
+    if a[0] == b":":
+        return abs(int(a[1]) - int(b[1])) <= slack
+    if isinstance(a[1], list) and isinstance(b[1], list):
+        return len(a[1]) == len(b[1]) and all(same_ttl(x, y, slack) for x, y in zip(a[1], b[1]))
+    return a == b
+
+
+def same_unordered(a, b):
+    if a[0] != b[0] or not isinstance(a[1], list) or not isinstance(b[1], list):
+        return a == b
+    return sorted(map(repr, a[1])) == sorted(map(repr, b[1]))
+
+
+class Case:
+    def __init__(self, args, how="exact", known=None):
+        self.args = args
+        self.how = how  # exact | ttl | unordered | skip
+        self.known = known  # why a difference is accepted
+
+
+def run_suite(name, cases, redis_port, ringkv_port, resp3=False):
+    redis_conn, ringkv_conn = Conn(redis_port), Conn(ringkv_port)
+    if resp3:
+        redis_conn.call(["HELLO", "3"])
+        ringkv_conn.call(["HELLO", "3"])
+    checked = mismatched = known = 0
+    for case in cases:
+        if isinstance(case, list):
+            case = Case(case)
+        if case.args and case.args[0] == "__sleep":
+            time.sleep(case.args[1])
+            continue
+        a_raw, a = redis_conn.call(case.args)
+        b_raw, b = ringkv_conn.call(case.args)
+        checked += 1
+        if case.how == "ttl":
+            ok = same_ttl(a, b)
+        elif case.how == "unordered":
+            ok = same_unordered(a, b)
+        else:
+            ok = a_raw == b_raw
+        if ok:
+            continue
+        if case.known:
+            known += 1
+            continue
+        mismatched += 1
+        shown = [x if len(x) < 80 else x[:77] + "..." for x in map(str, case.args)]
+        print(f"  MISMATCH [{name}{' RESP3' if resp3 else ''}] {shown}")
+        print(f"    redis-server: {a_raw[:300]!r}")
+        print(f"    ringkv:       {b_raw[:300]!r}")
+    print(f"{name}{' (RESP3)' if resp3 else ''}: {checked} commands, {mismatched} mismatches, {known} known differences")
+    return mismatched
+
+
+def streams():
+    cases = [
+        ["FLUSHALL"],
+        ["XADD", "s", "1-1", "a", "1"], ["XADD", "s", "1-1", "a", "1"], ["XADD", "s", "1-*", "b", "2"],
+        ["XADD", "s", "2", "c", "3"], ["XADD", "s", "0-0", "a", "1"], ["XADD", "n", "0-*", "a", "1"],
+        ["XADD", "s", "5-x", "a", "1"], ["XADD", "s", "*", "a"], ["XADD", "s", "maxlen", "~", "x", "*", "a", "1"],
+        ["XADD", "s", "maxlen", "-1", "*", "a", "1"], ["XADD", "s", "maxlen", "1", "minid", "1", "*", "a", "1"],
+        ["XADD", "s", "limit", "10", "*", "a", "1"], ["XADD", "s", "maxlen", "5", "limit", "10", "*", "a", "1"],
+        ["XADD", "nope", "nomkstream", "*", "a", "1"], ["EXISTS", "nope"], ["XLEN", "s"], ["SET", "str", "x"],
+        ["XLEN", "str"], ["XADD", "str", "*", "a", "1"], ["XRANGE", "s", "-", "+"], ["XRANGE", "s", "-", "+", "count", "2"],
+        ["XRANGE", "s", "-", "+", "count", "0"], ["XRANGE", "s", "(1-1", "(10-1"], ["XRANGE", "s", "(-", "+"],
+        ["XREVRANGE", "s", "+", "-", "count", "1"], ["XRANGE", "nope", "-", "+"], ["XDEL", "s", "1-1", "999-0"],
+        ["XDEL", "nope", "bad"], ["XDEL", "s", "bad"], ["XINFO", "STREAM", "s"], ["XINFO", "STREAM", "s", "FULL"],
+        ["XINFO", "STREAM", "nope"], ["XINFO", "GROUPS", "s"], ["XINFO", "CONSUMERS", "s", "g"], ["XINFO", "HELP"],
+    ]
+    cases += [["XADD", "t", f"{i}-0", "f", str(i)] for i in range(1, 1001)]
+    cases += [
+        ["XTRIM", "t", "maxlen", "~", "555"], ["XLEN", "t"], ["XTRIM", "t", "maxlen", "555"], ["XTRIM", "t", "minid", "900"],
+        ["XTRIM", "t", "minid", "~", "950"], ["XTRIM", "t", "maxlen", "~", "10", "limit", "30"], ["XTRIM", "t", "limit", "5"],
+        ["XINFO", "STREAM", "t"], ["XSETID", "t", "1-0"], ["XSETID", "t", "99999999999999-5", "maxdeletedid", "99999999999999-1", "entriesadded", "5000"],
+        ["XINFO", "STREAM", "t"], ["XREAD", "COUNT", "1", "STREAMS", "s", "t", "0", "0"], ["XREAD", "STREAMS", "s", "t", "$", "$"],
+        ["XREAD", "STREAMS", "s", "t", "0"], ["XREAD", "BLOCK", "-1", "STREAMS", "s", "0"], ["XREAD", "STREAMS", "s", ">"],
+        ["TYPE", "s"], ["OBJECT", "ENCODING", "s"],
+        Case(["XADD", "y", "5-18446744073709551615", "a", "b"]),
+        Case(["XADD", "y", "5-*", "a", "b"], known="redis 7.0.15 says 'Elements are too large' (a bug fixed later); ringkv names the id"),
+    ]
+    return cases
+
+
+def databases():
+    return [
+        ["FLUSHALL"], ["SELECT", "1"], ["SET", "a", "1"], ["SET", "b", "2"], ["EXPIRE", "b", "100"], ["DBSIZE"],
+        Case(["KEYS", "*"], how="unordered"), ["SELECT", "0"], ["DBSIZE"], ["GET", "a"], ["SET", "a", "zero"],
+        ["SELECT", "16"], ["SELECT", "-1"], ["SELECT", "x"], ["SELECT", "99999999999"], ["SELECT", "2"],
+        ["RPUSH", "l", "x"], ["SELECT", "1"], ["MOVE", "a", "0"], ["MOVE", "b", "2"], ["MOVE", "b", "1"],
+        ["MOVE", "b", "99"], ["SELECT", "2"], Case(["KEYS", "*"], how="unordered"), Case(["TTL", "b"], how="ttl"),
+        ["COPY", "b", "c", "DB", "0"], ["COPY", "b", "b"], ["COPY", "b", "b", "DB", "2"], ["COPY", "b", "c", "DB", "99"],
+        ["SELECT", "0"], ["MGET", "a", "c"], ["INFO", "keyspace"], ["SWAPDB", "0", "2"], ["GET", "a"], ["DBSIZE"],
+        ["INFO", "keyspace"], ["SWAPDB", "0", "x"], ["SWAPDB", "0", "16"], ["SELECT", "2"], ["FLUSHDB"], ["DBSIZE"],
+        ["SELECT", "0"], ["INFO", "keyspace"], ["SWAPDB", "2", "0"], ["MULTI"], ["SELECT", "3"], ["SET", "m", "1"],
+        ["EXEC"], ["GET", "m"], ["SELECT", "0"], ["FLUSHALL"], ["INFO", "keyspace"], ["CONFIG", "GET", "databases"],
+    ]
+
+
+def scripting():
+    def s(body, *rest):
+        return ["EVAL", body, *(rest or ("0",))]
+    return [
+        ["FLUSHALL"], ["SCRIPT", "FLUSH"],
+        s("return x"), s("x = 1"), s("error('boom')"), s("return redis.call('nope')"), s("return redis.call('get')"),
+        s("return redis.pcall('get')"), s("return redis.error_reply('My Error')"), s("return {err='My Error'}"),
+        s("return {1,2,{3,'x'},nil,5}"), s("return 3.99"), s("return true"), s("return false"), s("syntax error here"),
+        s("return KEYS[1]", "2", "a"), s("return 1", "-1"), s("return 1", "x"),
+        ["EVALSHA", "ffffffffffffffffffffffffffffffffffffffff", "0"],
+        s("return redis.call('blpop','l',0)"), s("return redis.status_reply('FINE')"), s("return {ok='A\\r\\nB'}"),
+        s("return redis.sha1hex('')"), s("return redis.call()"), s("return redis.call('get', {})"),
+        s("string.x = 1"), s("local t = loadstring('y = 1'); t(); return 1"),
+        s("return tostring(1e15) .. ' ' .. tostring(0.1) .. ' ' .. tostring(2^53)"),
+        s("return redis.call('set','k',1.5)"), s("return redis.call('get','k')"), ["EVAL_RO", "return redis.call('set','a',1)", "0"],
+        s("#!lua flags=no-writes\nreturn redis.call('set','a',1)"), s("#!lua flags=bogus\nreturn 1"), s("#!python\nreturn 1"),
+        s("redis.setresp(4)"), s("return redis.set_repl(99)"), s("return redis.log(99, 'x')"), ["SCRIPT", "KILL"],
+        ["SCRIPT", "LOAD", "return 1"], ["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "ffff"],
+        ["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"], ["SCRIPT", "FLUSH", "foo"],
+        s("return cjson.decode('x')"), s("return string.rep()"), s("return bit.band('x')"), s("return struct.pack('q')"),
+        s("return cjson.encode({1,2,{a=1}})"), s("return cjson.encode({a={}, b=1.5, c=1e20, d=true, e='x\"y/'})"),
+        s("return cmsgpack.pack({1,2,'x', 1.5, -33, 70000, 2^63})"), s("return {cmsgpack.unpack_limit(cmsgpack.pack(1,2,3), 2)}"),
+        s("return {bit.band(0xff, 0x0f), bit.lshift(1, 31), bit.tobit(2^32+1), bit.tohex(-1, 4)}"),
+        s("return {struct.unpack('>I2 <h', struct.pack('>I2 <h', 258, -2))}"), s("return struct.size('s')"),
+        s("redis.call('hset','h','a','1') return redis.call('hgetall','h')"), s("redis.setresp(3) return redis.call('hgetall','h')"),
+        s("redis.setresp(3) return redis.call('get','nokey')"), s("return redis.pcall('incr','h')"),
+        s("local ok, e = pcall(redis.call, 'incr', 'h'); return e"), s("local ok, e = pcall(cjson.decode, 'x'); return e"),
+        s("return {map={a=1}}"), s("return {double=1.5}"), s("return {big_number='123'}"), s("return {set={a=true}}"),
+        s("return redis.call('select', 1)"), s("return redis.call('xread','block','10','streams','s','$')"),
+        Case(s("local t = {} t[1] = t return t"), known="a table that contains itself is cut at another depth"),
+    ]
+
+
+def library_scripts():
+    """The verbatim scripts of libraries, with the arguments they pass."""
+    from redis.lock import Lock
+    import limits
+
+    lua_dir = os.path.join(os.path.dirname(limits.__file__), "resources", "redis", "lua_scripts")
+
+    def limits_script(name):
+        with open(os.path.join(lua_dir, name + ".lua")) as f:
+            return f.read()
+
+    # django-redis `incr` (django_redis/client/default.py), verbatim.
+    django_incr = """
+            local exists = redis.call('EXISTS', KEYS[1])
+            if (exists == 1) then
+                return redis.call('INCRBY', KEYS[1], ARGV[1])
+            else return false end
+            """
+    # Laravel Illuminate\\Cache\\LuaScripts::add(), verbatim.
+    laravel_add = "return redis.call('exists',KEYS[1])<1 and redis.call('setex',KEYS[1],ARGV[2],ARGV[1])"
+    # rate-limit-redis source/scripts.ts, after its whitespace trimming.
+    rate_limit_increment = "\n".join([
+        'local totalHits = redis.call("INCR", KEYS[1])',
+        'local timeToExpire = redis.call("PTTL", KEYS[1])',
+        'if timeToExpire <= 0 or ARGV[1] == "1"',
+        "then",
+        'redis.call("PEXPIRE", KEYS[1], tonumber(ARGV[2]))',
+        "timeToExpire = tonumber(ARGV[2])",
+        "end",
+        "return { totalHits, timeToExpire }",
+    ])
+    rate_limit_get = "\n".join([
+        'local totalHits = redis.call("GET", KEYS[1])',
+        'local timeToExpire = redis.call("PTTL", KEYS[1])',
+        "return {",
+        "totalHits,",
+        "timeToExpire",
+        "}",
+    ])
+    now = "1700000000"
+    cases = [["FLUSHALL"]]
+    # redis-py Lock: release, extend, reacquire, with the right token and a wrong one.
+    cases += [["SET", "lock", "tok", "PX", "10000"]]
+    for body, args in [
+        (Lock.LUA_EXTEND_SCRIPT, ["1", "lock", "tok", "5000", "0"]),
+        (Lock.LUA_EXTEND_SCRIPT, ["1", "lock", "bad", "5000", "1"]),
+        (Lock.LUA_REACQUIRE_SCRIPT, ["1", "lock", "tok", "20000"]),
+        (Lock.LUA_RELEASE_SCRIPT, ["1", "lock", "bad"]),
+        (Lock.LUA_RELEASE_SCRIPT, ["1", "lock", "tok"]),
+        (Lock.LUA_RELEASE_SCRIPT, ["1", "lock", "tok"]),
+    ]:
+        cases.append(Case(["EVAL", body, *args], how="ttl"))
+    # limits: fixed window (incr_expire), moving window, sliding window counter.
+    for _ in range(3):
+        cases.append(Case(["EVAL", limits_script("incr_expire"), "1", "LIMITS:fixed", "60", "1"], how="ttl"))
+    for i in range(4):
+        cases.append(Case(["EVAL", limits_script("acquire_moving_window"), "1", "LIMITS:moving",
+                           str(int(now) + i), "3", "60", "1"], how="ttl"))
+    cases.append(Case(["EVAL", limits_script("moving_window"), "1", "LIMITS:moving", str(int(now) - 60), "3"], how="ttl"))
+    for i in range(4):
+        cases.append(Case(["EVAL", limits_script("acquire_sliding_window"), "2", "LIMITS:prev", "LIMITS:cur",
+                           "3", "60", "1"], how="ttl"))
+    cases.append(Case(["EVAL", limits_script("sliding_window"), "2", "LIMITS:prev", "LIMITS:cur", "60"], how="ttl"))
+    cases.append(Case(["EVAL", limits_script("clear_keys"), "1", "LIMITS:*"], how="exact"))
+    # django-redis incr, Laravel Cache::add, rate-limit-redis increment and get.
+    cases += [
+        ["EVAL", django_incr, "1", "dj", "5"], ["SET", "dj", "10"], ["EVAL", django_incr, "1", "dj", "5"],
+        ["EVAL", laravel_add, "1", "lv", "value", "60"], ["EVAL", laravel_add, "1", "lv", "other", "60"],
+        Case(["EVAL", rate_limit_increment, "1", "rl", "0", "60000"], how="ttl"),
+        Case(["EVAL", rate_limit_increment, "1", "rl", "0", "60000"], how="ttl"),
+        Case(["EVAL", rate_limit_get, "1", "rl"], how="ttl"),
+        Case(["EVAL", rate_limit_get, "1", "absent"], how="ttl"),
+    ]
+    return cases
+
+
+def main():
+    redis_port, ringkv_port = int(sys.argv[1]), int(sys.argv[2])
+    bad = 0
+    for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting),
+                        ("library scripts", library_scripts)]:
+        for resp3 in (False, True):
+            bad += run_suite(name, suite(), redis_port, ringkv_port, resp3)
+    print(f"{bad} unexpected mismatches")
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
