@@ -345,3 +345,64 @@ async fn a_push_from_a_script_wakes_a_blocked_client() -> Result<()> {
     assert_eq!(blocked.await??, Some(("jobs".into(), "job-1".into())));
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_script_makes_others_busy_until_script_kill_stops_it() -> Result<()> {
+    let (addr, _node) = start(&["--busy-reply-threshold", "100"]).await?;
+    let mut runner = waiting_client(addr).await?;
+    let endless = tokio::spawn(async move {
+        query(
+            &mut runner,
+            &["EVAL", "local i = 0 while true do i = i + 1 end", "0"],
+        )
+        .await
+    });
+    let mut con = waiting_client(addr).await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        match query(&mut con, &["GET", "k"]).await {
+            Err(error) if error.code() == Some("BUSY") => break error,
+            other => {
+                assert!(Instant::now() < deadline, "never busy: {other:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    };
+    assert!(
+        busy.to_string()
+            .contains("You can only call SCRIPT KILL or SHUTDOWN NOSAVE.")
+    );
+    assert_eq!(query(&mut con, &["SCRIPT", "KILL"]).await?, Value::Okay);
+    let killed = endless.await?.unwrap_err().to_string();
+    assert!(
+        killed.contains("Script killed by user with SCRIPT KILL..."),
+        "{killed}"
+    );
+    assert_eq!(
+        query(&mut con, &["PING"]).await?,
+        Value::SimpleString("PONG".into())
+    );
+
+    // A script that wrote cannot be killed: its writes must not be half done.
+    let mut runner = waiting_client(addr).await?;
+    let writer = tokio::spawn(async move {
+        query(
+            &mut runner,
+            &["EVAL", "redis.call('set', 'w', '1') local t = redis.call('time') while tonumber(redis.call('time')[1]) < t[1] + 1 do end return 'done'", "0"],
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match query(&mut con, &["SCRIPT", "KILL"]).await {
+            Err(error) if error.code() == Some("UNKILLABLE") => break,
+            other => {
+                assert!(Instant::now() < deadline, "never unkillable: {other:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    assert_eq!(writer.await??, bulk("done"));
+    assert_eq!(query(&mut con, &["GET", "w"]).await?, bulk("1"));
+    Ok(())
+}

@@ -144,6 +144,14 @@ pub struct Config {
     /// Keyspace shards (a power of two).
     #[arg(long, default_value_t = 256)]
     pub shards: usize,
+    /// Milliseconds a script runs before other clients are answered `-BUSY` and it may be
+    /// stopped with SCRIPT KILL (Redis's `busy-reply-threshold`, alias `lua-time-limit`).
+    #[arg(
+        long = "busy-reply-threshold",
+        alias = "lua-time-limit",
+        default_value_t = 5000
+    )]
+    pub busy_reply_threshold: u64,
     /// Logical databases a standalone node offers (SELECT 0 to this minus one; at most
     /// 255). A cluster member has database 0 only, as in Redis Cluster.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]

@@ -267,14 +267,24 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
         while next < batch.len() {
             {
                 let now = unix_ms();
-                let mut gate = Gate::new(&node.store);
                 let mut out = ReplyWriter::new(&mut output, conn.protocol);
-                while next < batch.len() && out.len() < REPLY_CHUNK && !conn.close {
-                    let args = batch.command(&input, next);
-                    next += 1;
-                    dispatch::execute(node, conn, &mut gate, &mut out, args, now);
-                    if conn.parked.is_some() {
-                        break;
+                match Gate::acquire(node) {
+                    Some(mut gate) => {
+                        while next < batch.len() && out.len() < REPLY_CHUNK && !conn.close {
+                            let args = batch.command(&input, next);
+                            next += 1;
+                            dispatch::execute(node, conn, &mut gate, &mut out, args, now);
+                            if conn.parked.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    None => {
+                        // A script holds the gate past the busy threshold.
+                        while next < batch.len() && out.len() < REPLY_CHUNK {
+                            dispatch::answer_busy(node, &mut out, batch.command(&input, next));
+                            next += 1;
+                        }
                     }
                 }
             }

@@ -87,12 +87,21 @@ pub struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    /// Takes the gate shared.
-    pub fn new(store: &'a Store) -> Self {
-        Gate {
-            store,
-            shared: Some(store.shared()),
-            exclusive: None,
+    /// Takes the gate shared; `None` while a script runs past the busy threshold (it holds
+    /// the gate, and this batch is answered -BUSY instead of waiting for it).
+    pub fn acquire(node: &'a Node) -> Option<Self> {
+        let store = &node.store;
+        loop {
+            if let Some(shared) = store.try_shared_for(std::time::Duration::from_millis(2)) {
+                return Some(Gate {
+                    store,
+                    shared: Some(shared),
+                    exclusive: None,
+                });
+            }
+            if node.scripting.busy() {
+                return None;
+            }
         }
     }
 
@@ -320,6 +329,28 @@ pub fn run(
     result
 }
 
+/// Answers a command while a script is busy, as Redis does: SCRIPT KILL asks it to stop,
+/// SHUTDOWN NOSAVE ends the process at once (the script's writes never commit), anything
+/// else is -BUSY.
+pub fn answer_busy(node: &Node, out: &mut ReplyWriter<'_>, args: Args<'_>) {
+    let route = resolve(&args).ok();
+    let result = match route.map(|r| r.spec.name) {
+        Some("script|kill") => node.scripting.kill(),
+        Some("shutdown") if args.len() == 2 && args.get(1).eq_ignore_ascii_case(b"nosave") => {
+            tracing::warn!("SHUTDOWN NOSAVE while a script is busy: exiting now");
+            std::process::exit(0);
+        }
+        _ => Err(CmdError::Custom(
+            "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+                .into(),
+        )),
+    };
+    match result {
+        Ok(()) => out.ok(),
+        Err(error) => write_error(node, out, &error),
+    }
+}
+
 /// Runs a command a script called (`redis.call`): Redis's script checks, then [`run`].
 pub fn run_from_script(
     node: &Node,
@@ -345,6 +376,9 @@ pub fn run_from_script(
         return Err(CmdError::Custom(
             "ERR Write commands are not allowed from read-only scripts.".into(),
         ));
+    }
+    if spec_flags.contains(CommandFlags::WRITE) {
+        node.scripting.note_write();
     }
     if let Some(cluster) = &node.cluster
         && !matches!(cluster.route(conn, route.spec, &args), Verdict::Local)

@@ -253,7 +253,10 @@ impl Node {
         Node {
             store,
             databases,
-            scripting: crate::scripting::Scripting::new(LUA_MEMORY_LIMIT),
+            scripting: crate::scripting::Scripting::new(
+                LUA_MEMORY_LIMIT,
+                std::time::Duration::from_millis(config.busy_reply_threshold),
+            ),
             persistence,
             loading: AtomicBool::new(false),
             fatal: Mutex::new(None),

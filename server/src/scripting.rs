@@ -17,9 +17,10 @@ mod structlib;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
 
-use mlua::{Function, Lua, LuaOptions, MultiValue, StdLib, Table, Value};
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
 use parking_lot::Mutex;
 use ringkv_protocol::{OwnedArgs, Protocol, ReplyWriter};
 use sha1::{Digest, Sha1};
@@ -61,9 +62,24 @@ struct Engine {
     bytes: usize,
 }
 
+/// Instructions between two looks at a running script (Redis's count hook uses the same).
+const HOOK_EVERY: u32 = 100_000;
+
+/// What a running script shares with the rest of the node: when it started, whether it
+/// ran past the busy threshold, whether it wrote, and a kill request.
+#[derive(Debug, Default)]
+struct Control {
+    started: Mutex<Option<Instant>>,
+    threshold_ms: AtomicU64,
+    busy: AtomicBool,
+    wrote: AtomicBool,
+    kill: AtomicBool,
+}
+
 /// The node's scripting engine.
 pub struct Scripting {
     engine: Mutex<Engine>,
+    control: Arc<Control>,
     /// True while a script runs.
     running: AtomicBool,
 }
@@ -122,7 +138,7 @@ fn shebang_flags(body: &[u8]) -> Result<ScriptFlags, CmdError> {
 }
 
 impl Engine {
-    fn new(memory_limit: usize) -> mlua::Result<Engine> {
+    fn new(memory_limit: usize, control: Arc<Control>) -> mlua::Result<Engine> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
@@ -143,6 +159,42 @@ impl Engine {
         if memory_limit > 0 {
             lua.set_memory_limit(memory_limit)?;
         }
+        // Every so many instructions: past the threshold the node answers other clients
+        // -BUSY, and a SCRIPT KILL ends the script (again at each look, so a pcall that
+        // catches it cannot keep the script alive).
+        lua.set_global_hook(
+            HookTriggers::new().every_nth_instruction(HOOK_EVERY),
+            move |_, _| {
+                if control.kill.load(Relaxed) {
+                    return Err(api::raise_table(
+                        "ERR Script killed by user with SCRIPT KILL...",
+                    ));
+                }
+                if !control.busy.load(Relaxed)
+                    && let Some(started) = *control.started.lock()
+                    && started.elapsed()
+                        >= Duration::from_millis(control.threshold_ms.load(Relaxed))
+                {
+                    control.busy.store(true, Relaxed);
+                    // This worker is stuck in the script while the other may sleep with
+                    // nobody polling the sockets. Two spawned tasks wake it (the second
+                    // pushes the first out of this worker's own slot, where it could not
+                    // be stolen); it then polls the sockets, so other clients get -BUSY
+                    // and SCRIPT KILL is heard.
+                    if let Ok(handle) = tokio::runtime::Handle::try_current()
+                        && handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                    {
+                        handle.spawn(async {});
+                        handle.spawn(async {});
+                    }
+                    tracing::warn!(
+                        ms = started.elapsed().as_millis() as u64,
+                        "a script runs past busy-reply-threshold: other clients get -BUSY until it ends or SCRIPT KILL stops it"
+                    );
+                }
+                Ok(VmState::Continue)
+            },
+        )?;
         Ok(Engine {
             lua,
             backing,
@@ -210,12 +262,51 @@ pub struct Invocation<'a> {
 }
 
 impl Scripting {
-    /// A fresh engine; `memory_limit` bounds the Lua state (0: unbounded).
-    pub fn new(memory_limit: usize) -> Scripting {
+    /// A fresh engine; `memory_limit` bounds the Lua state (0: unbounded), a script that
+    /// runs longer than `busy_threshold` makes the node answer -BUSY.
+    pub fn new(memory_limit: usize, busy_threshold: Duration) -> Scripting {
+        let control = Arc::new(Control::default());
+        control
+            .threshold_ms
+            .store(busy_threshold.as_millis() as u64, Relaxed);
         Scripting {
-            engine: Mutex::new(Engine::new(memory_limit).expect("the Lua state starts")),
+            engine: Mutex::new(
+                Engine::new(memory_limit, control.clone()).expect("the Lua state starts"),
+            ),
+            control,
             running: AtomicBool::new(false),
         }
+    }
+
+    /// CONFIG SET busy-reply-threshold.
+    pub fn set_busy_threshold(&self, threshold: Duration) {
+        self.control
+            .threshold_ms
+            .store(threshold.as_millis() as u64, Relaxed);
+    }
+
+    /// True while a script runs past the busy threshold: other clients get -BUSY.
+    pub fn busy(&self) -> bool {
+        self.control.busy.load(Relaxed)
+    }
+
+    /// The running script executed a write: SCRIPT KILL can no longer stop it.
+    pub fn note_write(&self) {
+        self.control.wrote.store(true, Relaxed);
+    }
+
+    /// SCRIPT KILL from another client while a script is busy.
+    pub fn kill(&self) -> Result<(), CmdError> {
+        if !self.busy() {
+            return Err(CmdError::Custom(
+                "NOTBUSY No scripts in execution right now.".into(),
+            ));
+        }
+        if self.control.wrote.load(Relaxed) {
+            return Err(CmdError::Custom("UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.".into()));
+        }
+        self.control.kill.store(true, Relaxed);
+        Ok(())
     }
 
     /// SCRIPT LOAD (and EVAL's implicit one): compiles and caches, answers the SHA-1.
@@ -262,9 +353,16 @@ impl Scripting {
         let (function, mut flags) = (cached.function.clone(), cached.flags);
         let _ = cached.body_len;
         flags.no_writes |= invocation.read_only;
+        let control = &self.control;
+        control.wrote.store(false, Relaxed);
+        control.kill.store(false, Relaxed);
+        *control.started.lock() = Some(Instant::now());
         self.running.store(true, Relaxed);
         let outcome = run_script(&mut engine, ctx, function, flags, &invocation);
         self.running.store(false, Relaxed);
+        *control.started.lock() = None;
+        control.busy.store(false, Relaxed);
+        control.kill.store(false, Relaxed);
         outcome
     }
 }

@@ -529,3 +529,62 @@ fn a_data_directory_of_the_old_format_is_refused_with_what_to_do() {
     // Nothing was touched: the old files are all still there.
     assert!(dir.path().join("conf").exists() && !dir.path().join("MANIFEST").exists());
 }
+
+/// A script's writes are one atomic group in the log: a script that finished keeps all of
+/// them after a restart, and one that wrote and then ran on until SHUTDOWN NOSAVE ended the
+/// process leaves none, whether or not its first write had reached the disk.
+#[test]
+fn a_scripts_writes_come_back_all_or_none_after_the_process_ends_mid_script() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = spawn(
+        dir.path(),
+        port,
+        &["--appendfsync", "always", "--busy-reply-threshold", "200"],
+    );
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    let finished = b"redis.call('set', 'a', '1') redis.call('set', 'b', '2') return 1";
+    assert_eq!(client.call(&[b"EVAL", finished, b"0"]).unwrap(), ":1");
+    let mut looping = Client::connect(port);
+    let endless = b"redis.call('set', 'c', '3') while true do end";
+    let frame = [
+        &b"*3\r\n$4\r\nEVAL\r\n"[..],
+        format!("${}\r\n", endless.len()).as_bytes(),
+        endless,
+        b"\r\n$1\r\n0\r\n",
+    ]
+    .concat();
+    looping.writer.write_all(&frame).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = client.call(&[b"PING"]).unwrap();
+        if reply.starts_with("-BUSY") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node never said BUSY: {reply}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        client.call(&[b"SET", b"x", b"y"]).unwrap(),
+        "-BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+    );
+    assert!(
+        client.call(&[b"SHUTDOWN", b"NOSAVE"]).is_none(),
+        "SHUTDOWN NOSAVE ends the process at once"
+    );
+    assert!(node.0.wait().unwrap().success());
+    let port = free_port();
+    let _node = spawn(dir.path(), port, &[]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!((client.get("a"), client.get("b")), ("1".into(), "2".into()));
+    assert_eq!(
+        client.get("c"),
+        "(nil)",
+        "the unfinished script's write is not recovered"
+    );
+}

@@ -1372,6 +1372,11 @@ impl Store {
         self.gate.read()
     }
 
+    /// As [`Store::shared`], waiting at most `wait` (a script may hold the gate long).
+    pub fn try_shared_for(&self, wait: std::time::Duration) -> Option<RwLockReadGuard<'_, ()>> {
+        self.gate.try_read_for(wait)
+    }
+
     /// Returns once every command batch running now has finished (and so appended its
     /// records): a handoff's fence, after which nothing routed by an older slot table is
     /// still on its way into the change log.

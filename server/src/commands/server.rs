@@ -271,6 +271,16 @@ const OPTIONS: &[ConfigOption] = &[
         set: None,
     },
     ConfigOption {
+        name: "busy-reply-threshold",
+        get: |c| c.busy_reply_threshold.to_string(),
+        set: Some(|c, v| set_number(&mut c.busy_reply_threshold, v)),
+    },
+    ConfigOption {
+        name: "lua-time-limit",
+        get: |c| c.busy_reply_threshold.to_string(),
+        set: Some(|c, v| set_number(&mut c.busy_reply_threshold, v)),
+    },
+    ConfigOption {
         name: "databases",
         get: |c| {
             if c.cluster_enabled {
@@ -558,6 +568,11 @@ pub fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     }
     store.set_samples(updated.maxmemory_samples);
     store.set_lfu_params(updated.lfu_log_factor, updated.lfu_decay_time);
+    ctx.node
+        .scripting
+        .set_busy_threshold(std::time::Duration::from_millis(
+            updated.busy_reply_threshold,
+        ));
     if loglevel_changed && let Some(reload) = &ctx.node.log_reload {
         let _ = reload(&updated.log_filter());
     }
