@@ -406,3 +406,33 @@ async fn a_long_script_makes_others_busy_until_script_kill_stops_it() -> Result<
     assert_eq!(query(&mut con, &["GET", "w"]).await?, bulk("1"));
     Ok(())
 }
+
+#[tokio::test]
+async fn a_script_that_grows_without_bound_fails_and_the_node_keeps_serving() -> Result<()> {
+    let (addr, _node) = start(&["--lua-memory-limit", "16mb"]).await?;
+    let mut con = client(addr, false).await?;
+    for body in [
+        "local t = {} for i = 1, 1e8 do t[i] = i end return #t",
+        "local s = 'x' for i = 1, 40 do s = s .. s end return #s",
+    ] {
+        let error = error_text(query(&mut con, &["EVAL", body, "0"]).await);
+        assert!(error.contains("not enough memory"), "{body}: {error}");
+    }
+    let error = error_text(
+        query(
+            &mut con,
+            &[
+                "EVAL",
+                "local function f(n) return f(n + 1) + 1 end return f(1)",
+                "0",
+            ],
+        )
+        .await,
+    );
+    assert!(error.contains("stack overflow"), "{error}");
+    assert_eq!(
+        query(&mut con, &["EVAL", "return 'still here'", "0"]).await?,
+        bulk("still here")
+    );
+    Ok(())
+}

@@ -143,6 +143,33 @@ impl OwnedArgs {
         owned
     }
 
+    /// Forgets every argument, keeping the memory (for reuse).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.spans.clear();
+    }
+
+    /// Adds an argument at the end.
+    pub fn push(&mut self, arg: &[u8]) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(arg);
+        self.spans.push(Span {
+            start,
+            end: self.buf.len(),
+            in_scratch: false,
+        });
+    }
+
+    /// How many arguments there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// True without arguments.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
     /// The arguments as a handler reads them.
     pub fn args(&self) -> Args<'_> {
         Args {

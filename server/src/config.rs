@@ -144,6 +144,10 @@ pub struct Config {
     /// Keyspace shards (a power of two).
     #[arg(long, default_value_t = 256)]
     pub shards: usize,
+    /// Bytes each Lua state may hold (`512mb`): a script that builds more fails with
+    /// "not enough memory" and the node keeps serving; 0 = no limit (a little faster).
+    #[arg(long = "lua-memory-limit", default_value = "512mb", value_parser = memory_arg)]
+    pub lua_memory_limit: u64,
     /// Milliseconds a script runs before other clients are answered `-BUSY` and it may be
     /// stopped with SCRIPT KILL (Redis's `busy-reply-threshold`, alias `lua-time-limit`).
     #[arg(

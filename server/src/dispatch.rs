@@ -105,16 +105,15 @@ impl<'a> Gate<'a> {
         }
     }
 
+    /// Runs `f` with the gate held exclusively. The gate stays exclusive for the rest of
+    /// the batch: a pipeline of scripts or transactions then takes it once, not once per
+    /// command (each switch may park this thread behind another connection's batch).
     fn run_exclusive<R>(&mut self, f: impl FnOnce() -> R) -> R {
-        if self.exclusive.is_some() {
-            return f();
+        if self.exclusive.is_none() {
+            self.shared = None;
+            self.exclusive = Some(self.store.exclusive());
         }
-        self.shared = None;
-        self.exclusive = Some(self.store.exclusive());
-        let result = f();
-        self.exclusive = None;
-        self.shared = Some(self.store.shared());
-        result
+        f()
     }
 }
 

@@ -119,6 +119,7 @@ impl Server {
         // From the first accepted connection until recovery ends, commands get -LOADING.
         node.loading.store(loading, Relaxed);
         let node = Arc::new(node);
+        node.scripting.attach(Arc::downgrade(&node));
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
     }

@@ -15,10 +15,6 @@ use crate::config::{Config, PASSTHROUGH_OPTIONS};
 use crate::leases::Leases;
 use crate::persistence::Persistence;
 
-/// Bytes the Lua state may hold: a script that builds a huge table fails with an error
-/// instead of growing the node without bound.
-const LUA_MEMORY_LIMIT: usize = 512 << 20;
-
 /// The current time in Unix milliseconds.
 pub fn unix_ms() -> u64 {
     SystemTime::now()
@@ -254,7 +250,7 @@ impl Node {
             store,
             databases,
             scripting: crate::scripting::Scripting::new(
-                LUA_MEMORY_LIMIT,
+                config.lua_memory_limit.min(usize::MAX as u64) as usize,
                 std::time::Duration::from_millis(config.busy_reply_threshold),
             ),
             persistence,

@@ -1,4 +1,4 @@
-//! Lua scripting (EVAL, EVALSHA, SCRIPT): one Lua 5.1 state per node, sandboxed as Redis
+//! Lua scripting (EVAL, EVALSHA, SCRIPT): Lua 5.1 states sandboxed as Redis
 //! 7.0 sandboxes its own (`scripting/sandbox.lua`), with Redis's `redis` API and the
 //! `cjson`, `cmsgpack`, `bit` and `struct` libraries written in Rust.
 //!
@@ -16,12 +16,13 @@ mod structlib;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use ringkv_protocol::{OwnedArgs, Protocol, ReplyWriter};
 use sha1::{Digest, Sha1};
 
@@ -39,55 +40,6 @@ pub struct ScriptFlags {
     pub no_writes: bool,
     /// `allow-oom`: write commands run even over `maxmemory`.
     pub allow_oom: bool,
-}
-
-/// A compiled script and what it came from.
-struct Cached {
-    function: Function,
-    flags: ScriptFlags,
-    body_len: usize,
-}
-
-/// The Lua state and its script cache.
-struct Engine {
-    lua: Lua,
-    /// The real globals (KEYS and ARGV are set here); scripts see a read-only proxy.
-    backing: Table,
-    /// The real `redis` table, where each run sets `call` and `pcall`.
-    redis: Table,
-    /// The protocol `redis.setresp` chose for the run's commands.
-    resp: Arc<AtomicU8>,
-    run: Function,
-    scripts: HashMap<String, Cached>,
-    bytes: usize,
-}
-
-/// Instructions between two looks at a running script (Redis's count hook uses the same).
-const HOOK_EVERY: u32 = 100_000;
-
-/// What a running script shares with the rest of the node: when it started, whether it
-/// ran past the busy threshold, whether it wrote, and a kill request.
-#[derive(Debug, Default)]
-struct Control {
-    started: Mutex<Option<Instant>>,
-    threshold_ms: AtomicU64,
-    busy: AtomicBool,
-    wrote: AtomicBool,
-    kill: AtomicBool,
-}
-
-/// The node's scripting engine.
-pub struct Scripting {
-    engine: Mutex<Engine>,
-    control: Arc<Control>,
-    /// True while a script runs.
-    running: AtomicBool,
-}
-
-impl std::fmt::Debug for Scripting {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scripting").finish_non_exhaustive()
-    }
 }
 
 /// The lowercase hex SHA-1 of `body` (scripts are cached and called by it).
@@ -137,16 +89,155 @@ fn shebang_flags(body: &[u8]) -> Result<ScriptFlags, CmdError> {
     Ok(flags)
 }
 
+/// A script invocation: which script, its keys and arguments, how it was called.
+pub struct Invocation<'a> {
+    /// The script's SHA-1 (lowercase hex).
+    pub sha: &'a str,
+    /// KEYS.
+    pub keys: Vec<&'a [u8]>,
+    /// ARGV.
+    pub argv: Vec<&'a [u8]>,
+    /// EVAL_RO / EVALSHA_RO.
+    pub read_only: bool,
+}
+
+/// Script arguments passed on the Lua stack at most; more go in tables built from Rust.
+const STACK_ARGS: usize = 1000;
+
+/// Instructions between two looks at a running script (Redis's count hook uses the same).
+const HOOK_EVERY: u32 = 100_000;
+
+/// What a running script shares with the rest of the node: when it started, whether it
+/// ran past the busy threshold, whether it wrote, and a kill request. Scripts run one at a
+/// time (under the store's exclusive gate), whichever thread runs them.
+#[derive(Debug, Default)]
+struct Control {
+    started: Mutex<Option<Instant>>,
+    threshold_ms: AtomicU64,
+    busy: AtomicBool,
+    wrote: AtomicBool,
+    kill: AtomicBool,
+}
+
+/// A script's source as SCRIPT LOAD or EVAL gave it.
+struct Source {
+    body: Box<[u8]>,
+    flags: ScriptFlags,
+}
+
+/// The node's scripting: the scripts loaded, and what every thread's Lua state shares.
+///
+/// Each runtime thread compiles and runs scripts in a Lua state of its own (a Lua state is
+/// not shared between threads; one per thread needs no lock on every Lua call), all built
+/// from the same sources. SCRIPT FLUSH moves a generation on, and each state drops what it
+/// compiled before.
+pub struct Scripting {
+    id: u64,
+    sources: RwLock<HashMap<String, Arc<Source>>>,
+    source_bytes: AtomicUsize,
+    generation: AtomicU64,
+    control: Arc<Control>,
+    memory_limit: usize,
+    node: OnceLock<Weak<Node>>,
+}
+
+impl std::fmt::Debug for Scripting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripting")
+            .field("scripts", &self.sources.read().len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the running script's `redis.call` works with: the caller's connection (moved in
+/// for the run), the node, the batch's time and the script's flags.
+struct RunState {
+    node: Option<Arc<Node>>,
+    conn: Option<ConnState>,
+    now: u64,
+    flags: ScriptFlags,
+    /// The protocol `redis.setresp` chose for the run's commands.
+    resp: u8,
+    /// A command's arguments and its reply, reused from call to call.
+    args: OwnedArgs,
+    reply: Vec<u8>,
+}
+
+/// One thread's Lua state for one node.
+struct Engine {
+    lua: Lua,
+    /// The real globals (KEYS and ARGV are set here); scripts see a read-only proxy.
+    backing: Table,
+    run: Function,
+    compiled: HashMap<String, Function>,
+    generation: u64,
+    state: Rc<RefCell<RunState>>,
+}
+
+thread_local! {
+    /// This thread's Lua states, by [`Scripting`] (a process may run several nodes).
+    static ENGINES: RefCell<HashMap<u64, Engine>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn lua_error(error: mlua::Error) -> CmdError {
+    CmdError::Custom(format!("ERR {error}"))
+}
+
+fn compile_error(error: mlua::Error) -> CmdError {
+    let text = match &error {
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    CmdError::Custom(format!(
+        "ERR Error compiling script (new function): {}",
+        text.lines().next().unwrap_or_default()
+    ))
+}
+
+fn string_table(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
+    let table = lua.create_table_with_capacity(items.len(), 0)?;
+    for (i, item) in items.iter().enumerate() {
+        table.raw_set(i + 1, lua.create_string(item)?)?;
+    }
+    Ok(table)
+}
+
 impl Engine {
     fn new(memory_limit: usize, control: Arc<Control>) -> mlua::Result<Engine> {
         let lua = Lua::new_with(
             StdLib::TABLE | StdLib::STRING | StdLib::MATH,
             LuaOptions::default(),
         )?;
+        let state = Rc::new(RefCell::new(RunState {
+            node: None,
+            conn: None,
+            now: 0,
+            flags: ScriptFlags::default(),
+            resp: 2,
+            args: OwnedArgs::default(),
+            reply: Vec::new(),
+        }));
         let hidden = lua.create_table()?;
-        let resp = Arc::new(AtomicU8::new(2));
-        let native = api::native_functions(&lua, resp.clone(), VERSION)?;
+        let setresp_state = state.clone();
+        let native = api::native_functions(
+            &lua,
+            Box::new(move |version| setresp_state.borrow_mut().resp = version),
+            VERSION,
+        )?;
         let redis: Table = native.get("redis")?;
+        for raise in [true, false] {
+            let state = state.clone();
+            let function = lua.create_function(move |lua, args: MultiValue| {
+                let reply = call_command(lua, &mut state.borrow_mut(), args)?;
+                match error_text(&reply) {
+                    Some(text) if raise => Err(api::raise_table(&text)),
+                    _ => Ok(reply),
+                }
+            })?;
+            redis.raw_set(if raise { "call" } else { "pcall" }, function)?;
+        }
         let backing = lua.globals();
         let proxy: Table = lua
             .load(include_str!("scripting/sandbox.lua"))
@@ -198,84 +289,126 @@ impl Engine {
         Ok(Engine {
             lua,
             backing,
-            redis,
-            resp,
             run,
-            scripts: HashMap::new(),
-            bytes: 0,
+            compiled: HashMap::new(),
+            generation: 0,
+            state,
         })
     }
 
-    /// Compiles `body` into the cache (a cached one is kept); its SHA-1.
-    fn load(&mut self, body: &[u8]) -> Result<String, CmdError> {
-        let sha = sha1_hex(body);
-        if self.scripts.contains_key(&sha) {
-            return Ok(sha);
-        }
-        let flags = shebang_flags(body)?;
+    fn compile(&self, body: &[u8]) -> Result<Function, CmdError> {
         // The shebang line stays in the chunk as a comment, so line numbers hold.
         let source: Vec<u8> = if body.starts_with(b"#!") {
-            let mut s = b"--".to_vec();
-            s.extend_from_slice(body);
-            s
+            [&b"--"[..], body].concat()
         } else {
             body.to_vec()
         };
-        let function = self
-            .lua
+        self.lua
             .load(source)
             .set_name("@user_script")
             .into_function()
-            .map_err(|error| {
-                let text = match &error {
-                    mlua::Error::SyntaxError { message, .. } => message.clone(),
-                    other => other.to_string(),
-                };
-                CmdError::Custom(format!(
-                    "ERR Error compiling script (new function): {}",
-                    text.lines().next().unwrap_or_default()
-                ))
-            })?;
-        self.bytes += body.len();
-        self.scripts.insert(
-            sha.clone(),
-            Cached {
-                function,
-                flags,
-                body_len: body.len(),
-            },
-        );
-        Ok(sha)
+            .map_err(compile_error)
     }
 }
 
-/// A script invocation: which script, its keys and arguments, how it was called.
-pub struct Invocation<'a> {
-    /// The script's SHA-1 (lowercase hex).
-    pub sha: &'a str,
-    /// KEYS.
-    pub keys: Vec<&'a [u8]>,
-    /// ARGV.
-    pub argv: Vec<&'a [u8]>,
-    /// EVAL_RO / EVALSHA_RO.
-    pub read_only: bool,
-}
-
 impl Scripting {
-    /// A fresh engine; `memory_limit` bounds the Lua state (0: unbounded), a script that
-    /// runs longer than `busy_threshold` makes the node answer -BUSY.
+    /// Scripting for one node; `memory_limit` bounds each Lua state (0: unbounded), a
+    /// script that runs longer than `busy_threshold` makes the node answer -BUSY.
     pub fn new(memory_limit: usize, busy_threshold: Duration) -> Scripting {
         let control = Arc::new(Control::default());
         control
             .threshold_ms
             .store(busy_threshold.as_millis() as u64, Relaxed);
         Scripting {
-            engine: Mutex::new(
-                Engine::new(memory_limit, control.clone()).expect("the Lua state starts"),
-            ),
+            id: NEXT_ID.fetch_add(1, Relaxed),
+            sources: RwLock::new(HashMap::new()),
+            source_bytes: AtomicUsize::new(0),
+            generation: AtomicU64::new(0),
             control,
-            running: AtomicBool::new(false),
+            memory_limit,
+            node: OnceLock::new(),
         }
+    }
+
+    /// Tells scripting which node its scripts' commands run on (once it is shared).
+    pub fn attach(&self, node: Weak<Node>) {
+        let _ = self.node.set(node);
+    }
+
+    /// Runs `f` with this thread's Lua state for this node, made current first.
+    fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
+        ENGINES.with(|engines| {
+            let mut engines = engines.borrow_mut();
+            let engine = engines.entry(self.id).or_insert_with(|| {
+                Engine::new(self.memory_limit, self.control.clone()).expect("a Lua state starts")
+            });
+            let generation = self.generation.load(Relaxed);
+            if engine.generation != generation {
+                engine.compiled.clear();
+                engine.generation = generation;
+            }
+            f(engine)
+        })
+    }
+
+    /// SCRIPT LOAD (and EVAL's implicit one): compiles and caches, answers the SHA-1.
+    pub fn load(&self, body: &[u8]) -> Result<String, CmdError> {
+        let sha = sha1_hex(body);
+        if self.sources.read().contains_key(&sha) {
+            return Ok(sha);
+        }
+        let flags = shebang_flags(body)?;
+        let function = self.with_engine(|engine| engine.compile(body))?;
+        self.with_engine(|engine| engine.compiled.insert(sha.clone(), function));
+        let mut sources = self.sources.write();
+        if !sources.contains_key(&sha) {
+            self.source_bytes.fetch_add(body.len(), Relaxed);
+            sources.insert(
+                sha.clone(),
+                Arc::new(Source {
+                    body: body.into(),
+                    flags,
+                }),
+            );
+        }
+        Ok(sha)
+    }
+
+    /// SCRIPT EXISTS for one SHA-1.
+    pub fn exists(&self, sha: &str) -> bool {
+        self.sources.read().contains_key(&sha.to_ascii_lowercase())
+    }
+
+    /// SCRIPT FLUSH: forgets every script, on every thread.
+    pub fn flush(&self) {
+        self.sources.write().clear();
+        self.source_bytes.store(0, Relaxed);
+        self.generation.fetch_add(1, Relaxed);
+        self.with_engine(|engine| {
+            engine.compiled.clear();
+            let _ = engine.lua.gc_collect();
+        });
+    }
+
+    /// Cached scripts and their source bytes (INFO's `number_of_cached_scripts`,
+    /// `used_memory_scripts`), and this thread's Lua memory (`used_memory_lua`).
+    pub fn stats(&self) -> (usize, usize, usize) {
+        // Not through `with_engine`: a script may ask for INFO while its state is in use.
+        let lua_memory = ENGINES
+            .try_with(|engines| {
+                engines
+                    .try_borrow()
+                    .ok()
+                    .and_then(|e| e.get(&self.id).map(|e| e.lua.used_memory()))
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        (
+            self.sources.read().len(),
+            self.source_bytes.load(Relaxed),
+            lua_memory,
+        )
     }
 
     /// CONFIG SET busy-reply-threshold.
@@ -309,133 +442,102 @@ impl Scripting {
         Ok(())
     }
 
-    /// SCRIPT LOAD (and EVAL's implicit one): compiles and caches, answers the SHA-1.
-    pub fn load(&self, body: &[u8]) -> Result<String, CmdError> {
-        self.engine.lock().load(body)
-    }
-
-    /// SCRIPT EXISTS for one SHA-1.
-    pub fn exists(&self, sha: &str) -> bool {
-        self.engine
-            .lock()
-            .scripts
-            .contains_key(&sha.to_ascii_lowercase())
-    }
-
-    /// SCRIPT FLUSH: forgets every script.
-    pub fn flush(&self) {
-        let mut engine = self.engine.lock();
-        engine.scripts.clear();
-        engine.bytes = 0;
-        let _ = engine.lua.gc_collect();
-    }
-
-    /// Cached scripts and their source bytes (INFO's `number_of_cached_scripts`,
-    /// `used_memory_scripts`), and the Lua state's memory (`used_memory_lua`).
-    pub fn stats(&self) -> (usize, usize, usize) {
-        let engine = self.engine.lock();
-        (engine.scripts.len(), engine.bytes, engine.lua.used_memory())
-    }
-
-    /// True while a script runs.
-    pub fn running(&self) -> bool {
-        self.running.load(Relaxed)
-    }
-
-    /// Runs a cached script (EVAL loads it first); `NOSCRIPT` when it is not cached.
+    /// Runs a loaded script (EVAL loads it first); `NOSCRIPT` when it is not loaded.
     pub fn run(&self, ctx: &mut Ctx<'_, '_>, invocation: Invocation<'_>) -> CmdResult {
-        let mut engine = self.engine.lock();
-        let Some(cached) = engine.scripts.get(invocation.sha) else {
-            return Err(CmdError::Custom(
-                "NOSCRIPT No matching script. Please use EVAL.".into(),
-            ));
-        };
-        let (function, mut flags) = (cached.function.clone(), cached.flags);
-        let _ = cached.body_len;
-        flags.no_writes |= invocation.read_only;
-        let control = &self.control;
-        control.wrote.store(false, Relaxed);
-        control.kill.store(false, Relaxed);
-        *control.started.lock() = Some(Instant::now());
-        self.running.store(true, Relaxed);
-        let outcome = run_script(&mut engine, ctx, function, flags, &invocation);
-        self.running.store(false, Relaxed);
-        *control.started.lock() = None;
-        control.busy.store(false, Relaxed);
-        control.kill.store(false, Relaxed);
-        outcome
+        let noscript = || CmdError::Custom("NOSCRIPT No matching script. Please use EVAL.".into());
+        let node = self.node.get().and_then(Weak::upgrade).ok_or_else(|| {
+            CmdError::Custom("ERR scripting is not ready on this node yet".into())
+        })?;
+        self.with_engine(|engine| {
+            let (function, mut flags) = match engine.compiled.get(invocation.sha) {
+                Some(function) => {
+                    let source = self.sources.read().get(invocation.sha).cloned();
+                    (function.clone(), source.ok_or_else(noscript)?.flags)
+                }
+                None => {
+                    let source = self
+                        .sources
+                        .read()
+                        .get(invocation.sha)
+                        .cloned()
+                        .ok_or_else(noscript)?;
+                    let function = engine.compile(&source.body)?;
+                    engine
+                        .compiled
+                        .insert(invocation.sha.to_string(), function.clone());
+                    (function, source.flags)
+                }
+            };
+            flags.no_writes |= invocation.read_only;
+            let control = &self.control;
+            control.wrote.store(false, Relaxed);
+            control.kill.store(false, Relaxed);
+            *control.started.lock() = Some(Instant::now());
+            let outcome = run_script(engine, node, ctx, function, flags, &invocation);
+            *control.started.lock() = None;
+            control.busy.store(false, Relaxed);
+            control.kill.store(false, Relaxed);
+            outcome
+        })
     }
-}
-
-fn lua_error(error: mlua::Error) -> CmdError {
-    CmdError::Custom(format!("ERR {error}"))
-}
-
-fn string_table(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
-    let table = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, item) in items.iter().enumerate() {
-        table.raw_set(i + 1, lua.create_string(item)?)?;
-    }
-    Ok(table)
 }
 
 fn run_script(
     engine: &mut Engine,
+    node: Arc<Node>,
     ctx: &mut Ctx<'_, '_>,
     function: Function,
     flags: ScriptFlags,
     invocation: &Invocation<'_>,
 ) -> CmdResult {
     let lua = &engine.lua;
-    engine
-        .backing
-        .raw_set(
-            "KEYS",
-            string_table(lua, &invocation.keys).map_err(lua_error)?,
+    // Few arguments travel on the Lua stack and the runner builds KEYS and ARGV; many
+    // (which the stack may not hold) are put in tables from here.
+    let count = invocation.keys.len() + invocation.argv.len();
+    let mut call_args = MultiValue::with_capacity(count.min(STACK_ARGS) + 2);
+    call_args.push_back(Value::Function(function));
+    if count <= STACK_ARGS {
+        call_args.push_back(Value::Integer(invocation.keys.len() as i64));
+        for item in invocation.keys.iter().chain(&invocation.argv) {
+            call_args.push_back(Value::String(lua.create_string(item).map_err(lua_error)?));
+        }
+    } else {
+        call_args.push_back(Value::Integer(-1));
+        let keys = string_table(lua, &invocation.keys).map_err(lua_error)?;
+        let argv = string_table(lua, &invocation.argv).map_err(lua_error)?;
+        engine.backing.raw_set("KEYS", keys).map_err(lua_error)?;
+        engine.backing.raw_set("ARGV", argv).map_err(lua_error)?;
+    }
+    // The caller's connection moves into the run for its `redis.call`s: a script's SELECT
+    // is its own, its blocking commands answer at once.
+    let placeholder = ConnState::new(ctx.conn.handle.clone(), false);
+    let mut conn = std::mem::replace(&mut *ctx.conn, placeholder);
+    let (db, no_block) = (conn.db, conn.no_block);
+    conn.no_block = true;
+    conn.script_allows_oom = flags.allow_oom;
+    conn.in_script = true;
+    {
+        let mut state = engine.state.borrow_mut();
+        state.node = Some(node);
+        state.conn = Some(conn);
+        state.now = ctx.now;
+        state.flags = flags;
+        state.resp = 2;
+    }
+    let result = engine.run.call::<(bool, Value)>(call_args);
+    let (mut conn, script_resp) = {
+        let mut state = engine.state.borrow_mut();
+        state.node = None;
+        (
+            state.conn.take().expect("the connection comes back"),
+            state.resp,
         )
-        .map_err(lua_error)?;
-    engine
-        .backing
-        .raw_set(
-            "ARGV",
-            string_table(lua, &invocation.argv).map_err(lua_error)?,
-        )
-        .map_err(lua_error)?;
-    engine.resp.store(2, Relaxed);
-    let (node, now) = (ctx.node, ctx.now);
-    // A script's SELECT is its own; its blocking commands answer at once.
-    let (db, no_block) = (ctx.conn.db, ctx.conn.no_block);
-    ctx.conn.no_block = true;
-    ctx.conn.script_allows_oom = flags.allow_oom;
-    ctx.conn.in_script = true;
-    let conn = RefCell::new(&mut *ctx.conn);
-    let resp = engine.resp.clone();
-    let command = |lua: &Lua, args: MultiValue| {
-        let resp3 = resp.load(Relaxed) == 3;
-        let mut conn = conn.borrow_mut();
-        call_command(lua, node, &mut conn, now, resp3, flags, args)
     };
-    let result: mlua::Result<(bool, Value)> = lua.scope(|scope| {
-        let call = scope.create_function(|lua, args: MultiValue| {
-            let reply = command(lua, args)?;
-            match error_text(&reply) {
-                Some(text) => Err(api::raise_table(&text)),
-                None => Ok(reply),
-            }
-        })?;
-        let pcall = scope.create_function(|lua, args: MultiValue| command(lua, args))?;
-        engine.redis.raw_set("call", call)?;
-        engine.redis.raw_set("pcall", pcall)?;
-        let result = engine.run.call::<(bool, Value)>(function);
-        engine.redis.raw_set("call", Value::Nil)?;
-        engine.redis.raw_set("pcall", Value::Nil)?;
-        result
-    });
-    ctx.conn.db = db;
-    ctx.conn.no_block = no_block;
-    ctx.conn.script_allows_oom = false;
-    ctx.conn.in_script = false;
-    let script_resp = engine.resp.load(Relaxed);
+    conn.db = db;
+    conn.no_block = no_block;
+    conn.script_allows_oom = false;
+    conn.in_script = false;
+    *ctx.conn = conn;
     let _ = engine.backing.raw_set("KEYS", Value::Nil);
     let _ = engine.backing.raw_set("ARGV", Value::Nil);
     match result {
@@ -466,7 +568,14 @@ fn error_text(reply: &Value) -> Option<String> {
 /// The reply for an error a script raised: its message, and where it was raised.
 fn script_error(error: &Value, sha: &str) -> CmdError {
     let Value::Table(table) = error else {
-        return CmdError::Custom(format!("ERR Error running script {sha}, execution failure"));
+        // What the handler never saw (a memory error): Redis says what it was, if a text.
+        let text = match error {
+            Value::String(s) => s.to_string_lossy(),
+            Value::Error(e) => e.to_string().lines().next().unwrap_or_default().to_string(),
+            _ => "execution failure".to_string(),
+        };
+        let text: String = text.chars().take(100).collect();
+        return CmdError::Custom(format!("ERR Error running script {sha}, {text}"));
     };
     let message = match table.raw_get::<Value>("err") {
         Ok(Value::String(s)) => String::from_utf8_lossy(&s.as_bytes()).into_owned(),
@@ -490,50 +599,54 @@ fn script_error(error: &Value, sha: &str) -> CmdError {
 
 /// One `redis.call`/`redis.pcall`: the command's reply as a Lua value (an error reply as
 /// Redis's error table, which `redis.call` raises).
-fn call_command(
-    lua: &Lua,
-    node: &Node,
-    conn: &mut ConnState,
-    now: u64,
-    resp3: bool,
-    flags: ScriptFlags,
-    args: MultiValue,
-) -> mlua::Result<Value> {
+fn call_command(lua: &Lua, run: &mut RunState, args: MultiValue) -> mlua::Result<Value> {
     if args.is_empty() {
         return convert::error_table(
             lua,
             b"ERR Please specify at least one argument for this redis lib call",
         );
     }
-    let mut owned: Vec<Vec<u8>> = Vec::with_capacity(args.len());
+    let RunState {
+        node,
+        conn,
+        now,
+        flags,
+        resp,
+        args: owned,
+        reply,
+    } = run;
+    let (Some(node), Some(conn)) = (node.as_deref(), conn.as_mut()) else {
+        return convert::error_table(lua, b"ERR no script is running");
+    };
+    owned.clear();
+    let mut number = itoa::Buffer::new();
     for arg in args.iter() {
-        owned.push(match arg {
-            Value::String(s) => s.as_bytes().to_vec(),
-            Value::Integer(i) => i.to_string().into_bytes(),
-            Value::Number(n) => convert::format_g(*n, 17).into_bytes(),
+        match arg {
+            Value::String(s) => owned.push(&s.as_bytes()),
+            Value::Integer(i) => owned.push(number.format(*i).as_bytes()),
+            Value::Number(n) => owned.push(convert::format_g(*n, 17).as_bytes()),
             _ => {
                 return convert::error_table(
                     lua,
                     b"ERR Lua redis lib command arguments must be strings or integers",
                 );
             }
-        });
+        }
     }
-    let args = OwnedArgs::new(owned.iter().map(Vec::as_slice));
-    let protocol = if resp3 {
+    let protocol = if *resp == 3 {
         Protocol::Resp3
     } else {
         Protocol::Resp2
     };
-    let mut reply = Vec::new();
+    reply.clear();
     let result = {
-        let mut out = ReplyWriter::new(&mut reply, protocol);
-        crate::dispatch::run_from_script(node, conn, &mut out, args.args(), now, flags)
+        let mut out = ReplyWriter::new(reply, protocol);
+        crate::dispatch::run_from_script(node, conn, &mut out, owned.args(), *now, *flags)
     };
     if let Err(error) = result {
         return convert::error_table(lua, error.to_string().as_bytes());
     }
-    convert::reply_to_lua(lua, &reply)
+    convert::reply_to_lua(lua, reply)
 }
 
 #[cfg(test)]

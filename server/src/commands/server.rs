@@ -271,6 +271,11 @@ const OPTIONS: &[ConfigOption] = &[
         set: None,
     },
     ConfigOption {
+        name: "lua-memory-limit",
+        get: |c| c.lua_memory_limit.to_string(),
+        set: None,
+    },
+    ConfigOption {
         name: "busy-reply-threshold",
         get: |c| c.busy_reply_threshold.to_string(),
         set: Some(|c, v| set_number(&mut c.busy_reply_threshold, v)),

@@ -3,12 +3,12 @@
 //! helpers. To Lua they are C functions, as Redis's are, so a script's own frame stays on
 //! the stack below them and an error is reported at the script's line.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-
 use mlua::{Lua, MultiValue, Table, Value};
 
 use super::{args, bitop, cjson, convert, msgpack, sha1_hex, structlib};
+
+/// Where `redis.setresp` records the protocol the run's commands reply in.
+pub type SetResp = Box<dyn Fn(u8)>;
 
 /// An error a Rust function raises in a script.
 #[derive(Debug, thiserror::Error)]
@@ -134,7 +134,7 @@ fn caught(lua: &Lua, error: Value) -> mlua::Result<Value> {
 
 /// The `redis` table (without `call` and `pcall`); `resp` is where `setresp` keeps the
 /// protocol the run's commands reply in.
-fn redis_table(lua: &Lua, resp: Arc<AtomicU8>, version: &str) -> mlua::Result<Table> {
+fn redis_table(lua: &Lua, set_resp: SetResp, version: &str) -> mlua::Result<Table> {
     let redis = lua.create_table()?;
     redis.set(
         "error_reply",
@@ -224,7 +224,7 @@ fn redis_table(lua: &Lua, resp: Arc<AtomicU8>, version: &str) -> mlua::Result<Ta
                 Value::Number(n) if n == 2.0 || n == 3.0 => n as u8,
                 _ => return Err(raise_table("ERR RESP version must be 2 or 3.")),
             };
-            resp.store(version, Relaxed);
+            set_resp(version);
             Ok(())
         })?,
     )?;
@@ -293,7 +293,7 @@ fn redis_table(lua: &Lua, resp: Arc<AtomicU8>, version: &str) -> mlua::Result<Ta
 /// A function of `args` that answers a value or raises a message.
 fn checked(
     lua: &Lua,
-    f: impl Fn(&Lua, &[Value]) -> Result<Value, String> + Send + 'static,
+    f: impl Fn(&Lua, &[Value]) -> Result<Value, String> + 'static,
 ) -> mlua::Result<mlua::Function> {
     lua.create_function(move |lua, args: MultiValue| {
         f(lua, &values(args)).map_err(|text| raise_message(lua, text))
@@ -303,7 +303,7 @@ fn checked(
 /// As [`checked`] for a function with several results.
 fn checked_multi(
     lua: &Lua,
-    f: impl Fn(&Lua, &[Value]) -> Result<Vec<Value>, String> + Send + 'static,
+    f: impl Fn(&Lua, &[Value]) -> Result<Vec<Value>, String> + 'static,
 ) -> mlua::Result<mlua::Function> {
     lua.create_function(move |lua, args: MultiValue| {
         f(lua, &values(args))
@@ -404,9 +404,9 @@ fn libraries(lua: &Lua, native: &Table) -> mlua::Result<()> {
 }
 
 /// Everything the sandbox receives as `native`.
-pub fn native_functions(lua: &Lua, resp: Arc<AtomicU8>, version: &str) -> mlua::Result<Table> {
+pub fn native_functions(lua: &Lua, set_resp: SetResp, version: &str) -> mlua::Result<Table> {
     let native = lua.create_table()?;
-    native.set("redis", redis_table(lua, resp, version)?)?;
+    native.set("redis", redis_table(lua, set_resp, version)?)?;
     native.set("error_table", lua.create_function(error_table)?)?;
     native.set("caught", lua.create_function(caught)?)?;
     native.set(

@@ -29,7 +29,19 @@ local function handler(err)
   return err
 end
 
-hidden.run = function(f) return xpcall(f, handler) end
+-- Runs a script: KEYS and ARGV are built here from the arguments after `nkeys` (cheaper
+-- than from Rust, one API call at a time; a negative `nkeys` means Rust set them), then
+-- the script runs under the handler.
+hidden.run = function(f, nkeys, ...)
+  if nkeys >= 0 then
+    local args, keys, argv = { ... }, {}, {}
+    for i = 1, nkeys do keys[i] = args[i] end
+    for i = nkeys + 1, select('#', ...) do argv[i - nkeys] = args[i] end
+    rawset(G, 'KEYS', keys)
+    rawset(G, 'ARGV', argv)
+  end
+  return xpcall(f, handler)
+end
 
 -- Redis 7's pcall: an error table is caught as its text.
 local function finish(ok, ...)
