@@ -388,7 +388,14 @@ async fn a_long_script_makes_others_busy_until_script_kill_stops_it() -> Result<
     let writer = tokio::spawn(async move {
         query(
             &mut runner,
-            &["EVAL", "redis.call('set', 'w', '1') local t = redis.call('time') while tonumber(redis.call('time')[1]) < t[1] + 1 do end return 'done'", "0"],
+            &[
+                "EVAL",
+                // Runs half a second by the server's clock, long past the threshold.
+                "redis.call('set', 'w', '1') \
+                 local function now() local t = redis.call('time') return t[1] * 1e6 + t[2] end \
+                 local start = now() while now() - start < 500000 do end return 'done'",
+                "0",
+            ],
         )
         .await
     });
