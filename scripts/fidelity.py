@@ -215,6 +215,46 @@ def scripting():
     ]
 
 
+def functions():
+    """FUNCTION and FCALL: libraries load, list, delete and fail in Redis's words.
+    FUNCTION DUMP is left out: its payload is each server's own format."""
+    def lib(name, body):
+        return "#!lua name=%s\n%s" % (name, body)
+    cases = [
+        ["FUNCTION", "FLUSH"], ["FLUSHALL"],
+        ["FUNCTION","LOAD", lib("mylib", "redis.register_function('myfunc', function(keys, args) return args[1] end)")],
+        ["FUNCTION","LOAD", lib("mylib", "redis.register_function('myfunc', function(keys, args) return args[1] end)")],
+        ["FUNCTION","LOAD", lib("lib2", "redis.register_function('myfunc', function(keys, args) return 1 end)")],
+        ["FUNCTION","LOAD", lib("lib3", "local x = 1")],
+        ["FUNCTION","LOAD", lib("lib4", "redis.call('set','a','1')")],
+        ["FUNCTION","LOAD", lib("lib5", "error('boom')")],
+        ["FUNCTION","LOAD", lib("lib6", "redis.register_function('f-6', function() end)")],
+        ["FUNCTION","LOAD", lib("lib7", "redis.register_function('f7')")],
+        ["FUNCTION","LOAD", lib("lib8", "redis.register_function{function_name='f8', callback=function(keys, args) return redis.call('set', keys[1], args[1]) end, flags={'no-writes'}, description='desc'}")],
+        ["FUNCTION","LOAD", lib("lib9", "redis.register_function{function_name='f9', callback=function() end, flags={'bogus'}}")],
+        ["FCALL","myfunc","0","hello"], ["FCALL","nope","0"], ["FCALL_RO","myfunc","0","x"], ["FCALL","f8","1","k","v"],
+        ["FUNCTION","LIST"], ["FUNCTION","STATS"], ["FUNCTION","DELETE","nope"], ["FCALL","myfunc","-1"],
+        ["FUNCTION","LOAD", lib("lib10", "redis.register_function('f10', function(keys, args) return nosuch end)")], ["FCALL","f10","0"],
+        ["FUNCTION","LOAD", "#!lua name=libx\nredis.register_function('fx', function() return 1 end"],
+        ["FUNCTION","LOAD", lib("liby", "redis.register_function('fy', function() return 1 end) redis.register_function('fy', function() return 1 end)")],
+        ["FUNCTION","LOAD", lib("libz", "return 1")],
+        ["FUNCTION","LOAD", lib("libw", "redis.register_function{function_name='fw', callback=function() end, bogus=1}")],
+        ["FUNCTION","LOAD", lib("libv", "redis.register_function{callback=function() end}")],
+        ["FUNCTION","LOAD", lib("libu", "redis.register_function('fu', 'notfn')")],
+        ["FUNCTION","LOAD", lib("libt", "redis.register_function('a','b','c')")],
+        ["FUNCTION","RESTORE","garbage"], ["FUNCTION","LIST","WITHCODE","LIBRARYNAME","my*"], ["FUNCTION","LIST","foo"], ["FUNCTION","LIST","LIBRARYNAME"],
+        ["FUNCTION","KILL"], ["FUNCTION","FLUSH","bogus"], ["FUNCTION","HELP"], ["EVAL","redis.register_function('x', function() end)","0"],
+        ["FUNCTION","LOAD","REPLACE", lib("mylib", "redis.register_function('myfunc', function(keys, args) return #keys .. ':' .. #args end)")], ["FCALL","myfunc","2","a","b","c"],
+        ["FUNCTION","LOAD","BOGUS", lib("mylib", "x")], ["FUNCTION","LOAD"], ["FUNCTION","LOAD", "return 1"], ["FUNCTION","LOAD", "#!python name=x\n"],
+        ["FUNCTION","RESTORE","x","BOGUS"], ["FUNCTION","DELETE","lib8"], ["FUNCTION","LIST"], ["FUNCTION","STATS"],
+        ["FCALL","myfunc","0"], ["FUNCTION","FLUSH"], ["FUNCTION","LIST"], ["FCALL","myfunc","0"],
+        ["FUNCTION", "LOAD", lib("r3", "redis.register_function{function_name='r3f', callback=function() return 1 end, flags={'no-writes','allow-oom'}}")],
+        ["FUNCTION", "LIST"], ["FUNCTION", "STATS"], ["FCALL_RO", "r3f", "0"], ["FUNCTION", "FLUSH"],
+    ]
+    listing = lambda args: Case(args, how="unordered") if args[:2] == ["FUNCTION", "LIST"] else args
+    return [listing(c) for c in cases]
+
+
 def library_scripts():
     """The verbatim scripts of libraries, with the arguments they pass."""
     from redis.lock import Lock
@@ -294,7 +334,7 @@ def library_scripts():
 def main():
     redis_port, ringkv_port = int(sys.argv[1]), int(sys.argv[2])
     bad = 0
-    for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting),
+    for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting), ("functions", functions),
                         ("library scripts", library_scripts)]:
         for resp3 in (False, True):
             bad += run_suite(name, suite(), redis_port, ringkv_port, resp3)

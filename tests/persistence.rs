@@ -919,3 +919,64 @@ async fn a_replica_whose_disk_fails_stops_acknowledging_writes() -> Result<()> {
     b.stop().await?;
     a.stop().await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn function_libraries_survive_a_restart_and_a_flushall() -> Result<()> {
+    let disk = Disk::new();
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let library = |name: &str, function: &str, reply: &str| {
+        format!(
+            "#!lua name={name}\nredis.register_function('{function}', function() return '{reply}' end)"
+        )
+    };
+    for (name, function) in [("kept", "kept_f"), ("dropped", "dropped_f")] {
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(library(name, function, name))
+            .query_async(&mut con)
+            .await?;
+    }
+    let _: () = redis::cmd("SAVE").query_async(&mut con).await?;
+    // The WAL tail: a library added, one deleted, one replaced, and a FLUSHALL that
+    // leaves libraries alone as Redis's does.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library("late", "late_f", "late"))
+        .query_async(&mut con)
+        .await?;
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("dropped")
+        .query_async(&mut con)
+        .await?;
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("REPLACE")
+        .arg(library("kept", "kept_f", "replaced"))
+        .query_async(&mut con)
+        .await?;
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await?;
+    node.stop().await?;
+
+    let node = start_with(disk.storage(), &[]).await?;
+    let mut con = client(node.addr, false).await?;
+    let fcall = |function: &str| {
+        let mut command = redis::cmd("FCALL");
+        command.arg(function).arg(0);
+        command
+    };
+    let kept: String = fcall("kept_f").query_async(&mut con).await?;
+    assert_eq!(kept, "replaced", "the replacement is what came back");
+    let late: String = fcall("late_f").query_async(&mut con).await?;
+    assert_eq!(late, "late");
+    let dropped: redis::RedisResult<String> = fcall("dropped_f").query_async(&mut con).await;
+    assert_eq!(
+        dropped.unwrap_err().to_string(),
+        "ResponseError: Function not found",
+        "a deleted library stays deleted"
+    );
+    let size: i64 = redis::cmd("DBSIZE").query_async(&mut con).await?;
+    assert_eq!(size, 0, "libraries are no keys of any database");
+    node.stop().await
+}

@@ -254,6 +254,119 @@ async fn the_script_cache_loads_finds_and_flushes() -> Result<()> {
     Ok(())
 }
 
+const SETTER_LIBRARY: &str = "#!lua name=lib
+redis.register_function('setter', function(keys, args) return redis.call('set', keys[1], args[1]) end)
+redis.register_function{function_name='getter', callback=function(keys) return redis.call('get', keys[1]) end, flags={'no-writes'}, description='reads'}";
+
+#[tokio::test]
+async fn function_libraries_load_call_list_dump_and_restore() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    assert_eq!(
+        query(&mut con, &["FUNCTION", "LOAD", SETTER_LIBRARY]).await?,
+        bulk("lib"),
+        "LOAD answers the library's name"
+    );
+    assert_eq!(
+        query(&mut con, &["FCALL", "setter", "1", "k", "v"]).await?,
+        Value::Okay
+    );
+    assert_eq!(
+        query(&mut con, &["FCALL_RO", "getter", "1", "k"]).await?,
+        bulk("v")
+    );
+    assert_eq!(
+        error_text(query(&mut con, &["FCALL_RO", "setter", "1", "k", "w"]).await),
+        "ResponseError: Can not execute a script with write flag using *_ro command."
+    );
+    assert_eq!(
+        error_text(query(&mut con, &["FUNCTION", "LOAD", SETTER_LIBRARY]).await),
+        "ResponseError: Library 'lib' already exists"
+    );
+    let clash = "#!lua name=other\nredis.register_function('setter', function() end)";
+    assert_eq!(
+        error_text(query(&mut con, &["FUNCTION", "LOAD", clash]).await),
+        "ResponseError: Function setter already exists",
+        "function names are unique across libraries"
+    );
+    let listed = query(&mut con, &["FUNCTION", "LIST", "LIBRARYNAME", "li*"]).await?;
+    let getter = Value::Array(vec![
+        bulk("name"),
+        bulk("getter"),
+        bulk("description"),
+        bulk("reads"),
+        bulk("flags"),
+        Value::Array(vec![Value::SimpleString("no-writes".into())]),
+    ]);
+    let Value::Array(libraries) = &listed else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(libraries.len(), 1, "{listed:?}");
+    let Value::Array(fields) = &libraries[0] else {
+        panic!("{listed:?}")
+    };
+    assert_eq!(
+        fields[..4],
+        [
+            bulk("library_name"),
+            bulk("lib"),
+            bulk("engine"),
+            bulk("LUA")
+        ]
+    );
+    let Value::Array(functions) = &fields[5] else {
+        panic!("{listed:?}")
+    };
+    assert!(functions.contains(&getter), "{listed:?}");
+
+    let Value::BulkString(payload) = query(&mut con, &["FUNCTION", "DUMP"]).await? else {
+        panic!("DUMP answers a bulk")
+    };
+    let restore = |policy: &'static str| {
+        let mut command = redis::cmd("FUNCTION");
+        command.arg("RESTORE").arg(payload.clone()).arg(policy);
+        command
+    };
+    let error: redis::RedisResult<Value> = restore("APPEND").query_async(&mut con).await;
+    assert_eq!(
+        error_text(error),
+        "ResponseError: Library lib already exists"
+    );
+    assert_eq!(query(&mut con, &["FUNCTION", "FLUSH"]).await?, Value::Okay);
+    assert_eq!(
+        error_text(query(&mut con, &["FCALL", "setter", "1", "k", "w"]).await),
+        "ResponseError: Function not found"
+    );
+    let restored: Value = restore("APPEND").query_async(&mut con).await?;
+    assert_eq!(restored, Value::Okay);
+    assert_eq!(
+        query(&mut con, &["FCALL", "getter", "1", "k"]).await?,
+        bulk("v"),
+        "the restored library answers as the dumped one did"
+    );
+    let mut corrupt = payload.clone();
+    let last = corrupt.len() - 1;
+    corrupt[last] ^= 0xff;
+    let error: redis::RedisResult<Value> = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(corrupt)
+        .query_async(&mut con)
+        .await;
+    assert_eq!(
+        error_text(error),
+        "ResponseError: DUMP payload version or checksum are wrong"
+    );
+    assert_eq!(
+        query(&mut con, &["FUNCTION", "DELETE", "lib"]).await?,
+        Value::Okay
+    );
+    assert_eq!(
+        error_text(query(&mut con, &["FUNCTION", "DELETE", "lib"]).await),
+        "ResponseError: Library not found"
+    );
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_script_runs_alone_however_many_clients_run_it() -> Result<()> {
     let (addr, _node) = start(&[]).await?;

@@ -167,6 +167,12 @@ pub fn syntax(name: &str) -> &'static str {
         "eval" | "eval_ro" => "script numkeys [key...] [arg...]",
         "evalsha" | "evalsha_ro" => "sha1 numkeys [key...] [arg...]",
         "script|load" => "script",
+        "fcall" | "fcall_ro" => "function numkeys [key...] [arg...]",
+        "function|load" => "[REPLACE] function-code",
+        "function|delete" => "library-name",
+        "function|flush" => "[ASYNC|SYNC]",
+        "function|list" => "[LIBRARYNAME library-name-pattern] [WITHCODE]",
+        "function|restore" => "serialized-value [FLUSH|APPEND|REPLACE]",
         "script|exists" => "sha1...",
         "script|flush" => "[ASYNC|SYNC]",
         "move" => "key db",
@@ -412,6 +418,10 @@ mod tests {
                 "xinfo|help",
                 "script|kill",
                 "script|help",
+                "function|dump",
+                "function|stats",
+                "function|kill",
+                "function|help",
             ];
             if takes_args && !exempt.contains(&spec.name) {
                 assert!(

@@ -334,7 +334,7 @@ pub fn run(
 pub fn answer_busy(node: &Node, out: &mut ReplyWriter<'_>, args: Args<'_>) {
     let route = resolve(&args).ok();
     let result = match route.map(|r| r.spec.name) {
-        Some("script|kill") => node.scripting.kill(),
+        Some("script|kill" | "function|kill") => node.scripting.kill(),
         Some("shutdown") if args.len() == 2 && args.get(1).eq_ignore_ascii_case(b"nosave") => {
             tracing::warn!("SHUTDOWN NOSAVE while a script is busy: exiting now");
             std::process::exit(0);

@@ -275,6 +275,7 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
         }
     }
     node.databases.load(&node.store, unix_ms());
+    node.scripting.restore_functions(&node.store, unix_ms());
     node.loading.store(false, Relaxed);
     true
 }

@@ -11,11 +11,12 @@ mod args;
 mod bitop;
 mod cjson;
 pub mod convert;
+mod functions;
 mod msgpack;
 mod structlib;
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
@@ -29,6 +30,7 @@ use sha1::{Digest, Sha1};
 use crate::connection::ConnState;
 use crate::handler::{CmdError, CmdResult, Ctx};
 use crate::node::Node;
+use ringkv_store::Store;
 
 /// The reported Redis version scripts see (`redis.REDIS_VERSION`).
 const VERSION: &str = crate::commands::REDIS_COMPAT_VERSION;
@@ -91,7 +93,7 @@ fn shebang_flags(body: &[u8]) -> Result<ScriptFlags, CmdError> {
 
 /// A script invocation: which script, its keys and arguments, how it was called.
 pub struct Invocation<'a> {
-    /// The script's SHA-1 (lowercase hex).
+    /// The script's SHA-1 (lowercase hex), or the function's name: errors name it.
     pub sha: &'a str,
     /// KEYS.
     pub keys: Vec<&'a [u8]>,
@@ -139,6 +141,9 @@ pub struct Scripting {
     control: Arc<Control>,
     memory_limit: usize,
     node: OnceLock<Weak<Node>>,
+    libraries: RwLock<functions::Libraries>,
+    /// The libraries whose code the store holds, so a change touches only those keys.
+    stored_libraries: Mutex<HashSet<String>>,
 }
 
 impl std::fmt::Debug for Scripting {
@@ -172,6 +177,16 @@ struct Engine {
     compiled: HashMap<String, Function>,
     generation: u64,
     state: Rc<RefCell<RunState>>,
+    /// FCALL's runner, the environment libraries load in, and their loader.
+    run_function: Function,
+    library_env: Table,
+    load_library: Function,
+    /// What `redis.register_function` collects while a library loads.
+    collector: functions::Collector,
+    /// The registered functions of every library, loaded in this state at
+    /// `functions_generation`.
+    functions: HashMap<String, Function>,
+    functions_generation: u64,
 }
 
 thread_local! {
@@ -227,6 +242,11 @@ impl Engine {
             VERSION,
         )?;
         let redis: Table = native.get("redis")?;
+        let collector: functions::Collector = Rc::new(RefCell::new(None));
+        native.set(
+            "register_function",
+            functions::register_function(&lua, collector.clone())?,
+        )?;
         for raise in [true, false] {
             let state = state.clone();
             let function = lua.create_function(move |lua, args: MultiValue| {
@@ -247,6 +267,9 @@ impl Engine {
         // read-only globals.
         lua.set_globals(proxy)?;
         let run: Function = hidden.raw_get("run")?;
+        let run_function: Function = hidden.raw_get("run_function")?;
+        let library_env: Table = hidden.raw_get("library_env")?;
+        let load_library: Function = hidden.raw_get("load_library")?;
         if memory_limit > 0 {
             lua.set_memory_limit(memory_limit)?;
         }
@@ -293,7 +316,53 @@ impl Engine {
             compiled: HashMap::new(),
             generation: 0,
             state,
+            run_function,
+            library_env,
+            load_library,
+            collector,
+            functions: HashMap::new(),
+            functions_generation: u64::MAX,
         })
+    }
+
+    /// Runs a library's code to learn the functions it registers.
+    fn load_library(&self, code: &[u8]) -> Result<Vec<functions::Registered>, CmdError> {
+        // The metadata line stays in the chunk as a comment, so line numbers hold.
+        let chunk = self
+            .lua
+            .load([&b"--"[..], code].concat())
+            .set_name("@user_function")
+            .set_environment(self.library_env.clone())
+            .into_function()
+            .map_err(|error| {
+                let text = match &error {
+                    mlua::Error::SyntaxError { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                CmdError::Custom(format!(
+                    "ERR Error compiling function: {}",
+                    text.lines().next().unwrap_or_default()
+                ))
+            })?;
+        *self.collector.borrow_mut() = Some(Vec::new());
+        let outcome = self.load_library.call::<(bool, Value)>(chunk);
+        let registered = self.collector.borrow_mut().take().unwrap_or_default();
+        let failure = match outcome {
+            Ok((true, _)) => None,
+            Ok((false, error)) => {
+                Some(error_text(&error).unwrap_or_else(|| "ERR unknown error".into()))
+            }
+            Err(error) => Some(format!("ERR {error}")),
+        };
+        if let Some(text) = failure {
+            return Err(CmdError::Custom(format!(
+                "ERR Error registering functions: {text}"
+            )));
+        }
+        if registered.is_empty() {
+            return Err(CmdError::Custom("ERR No functions registered".into()));
+        }
+        Ok(registered)
     }
 
     fn compile(&self, body: &[u8]) -> Result<Function, CmdError> {
@@ -327,6 +396,8 @@ impl Scripting {
             control,
             memory_limit,
             node: OnceLock::new(),
+            libraries: RwLock::new(functions::Libraries::default()),
+            stored_libraries: Mutex::default(),
         }
     }
 
@@ -469,24 +540,213 @@ impl Scripting {
                 }
             };
             flags.no_writes |= invocation.read_only;
-            let control = &self.control;
-            control.wrote.store(false, Relaxed);
-            control.kill.store(false, Relaxed);
-            *control.started.lock() = Some(Instant::now());
-            let outcome = run_script(engine, node, ctx, function, flags, &invocation);
-            *control.started.lock() = None;
-            control.busy.store(false, Relaxed);
-            control.kill.store(false, Relaxed);
-            outcome
+            let runner = engine.run.clone();
+            self.watched(|| run_script(engine, node, ctx, (runner, function), flags, &invocation))
         })
     }
+
+    /// Runs a script or function under the busy/kill watch.
+    fn watched(&self, run: impl FnOnce() -> CmdResult) -> CmdResult {
+        let control = &self.control;
+        control.wrote.store(false, Relaxed);
+        control.kill.store(false, Relaxed);
+        *control.started.lock() = Some(Instant::now());
+        let outcome = run();
+        *control.started.lock() = None;
+        control.busy.store(false, Relaxed);
+        control.kill.store(false, Relaxed);
+        outcome
+    }
+
+    /// FUNCTION LOAD: runs the library's code to learn its functions, then adds it
+    /// (`replace`: in place of the library of that name). Its name.
+    pub fn function_load(&self, code: &[u8], replace: bool) -> Result<String, CmdError> {
+        let name = functions::library_name(code)?;
+        let registered = self.with_engine(|engine| engine.load_library(code))?;
+        let library = functions::Library {
+            name: name.clone(),
+            code: code.into(),
+            functions: registered.into_iter().map(|r| r.info).collect(),
+        };
+        let mut libraries = self.libraries.write();
+        libraries.check(&library, replace)?;
+        libraries.insert(library);
+        Ok(name)
+    }
+
+    /// FUNCTION DELETE: false when there is no such library.
+    pub fn function_delete(&self, name: &str) -> bool {
+        self.libraries.write().remove(name)
+    }
+
+    /// FUNCTION FLUSH.
+    pub fn function_flush(&self) {
+        self.libraries.write().clear();
+    }
+
+    /// Reads the libraries (FUNCTION LIST, STATS, DUMP).
+    pub fn with_libraries<R>(&self, f: impl FnOnce(&functions::Libraries) -> R) -> R {
+        f(&self.libraries.read())
+    }
+
+    /// FUNCTION DUMP's payload.
+    pub fn function_dump(&self) -> Vec<u8> {
+        functions::dump(&self.libraries.read())
+    }
+
+    /// FUNCTION RESTORE with `policy` (FLUSH, APPEND or REPLACE): all or nothing.
+    pub fn function_restore(&self, payload: &[u8], policy: RestorePolicy) -> CmdResult {
+        let codes = functions::undump(payload)?;
+        let mut loaded = Vec::with_capacity(codes.len());
+        for code in codes {
+            let name = functions::library_name(&code)?;
+            let registered = self.with_engine(|engine| engine.load_library(&code))?;
+            loaded.push(functions::Library {
+                name,
+                code: code.into(),
+                functions: registered.into_iter().map(|r| r.info).collect(),
+            });
+        }
+        let mut libraries = self.libraries.write();
+        if policy == RestorePolicy::Append {
+            for library in &loaded {
+                if libraries.get(&library.name).is_some() {
+                    return Err(CmdError::Custom(format!(
+                        "ERR Library {} already exists",
+                        library.name
+                    )));
+                }
+            }
+        }
+        let mut staged = functions::Libraries::default();
+        if policy != RestorePolicy::Flush {
+            for library in libraries.all() {
+                staged.insert((**library).clone());
+            }
+        }
+        for library in loaded {
+            staged.check(&library, true)?;
+            staged.insert(library);
+        }
+        libraries.clear();
+        for library in staged.all() {
+            libraries.insert((**library).clone());
+        }
+        Ok(())
+    }
+
+    /// FCALL / FCALL_RO.
+    pub fn fcall(&self, ctx: &mut Ctx<'_, '_>, invocation: Invocation<'_>) -> CmdResult {
+        let not_found = || CmdError::Custom("ERR Function not found".into());
+        let (mut flags, generation) = {
+            let libraries = self.libraries.read();
+            let (_, info) = libraries.function(invocation.sha).ok_or_else(not_found)?;
+            (info.flags, libraries.generation)
+        };
+        if invocation.read_only && !flags.no_writes {
+            return Err(CmdError::Custom(
+                "ERR Can not execute a script with write flag using *_ro command.".into(),
+            ));
+        }
+        flags.no_writes |= invocation.read_only;
+        let node = self.node.get().and_then(Weak::upgrade).ok_or_else(|| {
+            CmdError::Custom("ERR scripting is not ready on this node yet".into())
+        })?;
+        self.with_engine(|engine| {
+            if engine.functions_generation != generation {
+                // Another thread changed the libraries: load them all in this state.
+                let codes: Vec<Box<[u8]>> =
+                    self.with_libraries(|l| l.all().map(|lib| lib.code.clone()).collect());
+                engine.functions.clear();
+                for code in codes {
+                    for registered in engine.load_library(&code)? {
+                        engine
+                            .functions
+                            .insert(registered.info.name, registered.callback);
+                    }
+                }
+                engine.functions_generation = generation;
+            }
+            let callback = engine
+                .functions
+                .get(invocation.sha)
+                .cloned()
+                .ok_or_else(not_found)?;
+            let runner = engine.run_function.clone();
+            self.watched(|| run_script(engine, node, ctx, (runner, callback), flags, &invocation))
+        })
+    }
+
+    /// Writes the libraries into the store (a standalone node's, where the WAL and the
+    /// base image keep them across restarts), replacing what was there.
+    pub fn persist_functions(&self, store: &Store, now: u64) {
+        if !store.is_namespaced() {
+            return;
+        }
+        // The store's keys for libraries, written whole each time: there are few
+        // libraries, and a key scan would make a FUNCTION LOAD cost the dataset's size.
+        let mut stored = self.stored_libraries.lock();
+        let libraries = self.libraries.read();
+        let current: HashSet<String> = libraries.all().map(|l| l.name.clone()).collect();
+        for gone in stored.difference(&current) {
+            store.remove(&function_key(gone.as_bytes()), now);
+        }
+        for library in libraries.all() {
+            let code = library.code.to_vec();
+            store.write(&function_key(library.name.as_bytes()), now, |slot| {
+                slot.set(ringkv_store::Value::Str(code), None)
+            });
+        }
+        *stored = current;
+    }
+
+    /// Loads the libraries a standalone node kept in its store (after recovery).
+    pub fn restore_functions(&self, store: &Store, now: u64) {
+        if !store.is_namespaced() {
+            return;
+        }
+        let prefix = function_key(b"");
+        for key in store.keys_where(now, |k| k.starts_with(&prefix)) {
+            let code = store.read(&key, now, |value| match value {
+                Some(ringkv_store::Value::Str(code)) => Some(code.clone()),
+                _ => None,
+            });
+            let Some(code) = code else { continue };
+            if let Err(error) = self.function_load(&code, true) {
+                tracing::warn!(%error, "a stored function library did not load; it is left out");
+            }
+        }
+        let stored = self
+            .libraries
+            .read()
+            .all()
+            .map(|l| l.name.clone())
+            .collect();
+        *self.stored_libraries.lock() = stored;
+    }
+}
+
+/// FUNCTION RESTORE's policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestorePolicy {
+    /// Every library goes first.
+    Flush,
+    /// Fails when a library of the payload exists (the default).
+    Append,
+    /// A library of the payload takes the place of the one of its name.
+    Replace,
+}
+
+/// Where a standalone node keeps library `name`: namespace 255, which no database names.
+fn function_key(name: &[u8]) -> Vec<u8> {
+    ringkv_store::namespace::physical(255, &[&b"ringkv:function:"[..], name].concat()).into_owned()
 }
 
 fn run_script(
     engine: &mut Engine,
     node: Arc<Node>,
     ctx: &mut Ctx<'_, '_>,
-    function: Function,
+    (runner, function): (Function, Function),
     flags: ScriptFlags,
     invocation: &Invocation<'_>,
 ) -> CmdResult {
@@ -524,7 +784,7 @@ fn run_script(
         state.flags = flags;
         state.resp = 2;
     }
-    let result = engine.run.call::<(bool, Value)>(call_args);
+    let result = runner.call::<(bool, Value)>(call_args);
     let (mut conn, script_resp) = {
         let mut state = engine.state.borrow_mut();
         state.node = None;

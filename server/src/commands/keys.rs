@@ -462,6 +462,10 @@ fn flush_everything(ctx: &mut Ctx<'_, '_>, asynchronous: bool) {
     let flushed = ctx.node.store.flush();
     // Every database is empty: which namespace each names no longer matters.
     ctx.node.databases.reset();
+    // Functions are not data: FLUSHALL keeps them, and so must the store.
+    ctx.node
+        .scripting
+        .persist_functions(&ctx.node.store, ctx.now);
     if asynchronous {
         // Freeing millions of entries takes a while; do it off the request path.
         std::thread::spawn(move || drop(flushed));

@@ -3,8 +3,10 @@
 
 use ringkv_protocol::Args;
 
+use ringkv_store::glob_match;
+
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is};
-use crate::scripting::Invocation;
+use crate::scripting::{Invocation, RestorePolicy};
 
 /// A script's KEYS and ARGV.
 type KeysAndArgv<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
@@ -143,6 +145,252 @@ pub fn script_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
             "    Kill the currently executing Lua script.",
             "LOAD <script>",
             "    Load a script into the scripts cache without executing it.",
+        ],
+    );
+    Ok(())
+}
+
+/// FCALL function numkeys [key ...] [arg ...]
+pub fn fcall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    fcall_generic(ctx, &args, false)
+}
+
+/// FCALL_RO function numkeys [key ...] [arg ...]
+pub fn fcall_ro(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    fcall_generic(ctx, &args, true)
+}
+
+fn fcall_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdResult {
+    let (keys, argv) = keys_and_argv(args)?;
+    let name = String::from_utf8_lossy(args.get(1)).into_owned();
+    ctx.node.scripting.fcall(
+        ctx,
+        Invocation {
+            sha: &name,
+            keys,
+            argv,
+            read_only,
+        },
+    )
+}
+
+/// Keeps a standalone node's libraries in its store after they changed.
+fn persist_functions(ctx: &Ctx<'_, '_>) {
+    ctx.node
+        .scripting
+        .persist_functions(&ctx.node.store, ctx.now);
+}
+
+/// FUNCTION with no subcommand.
+pub fn function_help_or_arity(_: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    Err(CmdError::WrongArity("function"))
+}
+
+/// FUNCTION LOAD [REPLACE] function-code
+pub fn function_load(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let mut replace = false;
+    let mut at = 2;
+    while at < args.len() - 1 {
+        if is(args.get(at), "REPLACE") {
+            replace = true;
+            at += 1;
+        } else {
+            return Err(CmdError::Custom(format!(
+                "ERR Unknown option given: {}",
+                String::from_utf8_lossy(args.get(at))
+            )));
+        }
+    }
+    let name = ctx.node.scripting.function_load(args.get(at), replace)?;
+    persist_functions(ctx);
+    ctx.out.bulk(name.as_bytes());
+    Ok(())
+}
+
+/// FUNCTION DELETE library-name
+pub fn function_delete(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if !ctx
+        .node
+        .scripting
+        .function_delete(&String::from_utf8_lossy(args.get(2)))
+    {
+        return Err(CmdError::Custom("ERR Library not found".into()));
+    }
+    persist_functions(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// FUNCTION FLUSH [ASYNC|SYNC]
+pub fn function_flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    match args.len() {
+        2 => {}
+        3 if is(args.get(2), "ASYNC") || is(args.get(2), "SYNC") => {}
+        _ => {
+            return Err(CmdError::Custom(
+                "ERR FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
+            ));
+        }
+    }
+    ctx.node.scripting.function_flush();
+    persist_functions(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// FUNCTION LIST [LIBRARYNAME library-name-pattern] [WITHCODE]
+pub fn function_list(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (mut with_code, mut pattern) = (false, None);
+    let mut at = 2;
+    while at < args.len() {
+        if is(args.get(at), "WITHCODE") {
+            with_code = true;
+        } else if is(args.get(at), "LIBRARYNAME") {
+            at += 1;
+            if at >= args.len() {
+                return Err(CmdError::Custom(
+                    "ERR library name argument was not given".into(),
+                ));
+            }
+            pattern = Some(args.get(at));
+        } else {
+            return Err(CmdError::Custom(format!(
+                "ERR Unknown argument {}",
+                String::from_utf8_lossy(args.get(at))
+            )));
+        }
+        at += 1;
+    }
+    let out = &mut *ctx.out;
+    ctx.node.scripting.with_libraries(|libraries| {
+        let listed: Vec<_> = libraries
+            .all()
+            .filter(|library| pattern.is_none_or(|p| glob_match(p, library.name.as_bytes(), false)))
+            .collect();
+        out.array(listed.len());
+        for library in listed {
+            out.map(if with_code { 4 } else { 3 });
+            out.bulk(b"library_name");
+            out.bulk(library.name.as_bytes());
+            out.bulk(b"engine");
+            out.bulk(b"LUA");
+            out.bulk(b"functions");
+            out.array(library.functions.len());
+            for function in &library.functions {
+                out.map(3);
+                out.bulk(b"name");
+                out.bulk(function.name.as_bytes());
+                out.bulk(b"description");
+                out.bulk_or_null(function.description.as_deref().map(str::as_bytes));
+                out.bulk(b"flags");
+                out.set(function.flag_names.len());
+                for flag in &function.flag_names {
+                    // Redis writes the flags as status replies, not bulks.
+                    out.simple(flag);
+                }
+            }
+            if with_code {
+                out.bulk(b"library_code");
+                out.bulk(&library.code);
+            }
+        }
+    });
+    Ok(())
+}
+
+/// FUNCTION DUMP
+pub fn function_dump(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let payload = ctx.node.scripting.function_dump();
+    ctx.out.bulk(&payload);
+    Ok(())
+}
+
+/// FUNCTION RESTORE serialized-value [FLUSH|APPEND|REPLACE]
+pub fn function_restore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let policy = match args.len() {
+        3 => RestorePolicy::Append,
+        4 if is(args.get(3), "FLUSH") => RestorePolicy::Flush,
+        4 if is(args.get(3), "APPEND") => RestorePolicy::Append,
+        4 if is(args.get(3), "REPLACE") => RestorePolicy::Replace,
+        _ => {
+            return Err(CmdError::Custom(
+                "ERR Wrong restore policy given, value should be either FLUSH, APPEND or REPLACE."
+                    .into(),
+            ));
+        }
+    };
+    ctx.node.scripting.function_restore(args.get(2), policy)?;
+    persist_functions(ctx);
+    ctx.out.ok();
+    Ok(())
+}
+
+/// FUNCTION STATS: no script is running when this answers (it waits for the gate).
+pub fn function_stats(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let (libraries, functions) = ctx.node.scripting.with_libraries(|l| l.counts());
+    let out = &mut *ctx.out;
+    out.map(2);
+    out.bulk(b"running_script");
+    out.null();
+    out.bulk(b"engines");
+    out.map(1);
+    out.bulk(b"LUA");
+    out.map(2);
+    out.bulk(b"libraries_count");
+    out.int(libraries as i64);
+    out.bulk(b"functions_count");
+    out.int(functions as i64);
+    Ok(())
+}
+
+/// FUNCTION KILL: as SCRIPT KILL.
+pub fn function_kill(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    script_kill(ctx, args)
+}
+
+/// FUNCTION HELP
+pub fn function_help(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    help(
+        ctx,
+        "FUNCTION",
+        &[
+            "LOAD [REPLACE] <FUNCTION CODE>",
+            "    Create a new library with the given library name and code.",
+            "DELETE <LIBRARY NAME>",
+            "    Delete the given library.",
+            "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+            "    Return general information on all the libraries:",
+            "    * Library name",
+            "    * The engine used to run the Library",
+            "    * Library description",
+            "    * Functions list",
+            "    * Library code (if WITHCODE is given)",
+            "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+            "STATS",
+            "    Return information about the current function running:",
+            "    * Function name",
+            "    * Command used to run the function",
+            "    * Duration in MS that the function is running",
+            "    If no function is running, return nil",
+            "    In addition, returns a list of available engines.",
+            "KILL",
+            "    Kill the current running function.",
+            "FLUSH [ASYNC|SYNC]",
+            "    Delete all the libraries.",
+            "    When called without the optional mode argument, the behavior is determined by the",
+            "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+            "    * ASYNC: Asynchronously flush the libraries.",
+            "    * SYNC: Synchronously flush the libraries.",
+            "DUMP",
+            "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+            "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+            "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+            "    control how to handle existing libraries (default APPEND):",
+            "    * FLUSH: delete all existing libraries.",
+            "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+            "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+            "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+            "      in case of functions name collision with another library).",
         ],
     );
     Ok(())

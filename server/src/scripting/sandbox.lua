@@ -43,6 +43,48 @@ hidden.run = function(f, nkeys, ...)
   return xpcall(f, handler)
 end
 
+-- Runs a library function (FCALL): its keys and arguments are passed to it as tables.
+hidden.run_function = function(f, nkeys, ...)
+  local args, keys, argv = { ... }, {}, {}
+  for i = 1, nkeys do keys[i] = args[i] end
+  for i = nkeys + 1, select('#', ...) do argv[i - nkeys] = args[i] end
+  return xpcall(function() return f(keys, argv) end, handler)
+end
+
+-- Libraries' code sees, while it loads, only the loading API (a `redis` with
+-- register_function and log); the functions it registers see the full globals when they
+-- run, as in Redis 7.0.
+local function missing(_, name)
+  error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+end
+local load_redis = setmetatable({
+  register_function = native.register_function,
+  log = native.redis.log,
+  setresp = native.redis.setresp,
+  LOG_DEBUG = 0, LOG_VERBOSE = 1, LOG_NOTICE = 2, LOG_WARNING = 3,
+  REDIS_VERSION = native.redis.REDIS_VERSION,
+  REDIS_VERSION_NUM = native.redis.REDIS_VERSION_NUM,
+}, { __index = missing, __newindex = function() error('Attempt to modify a readonly table', 2) end })
+local load_api = setmetatable({ redis = load_redis }, { __index = missing })
+local library_api = G
+hidden.library_env = setmetatable({}, {
+  __index = function(_, name)
+    local value = rawget(library_api, name)
+    if value == nil then
+      error("Script attempted to access nonexistent global variable '" .. tostring(name) .. "'", 2)
+    end
+    return value
+  end,
+  __newindex = function() error('Attempt to modify a readonly table', 2) end,
+  __metatable = {},
+})
+hidden.load_library = function(chunk)
+  library_api = load_api
+  local ok, err = xpcall(chunk, handler)
+  library_api = G
+  return ok, err
+end
+
 -- Redis 7's pcall: an error table is caught as its text.
 local function finish(ok, ...)
   if ok then return true, ... end
