@@ -410,6 +410,7 @@ mod tests {
                 "cluster|slots",
                 "cluster|owners",
                 "cluster|lastlsn",
+                "cluster|scripts",
                 "cluster|shards",
                 "cluster|nodes",
                 "cluster|info",

@@ -2625,6 +2625,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 O1,
             ),
             cmd(
+                "cluster|scripts",
+                2,
+                INFO,
+                NOKEY,
+                "cluster",
+                "0.1.0",
+                "Returns the body of every cached script (a ringkv extension a member that starts uses to take the cluster's scripts).",
+                ON,
+            ),
+            cmd(
                 "cluster|waitlsn",
                 -6,
                 CommandFlags::NOSCRIPT,

@@ -590,6 +590,87 @@ impl ClusterNode {
     }
 }
 
+/// How long a member waits for each other member to take a shared script or library: a
+/// stopped one must not hold the client's SCRIPT LOAD for the proxy's full timeout.
+const SHARE_TIMEOUT: Duration = Duration::from_secs(1);
+
+impl ClusterNode {
+    /// Every other member's client address in the current view.
+    fn other_members(&self) -> Vec<SocketAddr> {
+        let view = self.bus.borrow_view();
+        view.nodes
+            .iter()
+            .filter(|n| n.id != view.me)
+            .map(|n| n.client)
+            .collect()
+    }
+
+    /// Sends `args` to every other member, as a proxying member (so they apply it and do
+    /// not pass it on), in parallel; how many did not take it within [`SHARE_TIMEOUT`].
+    pub async fn tell_members(self: &Arc<Self>, args: &[Vec<u8>]) -> usize {
+        let command: Arc<[u8]> = encode(args.iter()).into();
+        let mut calls = tokio::task::JoinSet::new();
+        for addr in self.other_members() {
+            let (me, command) = (self.clone(), command.clone());
+            calls.spawn(async move {
+                let call = me.pool.call(addr, false, &me.password, &command, false);
+                match tokio::time::timeout(SHARE_TIMEOUT, call).await {
+                    Ok(Ok(Upstreamed {
+                        reply: Reply::Error(error),
+                        ..
+                    })) => {
+                        tracing::warn!(%addr, %error, "a member refused a shared script change");
+                        false
+                    }
+                    Ok(Ok(_)) => true,
+                    Ok(Err(error)) => {
+                        tracing::warn!(%addr, %error, "a member did not take a shared script change");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(%addr, "a member did not take a shared script change in time");
+                        false
+                    }
+                }
+            });
+        }
+        let mut missed = 0;
+        while let Some(taken) = calls.join_next().await {
+            missed += usize::from(!taken.unwrap_or(false));
+        }
+        missed
+    }
+
+    /// Asks other members, one at a time, until one answers `args` with bulks (one, or an
+    /// array of them): those bulks. None when no member answered so.
+    pub async fn ask_members(&self, args: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+        let command = encode(args.iter());
+        for addr in self.other_members() {
+            let reply = tokio::time::timeout(
+                SHARE_TIMEOUT,
+                self.pool.call(addr, false, &self.password, &command, false),
+            )
+            .await
+            .unwrap_or(Err(ProxyError::Timeout));
+            let bulks = match reply.map(|r| r.reply) {
+                Ok(Reply::Bulk(bulk)) => Some(vec![bulk]),
+                Ok(Reply::Array(items)) => items
+                    .into_iter()
+                    .map(|item| match item {
+                        Reply::Bulk(bulk) => Some(bulk),
+                        _ => None,
+                    })
+                    .collect(),
+                _ => None,
+            };
+            if bulks.is_some() {
+                return bulks;
+            }
+        }
+        None
+    }
+}
+
 impl ClusterNode {
     async fn call(
         &self,

@@ -72,6 +72,7 @@ pub fn handler(name: &str) -> Option<Handler> {
         "cluster|owners" => cluster::owners,
         "cluster|lastlsn" => replication::lastlsn,
         "cluster|waitlsn" => replication::waitlsn,
+        "cluster|scripts" => scripting::cluster_scripts,
         "cluster|shards" => cluster::shards,
         "cluster|countkeysinslot" => cluster::countkeysinslot,
         "cluster|getkeysinslot" => cluster::getkeysinslot,

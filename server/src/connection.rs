@@ -440,6 +440,11 @@ async fn finish_parked_reply(node: &Node, parked: Parked, protocol: Protocol) ->
         // Answered by `finish_parked`, with the writes it made elsewhere; run again by the
         // connection.
         Parked::Forward(_) | Parked::Hold => return reply,
+        Parked::Shared { sent, answer } => {
+            // Members that missed it take it when they next join (scripting::shared).
+            let _ = sent.await;
+            return answer;
+        }
         Parked::Save(durable) => match durable.await {
             Ok(Ok(())) => out.ok(),
             Ok(Err(error)) => dispatch::write_error(

@@ -155,6 +155,9 @@ impl Server {
             start_replication(&node);
         }
         let cron = tokio::spawn(run_cron(node.clone()));
+        if node.cluster.is_some() {
+            tokio::spawn(scripting::shared::take_from_members(Arc::downgrade(&node)));
+        }
         let mut accepts = tokio::task::JoinSet::new();
         for listener in self.listeners {
             let node = node.clone();

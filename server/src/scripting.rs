@@ -13,6 +13,7 @@ mod cjson;
 pub mod convert;
 mod functions;
 mod msgpack;
+pub mod shared;
 mod structlib;
 
 use std::cell::RefCell;
@@ -445,6 +446,12 @@ impl Scripting {
         Ok(sha)
     }
 
+    /// Every cached script's body (CLUSTER SCRIPTS).
+    pub fn bodies(&self) -> Vec<Box<[u8]>> {
+        let sources = self.sources.read();
+        sources.values().map(|source| source.body.clone()).collect()
+    }
+
     /// SCRIPT EXISTS for one SHA-1.
     pub fn exists(&self, sha: &str) -> bool {
         self.sources.read().contains_key(&sha.to_ascii_lowercase())
@@ -572,6 +579,13 @@ impl Scripting {
         libraries.check(&library, replace)?;
         libraries.insert(library);
         Ok(name)
+    }
+
+    /// The name of the library whose code is exactly `code`, if one is loaded.
+    pub fn library_holding(&self, code: &[u8]) -> Option<String> {
+        let name = functions::library_name(code).ok()?;
+        let libraries = self.libraries.read();
+        (*libraries.get(&name)?.code == *code).then_some(name)
     }
 
     /// FUNCTION DELETE: false when there is no such library.

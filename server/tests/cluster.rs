@@ -509,3 +509,130 @@ fn garbage_on_the_bus_is_counted_and_changes_nothing() {
     assert_eq!(info["cluster_known_nodes"], "2");
     assert_eq!(info["cluster_state"], "ok");
 }
+
+#[test]
+fn scripts_and_libraries_reach_every_member_and_one_that_joins_later() {
+    let mut members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let incr = "return redis.call('INCR', KEYS[1])";
+    let library = "#!lua name=counters\nredis.register_function('bump', function(keys) return redis.call('INCRBY', keys[1], 10) end)";
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(incr)
+        .query(&mut client(ports[0]))
+        .unwrap();
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query(&mut client(ports[0]))
+        .unwrap();
+    assert_eq!(name, "counters");
+    // A client that sends FUNCTION LOAD to every primary itself (redis-py's cluster
+    // client does) finds the library there already: the same code is no clash.
+    let again: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query(&mut client(ports[1]))
+        .unwrap();
+    assert_eq!(again, "counters");
+    let clash: redis::RedisResult<String> = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=counters\nredis.register_function('bump', function() return 0 end)")
+        .query(&mut client(ports[2]));
+    assert!(
+        clash.unwrap_err().to_string().contains("already exists"),
+        "other code under the same name is still refused"
+    );
+
+    // The reply waited for the others: every member runs them at once, on its own slots.
+    let owners = slot_owners(ports[0]);
+    for &port in &ports {
+        let key = (0..)
+            .map(|i| format!("counter:{i}"))
+            .find(|k| owners[ringkv_slot(k) as usize][0] == port)
+            .unwrap();
+        let mut con = client(port);
+        let counted: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(counted, 1, "EVALSHA on the member on {port}");
+        let bumped: i64 = redis::cmd("FCALL")
+            .arg("bump")
+            .arg(1)
+            .arg(&key)
+            .query(&mut con)
+            .unwrap();
+        assert_eq!(bumped, 11, "FCALL on the member on {port}");
+        // Keys of two slots, and an undeclared key another member serves, are refused.
+        let other = (0..)
+            .map(|i| format!("other:{i}"))
+            .find(|k| owners[ringkv_slot(k) as usize][0] != port)
+            .unwrap();
+        let cross: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg("return 1")
+            .arg(2)
+            .arg(&key)
+            .arg(&other)
+            .query(&mut con);
+        assert!(
+            cross.as_ref().is_err_and(|e| e.code() == Some("CROSSSLOT")),
+            "two slots: {cross:?}"
+        );
+        let undeclared: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg("return redis.call('INCR', ARGV[1])")
+            .arg(1)
+            .arg(&key)
+            .arg(&other)
+            .query(&mut con);
+        assert!(
+            undeclared
+                .unwrap_err()
+                .to_string()
+                .contains("Script attempted to access a non local key in a cluster node"),
+            "an undeclared key of another member"
+        );
+    }
+
+    // A member that joins later takes the cluster's scripts and libraries.
+    let newcomer = start(Some(members[0].bus), &[]);
+    let new_port = newcomer.port;
+    members.push(newcomer);
+    let all: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&all, 4, Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut con = client(new_port);
+    loop {
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut con)
+            .unwrap();
+        let libraries: Vec<redis::Value> =
+            redis::cmd("FUNCTION").arg("LIST").query(&mut con).unwrap();
+        if exists == [1] && libraries.len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the newcomer has the script: {exists:?}, libraries: {libraries:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SCRIPT FLUSH on one member empties every member's cache.
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut client(new_port))
+        .unwrap();
+    for &port in &all {
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .query(&mut client(port))
+            .unwrap();
+        assert_eq!(exists, [0], "the member on {port} after SCRIPT FLUSH");
+    }
+}

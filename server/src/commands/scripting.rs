@@ -1,10 +1,11 @@
 //! EVAL, EVALSHA, their read-only forms and SCRIPT, with Redis 7.0's replies and errors.
 //! The engine lives in `crate::scripting`.
 
-use ringkv_protocol::Args;
+use ringkv_protocol::{Args, ReplyWriter};
 
 use ringkv_store::glob_match;
 
+use crate::commands::Parked;
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is};
 use crate::scripting::{Invocation, RestorePolicy};
 
@@ -84,10 +85,39 @@ pub fn script_help_or_arity(_: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     Err(CmdError::WrongArity("script"))
 }
 
+/// Scripts and libraries are the cluster's: a change a client makes on one member goes to
+/// every other member before the client hears the reply, so an EVALSHA or FCALL routed to
+/// any member next finds it. A change another member passed on is not passed again; inside
+/// MULTI or a script, which cannot wait, it goes out without the reply waiting for it.
+fn answer_shared(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, reply: impl FnOnce(&mut ReplyWriter<'_>)) {
+    let Some(cluster) = ctx.node.cluster.clone().filter(|_| !ctx.conn.forwarded) else {
+        return reply(ctx.out);
+    };
+    let change: Vec<Vec<u8>> = args.iter().map(<[u8]>::to_vec).collect();
+    let sent = tokio::spawn(async move { cluster.tell_members(&change).await });
+    if ctx.conn.no_block {
+        return reply(ctx.out);
+    }
+    let mut answer = Vec::new();
+    reply(&mut ReplyWriter::new(&mut answer, ctx.conn.protocol));
+    ctx.conn.parked = Some(Parked::Shared { sent, answer });
+}
+
 /// SCRIPT LOAD script
 pub fn script_load(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let sha = ctx.node.scripting.load(args.get(2))?;
-    ctx.out.bulk(sha.as_bytes());
+    answer_shared(ctx, &args, |out| out.bulk(sha.as_bytes()));
+    Ok(())
+}
+
+/// CLUSTER SCRIPTS: every cached script's body, for a member that starts (see
+/// `scripting::shared`).
+pub fn cluster_scripts(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    let bodies = ctx.node.scripting.bodies();
+    ctx.out.array(bodies.len());
+    for body in &bodies {
+        ctx.out.bulk(body);
+    }
     Ok(())
 }
 
@@ -113,7 +143,7 @@ pub fn script_flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
     }
     ctx.node.scripting.flush();
-    ctx.out.ok();
+    answer_shared(ctx, &args, |out| out.ok());
     Ok(())
 }
 
@@ -201,9 +231,16 @@ pub fn function_load(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             )));
         }
     }
-    let name = ctx.node.scripting.function_load(args.get(at), replace)?;
+    let code = args.get(at);
+    // In a cluster the same library may come from a member and from a client that sends
+    // FUNCTION LOAD to every primary itself (as redis-py does): the same code is no clash.
+    let held = ctx.node.cluster.is_some() && !replace;
+    let name = match ctx.node.scripting.library_holding(code).filter(|_| held) {
+        Some(name) => name,
+        None => ctx.node.scripting.function_load(code, replace)?,
+    };
     persist_functions(ctx);
-    ctx.out.bulk(name.as_bytes());
+    answer_shared(ctx, &args, |out| out.bulk(name.as_bytes()));
     Ok(())
 }
 
@@ -234,7 +271,7 @@ pub fn function_flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     }
     ctx.node.scripting.function_flush();
     persist_functions(ctx);
-    ctx.out.ok();
+    answer_shared(ctx, &args, |out| out.ok());
     Ok(())
 }
 

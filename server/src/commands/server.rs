@@ -929,6 +929,12 @@ pub enum Parked {
     Save(tokio::sync::oneshot::Receiver<Result<(), String>>),
     /// A command (or its pieces) proxied to the nodes that own its keys.
     Forward(crate::cluster::Forward),
+    /// A script or library change, answered once the other members took it (or did not
+    /// answer in time).
+    Shared {
+        sent: tokio::task::JoinHandle<usize>,
+        answer: Vec<u8>,
+    },
     /// WAIT until replicas acknowledge.
     Wait(super::BlockedWait),
     /// A blocking pop (BLPOP, BLMOVE, …) waiting for an element.
