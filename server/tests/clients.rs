@@ -37,6 +37,32 @@ fn redis_py_cluster_scans_every_key_and_writes_through_a_failover() {
     );
 }
 
+#[test]
+fn lock_and_rate_limiter_libraries_run_their_scripts_on_a_cluster() {
+    let members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/script_libraries_cluster.py"
+    );
+    let output = Command::new("python3")
+        .arg(script)
+        .args(ports.iter().map(|p| p.to_string()))
+        .output()
+        .expect("python3 runs (scripts/test installs redis-py and limits)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    eprintln!("{stdout}");
+    assert!(
+        output.status.success(),
+        "the libraries failed:\n{stdout}\n{stderr}"
+    );
+    for line in ["redis-py Lock on RedisCluster", "limits on a cluster"] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+}
+
 /// redis-rs's cluster client over `ports`, retrying as an application would configure it.
 fn cluster_client(ports: &[u16], response_timeout: Duration) -> ClusterClient {
     ClusterClient::builder(

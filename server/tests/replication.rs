@@ -271,6 +271,61 @@ fn a_readonly_connection_reads_the_replica_copy_and_writes_still_go_to_the_prima
 }
 
 #[test]
+fn a_script_reaches_the_replica_as_the_effects_it_had_on_the_primary() {
+    let members = start_cluster(
+        2,
+        &["--cluster-replicas", "1", "--cluster-replica-reads", "yes"],
+    );
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let slot = usize::from(ringkv_cluster::key_slot(b"{s}"));
+    let slot_owners = owners(&ports).expect("owners")[slot].clone();
+    let (primary, replica) = (slot_owners[0], slot_owners[1]);
+    let keys = ["{s}stamp", "{s}list", "{s}count"];
+    // The clock is read on the primary: a replica that re-ran the script would differ.
+    let script = "local now = redis.call('TIME') \
+        redis.call('SET', KEYS[1], now[1] .. '.' .. now[2]) \
+        redis.call('RPUSH', KEYS[2], 'a', 'b', now[2]) \
+        redis.call('INCRBY', KEYS[3], 5) \
+        return redis.call('GET', KEYS[1])";
+    let mut writer = client(primary);
+    let (stamp, acked): (String, i64) = redis::pipe()
+        .cmd("EVAL")
+        .arg(script)
+        .arg(keys.len())
+        .arg(&keys)
+        .cmd("WAIT")
+        .arg(1)
+        .arg(5000)
+        .query(&mut writer)
+        .unwrap();
+    assert_eq!(acked, 1, "the replica acknowledged the script's writes");
+    let read = |port: u16| -> (Option<String>, Vec<String>, Option<i64>) {
+        let mut con = client(port);
+        let _: () = redis::cmd("READONLY").query(&mut con).unwrap();
+        redis::pipe()
+            .cmd("GET")
+            .arg(keys[0])
+            .cmd("LRANGE")
+            .arg(keys[1])
+            .arg(0)
+            .arg(-1)
+            .cmd("GET")
+            .arg(keys[2])
+            .query(&mut con)
+            .unwrap()
+    };
+    let on_primary = read(primary);
+    assert_eq!(on_primary.0.as_deref(), Some(stamp.as_str()));
+    assert_eq!(
+        read(replica),
+        on_primary,
+        "the replica holds what the primary holds"
+    );
+}
+
+#[test]
 fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
     use ringkv_cluster::link::{
         FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, nonce, read_frame, write_frame,
