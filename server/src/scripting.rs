@@ -770,18 +770,22 @@ fn run_script(
     let count = invocation.keys.len() + invocation.argv.len();
     let mut call_args = MultiValue::with_capacity(count.min(STACK_ARGS) + 2);
     call_args.push_back(Value::Function(function));
-    if count <= STACK_ARGS {
-        call_args.push_back(Value::Integer(invocation.keys.len() as i64));
-        for item in invocation.keys.iter().chain(&invocation.argv) {
-            call_args.push_back(Value::String(lua.create_string(item).map_err(lua_error)?));
+    unlimited(lua, || {
+        if count <= STACK_ARGS {
+            call_args.push_back(Value::Integer(invocation.keys.len() as i64));
+            for item in invocation.keys.iter().chain(&invocation.argv) {
+                call_args.push_back(Value::String(lua.create_string(item)?));
+            }
+        } else {
+            call_args.push_back(Value::Integer(-1));
+            let keys = string_table(lua, &invocation.keys)?;
+            let argv = string_table(lua, &invocation.argv)?;
+            engine.backing.raw_set("KEYS", keys)?;
+            engine.backing.raw_set("ARGV", argv)?;
         }
-    } else {
-        call_args.push_back(Value::Integer(-1));
-        let keys = string_table(lua, &invocation.keys).map_err(lua_error)?;
-        let argv = string_table(lua, &invocation.argv).map_err(lua_error)?;
-        engine.backing.raw_set("KEYS", keys).map_err(lua_error)?;
-        engine.backing.raw_set("ARGV", argv).map_err(lua_error)?;
-    }
+        Ok(())
+    })
+    .map_err(lua_error)?;
     // The caller's connection moves into the run for its `redis.call`s: a script's SELECT
     // is its own, its blocking commands answer at once.
     let placeholder = ConnState::new(ctx.conn.handle.clone(), false);
@@ -812,8 +816,8 @@ fn run_script(
     conn.script_allows_oom = false;
     conn.in_script = false;
     *ctx.conn = conn;
-    let _ = engine.backing.raw_set("KEYS", Value::Nil);
-    let _ = engine.backing.raw_set("ARGV", Value::Nil);
+    // KEYS and ARGV stay until the next run replaces them, as in Redis: clearing them
+    // here cost two protected table writes per call.
     match result {
         Ok((true, value)) => {
             convert::write_reply(ctx.out, &value, script_resp, 0);
@@ -917,10 +921,23 @@ fn call_command(lua: &Lua, run: &mut RunState, args: MultiValue) -> mlua::Result
         let mut out = ReplyWriter::new(reply, protocol);
         crate::dispatch::run_from_script(node, conn, &mut out, owned.args(), *now, *flags)
     };
-    if let Err(error) = result {
-        return convert::error_table(lua, error.to_string().as_bytes());
+    unlimited(lua, || match result {
+        Err(error) => convert::error_table(lua, error.to_string().as_bytes()),
+        Ok(()) => convert::reply_to_lua(lua, reply),
+    })
+}
+
+/// Runs `f` with the Lua state's memory limit lifted. While a limit is set, mlua wraps
+/// every value it creates from Rust in a protected call, which cost a short script a
+/// third of its time; what `f` creates is bounded by a command's own arguments or reply,
+/// and the script's next allocation meets the limit again.
+fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
+    let limit = lua.set_memory_limit(0).unwrap_or(0);
+    let result = f();
+    if limit > 0 {
+        let _ = lua.set_memory_limit(limit);
     }
-    convert::reply_to_lua(lua, reply)
+    result
 }
 
 #[cfg(test)]
