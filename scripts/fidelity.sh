@@ -10,7 +10,7 @@ redis_port=${FIDELITY_REDIS_PORT:-6396}
 ringkv_port=${FIDELITY_RINGKV_PORT:-6397}
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no --loglevel warning &
 redis=$!
-target/debug/ringkv-server --port "$ringkv_port" --persistence no --loglevel warning &
+"${CARGO_TARGET_DIR:-target}"/debug/ringkv-server --port "$ringkv_port" --persistence no --loglevel warning &
 ringkv=$!
 trap 'kill $redis $ringkv 2>/dev/null; wait $redis $ringkv 2>/dev/null' EXIT
 for port in "$redis_port" "$ringkv_port"; do

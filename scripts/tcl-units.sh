@@ -19,7 +19,7 @@ fi
 cargo build --release -p ringkv-server
 port=${TCL_UNITS_PORT:-6395}
 data=$(mktemp -d)
-target/release/ringkv-server --port "$port" --dir "$data" --loglevel warning &
+"${CARGO_TARGET_DIR:-target}"/release/ringkv-server --port "$port" --dir "$data" --loglevel warning &
 node=$!
 trap 'kill $node 2>/dev/null; wait $node 2>/dev/null; rm -rf "$data"' EXIT
 for _ in $(seq 1 100); do

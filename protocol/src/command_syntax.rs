@@ -31,6 +31,7 @@ pub fn syntax(name: &str) -> &'static str {
         "cluster|countkeysinslot" => "slot",
         "cluster|getkeysinslot" => "slot count",
         "cluster|waitlsn" => "lsn numreplicas timeout slot [slot ...]",
+        "cluster|deliver" => "MESSAGE|SMESSAGE channel message",
         "bgsave" => "[SCHEDULE]",
         "wait" => "numreplicas timeout",
         "echo" => "message",
@@ -175,6 +176,15 @@ pub fn syntax(name: &str) -> &'static str {
         "function|restore" => "serialized-value [FLUSH|APPEND|REPLACE]",
         "script|exists" => "sha1...",
         "script|flush" => "[ASYNC|SYNC]",
+        "subscribe" | "psubscribe" => "channel...",
+        "ssubscribe" => "shardchannel...",
+        "unsubscribe" | "punsubscribe" => "[channel...]",
+        "sunsubscribe" => "[shardchannel...]",
+        "publish" => "channel message",
+        "spublish" => "shardchannel message",
+        "pubsub|channels" | "pubsub|shardchannels" => "[pattern]",
+        "pubsub|numsub" => "[channel...]",
+        "pubsub|shardnumsub" => "[shardchannel...]",
         "move" => "key db",
         "swapdb" => "index1 index2",
         "dump" => "key",
@@ -423,6 +433,8 @@ mod tests {
                 "function|stats",
                 "function|kill",
                 "function|help",
+                "pubsub|numpat",
+                "pubsub|help",
             ];
             if takes_args && !exempt.contains(&spec.name) {
                 assert!(

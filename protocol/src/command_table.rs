@@ -37,9 +37,14 @@ impl CommandFlags {
     pub const KEYS_FOR_SCRIPT: Self = Self(1 << 11);
     /// Answered even while a script is busy (SCRIPT KILL, SHUTDOWN NOSAVE).
     pub const ALLOW_BUSY: Self = Self(1 << 12);
+    /// Its "keys" are shard channels: they route it to their slot's owner but name no key
+    /// (never renamed into a logical database, never read from disk).
+    pub const CHANNELS: Self = Self(1 << 13);
+    /// A pub/sub command (Redis's `pubsub` flag).
+    pub const PUBSUB: Self = Self(1 << 14);
     const NONE: Self = Self(0);
 
-    const NAMES: [(Self, &'static str); 10] = [
+    const NAMES: [(Self, &'static str); 11] = [
         (Self::WRITE, "write"),
         (Self::READONLY, "readonly"),
         (Self::DENYOOM, "denyoom"),
@@ -50,6 +55,7 @@ impl CommandFlags {
         (Self::FAST, "fast"),
         (Self::NO_AUTH, "no_auth"),
         (Self::NO_MULTI, "no_multi"),
+        (Self::PUBSUB, "pubsub"),
     ];
 
     /// True when every flag in `other` is set.
@@ -198,6 +204,7 @@ impl CommandSpec {
             "bitmap" => "@bitmap",
             "stream" => "@stream",
             "scripting" => "@scripting",
+            "pubsub" => "@pubsub",
             "generic" => "@keyspace",
             "connection" => "@connection",
             "transactions" => "@transaction",
@@ -297,6 +304,17 @@ const ADMIN: CommandFlags = CommandFlags::ADMIN
     .with(CommandFlags::LOADING)
     .with(CommandFlags::STALE);
 const INFO: CommandFlags = CommandFlags::LOADING.with(CommandFlags::STALE);
+const SUBSCRIBING: CommandFlags = CommandFlags::PUBSUB
+    .with(CommandFlags::NOSCRIPT)
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE);
+const PUBLISHING: CommandFlags = CommandFlags::PUBSUB
+    .with(CommandFlags::FAST)
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE);
+const PUBSUB_INFO: CommandFlags = CommandFlags::PUBSUB
+    .with(CommandFlags::LOADING)
+    .with(CommandFlags::STALE);
 const TX: CommandFlags = CommandFlags::NOSCRIPT
     .with(CommandFlags::LOADING)
     .with(CommandFlags::STALE)
@@ -1084,6 +1102,161 @@ pub static COMMANDS: &[CommandSpec] = &[
             "server",
             "4.0.0",
             "A container for memory diagnostics commands.",
+            "Depends on subcommand.",
+        )
+    },
+    // pub/sub
+    cmd(
+        "subscribe",
+        -2,
+        SUBSCRIBING,
+        NOKEY,
+        "pubsub",
+        "2.0.0",
+        "Listens for messages published to channels.",
+        "O(N) where N is the number of channels to subscribe to.",
+    ),
+    cmd(
+        "unsubscribe",
+        -1,
+        SUBSCRIBING,
+        NOKEY,
+        "pubsub",
+        "2.0.0",
+        "Stops listening to messages posted to channels.",
+        "O(N) where N is the number of channels to unsubscribe.",
+    ),
+    cmd(
+        "psubscribe",
+        -2,
+        SUBSCRIBING,
+        NOKEY,
+        "pubsub",
+        "2.0.0",
+        "Listens for messages published to channels that match one or more patterns.",
+        "O(N) where N is the number of patterns to subscribe to.",
+    ),
+    cmd(
+        "punsubscribe",
+        -1,
+        SUBSCRIBING,
+        NOKEY,
+        "pubsub",
+        "2.0.0",
+        "Stops listening to messages published to channels that match one or more patterns.",
+        "O(N) where N is the number of patterns to unsubscribe.",
+    ),
+    cmd(
+        "ssubscribe",
+        -2,
+        SUBSCRIBING.with(CommandFlags::CHANNELS),
+        ALLKEYS,
+        "pubsub",
+        "7.0.0",
+        "Listens for messages published to shard channels.",
+        "O(N) where N is the number of shard channels to subscribe to.",
+    ),
+    cmd(
+        "sunsubscribe",
+        -1,
+        SUBSCRIBING.with(CommandFlags::CHANNELS),
+        ALLKEYS,
+        "pubsub",
+        "7.0.0",
+        "Stops listening to messages posted to shard channels.",
+        "O(N) where N is the number of shard channels to unsubscribe.",
+    ),
+    cmd(
+        "publish",
+        3,
+        PUBLISHING,
+        NOKEY,
+        "pubsub",
+        "2.0.0",
+        "Posts a message to a channel.",
+        "O(N+M) where N is the number of clients subscribed to the receiving channel and M is the total number of subscribed patterns (by any client).",
+    ),
+    cmd(
+        "spublish",
+        3,
+        PUBLISHING.with(CommandFlags::CHANNELS),
+        KEY1,
+        "pubsub",
+        "7.0.0",
+        "Post a message to a shard channel",
+        "O(N) where N is the number of clients subscribed to the receiving shard channel.",
+    ),
+    CommandSpec {
+        subcommands: &[
+            cmd(
+                "pubsub|channels",
+                -2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "2.8.0",
+                "Returns the active channels.",
+                "O(N) where N is the number of active channels, and assuming constant time pattern matching (relatively short channels and patterns)",
+            ),
+            cmd(
+                "pubsub|numsub",
+                -2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "2.8.0",
+                "Returns a count of subscribers to channels.",
+                "O(N) for the NUMSUB subcommand, where N is the number of requested channels",
+            ),
+            cmd(
+                "pubsub|numpat",
+                2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "2.8.0",
+                "Returns a count of unique pattern subscriptions.",
+                O1,
+            ),
+            cmd(
+                "pubsub|shardchannels",
+                -2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "7.0.0",
+                "Returns the active shard channels.",
+                "O(N) where N is the number of active shard channels, and assuming constant time pattern matching (relatively short shard channels).",
+            ),
+            cmd(
+                "pubsub|shardnumsub",
+                -2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "7.0.0",
+                "Returns the count of subscribers of shard channels.",
+                "O(N) for the SHARDNUMSUB subcommand, where N is the number of requested shard channels",
+            ),
+            cmd(
+                "pubsub|help",
+                2,
+                PUBSUB_INFO,
+                NOKEY,
+                "pubsub",
+                "6.2.0",
+                "Returns helpful text about the different subcommands.",
+                O1,
+            ),
+        ],
+        ..cmd(
+            "pubsub",
+            -2,
+            CommandFlags::NONE,
+            NOKEY,
+            "pubsub",
+            "2.8.0",
+            "A container for Pub/Sub commands.",
             "Depends on subcommand.",
         )
     },
@@ -2623,6 +2796,16 @@ pub static COMMANDS: &[CommandSpec] = &[
                 "0.1.0",
                 "Returns this member's last change-log position (a ringkv extension a proxying member uses for WAIT).",
                 O1,
+            ),
+            cmd(
+                "cluster|deliver",
+                5,
+                PUBLISHING,
+                NOKEY,
+                "cluster",
+                "0.1.0",
+                "Delivers a message published on another member to this member's subscribers (a ringkv extension: PUBLISH and SPUBLISH across the cluster).",
+                ON,
             ),
             cmd(
                 "cluster|scripts",

@@ -136,6 +136,15 @@ impl<'a> ReplyWriter<'a> {
         }
     }
 
+    /// A push header for `len` elements that follow: an out-of-band message (pub/sub,
+    /// invalidation) in RESP3, an array in RESP2.
+    pub fn push(&mut self, len: usize) {
+        match self.protocol {
+            Protocol::Resp2 => self.header(b'*', len),
+            Protocol::Resp3 => self.header(b'>', len),
+        }
+    }
+
     /// A set header for `len` elements that follow (an array in RESP2).
     pub fn set(&mut self, len: usize) {
         match self.protocol {

@@ -20,6 +20,8 @@ use ringkv_store::slot_set::SlotSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
+mod fanout;
+
 use crate::commands::RemoteWrite;
 use crate::config::Config;
 use crate::connection::ConnState;
@@ -54,6 +56,8 @@ pub struct ClusterNode {
     /// The client address we announce.
     pub announce: SocketAddr,
     pool: ProxyPool,
+    /// Published messages on their way to other members.
+    fanout: fanout::Fanout,
     password: String,
     link_listener: Mutex<Option<std::net::TcpListener>>,
     served: Mutex<(u64, Option<Arc<SlotSet>>)>,
@@ -199,6 +203,7 @@ impl ClusterNode {
             replica_reads: config.cluster_replica_reads,
             announce,
             pool: ProxyPool::default(),
+            fanout: fanout::Fanout::default(),
             password: config.requirepass.clone(),
             link_listener: Mutex::new(Some(link_listener)),
             served: Mutex::new((0, None)),
@@ -404,10 +409,12 @@ impl ClusterNode {
         let same_slot = keys.all(|i| key_slot(args.get(i)) == slot);
         let may_proxy = self.routing == Routing::Proxy && !conn.forwarded && !conn.in_multi();
         if same_slot {
-            let replica_read = self.replica_reads
-                && conn.readonly
-                && spec.flags.contains(CommandFlags::READONLY)
-                && view.table.is_replica(slot, &view.me);
+            // Shard channels are served by every owner of their slot, as in Redis 7.
+            let replica_read = view.table.is_replica(slot, &view.me)
+                && (spec.flags.contains(CommandFlags::CHANNELS)
+                    || (self.replica_reads
+                        && conn.readonly
+                        && spec.flags.contains(CommandFlags::READONLY)));
             let elsewhere = |id: &NodeId| match view.node(id) {
                 Some(owner) if may_proxy => Verdict::Forward(Forward::relay(
                     owner.client,
@@ -639,6 +646,44 @@ impl ClusterNode {
             missed += usize::from(!taken.unwrap_or(false));
         }
         missed
+    }
+
+    /// Sends a message published here to every other member (PUBLISH reaches subscribers
+    /// cluster-wide, as in Redis Cluster), without waiting for them.
+    pub fn broadcast_publish(&self, channel: &[u8], message: &[u8]) {
+        for addr in self.other_members() {
+            self.fanout.send(
+                addr,
+                &self.password,
+                &[b"CLUSTER", b"DELIVER", b"MESSAGE", channel, message],
+            );
+        }
+    }
+
+    /// Sends a shard message published here to the other owners of its channel's slot.
+    pub fn broadcast_shard_publish(&self, channel: &[u8], message: &[u8]) {
+        let targets: Vec<SocketAddr> = {
+            let view = self.bus.borrow_view();
+            view.table
+                .owners(key_slot(channel))
+                .filter(|id| **id != view.me)
+                .filter_map(|id| view.node(id).map(|n| n.client))
+                .collect()
+        };
+        for addr in targets {
+            self.fanout.send(
+                addr,
+                &self.password,
+                &[b"CLUSTER", b"DELIVER", b"SMESSAGE", channel, message],
+            );
+        }
+    }
+
+    /// Published messages another member did not get (CLUSTER INFO).
+    pub fn fanout_dropped(&self) -> u64 {
+        self.fanout
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Asks other members, one at a time, until one answers `args` with bulks (one, or an

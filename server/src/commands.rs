@@ -11,6 +11,7 @@ mod dump;
 mod hashes;
 mod keys;
 mod lists;
+mod pubsub;
 mod replication;
 mod scripting;
 mod server;
@@ -73,6 +74,22 @@ pub fn handler(name: &str) -> Option<Handler> {
         "cluster|lastlsn" => replication::lastlsn,
         "cluster|waitlsn" => replication::waitlsn,
         "cluster|scripts" => scripting::cluster_scripts,
+        "cluster|deliver" => pubsub::cluster_deliver,
+        "subscribe" => pubsub::subscribe_channels,
+        "psubscribe" => pubsub::subscribe_patterns,
+        "ssubscribe" => pubsub::subscribe_shard_channels,
+        "unsubscribe" => pubsub::unsubscribe_channels,
+        "punsubscribe" => pubsub::unsubscribe_patterns,
+        "sunsubscribe" => pubsub::unsubscribe_shard_channels,
+        "publish" => pubsub::publish,
+        "spublish" => pubsub::spublish,
+        "pubsub" => pubsub::pubsub_help_or_arity,
+        "pubsub|channels" => pubsub::pubsub_channels,
+        "pubsub|shardchannels" => pubsub::pubsub_shardchannels,
+        "pubsub|numsub" => pubsub::pubsub_numsub,
+        "pubsub|shardnumsub" => pubsub::pubsub_shardnumsub,
+        "pubsub|numpat" => pubsub::pubsub_numpat,
+        "pubsub|help" => pubsub::pubsub_help,
         "cluster|shards" => cluster::shards,
         "cluster|countkeysinslot" => cluster::countkeysinslot,
         "cluster|getkeysinslot" => cluster::getkeysinslot,

@@ -48,6 +48,101 @@ fn memory_arg(text: &str) -> Result<u64, String> {
     parse_memory(text).map_err(|e| e.to_string())
 }
 
+/// One class of `client-output-buffer-limit`: a hard limit, a soft limit and how many
+/// seconds the soft one may be exceeded (0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimit {
+    pub hard: u64,
+    pub soft: u64,
+    pub soft_seconds: u64,
+}
+
+/// `client-output-buffer-limit` for Redis's three classes of client. ringkv enforces the
+/// pubsub class (a subscriber's queued messages); normal and replica are kept so CONFIG
+/// GET and SET answer as Redis does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutputLimits {
+    pub normal: OutputLimit,
+    pub replica: OutputLimit,
+    pub pubsub: OutputLimit,
+}
+
+impl OutputLimits {
+    /// Redis's defaults.
+    pub const DEFAULT: OutputLimits = OutputLimits {
+        normal: OutputLimit {
+            hard: 0,
+            soft: 0,
+            soft_seconds: 0,
+        },
+        replica: OutputLimit {
+            hard: 256 << 20,
+            soft: 64 << 20,
+            soft_seconds: 60,
+        },
+        pubsub: OutputLimit {
+            hard: 32 << 20,
+            soft: 8 << 20,
+            soft_seconds: 60,
+        },
+    };
+
+    /// These limits with the classes `text` names (`class hard soft seconds ...`)
+    /// changed, or Redis's reason for refusing it.
+    pub fn with(&self, text: &str) -> Result<OutputLimits, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        if words.is_empty() || words.len() % 4 != 0 {
+            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        }
+        let mut limits = *self;
+        for class in words.chunks(4) {
+            let slot = match class[0].to_ascii_lowercase().as_str() {
+                "normal" => &mut limits.normal,
+                "replica" | "slave" => &mut limits.replica,
+                "pubsub" => &mut limits.pubsub,
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    );
+                }
+            };
+            let bad = || {
+                "Error in hard, soft or soft_seconds setting in buffer limit configuration."
+                    .to_string()
+            };
+            *slot = OutputLimit {
+                hard: parse_memory(class[1]).map_err(|_| bad())?,
+                soft: parse_memory(class[2]).map_err(|_| bad())?,
+                soft_seconds: class[3].parse().map_err(|_| bad())?,
+            };
+        }
+        Ok(limits)
+    }
+}
+
+impl std::fmt::Display for OutputLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let classes = [
+            ("normal", self.normal),
+            ("slave", self.replica),
+            ("pubsub", self.pubsub),
+        ];
+        for (i, (name, limit)) in classes.iter().enumerate() {
+            let space = if i > 0 { " " } else { "" };
+            write!(
+                f,
+                "{space}{name} {} {} {}",
+                limit.hard, limit.soft, limit.soft_seconds
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn output_limits_arg(text: &str) -> Result<OutputLimits, String> {
+    OutputLimits::DEFAULT.with(text)
+}
+
 fn yes_no(text: &str) -> Result<bool, String> {
     match text.to_ascii_lowercase().as_str() {
         "yes" => Ok(true),
@@ -156,6 +251,14 @@ pub struct Config {
         default_value_t = 5000
     )]
     pub busy_reply_threshold: u64,
+    /// Redis's `client-output-buffer-limit` (`pubsub 32mb 8mb 60`): a subscriber whose
+    /// unread messages pass the hard limit, or the soft one for its seconds, is disconnected.
+    #[arg(
+        long = "client-output-buffer-limit",
+        default_value = "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
+        value_parser = output_limits_arg
+    )]
+    pub client_output_buffer_limit: OutputLimits,
     /// Logical databases a standalone node offers (SELECT 0 to this minus one; at most
     /// 255). A cluster member has database 0 only, as in Redis Cluster.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]
@@ -362,10 +465,6 @@ impl Config {
 /// so tools that tune them keep working.
 pub const PASSTHROUGH_OPTIONS: &[(&str, &str)] = &[
     ("activerehashing", "yes"),
-    (
-        "client-output-buffer-limit",
-        "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60",
-    ),
     ("dbfilename", "dump.rdb"),
     ("hash-max-listpack-entries", "128"),
     ("hash-max-listpack-value", "64"),

@@ -66,6 +66,8 @@ pub struct ConnState {
     pub forwarded: bool,
     /// READONLY: reads of slots this member holds a replica of are served here.
     pub readonly: bool,
+    /// Its pub/sub subscriptions, while it has any.
+    pub subscriptions: Option<Box<crate::pubsub::Subscriptions>>,
     /// Since when the current command waits for its slot's handoff fence.
     pub held_since: Option<std::time::Instant>,
     /// Keys this connection's command wrote while clients were blocked: their waiters are
@@ -102,6 +104,7 @@ impl ConnState {
             in_script: false,
             forwarded: false,
             readonly: false,
+            subscriptions: None,
             held_since: None,
             ready_keys: Vec::new(),
             repl_lsn: 0,
@@ -210,6 +213,9 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     let mut conn = ConnState::new(handle.clone(), needs_auth);
     let reason = run(&node, &mut stream, &mut conn).await;
     conn.unwatch_all(&node);
+    if let Some(subscriptions) = conn.subscriptions.take() {
+        subscriptions.leave(&node.pubsub);
+    }
     node.clients.unregister(handle.id);
     tracing::debug!(client = handle.id, %peer, reason, "client disconnected");
 }
@@ -234,6 +240,10 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
         }
+        // A subscriber waits for messages as well as for commands, without idle timeout
+        // (as in Redis).
+        let mailbox = conn.subscriptions.as_ref().map(|s| s.mailbox.clone());
+        let idle_timeout = if mailbox.is_some() { 0 } else { idle_timeout };
         let read = async {
             if idle_timeout == 0 {
                 Some(stream.read_buf(&mut input).await)
@@ -246,10 +256,26 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 .ok()
             }
         };
+        let message = async {
+            match &mailbox {
+                Some(mailbox) => mailbox.ready().await,
+                None => std::future::pending().await,
+            }
+        };
         let read = tokio::select! {
-            read = read => read,
+            read = read => Some(read),
+            () = message => None,
             _ = handle.killed() => return "killed",
             _ = shutdown.wait_for(|down| *down) => return "shutdown",
+        };
+        let Some(read) = read else {
+            if let Some(mailbox) = &mailbox {
+                mailbox.drain_into(&mut output);
+            }
+            if write_out(node, &handle, stream, &mut output).await.is_err() {
+                return "write error";
+            }
+            continue;
         };
         match read {
             None => return "idle timeout",
@@ -292,7 +318,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 // The writes are not on disk: no reply must claim they are.
                 return "persistence failed";
             }
-            if write_out(node, stream, &mut output).await.is_err() {
+            if write_out(node, &handle, stream, &mut output).await.is_err() {
                 return "write error";
             }
             if matches!(conn.parked, Some(Parked::Hold)) {
@@ -320,7 +346,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 };
                 conn.note_remote_writes(remote_writes);
                 output.extend_from_slice(&finished);
-                if write_out(node, stream, &mut output).await.is_err() {
+                if write_out(node, &handle, stream, &mut output).await.is_err() {
                     return "write error";
                 }
             }
@@ -347,7 +373,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 node.stats.protocol_errors.fetch_add(1, Relaxed);
                 ReplyWriter::new(&mut output, conn.protocol)
                     .error(&format!("ERR Protocol error: {error}"));
-                let _ = write_out(node, stream, &mut output).await;
+                let _ = write_out(node, &handle, stream, &mut output).await;
                 return "protocol error";
             }
         }
@@ -373,13 +399,19 @@ async fn peer_closed(stream: &TcpStream) {
 
 async fn write_out(
     node: &Node,
+    handle: &ClientHandle,
     stream: &mut TcpStream,
     output: &mut Vec<u8>,
 ) -> std::io::Result<()> {
     if output.is_empty() {
         return Ok(());
     }
-    stream.write_all(output).await?;
+    // A client that stopped reading must not hold its connection open past a CLIENT KILL
+    // or its output limit.
+    tokio::select! {
+        written = stream.write_all(output) => written?,
+        () = handle.killed() => return Err(std::io::Error::other("killed")),
+    }
     node.stats
         .net_output_bytes
         .fetch_add(output.len() as u64, Relaxed);

@@ -85,7 +85,10 @@ impl Databases {
     /// `args` with its key arguments renamed into logical database `db`; `None` when every
     /// key is stored as typed (database 0 unswapped, no key that needs escaping).
     pub fn rename_keys(&self, db: u8, spec: &CommandSpec, args: &Args<'_>) -> Option<OwnedArgs> {
-        if !self.enabled || spec.flags.contains(CommandFlags::KEYS_FOR_SCRIPT) {
+        if !self.enabled
+            || spec.flags.contains(CommandFlags::KEYS_FOR_SCRIPT)
+            || spec.flags.contains(CommandFlags::CHANNELS)
+        {
             return None;
         }
         let physical = self.physical(db);

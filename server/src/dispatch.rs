@@ -6,7 +6,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::Ordering::Relaxed;
 
 use parking_lot::RwLockReadGuard;
-use ringkv_protocol::{Args, COMMANDS, CommandFlags, CommandSpec, ReplyWriter, lookup_subcommand};
+use ringkv_protocol::{
+    Args, COMMANDS, CommandFlags, CommandSpec, Protocol, ReplyWriter, lookup_subcommand,
+};
 use ringkv_store::Store;
 use ringkv_store::slot::key_slot;
 
@@ -201,6 +203,20 @@ pub fn execute(
     if !flags.contains(CommandFlags::LOADING) && node.loading.load(Relaxed) {
         conn.flag_transaction_error();
         return write_error(node, out, &CmdError::Loading);
+    }
+    if conn.subscriptions.is_some()
+        && conn.protocol == Protocol::Resp2
+        && !allowed_while_subscribed(route.spec.name)
+    {
+        conn.flag_transaction_error();
+        return write_error(
+            node,
+            out,
+            &CmdError::Custom(format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                route.spec.name
+            )),
+        );
     }
     if let Some(cluster) = &node.cluster {
         let verdict = cluster.route(conn, route.spec, &args);
@@ -426,11 +442,29 @@ pub fn still_local(
     }
 }
 
+/// RESP2's subscribed mode admits only these, as Redis does (RESP3 has no such mode).
+fn allowed_while_subscribed(name: &str) -> bool {
+    matches!(
+        name,
+        "subscribe"
+            | "psubscribe"
+            | "ssubscribe"
+            | "unsubscribe"
+            | "punsubscribe"
+            | "sunsubscribe"
+            | "ping"
+            | "quit"
+            | "reset"
+    )
+}
+
 /// The keys a command names (for faulting evicted values back in, in store mode).
 pub fn command_keys<'a>(args: &Args<'a>) -> Vec<&'a [u8]> {
     match resolve(args) {
-        Ok(route) => route.spec.keys.of(args).map(|i| args.get(i)).collect(),
-        Err(_) => Vec::new(),
+        Ok(route) if !route.spec.flags.contains(CommandFlags::CHANNELS) => {
+            route.spec.keys.of(args).map(|i| args.get(i)).collect()
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -13,6 +13,7 @@ mod leases;
 mod node;
 mod node_id;
 mod persistence;
+mod pubsub;
 mod replication;
 mod scripting;
 

@@ -71,6 +71,8 @@ pub struct ClientHandle {
     pub no_evict: AtomicBool,
     /// The logical database selected (CLIENT LIST).
     pub db: AtomicU8,
+    /// Its channels, patterns and shard channels (CLIENT LIST's sub, psub, ssub).
+    pub subscriptions: [AtomicUsize; 3],
     killed: AtomicBool,
     kill_notify: Notify,
 }
@@ -128,6 +130,7 @@ impl Clients {
             multi: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
             db: AtomicU8::new(0),
+            subscriptions: Default::default(),
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
         });
@@ -216,6 +219,8 @@ pub struct Node {
     pub databases: crate::databases::Databases,
     /// The Lua engine and its script cache.
     pub scripting: crate::scripting::Scripting,
+    /// Pub/sub subscriptions.
+    pub pubsub: crate::pubsub::PubSub,
 }
 
 impl std::fmt::Debug for Node {
@@ -253,6 +258,11 @@ impl Node {
                 config.lua_memory_limit.min(usize::MAX as u64) as usize,
                 std::time::Duration::from_millis(config.busy_reply_threshold),
             ),
+            pubsub: {
+                let pubsub = crate::pubsub::PubSub::new();
+                pubsub.set_limit(config.client_output_buffer_limit.pubsub);
+                pubsub
+            },
             persistence,
             loading: AtomicBool::new(false),
             fatal: Mutex::new(None),

@@ -13,6 +13,17 @@ pub const REDIS_COMPAT_VERSION: &str = "7.2.4";
 
 /// PING [message]
 pub fn ping(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    if ctx.conn.subscriptions.is_some() && ctx.conn.protocol == Protocol::Resp2 {
+        // In subscribed mode PING answers in the shape of a message, as in Redis.
+        if args.len() > 2 {
+            return Err(CmdError::WrongArity("ping"));
+        }
+        ctx.out.array(2);
+        ctx.out.bulk(b"pong");
+        ctx.out
+            .bulk(if args.len() == 2 { args.get(1) } else { b"" });
+        return Ok(());
+    }
     match args.len() {
         1 => ctx.out.simple("PONG"),
         2 => ctx.out.bulk(args.get(1)),
@@ -180,6 +191,9 @@ pub fn quit(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 
 /// RESET
 pub fn reset(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
+    if let Some(subscriptions) = ctx.conn.subscriptions.take() {
+        subscriptions.leave(&ctx.node.pubsub);
+    }
     ctx.conn.take_multi();
     ctx.conn.unwatch_all(ctx.node);
     ctx.conn.protocol = Protocol::Resp2;
@@ -228,9 +242,15 @@ pub fn client_line(node: &Node, client: &ClientHandle) -> String {
         n => n as i64 - 1,
     };
     let (lib_name, lib_ver) = client.lib.lock().clone();
-    let flags = if multi >= 0 { "x" } else { "N" };
+    let [sub, psub, ssub] = [0, 1, 2].map(|i| client.subscriptions[i].load(Relaxed));
+    let flags = match (multi >= 0, sub + psub + ssub > 0) {
+        (true, true) => "xP",
+        (true, false) => "x",
+        (false, true) => "P",
+        (false, false) => "N",
+    };
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={sub} psub={psub} ssub={ssub} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         client.id,
         client.addr,
         client.laddr,

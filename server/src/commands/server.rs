@@ -276,6 +276,14 @@ const OPTIONS: &[ConfigOption] = &[
         set: None,
     },
     ConfigOption {
+        name: "client-output-buffer-limit",
+        get: |c| c.client_output_buffer_limit.to_string(),
+        set: Some(|c, v| {
+            c.client_output_buffer_limit = c.client_output_buffer_limit.with(v)?;
+            Ok(())
+        }),
+    },
+    ConfigOption {
         name: "busy-reply-threshold",
         get: |c| c.busy_reply_threshold.to_string(),
         set: Some(|c, v| set_number(&mut c.busy_reply_threshold, v)),
@@ -581,6 +589,9 @@ pub fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     if loglevel_changed && let Some(reload) = &ctx.node.log_reload {
         let _ = reload(&updated.log_filter());
     }
+    ctx.node
+        .pubsub
+        .set_limit(updated.client_output_buffer_limit.pubsub);
     *ctx.node.config.write() = updated;
     ctx.node.passthrough.lock().extend(passthrough);
     ctx.out.ok();
