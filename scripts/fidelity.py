@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Sends the same commands to redis-server and to ringkv and compares the replies byte for
-byte, over RESP2 and RESP3: streams, logical databases, Lua scripting, and the verbatim
+byte, over RESP2 and RESP3: streams, logical databases, Lua scripting, function
+libraries, pub/sub, and the verbatim
 Lua scripts of libraries people run on Redis (redis-py's Lock, limits, rate-limit-redis,
 django-redis, Laravel).
 
@@ -97,10 +98,18 @@ def same_unordered(a, b):
 
 
 class Case:
-    def __init__(self, args, how="exact", known=None):
+    def __init__(self, args, how="exact", known=None, replies=1):
         self.args = args
         self.how = how  # exact | ttl | unordered | skip
         self.known = known  # why a difference is accepted
+        # How many replies the command draws (pub/sub answers once per channel, and a
+        # message may come first): a count, or (RESP2, RESP3).
+        self.replies = replies
+
+    def reply_count(self, resp3):
+        if isinstance(self.replies, tuple):
+            return self.replies[1 if resp3 else 0]
+        return self.replies
 
 
 def run_suite(name, cases, redis_port, ringkv_port, resp3=False):
@@ -117,6 +126,10 @@ def run_suite(name, cases, redis_port, ringkv_port, resp3=False):
             continue
         a_raw, a = redis_conn.call(case.args)
         b_raw, b = ringkv_conn.call(case.args)
+        for _ in range(case.reply_count(resp3) - 1):
+            a_more, b_more = redis_conn.reply(), ringkv_conn.reply()
+            a_raw, b_raw = a_raw + a_more[0], b_raw + b_more[0]
+            a, b = (b"*", [a, a_more[1]]), (b"*", [b, b_more[1]])
         checked += 1
         if case.how == "ttl":
             ok = same_ttl(a, b)
@@ -255,6 +268,31 @@ def functions():
     return [listing(c) for c in cases]
 
 
+def pubsub():
+    """Pub/sub on one connection: subscribed mode (RESP2), pushes (RESP3), a client's own
+    messages, PUBSUB's introspection, and the output limit's CONFIG form."""
+    many = lambda args, n: Case(args, replies=n)
+    return [
+        many(["SUBSCRIBE", "a", "b"], 2), ["GET", "x"], ["PING"], ["PING", "hi"], ["PING", "a", "b"],
+        Case(["PSUBSCRIBE", "a*"]), many(["PUBLISH", "a", "m"], (1, 3)),
+        many(["UNSUBSCRIBE"], 2), Case(["PUNSUBSCRIBE"]), Case(["UNSUBSCRIBE"]), ["PING"], ["SUBSCRIBE"],
+        Case(["SSUBSCRIBE", "s"]), many(["SPUBLISH", "s", "x"], (1, 2)), Case(["SUNSUBSCRIBE"]),
+        ["PUBSUB", "NUMSUB", "a"], ["PUBSUB", "NUMSUB"], ["PUBSUB", "CHANNELS"], ["PUBSUB", "NUMPAT"],
+        ["PUBSUB", "SHARDCHANNELS"], ["PUBSUB", "SHARDNUMSUB", "s"], ["PUBSUB", "HELP"], ["PUBSUB"],
+        ["PUBSUB", "FOO"], ["PUBSUB", "NUMPAT", "x"], ["PUBLISH", "a", "m"], ["SPUBLISH", "a", "m"], ["PUBLISH", "a"],
+        many(["UNSUBSCRIBE", "x", "y"], 2), Case(["PUNSUBSCRIBE"]), Case(["SUNSUBSCRIBE"]),
+        many(["SUBSCRIBE", "a", "a"], 2), Case(["PSUBSCRIBE", "[a-c]*"]), many(["PUBLISH", "b", "z"], (1, 2)),
+        ["MULTI"], ["RESET"], ["PUBSUB", "CHANNELS", "*"],
+        ["CONFIG", "GET", "client-output-buffer-limit"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 512kb 10"],
+        ["CONFIG", "GET", "client-output-buffer-limit"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "pubsub 1mb 512kb"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "bogus 1 1 1"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "pubsub x 1 1"],
+        ["CONFIG", "SET", "client-output-buffer-limit", "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"],
+    ]
+
+
 def library_scripts():
     """The verbatim scripts of libraries, with the arguments they pass."""
     from redis.lock import Lock
@@ -334,7 +372,7 @@ def library_scripts():
 def main():
     redis_port, ringkv_port = int(sys.argv[1]), int(sys.argv[2])
     bad = 0
-    for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting), ("functions", functions),
+    for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting), ("functions", functions), ("pubsub", pubsub),
                         ("library scripts", library_scripts)]:
         for resp3 in (False, True):
             bad += run_suite(name, suite(), redis_port, ringkv_port, resp3)

@@ -1,6 +1,7 @@
 //! Real software from the package registries against a ringkv node: kombu (the messaging
 //! library under Celery) sends and consumes through blocking pops in a logical database;
-//! redis-py's Lock, limits (under Flask-Limiter) and python-rq run their Lua scripts.
+//! redis-py's Lock, limits (under Flask-Limiter) and python-rq run their Lua scripts;
+//! redis-py's PubSub, kombu's fanout and a Celery worker's results go through pub/sub.
 //! `scripts/test` installs them.
 
 use std::process::Command;
@@ -32,6 +33,21 @@ async fn run_client_script(script: &'static str) -> Result<String> {
 async fn kombu_delivers_every_message_once_in_order_through_blocking_pops() -> Result<()> {
     let stdout = run_client_script("kombu_queue.py").await?;
     assert!(stdout.contains("200 messages"), "{stdout}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_clients_fanout_and_celery_results_arrive() -> Result<()> {
+    let stdout = run_client_script("pubsub_clients.py").await?;
+    for line in [
+        "redis-py PubSub RESP2",
+        "redis-py PubSub RESP3",
+        "redis-py run_in_thread: 500 messages in order",
+        "kombu fanout: both listeners heard all 20 broadcasts in order",
+        "celery: a worker ran 50 tasks",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
     Ok(())
 }
 

@@ -636,3 +636,119 @@ fn scripts_and_libraries_reach_every_member_and_one_that_joins_later() {
         assert_eq!(exists, [0], "the member on {port} after SCRIPT FLUSH");
     }
 }
+
+/// A raw subscriber: sends a command, then reads until `expected` arrived (bounded).
+struct Subscriber {
+    stream: std::net::TcpStream,
+    seen: Vec<u8>,
+}
+
+impl Subscriber {
+    fn connect(port: u16) -> Subscriber {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        Subscriber {
+            stream,
+            seen: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, args: &[&str]) {
+        use std::io::Write;
+        let mut out = format!("*{}\r\n", args.len());
+        for arg in args {
+            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
+        }
+        self.stream.write_all(out.as_bytes()).unwrap();
+    }
+
+    fn expect(&mut self, expected: &str) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !String::from_utf8_lossy(&self.seen).contains(expected) {
+            assert!(
+                Instant::now() < deadline,
+                "waited for {expected:?}, saw {:?}",
+                String::from_utf8_lossy(&self.seen)
+            );
+            let mut chunk = [0u8; 4096];
+            if let Ok(n) = self.stream.read(&mut chunk) {
+                assert!(n > 0, "closed");
+                self.seen.extend_from_slice(&chunk[..n]);
+            }
+        }
+        self.seen.clear();
+    }
+}
+
+fn message(kind: &str, channel: &str, text: &str) -> String {
+    format!(
+        "*3\r\n${}\r\n{kind}\r\n${}\r\n{channel}\r\n${}\r\n{text}\r\n",
+        kind.len(),
+        channel.len(),
+        text.len()
+    )
+}
+
+#[test]
+fn publish_reaches_subscribers_on_every_member_and_spublish_the_slots_owners() {
+    let members = start_cluster(
+        3,
+        &["--cluster-replicas", "1", "--cluster-routing", "redirect"],
+    );
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let mut subscribers: Vec<Subscriber> = ports
+        .iter()
+        .map(|&port| {
+            let mut subscriber = Subscriber::connect(port);
+            subscriber.send(&["SUBSCRIBE", "news"]);
+            subscriber.expect("subscribe\r\n$4\r\nnews\r\n:1\r\n");
+            subscriber
+        })
+        .collect();
+    // Published on each member in turn: every member's subscriber hears it, in order.
+    for (i, &port) in ports.iter().enumerate() {
+        let text = format!("from-{i}");
+        let local: i64 = redis::cmd("PUBLISH")
+            .arg("news")
+            .arg(&text)
+            .query(&mut client(port))
+            .unwrap();
+        assert_eq!(
+            local, 1,
+            "PUBLISH counts this member's receivers, as Redis Cluster"
+        );
+        for subscriber in &mut subscribers {
+            subscriber.expect(&message("message", "news", &text));
+        }
+    }
+
+    // A shard channel lives on its slot's owners: the replica's subscriber hears what was
+    // published on the primary, and a member that does not own the slot redirects.
+    let owners = slot_owners(ports[0]);
+    let channel = "orders";
+    let slot_owner_ports = &owners[ringkv_slot(channel) as usize];
+    let (primary, replica) = (slot_owner_ports[0], slot_owner_ports[1]);
+    let outsider = *ports
+        .iter()
+        .find(|p| !slot_owner_ports.contains(p))
+        .unwrap();
+    let mut on_replica = Subscriber::connect(replica);
+    on_replica.send(&["SSUBSCRIBE", channel]);
+    on_replica.expect("ssubscribe\r\n$6\r\norders\r\n:1\r\n");
+    let moved: redis::RedisResult<i64> = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg("x")
+        .query(&mut client(outsider));
+    assert_eq!(moved.unwrap_err().code(), Some("MOVED"));
+    let local: i64 = redis::cmd("SPUBLISH")
+        .arg(channel)
+        .arg("paid")
+        .query(&mut client(primary))
+        .unwrap();
+    assert_eq!(local, 0, "nobody subscribed on the primary itself");
+    on_replica.expect(&message("smessage", channel, "paid"));
+}

@@ -61,10 +61,8 @@ logging.getLogger("rq").setLevel(logging.WARNING)
 redis.Redis(port=PORT, db=4).flushdb()
 queue = Queue("jobs", connection=redis.Redis(port=PORT, db=4))
 jobs = [queue.enqueue("operator.add", i, 1) for i in range(300)]
+# The worker listens on its pub/sub command channel while it works.
 worker = SimpleWorker([queue], connection=queue.connection)
-# The worker's command channel is pub/sub, which this node does not have yet.
-worker.subscribe = lambda: None
-worker.unsubscribe = lambda: None
 worker.work(burst=True, logging_level="WARNING")
 results = [job.return_value(refresh=True) for job in jobs]
 assert results == [i + 1 for i in range(300)], f"results: {results[:10]}..."
