@@ -70,10 +70,13 @@ class Server:
 
 # Sections of docs/benchmarks.md other scripts write (bench_types.py); kept across rewrites.
 TYPES_SECTION = ("<!-- data types: scripts/bench-types.sh -->", "<!-- end of data types -->")
+PUBSUB_SECTION = ("<!-- pub/sub: scripts/bench-pubsub.sh -->", "<!-- end of pub/sub -->")
+# Every section another script writes, carried over when this one rewrites the file.
+OTHER_SECTIONS = (TYPES_SECTION, PUBSUB_SECTION)
 
 
 def write_doc(text, keep=None, section=None):
-    """Writes docs/benchmarks.md: `text` with the `keep` section of the old file carried
+    """Writes docs/benchmarks.md: `text` with the `keep` sections of the old file carried
     over, or the old file with `section` (markers, body) put in place of its old one."""
     path = ROOT / "docs/benchmarks.md"
     old = path.read_text() if path.exists() else ""
@@ -87,8 +90,9 @@ def write_doc(text, keep=None, section=None):
         return doc, "", ""
 
     if keep:
-        _, kept, _ = split(old, keep)
-        path.write_text(text.rstrip("\n") + ("\n\n" + kept + "\n" if kept else "\n"))
+        kept = [split(old, markers)[1] for markers in keep]
+        kept = "".join("\n\n" + k for k in kept if k)
+        path.write_text(text.rstrip("\n") + kept + "\n")
     else:
         markers, body = section
         head, _, tail = split(old, markers)
@@ -275,7 +279,7 @@ def main():
         lines.append(f"| {policy} | {r:.4f} | {d:.4f} | {100 * (r - d):+.2f} |")
     lines += ["", "![ringkv / redis-server ratios](benchmarks.png)", "", "Command: `scripts/bench-vs-redis.sh` (see the README).", ""]
     (ROOT / "docs").mkdir(exist_ok=True)
-    write_doc("\n".join(lines), keep=TYPES_SECTION)
+    write_doc("\n".join(lines), keep=OTHER_SECTIONS)
     print("\n".join(lines))
     draw_chart(chart)
 
