@@ -259,6 +259,14 @@ pub struct Config {
         value_parser = output_limits_arg
     )]
     pub client_output_buffer_limit: OutputLimits,
+    /// Redis's `notify-keyspace-events` (`KEA`, `Ex`, …; empty: none): which keyspace
+    /// events are published on `__keyspace@<db>__:<key>` and `__keyevent@<db>__:<event>`.
+    #[arg(
+        long = "notify-keyspace-events",
+        default_value = "",
+        value_parser = crate::notify::parse_flags
+    )]
+    pub notify_keyspace_events: u32,
     /// Logical databases a standalone node offers (SELECT 0 to this minus one; at most
     /// 255). A cluster member has database 0 only, as in Redis Cluster.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]
@@ -480,7 +488,6 @@ pub const PASSTHROUGH_OPTIONS: &[(&str, &str)] = &[
     ("list-max-listpack-size", "-2"),
     ("list-max-ziplist-size", "-2"),
     ("maxmemory-eviction-tenacity", "10"),
-    ("notify-keyspace-events", ""),
     ("protected-mode", "no"),
     ("repl-diskless-sync", "yes"),
     ("save", ""),

@@ -69,6 +69,19 @@ impl Databases {
         self.physical[usize::from(db)].load(Relaxed)
     }
 
+    /// The logical database and key the stored key `physical` stands for.
+    pub fn logical<'k>(&self, physical: &'k [u8]) -> (u8, &'k [u8]) {
+        if !self.enabled {
+            return (0, physical);
+        }
+        let (namespace, key) = namespace::split(physical);
+        let db = (0..self.count())
+            .map(|db| db as u8)
+            .find(|&db| self.physical(db) == namespace)
+            .unwrap_or(namespace);
+        (db, key)
+    }
+
     /// The stored name of `key` in logical database `db`.
     pub fn key<'k>(&self, db: u8, key: &'k [u8]) -> Cow<'k, [u8]> {
         if !self.enabled {

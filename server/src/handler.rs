@@ -26,6 +26,30 @@ impl Ctx<'_, '_> {
         self.node.databases.holds(self.conn.db, physical)
     }
 
+    /// Publishes keyspace event `event` of `class` on the stored key `physical` (nothing
+    /// unless `notify-keyspace-events` enables the class).
+    pub fn notify(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+        if self.node.notifier.wants(class) {
+            let (db, key) = self.node.databases.logical(physical);
+            self.node
+                .notifier
+                .emit(&self.node.pubsub, class, event, db, key);
+        }
+    }
+
+    /// After a command took elements out of `physical`: `event`, then `del` when that left
+    /// the key empty (and so deleted), as Redis notifies.
+    pub fn notify_removed(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+        use crate::notify::Class;
+        let notifier = &self.node.notifier;
+        if notifier.wants(class) || notifier.wants(Class::GENERIC) {
+            self.notify(class, event, physical);
+            if !self.node.store.contains(physical, self.now) {
+                self.notify(Class::GENERIC, "del", physical);
+            }
+        }
+    }
+
     /// The name a client knows the stored key `physical` by.
     pub fn client_key<'k>(&self, physical: &'k [u8]) -> &'k [u8] {
         self.node.store.logical_key(physical)

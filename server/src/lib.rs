@@ -12,6 +12,7 @@ mod handler;
 mod leases;
 mod node;
 mod node_id;
+mod notify;
 mod persistence;
 mod pubsub;
 mod replication;
@@ -121,6 +122,8 @@ impl Server {
         node.loading.store(loading, Relaxed);
         let node = Arc::new(node);
         node.scripting.attach(Arc::downgrade(&node));
+        node.store
+            .attach_key_events(Arc::new(node::StoreKeyEvents(Arc::downgrade(&node))));
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
     }

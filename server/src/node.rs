@@ -221,6 +221,8 @@ pub struct Node {
     pub scripting: crate::scripting::Scripting,
     /// Pub/sub subscriptions.
     pub pubsub: crate::pubsub::PubSub,
+    /// Keyspace notifications.
+    pub notifier: crate::notify::Notifier,
 }
 
 impl std::fmt::Debug for Node {
@@ -258,6 +260,11 @@ impl Node {
                 config.lua_memory_limit.min(usize::MAX as u64) as usize,
                 std::time::Duration::from_millis(config.busy_reply_threshold),
             ),
+            notifier: {
+                let notifier = crate::notify::Notifier::default();
+                notifier.set_flags(config.notify_keyspace_events);
+                notifier
+            },
             pubsub: {
                 let pubsub = crate::pubsub::PubSub::new();
                 pubsub.set_limit(config.client_output_buffer_limit.pubsub);
@@ -296,5 +303,28 @@ impl Node {
     /// Milliseconds since start.
     pub fn uptime_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
+    }
+}
+
+/// Keyspace notifications of the keys the store expires and evicts by itself.
+pub struct StoreKeyEvents(pub std::sync::Weak<Node>);
+
+impl ringkv_store::KeyEvents for StoreKeyEvents {
+    fn expired(&self, key: &[u8]) {
+        self.tell(crate::notify::Class::EXPIRED, "expired", key);
+    }
+
+    fn evicted(&self, key: &[u8]) {
+        self.tell(crate::notify::Class::EVICTED, "evicted", key);
+    }
+}
+
+impl StoreKeyEvents {
+    fn tell(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+        let Some(node) = self.0.upgrade() else { return };
+        if node.notifier.wants(class) {
+            let (db, key) = node.databases.logical(physical);
+            node.notifier.emit(&node.pubsub, class, event, db, key);
+        }
     }
 }

@@ -41,8 +41,8 @@ pub use refresh::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy, xfetch_due};
 pub use scan::scan_window;
 pub use set::SetValue;
 pub use store::{
-    DatabaseCount, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, Slot, Store,
-    StoreBuilder, StoreStats, WatchTicket, WrongType, log_string,
+    DatabaseCount, EntryView, EvictionSpill, Exclusive, ExpireReport, FlushedData, KeyEvents, Slot,
+    Store, StoreBuilder, StoreStats, WatchTicket, WrongType, log_string,
 };
 pub use stream::{StreamId, StreamValue, Trim, TrimBy};
 pub use value::{HashValue, Value, alloc_size};

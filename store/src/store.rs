@@ -111,6 +111,15 @@ pub struct DatabaseCount {
     pub volatile: usize,
 }
 
+/// Told of the keys the store removes by itself (keyspace notifications). Called with the
+/// key's shard locked: it must not call back into the store, nor block.
+pub trait KeyEvents: Send + Sync {
+    /// `key` passed its deadline and was deleted.
+    fn expired(&self, key: &[u8]);
+    /// `key` was evicted for memory (cache mode).
+    fn evicted(&self, key: &[u8]);
+}
+
 /// Where a store-mode eviction puts a value the base image does not hold yet, so its
 /// memory is freed only once the value is safe. May wait briefly when it is full.
 pub trait EvictionSpill: Send + Sync {
@@ -215,6 +224,9 @@ impl Shard {
         if expires_at != 0 && expires_at <= now {
             self.delete_index(index, sinks, Some(slot));
             self.stats.expired += 1;
+            if let Some(events) = sinks.events {
+                events.expired(key);
+            }
             return None;
         }
         Some(index)
@@ -319,6 +331,7 @@ impl Shard {
 struct Sinks<'a> {
     log: Option<&'a ChangeLog>,
     spill: Option<&'a dyn EvictionSpill>,
+    events: Option<&'a dyn KeyEvents>,
 }
 
 impl Sinks<'_> {
@@ -1143,6 +1156,7 @@ impl StoreBuilder {
             rng: Mutex::new(SmallRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15)),
             log: std::sync::OnceLock::new(),
             spill: std::sync::OnceLock::new(),
+            events: std::sync::OnceLock::new(),
             last_clear: AtomicU64::new(0),
             namespaced: self.namespaced,
         }
@@ -1187,6 +1201,8 @@ pub struct Store {
     log: std::sync::OnceLock<Arc<ChangeLog>>,
     /// Store mode: where evicted values go until the base image holds them.
     spill: std::sync::OnceLock<Arc<dyn EvictionSpill>>,
+    /// Told of expired and evicted keys (keyspace notifications).
+    events: std::sync::OnceLock<Arc<dyn KeyEvents>>,
     last_clear: AtomicU64,
     namespaced: bool,
 }
@@ -1239,6 +1255,7 @@ impl Store {
         Sinks {
             log: self.log(),
             spill: self.spill.get().map(|s| &**s),
+            events: self.events.get().map(|e| &**e),
         }
     }
 
@@ -1283,6 +1300,11 @@ impl Store {
     /// The attached change log.
     pub fn change_log(&self) -> Option<&Arc<ChangeLog>> {
         self.log.get()
+    }
+
+    /// Tells `events` of every key the store expires or evicts from now on (once).
+    pub fn attach_key_events(&self, events: Arc<dyn KeyEvents>) -> bool {
+        self.events.set(events).is_ok()
     }
 
     /// Store mode: evicted values the base image does not hold yet go to `spill` instead
@@ -2105,8 +2127,18 @@ impl Store {
                     examined += 1;
                     let at = shard.map[shard.sweep].expires_at;
                     if at != 0 && at <= now {
+                        let sinks = self.sinks();
+                        let told = sinks.events.map(|events| {
+                            (
+                                events,
+                                shard.map.get_index(shard.sweep).map(|(k, _)| k.to_vec()),
+                            )
+                        });
                         // swap_remove moves the last entry here: look at this index again.
-                        shard.delete_index(shard.sweep, self.sinks(), None);
+                        shard.delete_index(shard.sweep, sinks, None);
+                        if let Some((events, Some(key))) = told {
+                            events.expired(&key);
+                        }
                         shard.stats.expired += 1;
                         report.expired += 1;
                     } else {
@@ -2205,7 +2237,13 @@ impl Store {
         shard.stats.evicted += 1;
         let sinks = self.sinks();
         let Some(spill) = sinks.spill else {
+            let key = sinks
+                .events
+                .and_then(|_| shard.map.get_index(index).map(|(k, _)| k.to_vec()));
             shard.delete_index(index, sinks, None);
+            if let (Some(events), Some(key)) = (sinks.events, key) {
+                events.evicted(&key);
+            }
             return;
         };
         let (key, entry) = shard.remove_index(index);

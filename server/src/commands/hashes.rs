@@ -8,6 +8,7 @@ use super::keys::{hscan_options, write_scan_reply};
 use crate::handler::{
     CmdError, CmdResult, Ctx, float_arg, int_arg, is, is_resp3, read_as, wrong_type,
 };
+use crate::notify::Class;
 
 /// WRONGTYPE unless the key holds a hash or nothing; true when it exists.
 fn hash_or_none(slot: &Slot<'_>) -> Result<bool, CmdError> {
@@ -42,6 +43,7 @@ fn set_fields(
         }
         Ok::<_, CmdError>(added)
     })?;
+    ctx.notify(Class::HASH, "hset", args.get(1));
     Ok(added)
 }
 
@@ -72,6 +74,9 @@ pub fn hsetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             slot.hash_insert(field, value)
         })
         .map_err(wrong_type)?;
+    if set {
+        ctx.notify(Class::HASH, "hset", args.get(1));
+    }
     ctx.out.int(set as i64);
     Ok(())
 }
@@ -118,6 +123,9 @@ pub fn hdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             Ok::<_, WrongType>(removed)
         })
         .map_err(wrong_type)?;
+    if removed > 0 {
+        ctx.notify_removed(Class::HASH, "hdel", args.get(1));
+    }
     ctx.out.int(removed as i64);
     Ok(())
 }
@@ -179,6 +187,7 @@ pub fn hincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             .map_err(wrong_type)?;
         Ok::<_, CmdError>(next)
     })?;
+    ctx.notify(Class::HASH, "hincrby", args.get(1));
     ctx.out.int(value);
     Ok(())
 }
@@ -205,6 +214,7 @@ pub fn hincrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             .map_err(wrong_type)?;
         Ok(text)
     })?;
+    ctx.notify(Class::HASH, "hincrbyfloat", args.get(1));
     ctx.out.bulk(text.as_bytes());
     Ok(())
 }

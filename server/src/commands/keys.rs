@@ -5,6 +5,7 @@ use ringkv_store::slot::key_slot;
 use ringkv_store::{StoreError, glob_match};
 
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, int32_arg, is, lossy};
+use crate::notify::Class;
 
 /// Replies with how many of the keys (arguments 1..) `op` reports true for.
 fn count_keys(
@@ -24,7 +25,15 @@ fn count_keys(
 
 /// DEL / UNLINK key [key ...]
 pub fn del(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    count_keys(ctx, args, ringkv_store::Store::remove)
+    let mut deleted = 0;
+    for key in args.iter().skip(1) {
+        if ctx.node.store.remove(key, ctx.now) {
+            deleted += 1;
+            ctx.notify(Class::GENERIC, "del", key);
+        }
+    }
+    ctx.out.int(deleted);
+    Ok(())
 }
 
 /// EXISTS key [key ...]: a key named twice counts twice.
@@ -47,11 +56,15 @@ pub fn type_of(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn rename_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, only_if_absent: bool) -> CmdResult {
-    match ctx
+    let renamed = ctx
         .node
         .store
-        .rename(args.get(1), args.get(2), ctx.now, only_if_absent)
-    {
+        .rename(args.get(1), args.get(2), ctx.now, only_if_absent);
+    if renamed == Ok(true) && args.get(1) != args.get(2) {
+        ctx.notify(Class::GENERIC, "rename_from", args.get(1));
+        ctx.notify(Class::GENERIC, "rename_to", args.get(2));
+    }
+    match renamed {
         Ok(done) if only_if_absent => ctx.out.int(done as i64),
         Ok(_) => ctx.out.ok(),
         Err(StoreError::NoSuchKey) => return Err(CmdError::NoSuchKey),
@@ -105,6 +118,9 @@ pub fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .store
         .copy(args.get(1), &destination, ctx.now, replace)
         .unwrap_or_default();
+    if copied {
+        ctx.notify(Class::GENERIC, "copy_to", &destination);
+    }
     if copied && ctx.node.blocking.waiting() > 0 {
         ctx.conn.ready_keys.push(destination.into_owned());
     }
@@ -132,6 +148,10 @@ pub fn move_key(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .store
         .rename(args.get(1), &destination, ctx.now, true)
         .unwrap_or(false);
+    if moved {
+        ctx.notify(Class::GENERIC, "move_from", args.get(1));
+        ctx.notify(Class::GENERIC, "move_to", &destination);
+    }
     if moved && ctx.node.blocking.waiting() > 0 {
         ctx.conn.ready_keys.push(destination.into_owned());
     }
@@ -221,8 +241,17 @@ fn expire_generic(
         if !allowed {
             return false;
         }
-        slot.set_expires_at(Some(at.max(0) as u64))
+        if at <= now as i64 {
+            // A deadline already past deletes the key, as Redis does (a `del` event).
+            slot.remove();
+            return true;
+        }
+        slot.set_expires_at(Some(at as u64))
     });
+    if changed {
+        let event = if at <= now as i64 { "del" } else { "expire" };
+        ctx.notify(Class::GENERIC, event, args.get(1));
+    }
     ctx.out.int(changed as i64);
     Ok(())
 }
@@ -289,6 +318,9 @@ pub fn persist(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let removed = ctx.node.store.write(args.get(1), ctx.now, |slot| {
         slot.expires_at().is_some() && slot.set_expires_at(None)
     });
+    if removed {
+        ctx.notify(Class::GENERIC, "persist", args.get(1));
+    }
     ctx.out.int(removed as i64);
     Ok(())
 }

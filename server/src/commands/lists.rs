@@ -12,6 +12,7 @@ use crate::handler::{
     CmdError, CmdResult, Ctx, int_arg, is, positive_count, ranged, read_as, wrong_type,
 };
 use crate::node::unix_ms;
+use crate::notify::Class;
 
 /// Reads the list at `key`: `f(None)` when missing, WRONGTYPE for another type.
 fn read_list<R>(
@@ -62,6 +63,13 @@ fn push(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool, only_existing: bool
         }
         slot.list_push(front, &items).map_err(wrong_type)
     })?;
+    if len > 0 {
+        ctx.notify(
+            Class::LIST,
+            if front { "lpush" } else { "rpush" },
+            args.get(1),
+        );
+    }
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -105,6 +113,9 @@ fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResult {
             slot.list_pop(front, count.unwrap_or(1)).map(Some)
         })
         .map_err(wrong_type)?;
+    if popped.as_ref().is_some_and(|items| !items.is_empty()) {
+        ctx.notify_removed(Class::LIST, pop_event(front), args.get(1));
+    }
     match (popped, count) {
         (None, Some(_)) => ctx.out.null_array(),
         (None, None) => ctx.out.null(),
@@ -176,6 +187,7 @@ pub fn lset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.list_set(at, item).map_err(wrong_type)?;
         Ok(())
     })?;
+    ctx.notify(Class::LIST, "lset", args.get(1));
     ctx.out.ok();
     Ok(())
 }
@@ -201,6 +213,9 @@ pub fn linsert(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.list_insert(at, item).map_err(wrong_type)?;
         Ok(slot.list().ok().flatten().map_or(0, |l| l.len() as i64))
     })?;
+    if len > 0 {
+        ctx.notify(Class::LIST, "linsert", args.get(1));
+    }
     ctx.out.int(len);
     Ok(())
 }
@@ -215,6 +230,9 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             slot.list_remove(count, args.get(3))
         })
         .map_err(wrong_type)?;
+    if removed > 0 {
+        ctx.notify_removed(Class::LIST, "lrem", args.get(1));
+    }
     ctx.out.int(removed as i64);
     Ok(())
 }
@@ -222,17 +240,21 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// LTRIM key start stop
 pub fn ltrim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (start, stop) = (int_arg(args.get(2))?, int_arg(args.get(3))?);
-    ctx.node.store.write(args.get(1), ctx.now, |slot| {
+    let existed = ctx.node.store.write(args.get(1), ctx.now, |slot| {
         let Some(list) = slot.list().map_err(wrong_type)? else {
-            return Ok(());
+            return Ok(false);
         };
         let len = list.len();
         let (head, tail) = match clamp_range(start, stop, len) {
             None => (len, 0),
             Some((first, last)) => (first, len - 1 - last),
         };
-        slot.list_trim(head, tail).map_err(wrong_type)
+        slot.list_trim(head, tail).map_err(wrong_type)?;
+        Ok::<_, CmdError>(true)
     })?;
+    if existed {
+        ctx.notify_removed(Class::LIST, "ltrim", args.get(1));
+    }
     ctx.out.ok();
     Ok(())
 }
@@ -340,33 +362,48 @@ fn move_one(
     Ok(Some(item))
 }
 
-/// LMOVE source destination LEFT|RIGHT LEFT|RIGHT
-pub fn lmove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let (from_front, to_front) = (side_arg(args.get(3))?, side_arg(args.get(4))?);
+fn pop_event(front: bool) -> &'static str {
+    if front { "lpop" } else { "rpop" }
+}
+
+/// LMOVE and RPOPLPUSH: the element moved, with the source's and destination's events.
+fn move_and_answer(
+    ctx: &mut Ctx<'_, '_>,
+    args: &Args<'_>,
+    from_front: bool,
+    to_front: bool,
+) -> CmdResult {
+    let (source, destination) = (args.get(1), args.get(2));
     let moved = move_one(
         &ctx.node.store,
         ctx.now,
-        args.get(1),
-        args.get(2),
+        source,
+        destination,
         from_front,
         to_front,
     )?;
+    if moved.is_some() {
+        // Redis tells of the push before the pop.
+        ctx.notify(
+            Class::LIST,
+            if to_front { "lpush" } else { "rpush" },
+            destination,
+        );
+        ctx.notify_removed(Class::LIST, pop_event(from_front), source);
+    }
     ctx.out.bulk_or_null(moved.as_deref());
     Ok(())
 }
 
+/// LMOVE source destination LEFT|RIGHT LEFT|RIGHT
+pub fn lmove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    let (from_front, to_front) = (side_arg(args.get(3))?, side_arg(args.get(4))?);
+    move_and_answer(ctx, &args, from_front, to_front)
+}
+
 /// RPOPLPUSH source destination
 pub fn rpoplpush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let moved = move_one(
-        &ctx.node.store,
-        ctx.now,
-        args.get(1),
-        args.get(2),
-        false,
-        true,
-    )?;
-    ctx.out.bulk_or_null(moved.as_deref());
-    Ok(())
+    move_and_answer(ctx, &args, false, true)
 }
 
 /// A key and the elements popped from it.
@@ -411,6 +448,7 @@ pub fn lmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         parsed.count,
     )? {
         Some((key, items)) => {
+            ctx.notify_removed(Class::LIST, pop_event(parsed.front), &key);
             write_key_and_items(ctx.out, ctx.node.store.logical_key(&key), &items)
         }
         None => ctx.out.null_array(),

@@ -276,6 +276,14 @@ const OPTIONS: &[ConfigOption] = &[
         set: None,
     },
     ConfigOption {
+        name: "notify-keyspace-events",
+        get: |c| crate::notify::flags_text(c.notify_keyspace_events),
+        set: Some(|c, v| {
+            c.notify_keyspace_events = crate::notify::parse_flags(v)?;
+            Ok(())
+        }),
+    },
+    ConfigOption {
         name: "client-output-buffer-limit",
         get: |c| c.client_output_buffer_limit.to_string(),
         set: Some(|c, v| {
@@ -592,6 +600,7 @@ pub fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     ctx.node
         .pubsub
         .set_limit(updated.client_output_buffer_limit.pubsub);
+    ctx.node.notifier.set_flags(updated.notify_keyspace_events);
     *ctx.node.config.write() = updated;
     ctx.node.passthrough.lock().extend(passthrough);
     ctx.out.ok();

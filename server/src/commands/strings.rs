@@ -4,6 +4,7 @@ use ringkv_protocol::{Args, format_double, parse_i64};
 use ringkv_store::Value;
 
 use crate::handler::{CmdError, CmdResult, Ctx, as_str, float_arg, int_arg, is, wrong_type};
+use crate::notify::Class;
 
 /// How a command sets a key's deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +114,12 @@ pub fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.set(Value::Str(value.to_vec()), deadline.for_set());
         Ok((true, old))
     })?;
+    if applied {
+        ctx.notify(Class::STRING, "set", args.get(1));
+        if let Deadline::At(_) = deadline {
+            ctx.notify(Class::GENERIC, "expire", args.get(1));
+        }
+    }
     if get {
         ctx.out.bulk_or_null(old.as_deref());
     } else if applied {
@@ -133,6 +140,9 @@ pub fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.set(Value::Str(value.to_vec()), Some(0));
         true
     });
+    if created {
+        ctx.notify(Class::STRING, "set", args.get(1));
+    }
     ctx.out.int(created as i64);
     Ok(())
 }
@@ -150,6 +160,8 @@ fn set_with_ttl(
     ctx.node.store.write(args.get(1), ctx.now, |slot| {
         slot.set(Value::Str(value.to_vec()), Some(at));
     });
+    ctx.notify(Class::STRING, "set", args.get(1));
+    ctx.notify(Class::GENERIC, "expire", args.get(1));
     ctx.out.ok();
     Ok(())
 }
@@ -190,6 +202,7 @@ fn write_pairs(ctx: &mut Ctx<'_, '_>, args: &Args<'_>) {
         ctx.node.store.write(args.get(pair), ctx.now, |slot| {
             slot.set(Value::Str(value.to_vec()), Some(0));
         });
+        ctx.notify(Class::STRING, "set", args.get(pair));
     }
 }
 
@@ -223,6 +236,7 @@ pub fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.set(Value::Str(value.to_vec()), Some(0));
         Ok(old)
     })?;
+    ctx.notify(Class::STRING, "set", args.get(1));
     ctx.out.bulk_or_null(old.as_deref());
     Ok(())
 }
@@ -240,6 +254,9 @@ pub fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             },
             Some(_) => Err(CmdError::WrongType),
         })?;
+    if old.is_some() {
+        ctx.notify(Class::GENERIC, "del", args.get(1));
+    }
     ctx.out.bulk_or_null(old.as_deref());
     Ok(())
 }
@@ -271,6 +288,13 @@ pub fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
         Ok(Some(value))
     })?;
+    if value.is_some() {
+        match deadline {
+            Deadline::Keep => {}
+            Deadline::Persist => ctx.notify(Class::GENERIC, "persist", args.get(1)),
+            Deadline::At(_) => ctx.notify(Class::GENERIC, "expire", args.get(1)),
+        }
+    }
     ctx.out.bulk_or_null(value.as_deref());
     Ok(())
 }
@@ -287,6 +311,7 @@ pub fn append(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
         slot.append(suffix).map_err(wrong_type)
     })?;
+    ctx.notify(Class::STRING, "append", args.get(1));
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -353,6 +378,9 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         }
         slot.set_range(offset as usize, patch).map_err(wrong_type)
     })?;
+    if !patch.is_empty() {
+        ctx.notify(Class::STRING, "setrange", args.get(1));
+    }
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -368,6 +396,7 @@ fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
         slot.replace_str(text.format(next).as_bytes());
         Ok(next)
     })?;
+    ctx.notify(Class::STRING, "incrby", key);
     ctx.out.int(value);
     Ok(())
 }
@@ -413,6 +442,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.set(Value::Str(text.clone().into_bytes()), None);
         Ok(text)
     })?;
+    ctx.notify(Class::STRING, "incrbyfloat", args.get(1));
     ctx.out.bulk(text.as_bytes());
     Ok(())
 }
