@@ -239,11 +239,20 @@ pub fn read_as<T: ?Sized, R>(
     })
 }
 
+/// What a member change tells when it changed something: its class and event, and
+/// whether it removes (then `del` follows when the key was emptied).
+pub struct MemberEvent {
+    pub class: crate::notify::Class,
+    pub name: &'static str,
+    pub removes: bool,
+}
+
 /// Applies `change` to the members in `args[2..]` of the key `args[1]` and replies with
 /// how many changed (SADD, SREM, ZREM).
 pub fn change_members(
     ctx: &mut Ctx<'_, '_>,
     args: &Args<'_>,
+    event: MemberEvent,
     change: impl FnOnce(&mut ringkv_store::Slot<'_>, &[&[u8]]) -> Result<usize, ringkv_store::WrongType>,
 ) -> Result<(), CmdError> {
     let members: Vec<&[u8]> = args.iter().skip(2).collect();
@@ -252,6 +261,13 @@ pub fn change_members(
         .store
         .write(args.get(1), ctx.now, |slot| change(slot, &members))
         .map_err(wrong_type)?;
+    if changed > 0 {
+        if event.removes {
+            ctx.notify_removed(event.class, event.name, args.get(1));
+        } else {
+            ctx.notify(event.class, event.name, args.get(1));
+        }
+    }
     ctx.out.int(changed as i64);
     Ok(())
 }

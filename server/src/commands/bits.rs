@@ -4,6 +4,7 @@
 
 use ringkv_protocol::{Args, parse_i64};
 
+use crate::notify::Class;
 use crate::handler::{CmdError, CmdResult, Ctx, as_str, int_arg, is, is_resp3};
 
 fn custom(message: &str) -> CmdError {
@@ -70,12 +71,17 @@ pub fn setbit(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         };
         // An unchanged bit of an existing string is no write (no record, no dirty).
         let exists_long_enough = current.is_some_and(|s| s.len() > byte_at);
-        if new_byte != old_byte || !exists_long_enough {
+        let wrote = new_byte != old_byte || !exists_long_enough;
+        if wrote {
             slot.set_range(byte_at, &[new_byte])
                 .map_err(|_| CmdError::WrongType)?;
         }
-        Ok::<_, CmdError>(old_byte & mask != 0)
+        Ok::<_, CmdError>((old_byte & mask != 0, wrote))
     })?;
+    let (old, wrote) = old;
+    if wrote {
+        ctx.notify(Class::STRING, "setbit", args.get(1));
+    }
     ctx.out.int(old as i64);
     Ok(())
 }
@@ -263,12 +269,19 @@ pub fn bitop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             )
         })
         .collect();
-    ctx.node.store.write(args.get(2), ctx.now, |slot| {
-        slot.remove();
-        if !result.is_empty() {
+    let stored = !result.is_empty();
+    let existed = ctx.node.store.write(args.get(2), ctx.now, |slot| {
+        let existed = slot.remove().is_some();
+        if stored {
             slot.set(ringkv_store::Value::Str(result), Some(0));
         }
+        existed
     });
+    if stored {
+        ctx.notify(Class::STRING, "set", args.get(2));
+    } else if existed {
+        ctx.notify(Class::GENERIC, "del", args.get(2));
+    }
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -504,12 +517,17 @@ fn bitfield_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> 
                 _ => merged.push((from, to)),
             }
         }
+        let wrote = !merged.is_empty();
         for (from, to) in merged {
             slot.set_range(from, &bytes[from..to])
                 .map_err(|_| CmdError::WrongType)?;
         }
-        Ok::<_, CmdError>(results)
+        Ok::<_, CmdError>((results, wrote))
     })?;
+    let (results, wrote) = results;
+    if wrote {
+        ctx.notify(Class::STRING, "setbit", args.get(1));
+    }
     ctx.out.array(results.len());
     for result in results {
         match result {

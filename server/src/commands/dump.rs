@@ -79,6 +79,7 @@ pub fn restore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     // IDLETIME and FREQ are checked as Redis checks them; the node keeps its own access
     // statistics for the new key.
     let _ = (idle, freq);
+    ctx.notify(crate::notify::Class::GENERIC, "restore", key);
     ctx.out.ok();
     Ok(())
 }

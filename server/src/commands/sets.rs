@@ -8,8 +8,10 @@ use ringkv_store::{SetValue, Store, Value, glob_match, scan_window};
 
 use super::keys::{member_scan_options, write_scan_reply};
 use crate::handler::{
-    CmdError, CmdResult, Ctx, change_members, int_arg, positive_count, ranged, read_as, wrong_type,
+    CmdError, CmdResult, Ctx, MemberEvent, change_members, int_arg, positive_count, ranged,
+    read_as, wrong_type,
 };
+use crate::notify::Class;
 
 /// Reads the set at `key`: `f(None)` when missing, WRONGTYPE for another type.
 fn read_set<R>(
@@ -34,12 +36,22 @@ fn write_members<'a>(
 
 /// SADD key member [member ...]
 pub fn sadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    change_members(ctx, &args, |slot, members| slot.set_add(members))
+    let event = MemberEvent {
+        class: Class::SET,
+        name: "sadd",
+        removes: false,
+    };
+    change_members(ctx, &args, event, |slot, members| slot.set_add(members))
 }
 
 /// SREM key member [member ...]
 pub fn srem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    change_members(ctx, &args, |slot, members| slot.set_remove(members))
+    let event = MemberEvent {
+        class: Class::SET,
+        name: "srem",
+        removes: true,
+    };
+    change_members(ctx, &args, event, |slot, members| slot.set_remove(members))
 }
 
 /// SMEMBERS key
@@ -105,6 +117,9 @@ pub fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             Ok(Some(members))
         })
         .map_err(wrong_type)?;
+    if popped.as_ref().is_some_and(|members| !members.is_empty()) {
+        ctx.notify_removed(Class::SET, "spop", args.get(1));
+    }
     match (popped, count) {
         (None, None) => ctx.out.null(),
         (None, Some(_)) => ctx.out.set(0),
@@ -193,6 +208,8 @@ pub fn smove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             store
                 .write(destination, ctx.now, |slot| slot.set_add(&[member]))
                 .map_err(wrong_type)?;
+            ctx.notify_removed(Class::SET, "srem", source);
+            ctx.notify(Class::SET, "sadd", destination);
             true
         }
     };
@@ -299,12 +316,23 @@ fn store_combined(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, op: SetOp) -> CmdResul
     let members = combine(store, ctx.now, &keys, op, 0)?;
     let result = SetValue::from_members(members.iter().map(Vec::as_slice));
     let len = result.len();
-    store.write(args.get(1), ctx.now, |slot| {
-        slot.remove();
+    let existed = store.write(args.get(1), ctx.now, |slot| {
+        let existed = slot.remove().is_some();
         if len > 0 {
             slot.set(Value::Set(Box::new(result)), Some(0));
         }
+        existed
     });
+    if len > 0 {
+        let event = match op {
+            SetOp::Inter => "sinterstore",
+            SetOp::Union => "sunionstore",
+            SetOp::Diff => "sdiffstore",
+        };
+        ctx.notify(Class::SET, event, args.get(1));
+    } else if existed {
+        ctx.notify(Class::GENERIC, "del", args.get(1));
+    }
     ctx.out.int(len as i64);
     Ok(())
 }

@@ -214,12 +214,18 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdR
             let len = values.len();
             let list =
                 ListValue::from_items(values.iter().map(|v| v.as_deref().unwrap_or_default()));
-            store.write(destination, now, |slot| {
-                slot.remove();
+            let existed = store.write(destination, now, |slot| {
+                let existed = slot.remove().is_some();
                 if len > 0 {
                     slot.set(Value::List(Box::new(list)), Some(0));
                 }
+                existed
             });
+            if len > 0 {
+                ctx.notify(crate::notify::Class::LIST, "sortstore", destination);
+            } else if existed {
+                ctx.notify(crate::notify::Class::GENERIC, "del", destination);
+            }
             // Clients blocked on the destination (BLPOP) may now be served.
             if ctx.node.blocking.waiting() > 0 {
                 ctx.conn.ready_keys.push(destination.to_vec());

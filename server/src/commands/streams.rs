@@ -9,6 +9,7 @@ use ringkv_store::{Store, StreamId, StreamValue, Trim, TrimBy, Value};
 
 use super::blocked::{block_on_read, encode};
 use crate::blocking::{Serve, ServeOutcome};
+use crate::notify::Class;
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy, read_as, wrong_type};
 use crate::node::unix_ms;
 
@@ -272,11 +273,18 @@ pub fn xadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         if id <= last {
             return Err(too_small());
         }
-        slot.stream_add(vec![(id, encode_fields(items))], parsed.trim)
+        let trimmed = slot
+            .stream_add(vec![(id, encode_fields(items))], parsed.trim)
             .map_err(wrong_type)?;
-        Ok(Some(id))
+        Ok(Some((id, trimmed)))
     })?;
-    match added {
+    if let Some((_, trimmed)) = added {
+        ctx.notify(Class::STREAM, "xadd", args.get(1));
+        if trimmed > 0 {
+            ctx.notify(Class::STREAM, "xtrim", args.get(1));
+        }
+    }
+    match added.map(|(id, _)| id) {
         Some(id) => ctx.out.bulk(id.to_string().as_bytes()),
         None => ctx.out.null(),
     }
@@ -346,6 +354,9 @@ pub fn xtrim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .store
         .write(args.get(1), ctx.now, |slot| slot.stream_trim(trim))
         .map_err(wrong_type)?;
+    if removed > 0 {
+        ctx.notify(Class::STREAM, "xtrim", args.get(1));
+    }
     ctx.out.int(removed as i64);
     Ok(())
 }
@@ -362,6 +373,9 @@ pub fn xdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             .collect::<Result<Vec<_>, _>>()?;
         slot.stream_delete(&ids).map_err(wrong_type)
     })?;
+    if deleted > 0 {
+        ctx.notify(Class::STREAM, "xdel", args.get(1));
+    }
     ctx.out.int(deleted as i64);
     Ok(())
 }
@@ -418,6 +432,7 @@ pub fn xsetid(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.stream_set_meta(id, added, max_deleted)
             .map_err(wrong_type)
     })?;
+    ctx.notify(Class::STREAM, "xsetid", args.get(1));
     ctx.out.ok();
     Ok(())
 }

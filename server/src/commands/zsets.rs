@@ -10,9 +10,10 @@ use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
 use super::keys::{member_scan_options, write_scan_reply};
 use crate::blocking::{Serve, ServeOutcome};
 use crate::handler::{
-    CmdError, CmdResult, Ctx, change_members, float_arg, int_arg, is, is_resp3, positive_count,
-    ranged, read_as, wrong_type,
+    CmdError, CmdResult, Ctx, MemberEvent, change_members, float_arg, int_arg, is, is_resp3,
+    positive_count, ranged, read_as, wrong_type,
 };
+use crate::notify::Class;
 use crate::node::unix_ms;
 
 fn custom(message: &str) -> CmdError {
@@ -180,6 +181,9 @@ pub fn zadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .map(|i| Ok((score_arg(args.get(i))?, args.get(i + 1))))
         .collect::<Result<Vec<_>, CmdError>>()?;
     let outcome = zadd_apply(ctx, args.get(1), &flags, &entries)?;
+    if outcome.added + outcome.updated > 0 {
+        ctx.notify(Class::ZSET, if flags.incr { "zincr" } else { "zadd" }, args.get(1));
+    }
     if flags.incr {
         match outcome.incremented {
             Some(score) => ctx.out.score(score),
@@ -201,6 +205,9 @@ pub fn zincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ..AddFlags::default()
     };
     let outcome = zadd_apply(ctx, args.get(1), &flags, &[(increment, args.get(3))])?;
+    if outcome.added + outcome.updated > 0 {
+        ctx.notify(Class::ZSET, "zincr", args.get(1));
+    }
     match outcome.incremented {
         Some(score) => ctx.out.score(score),
         None => ctx.out.null(),
@@ -210,7 +217,12 @@ pub fn zincrby(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// ZREM key member [member ...]
 pub fn zrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    change_members(ctx, &args, |slot, members| slot.zset_remove(members))
+    let event = MemberEvent {
+        class: Class::ZSET,
+        name: "zrem",
+        removes: true,
+    };
+    change_members(ctx, &args, event, |slot, members| slot.zset_remove(members))
 }
 
 /// ZSCORE key member
@@ -565,15 +577,22 @@ pub fn zrevrangebylex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     range_reply(ctx, args.get(1), query)
 }
 
-/// Stores `entries` at `key` as a new sorted set (the key is deleted when empty).
-fn store_entries(store: &Store, now: u64, key: &[u8], zset: ZSetValue) -> usize {
+/// Stores `entries` at `key` as a new sorted set (the key is deleted when empty) and
+/// tells `event`, or `del` when that deleted the key.
+fn store_entries(ctx: &Ctx<'_, '_>, key: &[u8], zset: ZSetValue, event: &str) -> usize {
     let len = zset.len();
-    store.write(key, now, |slot| {
-        slot.remove();
+    let existed = ctx.node.store.write(key, ctx.now, |slot| {
+        let existed = slot.remove().is_some();
         if len > 0 {
             slot.set(Value::ZSet(Box::new(zset)), Some(0));
         }
+        existed
     });
+    if len > 0 {
+        ctx.notify(Class::ZSET, event, key);
+    } else if existed {
+        ctx.notify(Class::GENERIC, "del", key);
+    }
     len
 }
 
@@ -584,7 +603,7 @@ pub fn zrangestore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         z.map(|z| ZSetValue::from_entries(query.entries(z)))
             .unwrap_or_default()
     })?;
-    let len = store_entries(&ctx.node.store, ctx.now, args.get(1), result);
+    let len = store_entries(ctx, args.get(1), result, "zrangestore");
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -607,7 +626,7 @@ pub fn zlexcount(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })
 }
 
-fn remove_range(ctx: &mut Ctx<'_, '_>, key: &[u8], by: RangeBy) -> CmdResult {
+fn remove_range(ctx: &mut Ctx<'_, '_>, key: &[u8], by: RangeBy, event: &str) -> CmdResult {
     let query = RangeQuery {
         by,
         rev: false,
@@ -625,6 +644,9 @@ fn remove_range(ctx: &mut Ctx<'_, '_>, key: &[u8], by: RangeBy) -> CmdResult {
             slot.zset_take(start, end, false).map(|taken| taken.len())
         })
         .map_err(wrong_type)?;
+    if removed > 0 {
+        ctx.notify_removed(Class::ZSET, event, key);
+    }
     ctx.out.int(removed as i64);
     Ok(())
 }
@@ -632,19 +654,19 @@ fn remove_range(ctx: &mut Ctx<'_, '_>, key: &[u8], by: RangeBy) -> CmdResult {
 /// ZREMRANGEBYRANK key start stop
 pub fn zremrangebyrank(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let by = RangeBy::Rank(int_arg(args.get(2))?, int_arg(args.get(3))?);
-    remove_range(ctx, args.get(1), by)
+    remove_range(ctx, args.get(1), by, "zremrangebyrank")
 }
 
 /// ZREMRANGEBYSCORE key min max
 pub fn zremrangebyscore(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let by = RangeBy::Score(ScoreRange::parse(args.get(2), args.get(3))?);
-    remove_range(ctx, args.get(1), by)
+    remove_range(ctx, args.get(1), by, "zremrangebyscore")
 }
 
 /// ZREMRANGEBYLEX key min max
 pub fn zremrangebylex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let by = RangeBy::Lex(LexRange::parse(args.get(2), args.get(3))?);
-    remove_range(ctx, args.get(1), by)
+    remove_range(ctx, args.get(1), by, "zremrangebylex")
 }
 
 // ---- pops ----
@@ -720,10 +742,17 @@ fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult {
         min,
         count.unwrap_or(1),
     )?;
+    if popped.as_ref().is_some_and(|entries| !entries.is_empty()) {
+        ctx.notify_removed(Class::ZSET, pop_event(min), args.get(1));
+    }
     // RESP3 nests pairs when a count was given; a single pop stays flat.
     let nested = is_resp3(ctx.out) && count.is_some();
     write_popped(ctx.out, &popped.unwrap_or_default(), nested);
     Ok(())
+}
+
+fn pop_event(min: bool) -> &'static str {
+    if min { "zpopmin" } else { "zpopmax" }
 }
 
 /// ZPOPMIN key [count]
@@ -768,6 +797,7 @@ pub fn zmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let MultiPop { keys, front, count } = parse_mpop(&args, 1, min_max_arg)?;
     match mpop_once(&ctx.node.store, ctx.now, &keys, front, count)? {
         Some((key, entries)) => {
+            ctx.notify_removed(Class::ZSET, pop_event(front), &key);
             write_key_and_entries(ctx.out, ctx.node.store.logical_key(&key), &entries)
         }
         None => ctx.out.null_array(),
@@ -1125,7 +1155,7 @@ fn combine_reply(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, op: Combine, name: &str
 fn combine_store(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, op: Combine, name: &str) -> CmdResult {
     let query = parse_combine(args, 2, op, name, true, false)?;
     let result = combine(&ctx.node.store, ctx.now, &query, op)?;
-    let len = store_entries(&ctx.node.store, ctx.now, args.get(1), result);
+    let len = store_entries(ctx, args.get(1), result, name);
     ctx.out.int(len as i64);
     Ok(())
 }
