@@ -333,6 +333,14 @@ pub fn run(
         now,
     };
     let result = (route.handler)(&mut ctx, args);
+    // Keyspace events a command caused for this very connection follow its reply, as
+    // Redis 7.0 sends them (a PUBLISH puts its own message first itself); a script's
+    // calls reply into the script, so nothing is taken then.
+    if let Some(subscriptions) = &ctx.conn.subscriptions
+        && !ctx.conn.in_script
+    {
+        subscriptions.mailbox.drain_to(ctx.out);
+    }
     if write && node.blocking.waiting() > 0 {
         let keys = route.spec.keys.of(&args).map(|i| args.get(i).to_vec());
         ctx.conn.ready_keys.extend(keys);

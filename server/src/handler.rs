@@ -37,6 +37,17 @@ impl Ctx<'_, '_> {
         }
     }
 
+    /// Puts the events this command caused for this very connection before its reply,
+    /// for the commands whose Redis implementation notifies before it answers (the others'
+    /// follow the reply: dispatch takes them after the handler).
+    pub fn events_first(&mut self) {
+        if let Some(subscriptions) = &self.conn.subscriptions
+            && !self.conn.in_script
+        {
+            subscriptions.mailbox.drain_to(self.out);
+        }
+    }
+
     /// After a command took elements out of `physical`: `event`, then `del` when that left
     /// the key empty (and so deleted), as Redis notifies.
     pub fn notify_removed(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
@@ -267,6 +278,7 @@ pub fn change_members(
         } else {
             ctx.notify(event.class, event.name, args.get(1));
         }
+        ctx.events_first();
     }
     ctx.out.int(changed as i64);
     Ok(())

@@ -1,6 +1,8 @@
 //! Helpers shared by the loopback test binaries (each uses a subset).
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

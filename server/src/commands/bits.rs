@@ -4,8 +4,8 @@
 
 use ringkv_protocol::{Args, parse_i64};
 
-use crate::notify::Class;
 use crate::handler::{CmdError, CmdResult, Ctx, as_str, int_arg, is, is_resp3};
+use crate::notify::Class;
 
 fn custom(message: &str) -> CmdError {
     CmdError::Custom(format!("ERR {message}"))
@@ -81,6 +81,7 @@ pub fn setbit(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (old, wrote) = old;
     if wrote {
         ctx.notify(Class::STRING, "setbit", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(old as i64);
     Ok(())
@@ -282,6 +283,7 @@ pub fn bitop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     } else if existed {
         ctx.notify(Class::GENERIC, "del", args.get(2));
     }
+    ctx.events_first();
     ctx.out.int(len as i64);
     Ok(())
 }

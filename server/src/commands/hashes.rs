@@ -125,6 +125,7 @@ pub fn hdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .map_err(wrong_type)?;
     if removed > 0 {
         ctx.notify_removed(Class::HASH, "hdel", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(removed as i64);
     Ok(())

@@ -32,6 +32,7 @@ pub fn del(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             ctx.notify(Class::GENERIC, "del", key);
         }
     }
+    ctx.events_first();
     ctx.out.int(deleted);
     Ok(())
 }
@@ -63,6 +64,7 @@ fn rename_generic(ctx: &mut Ctx<'_, '_>, args: Args<'_>, only_if_absent: bool) -
     if renamed == Ok(true) && args.get(1) != args.get(2) {
         ctx.notify(Class::GENERIC, "rename_from", args.get(1));
         ctx.notify(Class::GENERIC, "rename_to", args.get(2));
+        ctx.events_first();
     }
     match renamed {
         Ok(done) if only_if_absent => ctx.out.int(done as i64),
@@ -120,6 +122,7 @@ pub fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .unwrap_or_default();
     if copied {
         ctx.notify(Class::GENERIC, "copy_to", &destination);
+        ctx.events_first();
     }
     if copied && ctx.node.blocking.waiting() > 0 {
         ctx.conn.ready_keys.push(destination.into_owned());
@@ -251,6 +254,10 @@ fn expire_generic(
     if changed {
         let event = if at <= now as i64 { "del" } else { "expire" };
         ctx.notify(Class::GENERIC, event, args.get(1));
+        // Redis tells of a deletion before its reply, of a new deadline after it.
+        if at <= now as i64 {
+            ctx.events_first();
+        }
     }
     ctx.out.int(changed as i64);
     Ok(())

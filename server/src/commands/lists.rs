@@ -215,6 +215,7 @@ pub fn linsert(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })?;
     if len > 0 {
         ctx.notify(Class::LIST, "linsert", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(len);
     Ok(())
@@ -232,6 +233,7 @@ pub fn lrem(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .map_err(wrong_type)?;
     if removed > 0 {
         ctx.notify_removed(Class::LIST, "lrem", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(removed as i64);
     Ok(())
@@ -254,6 +256,7 @@ pub fn ltrim(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })?;
     if existed {
         ctx.notify_removed(Class::LIST, "ltrim", args.get(1));
+        ctx.events_first();
     }
     ctx.out.ok();
     Ok(())
@@ -382,16 +385,16 @@ fn move_and_answer(
         from_front,
         to_front,
     )?;
+    // Redis tells of the push before its reply and of the pop after it.
     if moved.is_some() {
-        // Redis tells of the push before the pop.
-        ctx.notify(
-            Class::LIST,
-            if to_front { "lpush" } else { "rpush" },
-            destination,
-        );
-        ctx.notify_removed(Class::LIST, pop_event(from_front), source);
+        let push = if to_front { "lpush" } else { "rpush" };
+        ctx.notify(Class::LIST, push, destination);
+        ctx.events_first();
     }
     ctx.out.bulk_or_null(moved.as_deref());
+    if moved.is_some() {
+        ctx.notify_removed(Class::LIST, pop_event(from_front), source);
+    }
     Ok(())
 }
 

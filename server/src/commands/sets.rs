@@ -117,8 +117,11 @@ pub fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             Ok(Some(members))
         })
         .map_err(wrong_type)?;
-    if popped.as_ref().is_some_and(|members| !members.is_empty()) {
-        ctx.notify_removed(Class::SET, "spop", args.get(1));
+    let popped_any = popped.as_ref().is_some_and(|members| !members.is_empty());
+    if popped_any {
+        // Redis tells of the pop before its reply, of the emptied key after it.
+        ctx.notify(Class::SET, "spop", args.get(1));
+        ctx.events_first();
     }
     match (popped, count) {
         (None, None) => ctx.out.null(),
@@ -127,6 +130,9 @@ pub fn spop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         (Some(members), Some(_)) => {
             write_members(ctx.out, members.len(), members.iter().map(Vec::as_slice))
         }
+    }
+    if popped_any && !ctx.node.store.contains(args.get(1), ctx.now) {
+        ctx.notify(Class::GENERIC, "del", args.get(1));
     }
     Ok(())
 }
@@ -210,6 +216,7 @@ pub fn smove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 .map_err(wrong_type)?;
             ctx.notify_removed(Class::SET, "srem", source);
             ctx.notify(Class::SET, "sadd", destination);
+            ctx.events_first();
             true
         }
     };

@@ -226,6 +226,7 @@ fn sort_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdR
             } else if existed {
                 ctx.notify(crate::notify::Class::GENERIC, "del", destination);
             }
+            ctx.events_first();
             // Clients blocked on the destination (BLPOP) may now be served.
             if ctx.node.blocking.waiting() > 0 {
                 ctx.conn.ready_keys.push(destination.to_vec());

@@ -9,9 +9,9 @@ use ringkv_store::{Store, StreamId, StreamValue, Trim, TrimBy, Value};
 
 use super::blocked::{block_on_read, encode};
 use crate::blocking::{Serve, ServeOutcome};
-use crate::notify::Class;
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy, read_as, wrong_type};
 use crate::node::unix_ms;
+use crate::notify::Class;
 
 fn custom(message: &str) -> CmdError {
     CmdError::Custom(format!("ERR {message}"))
@@ -375,6 +375,7 @@ pub fn xdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })?;
     if deleted > 0 {
         ctx.notify(Class::STREAM, "xdel", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(deleted as i64);
     Ok(())

@@ -119,6 +119,7 @@ pub fn set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         if let Deadline::At(_) = deadline {
             ctx.notify(Class::GENERIC, "expire", args.get(1));
         }
+        ctx.events_first();
     }
     if get {
         ctx.out.bulk_or_null(old.as_deref());
@@ -142,6 +143,7 @@ pub fn setnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     });
     if created {
         ctx.notify(Class::STRING, "set", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(created as i64);
     Ok(())
@@ -162,6 +164,7 @@ fn set_with_ttl(
     });
     ctx.notify(Class::STRING, "set", args.get(1));
     ctx.notify(Class::GENERIC, "expire", args.get(1));
+    ctx.events_first();
     ctx.out.ok();
     Ok(())
 }
@@ -204,6 +207,7 @@ fn write_pairs(ctx: &mut Ctx<'_, '_>, args: &Args<'_>) {
         });
         ctx.notify(Class::STRING, "set", args.get(pair));
     }
+    ctx.events_first();
 }
 
 /// MSET key value [key value ...] (atomic: runs with the gate held exclusively).
@@ -312,6 +316,7 @@ pub fn append(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         slot.append(suffix).map_err(wrong_type)
     })?;
     ctx.notify(Class::STRING, "append", args.get(1));
+    ctx.events_first();
     ctx.out.int(len as i64);
     Ok(())
 }
@@ -380,6 +385,7 @@ pub fn setrange(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     })?;
     if !patch.is_empty() {
         ctx.notify(Class::STRING, "setrange", args.get(1));
+        ctx.events_first();
     }
     ctx.out.int(len as i64);
     Ok(())
@@ -397,6 +403,7 @@ fn incr_by(ctx: &mut Ctx<'_, '_>, key: &[u8], delta: i64) -> CmdResult {
         Ok(next)
     })?;
     ctx.notify(Class::STRING, "incrby", key);
+    ctx.events_first();
     ctx.out.int(value);
     Ok(())
 }
@@ -443,6 +450,7 @@ pub fn incrbyfloat(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Ok(text)
     })?;
     ctx.notify(Class::STRING, "incrbyfloat", args.get(1));
+    ctx.events_first();
     ctx.out.bulk(text.as_bytes());
     Ok(())
 }

@@ -13,8 +13,8 @@ use crate::handler::{
     CmdError, CmdResult, Ctx, MemberEvent, change_members, float_arg, int_arg, is, is_resp3,
     positive_count, ranged, read_as, wrong_type,
 };
-use crate::notify::Class;
 use crate::node::unix_ms;
+use crate::notify::Class;
 
 fn custom(message: &str) -> CmdError {
     CmdError::Custom(format!("ERR {message}"))
@@ -182,7 +182,11 @@ pub fn zadd(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .collect::<Result<Vec<_>, CmdError>>()?;
     let outcome = zadd_apply(ctx, args.get(1), &flags, &entries)?;
     if outcome.added + outcome.updated > 0 {
-        ctx.notify(Class::ZSET, if flags.incr { "zincr" } else { "zadd" }, args.get(1));
+        ctx.notify(
+            Class::ZSET,
+            if flags.incr { "zincr" } else { "zadd" },
+            args.get(1),
+        );
     }
     if flags.incr {
         match outcome.incremented {
@@ -646,6 +650,7 @@ fn remove_range(ctx: &mut Ctx<'_, '_>, key: &[u8], by: RangeBy, event: &str) -> 
         .map_err(wrong_type)?;
     if removed > 0 {
         ctx.notify_removed(Class::ZSET, event, key);
+        ctx.events_first();
     }
     ctx.out.int(removed as i64);
     Ok(())
@@ -744,6 +749,7 @@ fn pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult {
     )?;
     if popped.as_ref().is_some_and(|entries| !entries.is_empty()) {
         ctx.notify_removed(Class::ZSET, pop_event(min), args.get(1));
+        ctx.events_first();
     }
     // RESP3 nests pairs when a count was given; a single pop stays flat.
     let nested = is_resp3(ctx.out) && count.is_some();
@@ -798,6 +804,7 @@ pub fn zmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     match mpop_once(&ctx.node.store, ctx.now, &keys, front, count)? {
         Some((key, entries)) => {
             ctx.notify_removed(Class::ZSET, pop_event(front), &key);
+            ctx.events_first();
             write_key_and_entries(ctx.out, ctx.node.store.logical_key(&key), &entries)
         }
         None => ctx.out.null_array(),
