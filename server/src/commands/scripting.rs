@@ -131,17 +131,19 @@ pub fn script_exists(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     Ok(())
 }
 
+/// SCRIPT FLUSH's and FUNCTION FLUSH's optional ASYNC|SYNC (both flush at once);
+/// `refusal` is each one's own wording of the error.
+fn flush_option(args: &Args<'_>, refusal: &str) -> CmdResult {
+    match args.len() {
+        2 => Ok(()),
+        3 if is(args.get(2), "ASYNC") || is(args.get(2), "SYNC") => Ok(()),
+        _ => Err(CmdError::Custom(refusal.into())),
+    }
+}
+
 /// SCRIPT FLUSH [ASYNC|SYNC]
 pub fn script_flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    match args.len() {
-        2 => {}
-        3 if is(args.get(2), "ASYNC") || is(args.get(2), "SYNC") => {}
-        _ => {
-            return Err(CmdError::Custom(
-                "ERR SCRIPT FLUSH only support SYNC|ASYNC option".into(),
-            ));
-        }
-    }
+    flush_option(&args, "ERR SCRIPT FLUSH only support SYNC|ASYNC option")?;
     ctx.node.scripting.flush();
     answer_shared(ctx, &args, |out| out.ok());
     Ok(())
@@ -260,15 +262,7 @@ pub fn function_delete(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// FUNCTION FLUSH [ASYNC|SYNC]
 pub fn function_flush(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    match args.len() {
-        2 => {}
-        3 if is(args.get(2), "ASYNC") || is(args.get(2), "SYNC") => {}
-        _ => {
-            return Err(CmdError::Custom(
-                "ERR FUNCTION FLUSH only supports SYNC|ASYNC option".into(),
-            ));
-        }
-    }
+    flush_option(&args, "ERR FUNCTION FLUSH only supports SYNC|ASYNC option")?;
     ctx.node.scripting.function_flush();
     persist_functions(ctx);
     answer_shared(ctx, &args, |out| out.ok());
