@@ -252,6 +252,19 @@ impl ClusterNode {
         cached.1.clone().expect("just filled")
     }
 
+    /// The slot table's version (it changes whenever an owner does).
+    pub fn table_version(&self) -> u64 {
+        self.bus.borrow_view().table.version()
+    }
+
+    /// The slots this member owns, as primary or replica (shard channels live there).
+    pub fn owned_slots(&self) -> SlotSet {
+        let view = self.bus.borrow_view();
+        (0..ringkv_cluster::SLOT_COUNT)
+            .filter(|&slot| view.table.owners(slot).any(|id| *id == view.me))
+            .collect()
+    }
+
     /// The slots served here that are not ready: commands for them answer -TRYAGAIN.
     pub fn set_not_ready(&self, slots: SlotSet) {
         let any = !slots.is_empty();

@@ -287,6 +287,12 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             if let Some(mailbox) = &mailbox {
                 mailbox.drain_into(&mut output);
             }
+            if let Some(subscriptions) = conn.subscriptions.as_mut() {
+                subscriptions.settle_lost(&mut ReplyWriter::new(&mut output, conn.protocol));
+                if subscriptions.is_empty() {
+                    conn.subscriptions = None;
+                }
+            }
             if write_out(node, &handle, stream, &mut output).await.is_err() {
                 return "write error";
             }

@@ -291,6 +291,7 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
 /// cache leases, and the instantaneous ops/s sample.
 async fn run_cron(node: Arc<Node>) {
     let mut last_commands = node.stats.commands_processed.load(Relaxed);
+    let mut shard_channels_table = 0;
     let mut last_sample = Instant::now();
     loop {
         let hz = node.config.read().hz.clamp(1, 500);
@@ -308,6 +309,14 @@ async fn run_cron(node: Arc<Node>) {
         node.leases.sweep(&node.store, unix_ms(), 4096);
         if let Some(cluster) = &node.cluster {
             cluster.redirect_blocked(&node.blocking);
+            // A slot that left this member ends its shard channels' subscriptions here.
+            let version = cluster.table_version();
+            if version != shard_channels_table {
+                shard_channels_table = version;
+                let owned = cluster.owned_slots();
+                node.pubsub
+                    .drop_shard_channels(|name| !owned.contains(ringkv_cluster::key_slot(name)));
+            }
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {
             let commands = node.stats.commands_processed.load(Relaxed);

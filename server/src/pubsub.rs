@@ -59,6 +59,9 @@ impl Kind {
 pub struct Mailbox {
     client: Arc<ClientHandle>,
     pending: Mutex<Pending>,
+    /// Shard channels whose slot left this member: the connection tells its client it
+    /// is unsubscribed from them (`sunsubscribe`), as Redis does.
+    lost: Mutex<Vec<Box<[u8]>>>,
     ready: Notify,
 }
 
@@ -85,6 +88,7 @@ impl Mailbox {
         Arc::new(Mailbox {
             client,
             pending: Mutex::default(),
+            lost: Mutex::default(),
             ready: Notify::new(),
         })
     }
@@ -361,19 +365,25 @@ impl PubSub {
             .sum()
     }
 
-    /// Shard channels with subscribers whose slot satisfies `leaving`, with their
-    /// subscribers' mailboxes (a slot that left this member ends them, as in Redis).
-    pub fn shard_channels_where(
-        &self,
-        leaving: impl Fn(&[u8]) -> bool,
-    ) -> Vec<(Vec<u8>, Vec<Arc<Mailbox>>)> {
-        let registry = self.registry.read();
-        registry
+    /// Ends the subscriptions to the shard channels `gone` picks (their slot left this
+    /// member): each subscriber's connection is told. How many channels ended.
+    pub fn drop_shard_channels(&self, gone: impl Fn(&[u8]) -> bool) -> usize {
+        let mut registry = self.registry.write();
+        let names: Vec<Box<[u8]>> = registry
             .shard_channels
-            .iter()
-            .filter(|(name, _)| leaving(name))
-            .map(|(name, subscribers)| (name.to_vec(), subscribers.values().cloned().collect()))
-            .collect()
+            .keys()
+            .filter(|name| gone(name))
+            .cloned()
+            .collect();
+        for name in &names {
+            if let Some(subscribers) = registry.shard_channels.remove(name) {
+                for mailbox in subscribers.values() {
+                    mailbox.lost.lock().push(name.clone());
+                    mailbox.ready.notify_one();
+                }
+            }
+        }
+        names.len()
     }
 }
 
@@ -438,6 +448,21 @@ impl Subscriptions {
         pubsub.unsubscribe(kind, name, self.mailbox.client.id);
         self.publish_counts();
         true
+    }
+
+    /// Tells the client of the shard channels the member stopped serving (a
+    /// `sunsubscribe` each, as Redis sends), and forgets them.
+    pub fn settle_lost(&mut self, out: &mut ReplyWriter<'_>) {
+        let lost = std::mem::take(&mut *self.mailbox.lost.lock());
+        for name in lost {
+            if self.shard_channels.shift_remove(&name) {
+                out.push(3);
+                out.bulk(Kind::Shard.unsubscribe_word());
+                out.bulk(&name);
+                out.int(self.shard_channels.len() as i64);
+            }
+        }
+        self.publish_counts();
     }
 
     /// Every subscription of `kind`, in the order made.

@@ -752,3 +752,76 @@ fn publish_reaches_subscribers_on_every_member_and_spublish_the_slots_owners() {
     assert_eq!(local, 0, "nobody subscribed on the primary itself");
     on_replica.expect(&message("smessage", channel, "paid"));
 }
+
+#[test]
+fn shard_channel_subscribers_are_unsubscribed_when_their_slot_moves_away() {
+    let mut members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let owners = slot_owners(ports[0]);
+    let home = ports[0];
+    let channels: Vec<String> = (0..1500)
+        .map(|i| format!("orders:{i}"))
+        .filter(|c| owners[ringkv_slot(c) as usize].contains(&home))
+        .collect();
+    let mut subscriber = Subscriber::connect(home);
+    for channel in &channels {
+        subscriber.send(&["SSUBSCRIBE", channel]);
+    }
+    let last = channels.last().unwrap();
+    subscriber.expect(&format!(
+        "ssubscribe\r\n${}\r\n{last}\r\n:{}\r\n",
+        last.len(),
+        channels.len()
+    ));
+
+    // A 4th member takes about a quarter of the slots, some of them from `home`.
+    let newcomer = start(Some(members[0].bus), &[]);
+    members.push(newcomer);
+    let all: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&all, 4, Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved: Vec<&String> = loop {
+        let owners = slot_owners(home);
+        let moved: Vec<&String> = channels
+            .iter()
+            .filter(|c| !owners[ringkv_slot(c) as usize].contains(&home))
+            .collect();
+        if !moved.is_empty() || Instant::now() > deadline {
+            break moved;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!moved.is_empty(), "no channel's slot left {home}");
+    // Every moved channel is told once, in whatever order the member finds them.
+    let wanted: std::collections::HashSet<String> = moved
+        .iter()
+        .map(|c| format!("sunsubscribe\r\n${}\r\n{c}\r\n", c.len()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = String::from_utf8_lossy(&subscriber.seen).into_owned();
+        if wanted.iter().all(|w| seen.contains(w.as_str())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every moved channel was told: {seen:?}"
+        );
+        use std::io::Read;
+        let mut chunk = [0u8; 65536];
+        if let Ok(n) = subscriber.stream.read(&mut chunk) {
+            subscriber.seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+    let left: i64 = redis::cmd("PUBSUB")
+        .arg("SHARDNUMSUB")
+        .arg(moved[0].as_str())
+        .query::<Vec<redis::Value>>(&mut client(home))
+        .map(|reply| redis::from_redis_value(reply[1].clone()).unwrap())
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "{home} no longer counts a subscriber of a channel it gave up"
+    );
+}
