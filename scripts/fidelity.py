@@ -342,6 +342,10 @@ def notifications():
     cases += [Case(c.split(), replies=None,
                    known=inside if c.split()[0] in ("ZPOPMIN", "ZPOPMAX", "ZMPOP") else None)
               for c in commands.replace("\n", "").split(";")]
+    # The `n` class: a key created by a write, before the write's own event.
+    cases += [["CONFIG", "SET", "notify-keyspace-events", "KEAn"]]
+    cases += [Case(c.split(), replies=None) for c in ("SET fresh 1", "SET fresh 2", "HSET fresh2 f v",
+                                                       "DEL fresh", "LPUSH fresh 1")]
     cases += [["RESET"], ["CONFIG", "SET", "notify-keyspace-events", "Elg$x"],
               ["CONFIG", "GET", "notify-keyspace-events"], ["CONFIG", "SET", "notify-keyspace-events", "Kq"],
               ["CONFIG", "SET", "notify-keyspace-events", ""], ["FLUSHALL"]]

@@ -50,6 +50,11 @@ impl<'a> ReplyWriter<'a> {
         self.out.truncate(len);
     }
 
+    /// Inserts bytes that are already RESP at `at` (before a reply already written there).
+    pub fn insert_raw(&mut self, at: usize, resp: &[u8]) {
+        self.out.splice(at..at, resp.iter().copied());
+    }
+
     /// Appends bytes that are already RESP.
     pub fn raw(&mut self, resp: &[u8]) {
         self.out.extend_from_slice(resp);

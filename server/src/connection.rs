@@ -68,6 +68,10 @@ pub struct ConnState {
     pub readonly: bool,
     /// Its pub/sub subscriptions, while it has any.
     pub subscriptions: Option<Box<crate::pubsub::Subscriptions>>,
+    /// How much of its mailbox the running command's own first event found queued: what
+    /// was queued before (a `new` key event) goes ahead of the reply, the command's own
+    /// events after it, unless the command put them first (`Ctx::events_first`).
+    pub own_events_mark: Option<usize>,
     /// Since when the current command waits for its slot's handoff fence.
     pub held_since: Option<std::time::Instant>,
     /// Keys this connection's command wrote while clients were blocked: their waiters are
@@ -105,6 +109,7 @@ impl ConnState {
             forwarded: false,
             readonly: false,
             subscriptions: None,
+            own_events_mark: None,
             held_since: None,
             ready_keys: Vec::new(),
             repl_lsn: 0,

@@ -332,14 +332,20 @@ pub fn run(
         out,
         now,
     };
+    let reply_start = ctx.out.len();
     let result = (route.handler)(&mut ctx, args);
-    // Keyspace events a command caused for this very connection follow its reply, as
-    // Redis 7.0 sends them (a PUBLISH puts its own message first itself); a script's
+    // Keyspace events a command caused for this very connection: a key it created (told
+    // by the store as it happened) goes ahead of its reply, its own events after it, as
+    // Redis 7.0 sends them (commands that notify first took theirs already). A script's
     // calls reply into the script, so nothing is taken then.
+    let mark = ctx.conn.own_events_mark.take();
     if let Some(subscriptions) = &ctx.conn.subscriptions
         && !ctx.conn.in_script
     {
-        subscriptions.mailbox.drain_to(ctx.out);
+        let before = mark.unwrap_or(usize::MAX);
+        subscriptions
+            .mailbox
+            .drain_around(ctx.out, reply_start, before);
     }
     if write && node.blocking.waiting() > 0 {
         let keys = route.spec.keys.of(&args).map(|i| args.get(i).to_vec());

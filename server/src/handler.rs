@@ -28,7 +28,12 @@ impl Ctx<'_, '_> {
 
     /// Publishes keyspace event `event` of `class` on the stored key `physical` (nothing
     /// unless `notify-keyspace-events` enables the class).
-    pub fn notify(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+    pub fn notify(&mut self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+        if let Some(subscriptions) = &self.conn.subscriptions
+            && self.conn.own_events_mark.is_none()
+        {
+            self.conn.own_events_mark = Some(subscriptions.mailbox.queued());
+        }
         if self.node.notifier.wants(class) {
             let (db, key) = self.node.databases.logical(physical);
             self.node
@@ -45,12 +50,13 @@ impl Ctx<'_, '_> {
             && !self.conn.in_script
         {
             subscriptions.mailbox.drain_to(self.out);
+            self.conn.own_events_mark = Some(0);
         }
     }
 
     /// After a command took elements out of `physical`: `event`, then `del` when that left
     /// the key empty (and so deleted), as Redis notifies.
-    pub fn notify_removed(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
+    pub fn notify_removed(&mut self, class: crate::notify::Class, event: &str, physical: &[u8]) {
         use crate::notify::Class;
         let notifier = &self.node.notifier;
         if notifier.wants(class) || notifier.wants(Class::GENERIC) {

@@ -122,8 +122,10 @@ impl Server {
         node.loading.store(loading, Relaxed);
         let node = Arc::new(node);
         node.scripting.attach(Arc::downgrade(&node));
-        node.store
-            .attach_key_events(Arc::new(node::StoreKeyEvents(Arc::downgrade(&node))));
+        node.store.attach_key_events(Arc::new(node::StoreKeyEvents {
+            node: Arc::downgrade(&node),
+            flags: node.notifier.shared_flags(),
+        }));
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
     }

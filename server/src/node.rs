@@ -307,7 +307,11 @@ impl Node {
 }
 
 /// Keyspace notifications of the keys the store expires and evicts by itself.
-pub struct StoreKeyEvents(pub std::sync::Weak<Node>);
+pub struct StoreKeyEvents {
+    pub node: std::sync::Weak<Node>,
+    /// The notifier's flags, read without reaching the node (every new key asks).
+    pub flags: Arc<std::sync::atomic::AtomicU32>,
+}
 
 impl ringkv_store::KeyEvents for StoreKeyEvents {
     fn expired(&self, key: &[u8]) {
@@ -317,11 +321,21 @@ impl ringkv_store::KeyEvents for StoreKeyEvents {
     fn evicted(&self, key: &[u8]) {
         self.tell(crate::notify::Class::EVICTED, "evicted", key);
     }
+
+    fn wants_created(&self) -> bool {
+        crate::notify::wants(self.flags.load(Relaxed), crate::notify::Class::NEW)
+    }
+
+    fn created(&self, key: &[u8]) {
+        self.tell(crate::notify::Class::NEW, "new", key);
+    }
 }
 
 impl StoreKeyEvents {
     fn tell(&self, class: crate::notify::Class, event: &str, physical: &[u8]) {
-        let Some(node) = self.0.upgrade() else { return };
+        let Some(node) = self.node.upgrade() else {
+            return;
+        };
         if node.notifier.wants(class) {
             let (db, key) = node.databases.logical(physical);
             node.notifier.emit(&node.pubsub, class, event, db, key);

@@ -4,6 +4,7 @@
 //! name their events (`Ctx::notify`); expiry and eviction come from the store. With no
 //! class enabled (the default) a notification costs one atomic load.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use crate::pubsub::PubSub;
@@ -114,10 +115,15 @@ pub fn flags_text(flags: u32) -> String {
     text
 }
 
+/// True when `flags` publish events of `class`.
+pub fn wants(flags: u32, class: Class) -> bool {
+    flags & class.0 != 0 && flags & (Class::KEYSPACE.0 | Class::KEYEVENT.0) != 0
+}
+
 /// The node's notification settings.
 #[derive(Debug, Default)]
 pub struct Notifier {
-    flags: AtomicU32,
+    flags: Arc<AtomicU32>,
 }
 
 impl Notifier {
@@ -128,8 +134,12 @@ impl Notifier {
 
     /// True when events of `class` are published.
     pub fn wants(&self, class: Class) -> bool {
-        let flags = self.flags.load(Relaxed);
-        flags & class.0 != 0 && flags & (Class::KEYSPACE.0 | Class::KEYEVENT.0) != 0
+        wants(self.flags.load(Relaxed), class)
+    }
+
+    /// The flags, shared (the store's hook reads them without reaching the node).
+    pub fn shared_flags(&self) -> Arc<AtomicU32> {
+        self.flags.clone()
     }
 
     /// Publishes `event` on `key` of database `db`, if its class is enabled.

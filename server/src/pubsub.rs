@@ -159,6 +159,20 @@ impl Mailbox {
         }
     }
 
+    /// Takes what is queued into a command's reply: the first `before` bytes at `at`
+    /// (ahead of the reply), the rest after it.
+    pub fn drain_around(&self, out: &mut ReplyWriter<'_>, at: usize, before: usize) {
+        let mut pending = self.pending.lock();
+        if pending.bytes.is_empty() {
+            return;
+        }
+        let before = before.min(pending.bytes.len());
+        out.insert_raw(at, &pending.bytes[..before]);
+        out.raw(&pending.bytes[before..]);
+        pending.bytes.clear();
+        pending.over_soft_since = None;
+    }
+
     /// Bytes queued and not yet taken (CLIENT LIST's `omem`).
     pub fn queued(&self) -> usize {
         self.pending.lock().bytes.len()

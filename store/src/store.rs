@@ -118,6 +118,13 @@ pub trait KeyEvents: Send + Sync {
     fn expired(&self, key: &[u8]);
     /// `key` was evicted for memory (cache mode).
     fn evicted(&self, key: &[u8]);
+    /// Whether [`KeyEvents::created`] is wanted now (asked before every key a write
+    /// creates, so it must be cheap).
+    fn wants_created(&self) -> bool {
+        false
+    }
+    /// A write created `key` (not a replayed record).
+    fn created(&self, _key: &[u8]) {}
 }
 
 /// Where a store-mode eviction puts a value the base image does not hold yet, so its
@@ -1002,10 +1009,11 @@ impl Slot<'_> {
         )
     }
 
-    fn finish(mut self) {
+    fn finish(mut self) -> bool {
         if self.value().is_some_and(Value::is_empty_aggregate) {
             self.remove();
         }
+        let exists = self.index.is_some();
         self.flush_pending();
         if self.modified {
             self.shard.bump_watch(self.key);
@@ -1013,6 +1021,7 @@ impl Slot<'_> {
                 self.shard.mark_dirty(index);
             }
         }
+        exists
     }
 }
 
@@ -1499,7 +1508,17 @@ impl Store {
                 pending: None,
             };
             let result = f(&mut slot);
-            slot.finish();
+            let sinks = slot.sinks;
+            let exists = slot.finish();
+            // A replay (expiry_now 0) recreates keys; it creates none.
+            if index.is_none()
+                && exists
+                && expiry_now != 0
+                && let Some(events) = sinks.events
+                && events.wants_created()
+            {
+                events.created(key);
+            }
             result
         })
     }

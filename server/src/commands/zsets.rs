@@ -583,7 +583,7 @@ pub fn zrevrangebylex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// Stores `entries` at `key` as a new sorted set (the key is deleted when empty) and
 /// tells `event`, or `del` when that deleted the key.
-fn store_entries(ctx: &Ctx<'_, '_>, key: &[u8], zset: ZSetValue, event: &str) -> usize {
+fn store_entries(ctx: &mut Ctx<'_, '_>, key: &[u8], zset: ZSetValue, event: &str) -> usize {
     let len = zset.len();
     let existed = ctx.node.store.write(key, ctx.now, |slot| {
         let existed = slot.remove().is_some();
