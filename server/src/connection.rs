@@ -224,6 +224,7 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     if let Some(subscriptions) = conn.subscriptions.take() {
         subscriptions.leave(&node.pubsub);
     }
+    handle.drop_mailbox();
     node.clients.unregister(handle.id);
     tracing::debug!(client = handle.id, %peer, reason, "client disconnected");
 }
@@ -250,8 +251,11 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
         }
         // A subscriber waits for messages as well as for commands, without idle timeout
         // (as in Redis).
-        let mailbox = conn.subscriptions.as_ref().map(|s| s.mailbox.clone());
-        let idle_timeout = if mailbox.is_some() { 0 } else { idle_timeout };
+        let idle_timeout = if conn.subscriptions.is_some() {
+            0
+        } else {
+            idle_timeout
+        };
         let read = async {
             if idle_timeout == 0 {
                 Some(stream.read_buf(&mut input).await)
@@ -264,15 +268,9 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 .ok()
             }
         };
-        let message = async {
-            match &mailbox {
-                Some(mailbox) => mailbox.ready().await,
-                None => std::future::pending().await,
-            }
-        };
         let read = tokio::select! {
             read = read => Some(read),
-            () = message => None,
+            () = handle.woken() => None,
             _ = handle.killed() => return "killed",
             _ = shutdown.wait_for(|down| *down) => return "shutdown",
         };
@@ -280,6 +278,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             // Let the publishers that are ready run first, while they keep adding: their
             // messages then leave in one write, as Redis writes each subscriber once per
             // event-loop turn.
+            let mailbox = handle.existing_mailbox();
             if let Some(mailbox) = &mailbox {
                 for _ in 0..SUBSCRIBER_YIELDS {
                     let queued = mailbox.queued();

@@ -73,11 +73,49 @@ pub struct ClientHandle {
     pub db: AtomicU8,
     /// Its channels, patterns and shard channels (CLIENT LIST's sub, psub, ssub).
     pub subscriptions: [AtomicUsize; 3],
+    /// Its mailbox of pushes (pub/sub messages, invalidations), made on first need; the
+    /// flag spares every command a lock while it has none.
+    mailbox: Mutex<Option<Arc<crate::pubsub::Mailbox>>>,
+    has_mailbox: AtomicBool,
+    /// Woken when something is queued in its mailbox.
+    wake: Notify,
     killed: AtomicBool,
     kill_notify: Notify,
 }
 
 impl ClientHandle {
+    /// Its mailbox, made now if it has none (its connection picks it up when woken).
+    pub fn mailbox(self: &Arc<Self>) -> Arc<crate::pubsub::Mailbox> {
+        let mut slot = self.mailbox.lock();
+        let mailbox = slot.get_or_insert_with(|| crate::pubsub::Mailbox::new(self.clone()));
+        self.has_mailbox.store(true, Relaxed);
+        mailbox.clone()
+    }
+
+    /// Its mailbox, if it has one.
+    pub fn existing_mailbox(&self) -> Option<Arc<crate::pubsub::Mailbox>> {
+        if !self.has_mailbox.load(Relaxed) {
+            return None;
+        }
+        self.mailbox.lock().clone()
+    }
+
+    /// Drops its mailbox when its connection ends (the mailbox refers back to it).
+    pub fn drop_mailbox(&self) {
+        self.has_mailbox.store(false, Relaxed);
+        self.mailbox.lock().take();
+    }
+
+    /// Wakes its connection: something was queued for it.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Resolves when its connection is woken.
+    pub async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
     /// Asks the connection to close.
     pub fn kill(&self) {
         self.killed.store(true, Relaxed);
@@ -131,6 +169,9 @@ impl Clients {
             no_evict: AtomicBool::new(false),
             db: AtomicU8::new(0),
             subscriptions: Default::default(),
+            mailbox: Mutex::new(None),
+            has_mailbox: AtomicBool::new(false),
+            wake: Notify::new(),
             killed: AtomicBool::new(false),
             kill_notify: Notify::new(),
         });

@@ -18,7 +18,6 @@ use indexmap::IndexSet;
 use parking_lot::{Mutex, RwLock};
 use ringkv_protocol::{Protocol, ReplyWriter};
 use ringkv_store::glob_match;
-use tokio::sync::Notify;
 
 pub use crate::config::OutputLimit;
 use crate::config::OutputLimits;
@@ -62,7 +61,6 @@ pub struct Mailbox {
     /// Shard channels whose slot left this member: the connection tells its client it
     /// is unsubscribed from them (`sunsubscribe`), as Redis does.
     lost: Mutex<Vec<Box<[u8]>>>,
-    ready: Notify,
 }
 
 #[derive(Default)]
@@ -83,22 +81,27 @@ impl std::fmt::Debug for Mailbox {
 }
 
 impl Mailbox {
-    /// A mailbox for the connection of `client`.
+    /// A mailbox for the connection of `client` (made through `ClientHandle::mailbox`).
     pub fn new(client: Arc<ClientHandle>) -> Arc<Mailbox> {
         Arc::new(Mailbox {
             client,
             pending: Mutex::default(),
             lost: Mutex::default(),
-            ready: Notify::new(),
         })
     }
 
-    fn resp3(&self) -> bool {
+    /// The client's id.
+    pub fn client_id(&self) -> u64 {
+        self.client.id
+    }
+
+    /// True when the client speaks RESP3.
+    pub fn resp3(&self) -> bool {
         self.client.resp.load(Relaxed) == 3
     }
 
     /// Queues one encoded message; false when the subscriber is cut off (now or before).
-    fn deliver(&self, message: &[u8], limit: OutputLimit) -> bool {
+    pub fn deliver(&self, message: &[u8], limit: OutputLimit) -> bool {
         let mut pending = self.pending.lock();
         if pending.cut_off {
             return false;
@@ -131,7 +134,7 @@ impl Mailbox {
             return false;
         }
         drop(pending);
-        self.ready.notify_one();
+        self.client.wake();
         true
     }
 
@@ -176,11 +179,6 @@ impl Mailbox {
     /// Bytes queued and not yet taken (CLIENT LIST's `omem`).
     pub fn queued(&self) -> usize {
         self.pending.lock().bytes.len()
-    }
-
-    /// Resolves once something was queued since the last call.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
     }
 }
 
@@ -393,7 +391,7 @@ impl PubSub {
             if let Some(subscribers) = registry.shard_channels.remove(name) {
                 for mailbox in subscribers.values() {
                     mailbox.lost.lock().push(name.clone());
-                    mailbox.ready.notify_one();
+                    mailbox.client.wake();
                 }
             }
         }
@@ -415,7 +413,7 @@ impl Subscriptions {
     /// None yet, for the connection of `client`.
     pub fn new(client: Arc<ClientHandle>) -> Subscriptions {
         Subscriptions {
-            mailbox: Mailbox::new(client),
+            mailbox: client.mailbox(),
             channels: IndexSet::new(),
             patterns: IndexSet::new(),
             shard_channels: IndexSet::new(),
