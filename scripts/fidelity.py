@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Sends the same commands to redis-server and to ringkv and compares the replies byte for
 byte, over RESP2 and RESP3: streams, logical databases, Lua scripting, function
-libraries, pub/sub, keyspace notifications, and the verbatim
+libraries, pub/sub, keyspace notifications, client tracking, and the verbatim
 Lua scripts of libraries people run on Redis (redis-py's Lock, limits, rate-limit-redis,
 django-redis, Laravel).
 
@@ -358,6 +358,21 @@ def notifications():
     return cases
 
 
+def tracking():
+    """CLIENT TRACKING on one connection: its checks and errors, TRACKINGINFO, OPTIN and
+    OPTOUT, and (in RESP3) the invalidation its own write causes, after the reply."""
+    commands = """FLUSHALL;CLIENT TRACKINGINFO;CLIENT GETREDIR;CLIENT TRACKING ON;CLIENT GETREDIR;CLIENT TRACKINGINFO;
+    GET k;MGET k k2;SET k 1;SET k 2;GET k;SET k2 x;HGET h f;HSET h f v;CLIENT TRACKING ON NOLOOP;GET k;SET k 3;
+    CLIENT TRACKING ON BCAST;CLIENT TRACKING OFF;CLIENT TRACKING ON PREFIX x;CLIENT TRACKING ON OPTIN OPTOUT;
+    CLIENT TRACKING ON BCAST OPTIN;CLIENT TRACKING ON REDIRECT 99999;CLIENT TRACKING ON BOGUS;CLIENT TRACKING MAYBE;
+    CLIENT CACHING YES;CLIENT TRACKING ON BCAST PREFIX a PREFIX ab;CLIENT TRACKING ON OPTIN;CLIENT CACHING NO;
+    CLIENT CACHING MAYBE;GET o1;SET o1 x;CLIENT CACHING YES;CLIENT TRACKINGINFO;GET o2;SET o2 x;
+    CLIENT TRACKING ON OPTOUT;CLIENT TRACKING OFF;CLIENT TRACKING ON OPTOUT;CLIENT CACHING NO;GET p1;SET p1 x;GET p2;
+    SET p2 x;CLIENT TRACKING OFF;CLIENT TRACKING ON BCAST PREFIX user: PREFIX sess:;CLIENT TRACKINGINFO;
+    CLIENT TRACKING ON BCAST PREFIX us;SET user:1 x;SET other y;FLUSHALL;CLIENT TRACKING OFF;CLIENT TRACKINGINFO"""
+    return [Case(c.split(), replies=None) for c in commands.replace("\n", "").split(";")]
+
+
 def library_scripts():
     """The verbatim scripts of libraries, with the arguments they pass."""
     from redis.lock import Lock
@@ -438,7 +453,7 @@ def main():
     redis_port, ringkv_port = int(sys.argv[1]), int(sys.argv[2])
     bad = 0
     for name, suite in [("streams", streams), ("databases", databases), ("scripting", scripting), ("functions", functions), ("pubsub", pubsub),
-                        ("notifications", notifications),
+                        ("notifications", notifications), ("tracking", tracking),
                         ("library scripts", library_scripts)]:
         for resp3 in (False, True):
             bad += run_suite(name, suite(), redis_port, ringkv_port, resp3)

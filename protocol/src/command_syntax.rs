@@ -45,6 +45,10 @@ pub fn syntax(name: &str) -> &'static str {
             "[ID client-id] [ADDR ip:port] [LADDR ip:port] [SKIPME YES|NO] [MAXAGE maxage]"
         }
         "client|no-evict" => "ON|OFF",
+        "client|tracking" => {
+            "ON|OFF [REDIRECT client-id] [PREFIX prefix...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP]"
+        }
+        "client|caching" => "YES|NO",
         "get" | "getdel" | "strlen" | "incr" | "decr" | "type" | "ttl" | "pttl" | "expiretime"
         | "pexpiretime" | "persist" | "hgetall" | "hlen" | "hkeys" | "hvals" => "key",
         "set" => {
@@ -408,6 +412,8 @@ mod tests {
             let takes_args = spec.arity.unsigned_abs() > 1 && spec.subcommands.is_empty();
             let exempt = [
                 "client|id",
+                "client|getredir",
+                "client|trackinginfo",
                 "client|getname",
                 "client|info",
                 "client|help",

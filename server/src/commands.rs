@@ -19,6 +19,7 @@ mod sets;
 mod sort;
 mod streams;
 mod strings;
+mod tracking;
 mod transactions;
 mod zsets;
 
@@ -55,6 +56,10 @@ pub fn handler(name: &str) -> Option<Handler> {
         "reset" => c::reset,
         "client" => c::client_help_or_arity,
         "client|id" => c::client_id,
+        "client|tracking" => tracking::client_tracking,
+        "client|caching" => tracking::client_caching,
+        "client|getredir" => tracking::client_getredir,
+        "client|trackinginfo" => tracking::client_trackinginfo,
         "client|setname" => c::client_setname,
         "client|getname" => c::client_getname,
         "client|list" => c::client_list,

@@ -267,6 +267,11 @@ pub struct Config {
         value_parser = crate::notify::parse_flags
     )]
     pub notify_keyspace_events: u32,
+    /// Keys the client-side caching table remembers at most (Redis's
+    /// `tracking-table-max-keys`; 0: no bound): past it, a key is forgotten and its
+    /// holders are told to drop it.
+    #[arg(long = "tracking-table-max-keys", default_value_t = 1_000_000)]
+    pub tracking_table_max_keys: usize,
     /// Logical databases a standalone node offers (SELECT 0 to this minus one; at most
     /// 255). A cluster member has database 0 only, as in Redis Cluster.
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=255))]

@@ -68,6 +68,10 @@ pub struct ConnState {
     pub readonly: bool,
     /// Its pub/sub subscriptions, while it has any.
     pub subscriptions: Option<Box<crate::pubsub::Subscriptions>>,
+    /// CLIENT TRACKING's mode, while on.
+    pub tracking: Option<TrackingMode>,
+    /// CLIENT CACHING's answer, for the next command only.
+    pub caching_next: Option<bool>,
     /// How much of its mailbox the running command's own first event found queued: what
     /// was queued before (a `new` key event) goes ahead of the reply, the command's own
     /// events after it, unless the command put them first (`Ctx::events_first`).
@@ -109,6 +113,8 @@ impl ConnState {
             forwarded: false,
             readonly: false,
             subscriptions: None,
+            tracking: None,
+            caching_next: None,
             own_events_mark: None,
             held_since: None,
             ready_keys: Vec::new(),
@@ -200,6 +206,19 @@ impl ConnState {
     }
 }
 
+/// Which keys a tracking connection hears of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackingMode {
+    /// The keys it read.
+    Default,
+    /// Every key under its prefixes.
+    Bcast,
+    /// The keys it read right after CLIENT CACHING YES.
+    OptIn,
+    /// The keys it read, but right after CLIENT CACHING NO.
+    OptOut,
+}
+
 /// How many times a woken subscriber lets publishers run before it writes (see `run`).
 const SUBSCRIBER_YIELDS: usize = 8;
 
@@ -223,6 +242,9 @@ pub async fn serve(node: Arc<Node>, mut stream: TcpStream, peer: SocketAddr) {
     conn.unwatch_all(&node);
     if let Some(subscriptions) = conn.subscriptions.take() {
         subscriptions.leave(&node.pubsub);
+    }
+    if conn.tracking.is_some() {
+        node.tracking.disable(handle.id);
     }
     handle.drop_mailbox();
     node.clients.unregister(handle.id);

@@ -333,7 +333,13 @@ pub fn run(
         now,
     };
     let reply_start = ctx.out.len();
+    crate::tracking::Tracking::enter_command();
     let result = (route.handler)(&mut ctx, args);
+    // Keys the command modified are invalidated for the clients that may cache them; the
+    // writer's own messages follow its reply.
+    node.tracking
+        .leave_command(node, ctx.conn.handle.id, ctx.out);
+    remember_reads(&mut ctx, route, &args, result.is_ok());
     // Keyspace events a command caused for this very connection: a key it created (told
     // by the store as it happened) goes ahead of its reply, its own events after it, as
     // Redis 7.0 sends them (commands that notify first took theirs already). A script's
@@ -356,6 +362,37 @@ pub fn run(
             .note_replicated_write(replication.last_lsn(), slots());
     }
     result
+}
+
+/// A tracking client's read: its keys are remembered, so a change to them reaches it
+/// (OPTIN: only after CLIENT CACHING YES; OPTOUT: not after CLIENT CACHING NO). The
+/// CACHING answer lasts one command.
+fn remember_reads(ctx: &mut Ctx<'_, '_>, route: &Route, args: &Args<'_>, succeeded: bool) {
+    let Some(mode) = ctx.conn.tracking else {
+        return;
+    };
+    if ctx.conn.in_script {
+        return;
+    }
+    // As Redis: CLIENT commands (CACHING itself, TRACKINGINFO …) leave the answer for the
+    // next command.
+    let caching = if route.spec.name.starts_with("client|") {
+        ctx.conn.caching_next
+    } else {
+        ctx.conn.caching_next.take()
+    };
+    let wanted = match mode {
+        crate::connection::TrackingMode::Bcast => false,
+        crate::connection::TrackingMode::Default => true,
+        crate::connection::TrackingMode::OptIn => caching == Some(true),
+        crate::connection::TrackingMode::OptOut => caching != Some(false),
+    };
+    if wanted && succeeded && route.spec.flags.contains(CommandFlags::READONLY) {
+        let keys = route.spec.keys.of(args).map(|i| args.get(i).to_vec());
+        ctx.node
+            .tracking
+            .remember(ctx.node, ctx.conn.handle.id, keys);
+    }
 }
 
 /// Answers a command while a script is busy, as Redis does: SCRIPT KILL asks it to stop,

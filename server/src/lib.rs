@@ -17,6 +17,7 @@ mod persistence;
 mod pubsub;
 mod replication;
 mod scripting;
+mod tracking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -125,6 +126,7 @@ impl Server {
         node.store.attach_key_events(Arc::new(node::StoreKeyEvents {
             node: Arc::downgrade(&node),
             flags: node.notifier.shared_flags(),
+            tracking: node.tracking.active_flag(),
         }));
         node.port.store(port as u64, Relaxed);
         Ok(Server { node, listeners })
@@ -318,6 +320,9 @@ async fn run_cron(node: Arc<Node>) {
                 let owned = cluster.owned_slots();
                 node.pubsub
                     .drop_shard_channels(|name| !owned.contains(ringkv_cluster::key_slot(name)));
+                // Cached copies of keys another member now owns are invalidated.
+                node.tracking
+                    .slots_left(&node, |key| owned.contains(ringkv_cluster::key_slot(key)));
             }
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {

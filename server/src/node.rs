@@ -184,6 +184,11 @@ impl Clients {
         self.map.lock().remove(&id);
     }
 
+    /// The client with this id, if connected.
+    pub fn get(&self, id: u64) -> Option<Arc<ClientHandle>> {
+        self.map.lock().get(&id).cloned()
+    }
+
     /// A snapshot, ordered by id.
     pub fn list(&self) -> Vec<Arc<ClientHandle>> {
         let mut all: Vec<_> = self.map.lock().values().cloned().collect();
@@ -264,6 +269,8 @@ pub struct Node {
     pub pubsub: crate::pubsub::PubSub,
     /// Keyspace notifications.
     pub notifier: crate::notify::Notifier,
+    /// Client-side caching (CLIENT TRACKING).
+    pub tracking: crate::tracking::Tracking,
 }
 
 impl std::fmt::Debug for Node {
@@ -301,6 +308,7 @@ impl Node {
                 config.lua_memory_limit.min(usize::MAX as u64) as usize,
                 std::time::Duration::from_millis(config.busy_reply_threshold),
             ),
+            tracking: crate::tracking::Tracking::new(config.tracking_table_max_keys),
             notifier: {
                 let notifier = crate::notify::Notifier::default();
                 notifier.set_flags(config.notify_keyspace_events);
@@ -352,6 +360,8 @@ pub struct StoreKeyEvents {
     pub node: std::sync::Weak<Node>,
     /// The notifier's flags, read without reaching the node (every new key asks).
     pub flags: Arc<std::sync::atomic::AtomicU32>,
+    /// Some client tracks keys (every modified key asks).
+    pub tracking: Arc<AtomicBool>,
 }
 
 impl ringkv_store::KeyEvents for StoreKeyEvents {
@@ -369,6 +379,16 @@ impl ringkv_store::KeyEvents for StoreKeyEvents {
 
     fn created(&self, key: &[u8]) {
         self.tell(crate::notify::Class::NEW, "new", key);
+    }
+
+    fn wants_touched(&self) -> bool {
+        self.tracking.load(Relaxed)
+    }
+
+    fn touched(&self, key: &[u8]) {
+        if let Some(node) = self.node.upgrade() {
+            node.tracking.touched(&node, key);
+        }
     }
 }
 

@@ -273,7 +273,8 @@ impl PubSub {
         self.soft_seconds.store(limit.soft_seconds, Relaxed);
     }
 
-    fn limit(&self) -> OutputLimit {
+    /// The pubsub class of `client-output-buffer-limit` (pushes of any kind count on it).
+    pub fn limit(&self) -> OutputLimit {
         OutputLimit {
             hard: self.hard.load(Relaxed),
             soft: self.soft.load(Relaxed),
@@ -356,6 +357,15 @@ impl PubSub {
             .filter(|name| pattern.is_none_or(|p| glob_match(p, name, false)))
             .map(|name| name.to_vec())
             .collect()
+    }
+
+    /// True when `client` subscribes to `name`.
+    pub fn is_subscribed(&self, kind: Kind, name: &[u8], client: u64) -> bool {
+        self.registry
+            .read()
+            .of_ref(kind)
+            .get(name)
+            .is_some_and(|subscribers| subscribers.contains_key(&client))
     }
 
     /// How many subscribe to `name` (PUBSUB NUMSUB, SHARDNUMSUB).

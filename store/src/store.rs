@@ -100,6 +100,8 @@ struct Shard {
     /// (see [`crate::namespace`]); empty until such a key arrives. Database 0 is the rest.
     databases: Vec<DatabaseCount>,
     namespaced: bool,
+    /// Told of every modified key (client-side caching), when attached.
+    events: Option<Arc<dyn KeyEvents>>,
 }
 
 /// Keys of one logical database in one shard.
@@ -125,6 +127,12 @@ pub trait KeyEvents: Send + Sync {
     }
     /// A write created `key` (not a replayed record).
     fn created(&self, _key: &[u8]) {}
+    /// Whether [`KeyEvents::touched`] is wanted now (asked before every modified key).
+    fn wants_touched(&self) -> bool {
+        false
+    }
+    /// `key` was modified: written, deleted, expired or evicted (what WATCH sees).
+    fn touched(&self, _key: &[u8]) {}
 }
 
 /// Where a store-mode eviction puts a value the base image does not hold yet, so its
@@ -163,6 +171,7 @@ impl Shard {
             scratch: Vec::new(),
             databases: Vec::new(),
             namespaced,
+            events: None,
         }
     }
 
@@ -214,6 +223,11 @@ impl Shard {
     fn bump_watch(&mut self, key: &[u8]) {
         if let Some(w) = self.watched.get_mut(key) {
             w.version += 1;
+        }
+        if let Some(events) = &self.events
+            && events.wants_touched()
+        {
+            events.touched(key);
         }
     }
 
@@ -1311,9 +1325,16 @@ impl Store {
         self.log.get()
     }
 
-    /// Tells `events` of every key the store expires or evicts from now on (once).
+    /// Tells `events` of every key the store creates, modifies, expires or evicts from
+    /// now on (once).
     pub fn attach_key_events(&self, events: Arc<dyn KeyEvents>) -> bool {
-        self.events.set(events).is_ok()
+        if self.events.set(events.clone()).is_err() {
+            return false;
+        }
+        for shard in self.shards.iter() {
+            shard.lock().events = Some(events.clone());
+        }
+        true
     }
 
     /// Store mode: evicted values the base image does not hold yet go to `spill` instead

@@ -194,6 +194,10 @@ pub fn reset(ctx: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
     if let Some(subscriptions) = ctx.conn.subscriptions.take() {
         subscriptions.leave(&ctx.node.pubsub);
     }
+    if ctx.conn.tracking.take().is_some() {
+        ctx.node.tracking.disable(ctx.conn.handle.id);
+    }
+    ctx.conn.caching_next = None;
     ctx.conn.take_multi();
     ctx.conn.unwatch_all(ctx.node);
     ctx.conn.protocol = Protocol::Resp2;

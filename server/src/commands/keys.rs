@@ -523,7 +523,14 @@ pub fn flushall(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         flush_everything(ctx, asynchronous);
     }
     ctx.out.ok();
+    tell_trackers_flushed(ctx);
     Ok(())
+}
+
+/// Every client that caches keys is told to drop them all (after the writer's reply).
+fn tell_trackers_flushed(ctx: &mut Ctx<'_, '_>) {
+    let writer = ctx.conn.handle.id;
+    ctx.node.tracking.flushed(ctx.node, writer, ctx.out);
 }
 
 /// FLUSHDB [ASYNC|SYNC]: the connection's database; all of them on a node with one.
@@ -542,6 +549,7 @@ pub fn flushdb(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         store.remove_where(|key| ringkv_store::namespace::database_of(key) == physical);
     }
     ctx.out.ok();
+    tell_trackers_flushed(ctx);
     Ok(())
 }
 

@@ -276,6 +276,11 @@ const OPTIONS: &[ConfigOption] = &[
         set: None,
     },
     ConfigOption {
+        name: "tracking-table-max-keys",
+        get: |c| c.tracking_table_max_keys.to_string(),
+        set: Some(|c, v| set_number(&mut c.tracking_table_max_keys, v)),
+    },
+    ConfigOption {
         name: "notify-keyspace-events",
         get: |c| crate::notify::flags_text(c.notify_keyspace_events),
         set: Some(|c, v| {
@@ -601,6 +606,9 @@ pub fn config_set(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         .pubsub
         .set_limit(updated.client_output_buffer_limit.pubsub);
     ctx.node.notifier.set_flags(updated.notify_keyspace_events);
+    ctx.node
+        .tracking
+        .set_max_keys(updated.tracking_table_max_keys);
     *ctx.node.config.write() = updated;
     ctx.node.passthrough.lock().extend(passthrough);
     ctx.out.ok();
