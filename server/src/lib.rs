@@ -320,9 +320,11 @@ async fn run_cron(node: Arc<Node>) {
                 let owned = cluster.owned_slots();
                 node.pubsub
                     .drop_shard_channels(|name| !owned.contains(ringkv_cluster::key_slot(name)));
-                // Cached copies of keys another member now owns are invalidated.
+                // Cached copies of keys this member no longer serves as primary are
+                // invalidated: their reads (and writes) go to another member now.
+                let served = cluster.served_slots();
                 node.tracking
-                    .slots_left(&node, |key| owned.contains(ringkv_cluster::key_slot(key)));
+                    .slots_left(&node, |key| served.contains(ringkv_cluster::key_slot(key)));
             }
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {

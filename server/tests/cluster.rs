@@ -825,3 +825,64 @@ fn shard_channel_subscribers_are_unsubscribed_when_their_slot_moves_away() {
         "{home} no longer counts a subscriber of a channel it gave up"
     );
 }
+
+#[test]
+fn a_tracking_client_is_told_of_the_keys_whose_slot_moved_away() {
+    let mut members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let home = ports[0];
+    let owners = slot_owners(home);
+    let keys: Vec<String> = (0..1500)
+        .map(|i| format!("cached:{i}"))
+        .filter(|k| owners[ringkv_slot(k) as usize][0] == home)
+        .collect();
+    let mut cache = Subscriber::connect(home);
+    cache.send(&["HELLO", "3"]);
+    cache.send(&["CLIENT", "TRACKING", "ON"]);
+    cache.expect("+OK\r\n");
+    for key in &keys {
+        cache.send(&["GET", key]);
+    }
+    cache.send(&["PING"]);
+    cache.expect("+PONG\r\n");
+
+    let newcomer = start(Some(members[0].bus), &[]);
+    members.push(newcomer);
+    let all: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&all, 4, Duration::from_secs(15));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let moved: Vec<&String> = loop {
+        let owners = slot_owners(home);
+        let moved: Vec<&String> = keys
+            .iter()
+            .filter(|k| owners[ringkv_slot(k) as usize][0] != home)
+            .collect();
+        if !moved.is_empty() || Instant::now() > deadline {
+            break moved;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(!moved.is_empty(), "no key's slot left {home}");
+    // Each moved key's cached copy is invalidated, whatever the order.
+    let wanted: Vec<String> = moved
+        .iter()
+        .map(|k| format!("invalidate\r\n*1\r\n${}\r\n{k}\r\n", k.len()))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let seen = String::from_utf8_lossy(&cache.seen).into_owned();
+        if wanted.iter().all(|w| seen.contains(w.as_str())) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not every moved key was invalidated"
+        );
+        use std::io::Read;
+        let mut chunk = [0u8; 65536];
+        if let Ok(n) = cache.stream.read(&mut chunk) {
+            cache.seen.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
