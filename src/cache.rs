@@ -82,7 +82,7 @@ struct Counters {
     recovered: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
@@ -90,7 +90,7 @@ type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 type SameValue<V> = fn(&V, &V) -> bool;
 /// What a flight carries: the loaded value, or the loader's error with its type erased so
 /// `try_get_with` calls with different error types can share one flight table.
-type Flown<V> = Result<V, Arc<dyn Any + Send + Sync>>;
+pub(crate) type Flown<V> = Result<V, Arc<dyn Any + Send + Sync>>;
 
 /// Builds a [`Cache`]; see [`Cache::builder`].
 pub struct CacheBuilder<K, V> {
@@ -212,6 +212,12 @@ where
                 decode_value: V::from_bytes,
             },
         });
+        self
+    }
+
+    /// The same settings without a persistence tier.
+    pub(crate) fn without_persistence(mut self) -> Self {
+        self.tier = None;
         self
     }
 
@@ -598,6 +604,30 @@ where
         }
     }
 
+    /// Removes every entry whose key `doomed` picks (the near-cache's flush of what a
+    /// lost connection served).
+    pub(crate) fn invalidate_where(&self, doomed: impl Fn(&K) -> bool) {
+        self.remove_where(|key, _| doomed(key));
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&K, &Entry<V>) -> bool) {
+        for shard in self.inner.shards.iter() {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            let mut freed = 0u64;
+            let marks = &mut shard.marks;
+            shard.map.retain(|key, e| {
+                let keep = !doomed(key, e);
+                if !keep {
+                    freed += u64::from(e.weight);
+                    self.persist_delete(marks, key, e.flags);
+                }
+                keep
+            });
+            shard.weight -= freed;
+        }
+    }
+
     /// Entries held, including expired ones not yet reclaimed (they go first on eviction).
     pub fn entry_count(&self) -> u64 {
         self.inner
@@ -616,21 +646,7 @@ where
     pub fn purge_expired(&self) {
         let now = self.inner.clock.now_ms();
         let grace = self.inner.grace_ms;
-        for shard in self.inner.shards.iter() {
-            let mut guard = shard.lock();
-            let shard = &mut *guard;
-            let mut freed = 0u64;
-            let marks = &mut shard.marks;
-            shard.map.retain(|key, e| {
-                let keep = now < e.expires_at.saturating_add(grace);
-                if !keep {
-                    freed += u64::from(e.weight);
-                    self.persist_delete(marks, key, e.flags);
-                }
-                keep
-            });
-            shard.weight -= freed;
-        }
+        self.remove_where(|_, e| now >= e.expires_at.saturating_add(grace));
     }
 
     /// Counters since the cache was built.
@@ -994,7 +1010,7 @@ impl<K, V> Shard<K, V> {
 }
 
 /// A loader's error as its flight's followers receive it.
-fn erase<E: Send + Sync + 'static>(error: Arc<E>) -> Arc<dyn Any + Send + Sync> {
+pub(crate) fn erase<E: Send + Sync + 'static>(error: Arc<E>) -> Arc<dyn Any + Send + Sync> {
     error
 }
 

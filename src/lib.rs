@@ -22,9 +22,14 @@
 mod cache;
 mod cache_tier;
 mod clock;
+mod error;
+mod near_cache;
+mod remote;
 
-pub use cache::{Cache, CacheBuilder, CacheStats, Eviction};
+pub use cache::{Cache, CacheBuilder, CacheStats, Eviction, Persistable};
 pub use clock::{Clock, MockClock, SystemClock};
+pub use error::NearCacheError;
+pub use near_cache::{NearCache, NearCacheBuilder, NearCacheStats};
 pub use ringkv_protocol as protocol;
 pub use ringkv_store as store;
 pub use ringkv_store::{AdaptiveTtl, FixedTtl, LoadOutcome, TtlPolicy};
