@@ -349,3 +349,121 @@ async fn a_plain_redis_server_without_leases_is_filled_with_set() -> Result<()> 
     assert_eq!(cache.get(&"k".into()).await?.as_deref(), Some("new"));
     Ok(())
 }
+
+/// A cluster member in this process: its client address and its gossip port.
+async fn member(join: Option<u16>) -> Result<(SocketAddr, u16, Arc<ringkv_server::Node>)> {
+    let bus = support::free_udp_port();
+    let bus_text = bus.to_string();
+    let seed = join.map(|port| format!("127.0.0.1:{port}"));
+    let mut args = vec!["--cluster-enabled", "yes", "--cluster-bus-port", &bus_text];
+    if let Some(seed) = &seed {
+        args.extend(["--cluster-join", seed]);
+    }
+    let (addr, node) = start(&args).await?;
+    Ok((addr, bus, node))
+}
+
+/// Waits (bounded) until every member reports the same settled table of `count` members.
+async fn wait_agreed(addrs: &[SocketAddr], count: usize) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut infos = Vec::new();
+        for &addr in addrs {
+            let mut con = client(addr, false).await?;
+            let Value::BulkString(text) = query(&mut con, &["CLUSTER", "INFO"]).await? else {
+                anyhow::bail!("CLUSTER INFO is a bulk string");
+            };
+            infos.push(String::from_utf8(text)?);
+        }
+        let field = |info: &str, name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .map(|v| v.trim().to_string())
+        };
+        let settled = infos.iter().all(|i| {
+            field(i, "cluster_state").as_deref() == Some("ok")
+                && field(i, "cluster_known_nodes") == Some(count.to_string())
+                && field(i, "cluster_members_joining").as_deref() == Some("0")
+                && field(i, "cluster_slots_learning").is_none_or(|n| n == "0")
+                && field(i, "cluster_table_judged").as_deref() == Some("1")
+        }) && infos.iter().all(|i| {
+            field(i, "cluster_current_epoch") == field(&infos[0], "cluster_current_epoch")
+        });
+        if settled {
+            return Ok(());
+        }
+        assert!(Instant::now() < deadline, "no agreement on {count} members");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// SET through whichever member owns the key (following -MOVED), as a cluster client does.
+async fn cluster_set(any: SocketAddr, key: &str, value: &str) -> Result<()> {
+    let mut addr = any;
+    for _ in 0..5 {
+        let mut con = client(addr, false).await?;
+        match query(&mut con, &["SET", key, value]).await {
+            Ok(_) => return Ok(()),
+            Err(error) if error.redirect_node().is_some() => {
+                let (host, _) = error.redirect_node().expect("MOVED names a member");
+                addr = host.parse()?;
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    anyhow::bail!("{key} kept moving")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_a_cluster_each_member_tells_of_its_keys_and_moved_slots_are_followed() -> Result<()> {
+    let first = member(None).await?;
+    let mut members = vec![first.clone()];
+    for _ in 0..2 {
+        members.push(member(Some(first.1)).await?);
+    }
+    let addrs: Vec<SocketAddr> = members.iter().map(|m| m.0).collect();
+    wait_agreed(&addrs, 3).await?;
+    let cache = near(addrs[0]).await?;
+    let keys: Vec<String> = (0..300).map(|i| format!("item:{i}")).collect();
+    for key in &keys {
+        let loaded = cache
+            .get_with(key.clone(), async { format!("{key}=1") })
+            .await;
+        assert_eq!(loaded, format!("{key}=1"));
+    }
+    assert_eq!(cache.entry_count(), 300, "keys on every member are cached");
+    for key in &keys {
+        cluster_set(addrs[2], key, &format!("{key}=2")).await?;
+    }
+    for key in &keys {
+        until_dropped(&cache, key).await;
+        assert_eq!(cache.get(key).await?, Some(format!("{key}=2")));
+    }
+
+    // A fourth member takes slots from the others: the cache follows them there.
+    let newcomer = member(Some(first.1)).await?;
+    let mut addrs = addrs;
+    addrs.push(newcomer.0);
+    members.push(newcomer);
+    wait_agreed(&addrs, 4).await?;
+    let mut newcomer_client = client(addrs[3], false).await?;
+    let Value::Int(handed) = query(&mut newcomer_client, &["DBSIZE"]).await? else {
+        anyhow::bail!("DBSIZE is an integer");
+    };
+    assert!(handed > 0, "the newcomer took some of the keys");
+    for key in &keys {
+        assert_eq!(
+            cache.get(key).await?,
+            Some(format!("{key}=2")),
+            "{key} after its slot may have moved"
+        );
+    }
+    for key in &keys {
+        cluster_set(addrs[3], key, &format!("{key}=3")).await?;
+    }
+    for key in &keys {
+        until_dropped(&cache, key).await;
+        assert_eq!(cache.get(key).await?, Some(format!("{key}=3")));
+    }
+    Ok(())
+}

@@ -59,3 +59,20 @@ pub async fn query(
     }
     command.query_async(con).await
 }
+
+/// A loopback port free for UDP (gossip) and TCP (peer links) at once.
+pub fn free_udp_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(socket) = std::net::UdpSocket::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(port) = socket.local_addr().map(|a| a.port()) else {
+            continue;
+        };
+        drop(socket);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port for UDP and TCP in 100 tries")
+}
