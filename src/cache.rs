@@ -133,6 +133,26 @@ impl Persistable for String {
     }
 }
 
+/// Cheap to clone (a reference count): the value type for large values read often.
+impl Persistable for bytes::Bytes {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(bytes::Bytes::copy_from_slice(bytes))
+    }
+}
+
+/// Cheap to clone (a reference count), for text read often.
+impl Persistable for Arc<str> {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.as_bytes().to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        std::str::from_utf8(bytes).ok().map(Arc::from)
+    }
+}
+
 macro_rules! persistable_int {
     ($($t:ty),*) => {$(
         impl Persistable for $t {

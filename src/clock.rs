@@ -2,7 +2,7 @@
 //! tests and simulations so TTLs can be exercised without sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A millisecond clock. It should not go backwards by much; expiry compares its readings.
 pub trait Clock: Send + Sync + std::fmt::Debug {
@@ -10,23 +10,26 @@ pub trait Clock: Send + Sync + std::fmt::Debug {
     fn now_ms(&self) -> u64;
 }
 
-/// Monotonic time since the clock was created.
-#[derive(Debug, Clone, Copy)]
+/// Monotonic time since the clock was created, read from the CPU's time-stamp counter
+/// where it is reliable (quanta falls back to the OS clock where it is not): every cache
+/// lookup reads it.
+#[derive(Debug, Clone)]
 pub struct SystemClock {
-    origin: Instant,
+    clock: quanta::Clock,
+    origin: u64,
 }
 
 impl Default for SystemClock {
     fn default() -> Self {
-        SystemClock {
-            origin: Instant::now(),
-        }
+        let clock = quanta::Clock::new();
+        let origin = clock.raw();
+        SystemClock { clock, origin }
     }
 }
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> u64 {
-        self.origin.elapsed().as_millis() as u64
+        self.clock.delta_as_nanos(self.origin, self.clock.raw()) / 1_000_000
     }
 }
 

@@ -50,7 +50,7 @@ pub struct NearCacheStats {
     pub loads: u64,
     /// Loader runs that returned an error.
     pub load_failures: u64,
-    /// Callers that waited for this process's load of the same key.
+    /// Callers that waited for this process's load or cluster read of the same key.
     pub coalesced_waits: u64,
     /// Polls while another process held the key's lease and loaded it.
     pub lease_waits: u64,
@@ -160,6 +160,7 @@ where
                 remote,
                 coherence,
                 flights: Flights::new(),
+                reads: Flights::new(),
                 lease_ms: self.lease.as_millis() as u64,
                 l2_ttl_ms: self.l2_ttl.map(|ttl| ttl.as_millis() as u64),
                 request_timeout: self.timeouts.request,
@@ -231,6 +232,8 @@ struct Inner<K, V> {
     remote: Remote,
     coherence: Arc<Coherence<K, V>>,
     flights: Flights<K, Flown<V>>,
+    /// Reads of the cluster in flight (`get`).
+    reads: Flights<K, Result<Option<V>, NearCacheError>>,
     lease_ms: u64,
     l2_ttl_ms: Option<u64>,
     request_timeout: Duration,
@@ -259,12 +262,32 @@ where
 {
     /// The value of `key`: from L1, else from the cluster (then kept in L1). `None` when
     /// the cluster has none; this does not load.
+    /// Concurrent misses on one key in this process share one read of the cluster (a hot
+    /// key just invalidated is read once, not by every caller).
     pub async fn get(&self, key: &K) -> Result<Option<V>, NearCacheError> {
         if let Some(value) = self.cached(key) {
             return Ok(Some(value));
         }
-        let bytes = Bytes::from(key.to_bytes());
-        self.read_l2(key, &bytes).await
+        loop {
+            match self.inner.reads.join(key) {
+                Role::Leader(leader) => {
+                    if let Some(value) = self.inner.l1.get(key) {
+                        leader.land(Ok(Some(value.clone())));
+                        return Ok(Some(value));
+                    }
+                    let bytes = Bytes::from(key.to_bytes());
+                    let read = self.read_l2(key, &bytes).await;
+                    leader.land(read.clone());
+                    return read;
+                }
+                Role::Follower(follower) => {
+                    bump(&self.inner.coherence.counters.coalesced_waits);
+                    if let Landing::Landed(read) = follower.await {
+                        return read;
+                    }
+                }
+            }
+        }
     }
 
     /// The value in this process's cache only, without asking the cluster.
@@ -395,7 +418,14 @@ where
         if let Some(error) = error_text(&replies[0].frame) {
             return Err(NearCacheError::Server(error));
         }
-        Ok(self.keep_read(key, bytes, &replies[0], &link))
+        let value = self.keep_read(key, bytes, &replies[0], &link);
+        let counters = &self.inner.coherence.counters;
+        bump(if value.is_some() {
+            &counters.l2_hits
+        } else {
+            &counters.l2_misses
+        });
+        Ok(value)
     }
 
     /// A leader's miss: the cluster's value, or a load (leased when the cluster leases).
@@ -465,11 +495,8 @@ where
                 });
             }
             match self.read_l2(key, bytes).await {
-                Ok(Some(value)) => {
-                    bump(&counters.l2_hits);
-                    return Step::Found(value);
-                }
-                Ok(None) => bump(&counters.l2_misses),
+                Ok(Some(value)) => return Step::Found(value),
+                Ok(None) => {}
                 Err(error) => return Step::FailOpen(error),
             }
             if !inner.leases.load(Ordering::Relaxed) {
