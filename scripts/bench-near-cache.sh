@@ -37,15 +37,21 @@ done
 out=docs/near-cache-benchmarks.md
 commit=$(git rev-parse --short HEAD)
 cpu=$(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
-result=$(RINGKV_SEEDS="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))" \
-  taskset -c 0,1 "$bench" --bench)
+seeds="127.0.0.1:$base,127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2))"
 {
   echo "# The near-cache against a plain RESP client"
   echo
   echo "Commit $commit, $cpu, $(nproc) cores: a 3-member ringkv cluster (release build,"
-  echo "persistence off) shares core 1, the client process has core 0 (one tokio worker)."
-  echo "Command: \`scripts/bench-near-cache.sh\` (benches/near_cache.rs)."
-  echo
-  echo "$result"
+  echo "persistence off) shares core 1 with the writing client and the invalidation checker;"
+  echo "the reading client (one tokio worker) has core 0 to itself. The plain client is"
+  echo "redis-rs's multiplexed connection, one per member, routed by CLUSTER SLOTS; the"
+  echo "near-cache holds values as \`Arc<[u8]>\`. Command: \`scripts/bench-near-cache.sh\`"
+  echo "(benches/near_cache.rs)."
+  for writes in zipf uniform; do
+    echo
+    echo "## Writes: $writes"
+    echo
+    WRITES=$writes RINGKV_SEEDS=$seeds taskset -c 0,1 "$bench" --bench
+  done
 } > "$out"
 cat "$out"

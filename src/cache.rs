@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use indexmap::IndexMap;
+use indexmap::map::raw_entry_v1::{RawEntryApiV1, RawEntryMut};
 use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -70,8 +71,6 @@ pub struct CacheStats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
     loads: AtomicU64,
     load_failures: AtomicU64,
     load_time_us: AtomicU64,
@@ -140,6 +139,17 @@ impl Persistable for bytes::Bytes {
     }
     fn from_bytes(bytes: &[u8]) -> Option<Self> {
         Some(bytes::Bytes::copy_from_slice(bytes))
+    }
+}
+
+/// Cheap to clone (a reference count beside the bytes): the value type for values read
+/// often.
+impl Persistable for Arc<[u8]> {
+    fn to_bytes(&self) -> Vec<u8> {
+        self.to_vec()
+    }
+    fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        Some(Arc::from(bytes))
     }
 }
 
@@ -388,10 +398,13 @@ where
         let shards = self.shards.unwrap_or(by_capacity.next_power_of_two());
         let per_shard = self.max_capacity.div_ceil(shards as u64);
         let seed = self.seed.unwrap_or_else(rand::random);
+        let hasher = foldhash::fast::FixedState::with_seed(seed);
         let shards = (0..shards)
             .map(|i| {
                 Mutex::new(Shard {
-                    map: IndexMap::default(),
+                    map: IndexMap::with_hasher(hasher.clone()),
+                    hits: 0,
+                    misses: 0,
                     marks: ChangeMarks::default(),
                     weight: 0,
                     capacity: per_shard,
@@ -403,7 +416,7 @@ where
         Cache {
             inner: Arc::new(Inner {
                 shards,
-                hasher: foldhash::fast::FixedState::with_seed(seed),
+                hasher,
                 flights: Flights::new(),
                 weigher: self.weigher,
                 eviction: self.eviction,
@@ -436,7 +449,13 @@ struct Entry<V> {
 }
 
 struct Shard<K, V> {
-    map: IndexMap<K, Entry<V>, foldhash::fast::RandomState>,
+    /// Hashed with the cache's one hasher: a look-up hashes its key once, for the shard
+    /// and the map.
+    map: IndexMap<K, Entry<V>, foldhash::fast::FixedState>,
+    /// Read counters, under the shard's lock: a hit costs no atomic operation and no
+    /// cache line shared between threads.
+    hits: u64,
+    misses: u64,
     marks: ChangeMarks,
     weight: u64,
     capacity: u64,
@@ -673,8 +692,8 @@ where
     pub fn stats(&self) -> CacheStats {
         let c = &self.inner.counters;
         CacheStats {
-            hits: c.hits.load(Relaxed),
-            misses: c.misses.load(Relaxed),
+            hits: self.inner.shards.iter().map(|s| s.lock().hits).sum(),
+            misses: self.inner.shards.iter().map(|s| s.lock().misses).sum(),
             loads: c.loads.load(Relaxed),
             load_failures: c.load_failures.load(Relaxed),
             load_time: Duration::from_micros(c.load_time_us.load(Relaxed)),
@@ -822,10 +841,15 @@ where
     }
 
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Mutex<Shard<K, V>> {
+        self.shard_and_hash(key).0
+    }
+
+    /// The key's shard and its hash, which is also the shard map's hash of it.
+    fn shard_and_hash<Q: Hash + ?Sized>(&self, key: &Q) -> (&Mutex<Shard<K, V>>, u64) {
         let hash = self.inner.hasher.hash_one(key);
-        // High bits pick the shard; IndexMap's own hasher uses the low ones.
+        // Bits 40.. pick the shard; the map uses the low bits and the top seven.
         let index = (hash >> 40) as usize & (self.inner.shards.len() - 1);
-        &self.inner.shards[index]
+        (&self.inner.shards[index], hash)
     }
 
     fn lookup<Q>(&self, key: &Q, now: u64, read: Read) -> Lookup<V>
@@ -834,20 +858,29 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let inner = &*self.inner;
-        let mut shard = self.shard(key).lock();
+        let (shard, hash) = self.shard_and_hash(key);
+        let mut shard = shard.lock();
         let shard = &mut *shard;
         shard.tick += 1;
         let counted = read != Read::Recheck;
         let may_refresh = read == Read::MayRefresh;
-        let Some(entry) = shard.map.get_mut(key) else {
+        let found = match shard
+            .map
+            .raw_entry_mut_v1()
+            .from_key_hashed_nocheck(hash, key)
+        {
+            RawEntryMut::Occupied(occupied) => Some(occupied.into_mut()),
+            RawEntryMut::Vacant(_) => None,
+        };
+        let Some(entry) = found else {
             if counted {
-                bump(&inner.counters.misses);
+                shard.misses += 1;
             }
             return Lookup::Missing;
         };
         if now >= entry.expires_at {
             if counted {
-                bump(&inner.counters.misses);
+                shard.misses += 1;
             }
             if may_refresh && now < entry.expires_at.saturating_add(inner.grace_ms) {
                 return Lookup::Stale(entry.value.clone());
@@ -857,7 +890,7 @@ where
         if !counted {
             return Lookup::Fresh(entry.value.clone());
         }
-        bump(&inner.counters.hits);
+        shard.hits += 1;
         entry.reads += 1;
         entry.last_access = shard.tick;
         if inner.eviction == Eviction::Lfu {

@@ -40,7 +40,7 @@ const MAX_FILL_POLL: Duration = Duration::from_millis(20);
 /// Counters since the near-cache was built. See [`NearCache::stats`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct NearCacheStats {
-    /// Reads answered from this process's cache.
+    /// Reads answered from this process's cache (its own count of hits).
     pub l1_hits: u64,
     /// Reads answered by the cluster (then kept in L1).
     pub l2_hits: u64,
@@ -67,7 +67,6 @@ pub struct NearCacheStats {
 
 #[derive(Debug, Default)]
 struct Counters {
-    l1_hits: AtomicU64,
     l2_hits: AtomicU64,
     l2_misses: AtomicU64,
     loads: AtomicU64,
@@ -292,9 +291,7 @@ where
 
     /// The value in this process's cache only, without asking the cluster.
     pub fn cached(&self, key: &K) -> Option<V> {
-        let value = self.inner.l1.get(key)?;
-        bump(&self.inner.coherence.counters.l1_hits);
-        Some(value)
+        self.inner.l1.get(key)
     }
 
     /// The value for `key`, loading it with `init` when neither tier has it. Concurrent
@@ -394,7 +391,7 @@ where
         let c = &self.inner.coherence.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         NearCacheStats {
-            l1_hits: load(&c.l1_hits),
+            l1_hits: self.inner.l1.stats().hits,
             l2_hits: load(&c.l2_hits),
             l2_misses: load(&c.l2_misses),
             loads: load(&c.loads),

@@ -236,6 +236,10 @@ async fn write_loop(
 ) {
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     while let Some(first) = inbox.recv().await {
+        // One pass of the scheduler first: callers made ready by the same wake-up queue
+        // their requests too, and one write carries them all (a loopback send costs
+        // microseconds of the sender's CPU).
+        tokio::task::yield_now().await;
         batch.clear();
         let mut next = Some(first);
         while let Some(request) = next.take() {
