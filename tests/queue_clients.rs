@@ -1,7 +1,8 @@
 //! Real software from the package registries against a ringkv node: kombu (the messaging
 //! library under Celery) sends and consumes through blocking pops in a logical database;
 //! redis-py's Lock, limits (under Flask-Limiter) and python-rq run their Lua scripts;
-//! redis-py's PubSub, kombu's fanout and a Celery worker's results go through pub/sub.
+//! redis-py's PubSub, kombu's fanout and a Celery worker's results go through pub/sub;
+//! redis-py hears client-side caching invalidations (REDIRECT in RESP2, pushes in RESP3).
 //! `scripts/test` installs them.
 
 use std::process::Command;
@@ -58,6 +59,19 @@ async fn lock_rate_limiter_and_job_queue_libraries_run_their_scripts() -> Result
         "redis-py Lock",
         "limits:",
         "python-rq: a burst worker completed 300 jobs",
+    ] {
+        assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_hears_invalidations_in_resp2_and_resp3() -> Result<()> {
+    let stdout = run_client_script("tracking_clients.py").await?;
+    for line in [
+        "redis-py tracking RESP2: REDIRECT and BCAST invalidations arrived",
+        "redis-py tracking RESP3: invalidate pushes arrived, FLUSHALL's null one too",
+        "redis-py cache_config: refused below 7.4, as the README says",
     ] {
         assert!(stdout.contains(line), "{line} missing from:\n{stdout}");
     }
