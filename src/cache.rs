@@ -25,7 +25,7 @@ use rand::{Rng, SeedableRng};
 use ringkv_store::change_log::ChangeLog;
 use ringkv_store::change_marks::WeakSource;
 use ringkv_store::change_marks::{ChangeMarks, IN_BASE};
-use ringkv_store::flight::{Flights, Landing, Role};
+use ringkv_store::flight::{Flights, Follower, Landing, Role};
 use ringkv_store::tier::{Storage, TierError};
 use ringkv_store::wal::FsyncPolicy;
 use ringkv_store::{AdaptiveTtl, FixedTtl, LfuCounter, LoadOutcome, TtlPolicy, xfetch_due};
@@ -791,15 +791,8 @@ where
                 }
                 Role::Follower(follower) => {
                     bump(&counters.coalesced_waits);
-                    match follower.await {
-                        Landing::Landed(Ok(value)) => return Ok(value),
-                        Landing::Landed(Err(error)) => {
-                            if let Ok(error) = error.downcast::<E>() {
-                                return Err(error);
-                            }
-                            // A loader with another error type failed: load ourselves.
-                        }
-                        Landing::Orphaned => {}
+                    if let Some(result) = follow(follower).await {
+                        return result;
                     }
                 }
             }
@@ -1059,6 +1052,18 @@ impl<K, V> Shard<K, V> {
             }
         }
         best.map_or(usize::from(newest == 0), |(_, index)| index)
+    }
+}
+
+/// Waits for another caller's load: its result, or `None` when the caller should join
+/// again (the leader gave up, or its loader had another error type: load ourselves).
+pub(crate) async fn follow<V: Clone, E: Send + Sync + 'static>(
+    follower: Follower<Flown<V>>,
+) -> Option<Result<V, Arc<E>>> {
+    match follower.await {
+        Landing::Landed(Ok(value)) => Some(Ok(value)),
+        Landing::Landed(Err(error)) => error.downcast::<E>().ok().map(Err),
+        Landing::Orphaned => None,
     }
 }
 

@@ -27,7 +27,7 @@ use ringkv_store::flight::{Flights, Landing, Role};
 use ringkv_store::slot::key_slot;
 
 use crate::Cache;
-use crate::cache::{CacheBuilder, CacheStats, Flown, Persistable, bump, erase};
+use crate::cache::{CacheBuilder, CacheStats, Flown, Persistable, bump, erase, follow};
 use crate::error::NearCacheError;
 use crate::remote::{Link, PushSink, Remote, SlotBits, Timeouts, error_text};
 
@@ -334,14 +334,8 @@ where
                 }
                 Role::Follower(follower) => {
                     bump(&self.inner.coherence.counters.coalesced_waits);
-                    match follower.await {
-                        Landing::Landed(Ok(value)) => return Ok(value),
-                        Landing::Landed(Err(error)) => {
-                            if let Ok(error) = error.downcast::<E>() {
-                                return Err(error);
-                            }
-                        }
-                        Landing::Orphaned => {}
+                    if let Some(result) = follow(follower).await {
+                        return result;
                     }
                 }
             }

@@ -681,6 +681,23 @@ impl Subscriber {
         }
         self.seen.clear();
     }
+
+    /// Reads until every one of `wanted` was seen, in any order, within 10 s.
+    fn expect_all(&mut self, wanted: &[String], what: &str) {
+        use std::io::Read;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = String::from_utf8_lossy(&self.seen).into_owned();
+            if wanted.iter().all(|w| seen.contains(w.as_str())) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "not every {what}: {seen:?}");
+            let mut chunk = [0u8; 65536];
+            if let Ok(n) = self.stream.read(&mut chunk) {
+                self.seen.extend_from_slice(&chunk[..n]);
+            }
+        }
+    }
 }
 
 fn message(kind: &str, channel: &str, text: &str) -> String {
@@ -794,26 +811,11 @@ fn shard_channel_subscribers_are_unsubscribed_when_their_slot_moves_away() {
     };
     assert!(!moved.is_empty(), "no channel's slot left {home}");
     // Every moved channel is told once, in whatever order the member finds them.
-    let wanted: std::collections::HashSet<String> = moved
+    let wanted: Vec<String> = moved
         .iter()
         .map(|c| format!("sunsubscribe\r\n${}\r\n{c}\r\n", c.len()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = String::from_utf8_lossy(&subscriber.seen).into_owned();
-        if wanted.iter().all(|w| seen.contains(w.as_str())) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every moved channel was told: {seen:?}"
-        );
-        use std::io::Read;
-        let mut chunk = [0u8; 65536];
-        if let Ok(n) = subscriber.stream.read(&mut chunk) {
-            subscriber.seen.extend_from_slice(&chunk[..n]);
-        }
-    }
+    subscriber.expect_all(&wanted, "moved channel was told");
     let left: i64 = redis::cmd("PUBSUB")
         .arg("SHARDNUMSUB")
         .arg(moved[0].as_str())
@@ -869,20 +871,5 @@ fn a_tracking_client_is_told_of_the_keys_whose_slot_moved_away() {
         .iter()
         .map(|k| format!("invalidate\r\n*1\r\n${}\r\n{k}\r\n", k.len()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let seen = String::from_utf8_lossy(&cache.seen).into_owned();
-        if wanted.iter().all(|w| seen.contains(w.as_str())) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not every moved key was invalidated"
-        );
-        use std::io::Read;
-        let mut chunk = [0u8; 65536];
-        if let Ok(n) = cache.stream.read(&mut chunk) {
-            cache.seen.extend_from_slice(&chunk[..n]);
-        }
-    }
+    cache.expect_all(&wanted, "moved key was invalidated");
 }

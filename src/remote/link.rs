@@ -93,12 +93,13 @@ impl Link {
         timeout: Duration,
     ) -> Result<Link, NearCacheError> {
         let connection_error = |reason: String| NearCacheError::Connection { addr, reason };
+        let timed_out = |_| NearCacheError::Timeout {
+            addr,
+            millis: timeout.as_millis() as u64,
+        };
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| NearCacheError::Timeout {
-                addr,
-                millis: timeout.as_millis() as u64,
-            })?
+            .map_err(timed_out)?
             .map_err(|e| connection_error(e.to_string()))?;
         stream.set_nodelay(true).ok();
         let (mut read_half, mut write_half) = stream.into_split();
@@ -122,10 +123,7 @@ impl Link {
             Ok(replies)
         })
         .await
-        .map_err(|_| NearCacheError::Timeout {
-            addr,
-            millis: timeout.as_millis() as u64,
-        })?
+        .map_err(timed_out)?
         .map_err(|e| connection_error(e.to_string()))?;
         if let Some(error) = replies.iter().find_map(error_text) {
             return Err(NearCacheError::Handshake { addr, reply: error });
