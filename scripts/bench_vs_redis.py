@@ -71,8 +71,9 @@ class Server:
 # Sections of docs/benchmarks.md other scripts write (bench_types.py); kept across rewrites.
 TYPES_SECTION = ("<!-- data types: scripts/bench-types.sh -->", "<!-- end of data types -->")
 PUBSUB_SECTION = ("<!-- pub/sub: scripts/bench-pubsub.sh -->", "<!-- end of pub/sub -->")
+SCRIPTING_SECTION = ("<!-- scripting: scripts/bench-scripting.sh -->", "<!-- end of scripting -->")
 # Every section another script writes, carried over when this one rewrites the file.
-OTHER_SECTIONS = (TYPES_SECTION, PUBSUB_SECTION)
+OTHER_SECTIONS = (TYPES_SECTION, PUBSUB_SECTION, SCRIPTING_SECTION)
 
 
 def write_doc(text, keep=None, section=None):

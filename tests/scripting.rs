@@ -556,3 +556,36 @@ async fn a_script_that_grows_without_bound_fails_and_the_node_keeps_serving() ->
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_script_cache_holds_tens_of_thousands_of_scripts() -> Result<()> {
+    // Regression: each compiled script held a slot of mlua's reference stack, which Lua
+    // 5.1 caps near 8,000: the 8,000th SCRIPT LOAD failed with "out of Lua stack".
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    // More than twice the cap: however the loads spread over the runtime's threads (each has
+    // its own Lua state), one state holds more than 8,000.
+    let count = 20_000;
+    let mut shas: Vec<String> = Vec::new();
+    for batch in (0..count).step_by(1_000) {
+        let mut pipe = redis::pipe();
+        for n in batch..batch + 1_000 {
+            pipe.cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(format!("return {n} + #KEYS"));
+        }
+        let loaded: Vec<String> = pipe.query_async(&mut con).await?;
+        shas.extend(loaded);
+    }
+    assert_eq!(shas.len(), count);
+    for n in [0, 7_999, 8_000, count - 1] {
+        let value: i64 = redis::cmd("EVALSHA")
+            .arg(&shas[n])
+            .arg(1)
+            .arg("k")
+            .query_async(&mut con)
+            .await?;
+        assert_eq!(value, n as i64 + 1, "script {n}");
+    }
+    Ok(())
+}

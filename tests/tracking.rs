@@ -154,3 +154,30 @@ async fn a_resp2_client_hears_through_its_redirect_connection() -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// One INFO field, as text.
+async fn info_field(con: &mut redis::aio::MultiplexedConnection, name: &str) -> Result<String> {
+    let Value::BulkString(text) = query(con, &["INFO", "everything"]).await? else {
+        anyhow::bail!("INFO is a bulk string");
+    };
+    String::from_utf8(text)?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::to_string))
+        .ok_or_else(|| anyhow::anyhow!("INFO has no {name}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_counts_the_tracking_clients_and_the_keys_they_hold() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut admin = client(addr, false).await?;
+    assert_eq!(info_field(&mut admin, "tracking_clients").await?, "0");
+    let mut reader = tracking_client(addr, &[]).await?;
+    reader.send(&["MGET", "a", "b", "c"]).await?;
+    reader.expect(b"*3\r\n_\r\n_\r\n_\r\n").await?;
+    assert_eq!(info_field(&mut admin, "tracking_clients").await?, "1");
+    assert_eq!(info_field(&mut admin, "tracking_total_keys").await?, "3");
+    query(&mut admin, &["SET", "a", "1"]).await?;
+    reader.expect(invalidate("a").as_bytes()).await?;
+    assert_eq!(info_field(&mut admin, "tracking_total_keys").await?, "2");
+    Ok(())
+}

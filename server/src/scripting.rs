@@ -23,7 +23,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use mlua::{
+    Function, HookTriggers, Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Table, Value, VmState,
+};
 use parking_lot::{Mutex, RwLock};
 use ringkv_protocol::{OwnedArgs, Protocol, ReplyWriter};
 use sha1::{Digest, Sha1};
@@ -175,7 +177,10 @@ struct Engine {
     /// The real globals (KEYS and ARGV are set here); scripts see a read-only proxy.
     backing: Table,
     run: Function,
-    compiled: HashMap<String, Function>,
+    /// Compiled scripts by SHA-1, in the Lua registry: a `Function` handle held in Rust
+    /// takes a slot of mlua's reference stack, which Lua 5.1 caps near 8,000, so holding
+    /// one per cached script made the 8,000th SCRIPT LOAD fail.
+    compiled: HashMap<String, RegistryKey>,
     generation: u64,
     state: Rc<RefCell<RunState>>,
     /// FCALL's runner, the environment libraries load in, and their loader.
@@ -185,8 +190,8 @@ struct Engine {
     /// What `redis.register_function` collects while a library loads.
     collector: functions::Collector,
     /// The registered functions of every library, loaded in this state at
-    /// `functions_generation`.
-    functions: HashMap<String, Function>,
+    /// `functions_generation` (in the registry, as `compiled`).
+    functions: HashMap<String, RegistryKey>,
     functions_generation: u64,
 }
 
@@ -417,6 +422,7 @@ impl Scripting {
             let generation = self.generation.load(Relaxed);
             if engine.generation != generation {
                 engine.compiled.clear();
+                engine.lua.expire_registry_values();
                 engine.generation = generation;
             }
             f(engine)
@@ -431,7 +437,14 @@ impl Scripting {
         }
         let flags = shebang_flags(body)?;
         let function = self.with_engine(|engine| engine.compile(body))?;
-        self.with_engine(|engine| engine.compiled.insert(sha.clone(), function));
+        self.with_engine(|engine| {
+            let key = engine
+                .lua
+                .create_registry_value(function)
+                .map_err(lua_error)?;
+            engine.compiled.insert(sha.clone(), key);
+            Ok::<_, CmdError>(())
+        })?;
         let mut sources = self.sources.write();
         if !sources.contains_key(&sha) {
             self.source_bytes.fetch_add(body.len(), Relaxed);
@@ -464,6 +477,7 @@ impl Scripting {
         self.generation.fetch_add(1, Relaxed);
         self.with_engine(|engine| {
             engine.compiled.clear();
+            engine.lua.expire_registry_values();
             let _ = engine.lua.gc_collect();
         });
     }
@@ -528,9 +542,10 @@ impl Scripting {
         })?;
         self.with_engine(|engine| {
             let (function, mut flags) = match engine.compiled.get(invocation.sha) {
-                Some(function) => {
+                Some(key) => {
                     let source = self.sources.read().get(invocation.sha).cloned();
-                    (function.clone(), source.ok_or_else(noscript)?.flags)
+                    let function: Function = engine.lua.registry_value(key).map_err(lua_error)?;
+                    (function, source.ok_or_else(noscript)?.flags)
                 }
                 None => {
                     let source = self
@@ -540,9 +555,11 @@ impl Scripting {
                         .cloned()
                         .ok_or_else(noscript)?;
                     let function = engine.compile(&source.body)?;
-                    engine
-                        .compiled
-                        .insert(invocation.sha.to_string(), function.clone());
+                    let key = engine
+                        .lua
+                        .create_registry_value(function.clone())
+                        .map_err(lua_error)?;
+                    engine.compiled.insert(invocation.sha.to_string(), key);
                     (function, source.flags)
                 }
             };
@@ -672,20 +689,20 @@ impl Scripting {
                 let codes: Vec<Box<[u8]>> =
                     self.with_libraries(|l| l.all().map(|lib| lib.code.clone()).collect());
                 engine.functions.clear();
+                engine.lua.expire_registry_values();
                 for code in codes {
                     for registered in engine.load_library(&code)? {
-                        engine
-                            .functions
-                            .insert(registered.info.name, registered.callback);
+                        let key = engine
+                            .lua
+                            .create_registry_value(registered.callback)
+                            .map_err(lua_error)?;
+                        engine.functions.insert(registered.info.name, key);
                     }
                 }
                 engine.functions_generation = generation;
             }
-            let callback = engine
-                .functions
-                .get(invocation.sha)
-                .cloned()
-                .ok_or_else(not_found)?;
+            let key = engine.functions.get(invocation.sha).ok_or_else(not_found)?;
+            let callback: Function = engine.lua.registry_value(key).map_err(lua_error)?;
             let runner = engine.run_function.clone();
             self.watched(|| run_script(engine, node, ctx, (runner, callback), flags, &invocation))
         })

@@ -111,17 +111,21 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
     section(
         "Clients",
         format!(
-            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:0\r\nclients_in_timeout_table:{}\r\n",
+            "connected_clients:{}\r\ncluster_connections:0\r\nmaxclients:{}\r\nblocked_clients:{}\r\ntracking_clients:{}\r\nclients_in_timeout_table:{}\r\n",
             node.clients.len(),
             config.maxclients,
             node.blocking.waiting(),
+            node.tracking.tracking_clients(),
             node.blocking.waiting(),
         ),
     );
+    // The script cache as Redis 7.0 reports it; the Lua memory is this thread's state's
+    // (each runtime thread has its own).
+    let (cached_scripts, script_bytes, lua_memory) = node.scripting.stats();
     section(
         "Memory",
         format!(
-            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\nmem_aof_buffer:{}\r\npersistence_cache_size:{}\r\n",
+            "used_memory:{used}\r\nused_memory_human:{}\r\nused_memory_rss:{rss}\r\nused_memory_rss_human:{}\r\nused_memory_dataset:{used}\r\nmaxmemory:{}\r\nmaxmemory_human:{}\r\nmaxmemory_policy:{}\r\nmem_fragmentation_ratio:{:.2}\r\nmem_allocator:{}\r\nmem_aof_buffer:{}\r\npersistence_cache_size:{}\r\nused_memory_lua:{lua_memory}\r\nused_memory_vm_eval:{lua_memory}\r\nused_memory_scripts_eval:{script_bytes}\r\nnumber_of_cached_scripts:{cached_scripts}\r\n",
             human_bytes(used),
             human_bytes(rss),
             config.maxmemory,
@@ -142,7 +146,7 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
     section(
         "Stats",
         format!(
-            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\ntotal_protocol_errors:{}\r\n",
+            "total_connections_received:{}\r\ntotal_commands_processed:{}\r\ninstantaneous_ops_per_sec:{}\r\ntotal_net_input_bytes:{}\r\ntotal_net_output_bytes:{}\r\nrejected_connections:{}\r\nexpired_keys:{}\r\nevicted_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\ntotal_error_replies:{}\r\ntotal_protocol_errors:{}\r\ntracking_total_keys:{}\r\n",
             s.connections_received.load(Relaxed),
             s.commands_processed.load(Relaxed),
             s.instantaneous_ops.load(Relaxed),
@@ -155,6 +159,7 @@ pub fn write_info(node: &Node, sections: &[String]) -> String {
             stats.misses,
             s.error_replies.load(Relaxed),
             s.protocol_errors.load(Relaxed),
+            node.tracking.tracked_keys(),
         ),
     );
     section("Replication", {
