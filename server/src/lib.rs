@@ -163,8 +163,12 @@ impl Server {
             start_replication(&node);
         }
         let cron = tokio::spawn(run_cron(node.clone()));
-        if node.cluster.is_some() {
+        if let Some(cluster) = &node.cluster {
             tokio::spawn(scripting::shared::take_from_members(Arc::downgrade(&node)));
+            tokio::spawn(follow_slot_moves(
+                Arc::downgrade(&node),
+                cluster.subscribe(),
+            ));
         }
         let mut accepts = tokio::task::JoinSet::new();
         for listener in self.listeners {
@@ -291,11 +295,42 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
     true
 }
 
+/// As soon as this member learns a new slot table, what depended on its slots ends:
+/// shard channels' subscriptions of slots it no longer holds, and tracked keys of slots it
+/// no longer serves as primary (their reads and writes go to another member now, so a
+/// client cache must not keep them). Ends with the node.
+async fn follow_slot_moves(
+    node: std::sync::Weak<Node>,
+    mut views: tokio::sync::watch::Receiver<Arc<ringkv_cluster::ClusterView>>,
+) {
+    let mut version = None;
+    loop {
+        let current = views.borrow_and_update().table.version();
+        if version != Some(current) {
+            version = Some(current);
+            let Some(node) = node.upgrade() else {
+                return;
+            };
+            let Some(cluster) = &node.cluster else {
+                return;
+            };
+            let owned = cluster.owned_slots();
+            node.pubsub
+                .drop_shard_channels(|name| !owned.contains(ringkv_cluster::key_slot(name)));
+            let served = cluster.served_slots();
+            node.tracking
+                .slots_left(&node, |key| served.contains(ringkv_cluster::key_slot(key)));
+        }
+        if views.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Background work `hz` times a second: active expiry with bounded work per tick, expired
 /// cache leases, and the instantaneous ops/s sample.
 async fn run_cron(node: Arc<Node>) {
     let mut last_commands = node.stats.commands_processed.load(Relaxed);
-    let mut shard_channels_table = 0;
     let mut last_sample = Instant::now();
     loop {
         let hz = node.config.read().hz.clamp(1, 500);
@@ -313,19 +348,6 @@ async fn run_cron(node: Arc<Node>) {
         node.leases.sweep(&node.store, unix_ms(), 4096);
         if let Some(cluster) = &node.cluster {
             cluster.redirect_blocked(&node.blocking);
-            // A slot that left this member ends its shard channels' subscriptions here.
-            let version = cluster.table_version();
-            if version != shard_channels_table {
-                shard_channels_table = version;
-                let owned = cluster.owned_slots();
-                node.pubsub
-                    .drop_shard_channels(|name| !owned.contains(ringkv_cluster::key_slot(name)));
-                // Cached copies of keys this member no longer serves as primary are
-                // invalidated: their reads (and writes) go to another member now.
-                let served = cluster.served_slots();
-                node.tracking
-                    .slots_left(&node, |key| served.contains(ringkv_cluster::key_slot(key)));
-            }
         }
         if last_sample.elapsed() >= Duration::from_secs(1) {
             let commands = node.stats.commands_processed.load(Relaxed);
