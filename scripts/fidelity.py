@@ -352,6 +352,30 @@ def notifications():
     cases += [["CONFIG", "SET", "notify-keyspace-events", "KEAn"]]
     cases += [Case(c.split(), replies=None) for c in ("SET fresh 1", "SET fresh 2", "HSET fresh2 f v",
                                                        "DEL fresh", "LPUSH fresh 1")]
+    # The `m` class: every read look-up of a missing key, once per key (write look-ups
+    # and OBJECT, MEMORY USAGE, RANDOMKEY not); with `n`, a write's keymiss comes first.
+    misses = """RANDOMKEY;GET g1;MGET m1 m2;HGET h1 f;HGETALL h1;LRANGE l1 0 -1;LLEN l1;EXISTS e1 e2;TYPE t1;
+    TTL t1;PTTL t1;EXPIRETIME t1;PEXPIRETIME t1;STRLEN s1;SMEMBERS s1;SISMEMBER s1 x;ZSCORE z1 m;
+    ZRANGE z1 0 -1;XRANGE x1 - +;GETRANGE g1 0 1;DUMP d1;OBJECT ENCODING o1;SORT_RO so1;LCS a1 a2;
+    SCARD s1;HLEN h1;GETEX g1;GETDEL g1;INCR i1;APPEND ap1 x;SUNION s1 s2;TOUCH t1;MEMORY USAGE m1;
+    BITCOUNT b1;GETBIT b1 0;HEXISTS h1 f;ZCARD z1;XLEN x1;LINDEX l1 0;LPOS l1 x;SRANDMEMBER s1;
+    ZRANK z1 m;HSTRLEN h1 f;HRANDFIELD h1;SINTERCARD 2 s1 s2;ZINTERCARD 1 z1;BITPOS b1 1;
+    BITFIELD_RO b1 GET u8 0;LMPOP 1 l1 LEFT;COPY c1 c2;RENAME r1 r2;SMISMEMBER s1 a;ZMSCORE z1 a;
+    XREAD COUNT 1 STREAMS x1 0;XINFO STREAM x1;ZRANDMEMBER z1;SINTER s1 s2;ZUNION 2 z1 z2;SDIFF s1 s2;
+    HMGET h1 a;HKEYS h1;HVALS h1;ZCOUNT z1 0 1;ZLEXCOUNT z1 - +;ZREVRANK z1 m;SSCAN s1 0;HSCAN h1 0;
+    ZSCAN z1 0;SMOVE s1 s2 a;LMOVE l1 l2 LEFT LEFT;RPOPLPUSH l1 l2;SINTERSTORE d s1 s2;
+    SDIFFSTORE d s1 s2;ZUNIONSTORE d 1 z1;SORT so1;BITOP AND d b1 b2;WATCH w1;UNWATCH"""
+    cases += [["FLUSHALL"], ["CONFIG", "SET", "notify-keyspace-events", "KEm"]]
+    # Redis looks up MGET's keys while writing its array, so in RESP3 their keymiss pushes
+    # sit between the elements; ringkv sends them before the reply.
+    between = "pushes between the array's elements in Redis, before the reply in ringkv"
+    cases += [Case(c.split(), replies=None, known=between if c.startswith("MGET") else None)
+              for c in misses.replace("\n", "").split(";")]
+    cases += [["CONFIG", "SET", "notify-keyspace-events", "KEAmn"]]
+    # GETSET replies before it sets in Redis, so in RESP3 `new` follows the reply.
+    after = "new after the reply in Redis, before it in ringkv"
+    cases += [Case(c.split(), replies=None, known=after if c.startswith("GETSET") else None)
+              for c in ("GETSET gs 1", "GET gs", "GET gone", "EXISTS gs gone")]
     cases += [["RESET"], ["CONFIG", "SET", "notify-keyspace-events", "Elg$x"],
               ["CONFIG", "GET", "notify-keyspace-events"], ["CONFIG", "SET", "notify-keyspace-events", "Kq"],
               ["CONFIG", "SET", "notify-keyspace-events", ""], ["FLUSHALL"]]

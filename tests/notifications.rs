@@ -126,3 +126,43 @@ async fn nothing_is_published_until_notifications_are_enabled() -> Result<()> {
     tokio::time::sleep(Duration::from_millis(50)).await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_of_missing_keys_are_told_as_keymiss_and_writes_are_not() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    query(&mut con, &["CONFIG", "SET", "notify-keyspace-events", "Em"]).await?;
+    let mut events = Raw::connect(addr).await?;
+    events
+        .send(&["SUBSCRIBE", "__keyevent@0__:keymiss"])
+        .await?;
+    events
+        .expect(b"*3\r\n$9\r\nsubscribe\r\n$22\r\n__keyevent@0__:keymiss\r\n:1\r\n")
+        .await?;
+    query(&mut con, &["SET", "present", "1"]).await?;
+    // A write's look-up (INCR, LMOVE's source) is no keymiss; reads, EXISTS and TTL are,
+    // once per key even where ringkv looks twice (SUNION checks types first).
+    for command in [
+        &["INCR", "counter"][..],
+        &["LMOVE", "nolist", "other", "LEFT", "LEFT"],
+        &["GET", "present"],
+        &["GET", "absent1"],
+        &["EXISTS", "present", "absent2"],
+        &["TTL", "absent3"],
+        &["SUNION", "absent4"],
+    ] {
+        query(&mut con, command).await?;
+    }
+    let told = |key: &str| {
+        format!(
+            "*3\r\n$7\r\nmessage\r\n$22\r\n__keyevent@0__:keymiss\r\n${}\r\n{key}\r\n",
+            key.len()
+        )
+    };
+    let wanted: String = ["absent1", "absent2", "absent3", "absent4"]
+        .iter()
+        .map(|k| told(k))
+        .collect();
+    events.expect(wanted.as_bytes()).await?;
+    Ok(())
+}

@@ -381,6 +381,14 @@ impl ringkv_store::KeyEvents for StoreKeyEvents {
         self.tell(crate::notify::Class::NEW, "new", key);
     }
 
+    fn wants_missed(&self) -> bool {
+        crate::notify::wants(self.flags.load(Relaxed), crate::notify::Class::KEY_MISS)
+    }
+
+    fn missed(&self, key: &[u8]) {
+        self.tell(crate::notify::Class::KEY_MISS, "keymiss", key);
+    }
+
     fn wants_touched(&self) -> bool {
         self.tracking.load(Relaxed)
     }

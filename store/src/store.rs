@@ -133,6 +133,12 @@ pub trait KeyEvents: Send + Sync {
     }
     /// `key` was modified: written, deleted, expired or evicted (what WATCH sees).
     fn touched(&self, _key: &[u8]) {}
+    /// Whether [`KeyEvents::missed`] is wanted now (asked on every read of a missing key).
+    fn wants_missed(&self) -> bool {
+        false
+    }
+    /// A read found no `key` (Redis's `keymiss`, counted where `keyspace_misses` is).
+    fn missed(&self, _key: &[u8]) {}
 }
 
 /// Where a store-mode eviction puts a value the base image does not hold yet, so its
@@ -1462,10 +1468,27 @@ impl Store {
                 }
                 None => {
                     shard.stats.misses += 1;
+                    if let Some(events) = self.sinks().events
+                        && events.wants_missed()
+                    {
+                        events.missed(key);
+                    }
                     f(None)
                 }
             }
         })
+    }
+
+    /// Tells the key-events hook of a read of a missing key (Redis's `keymiss`) for
+    /// commands that look at a key without [`Store::read`] (EXISTS, TYPE, TTL, GETSET …);
+    /// one look-up, and only while the hook wants misses.
+    pub fn tell_if_missing(&self, key: &[u8], now: u64) {
+        let Some(events) = self.sinks().events else {
+            return;
+        };
+        if events.wants_missed() && !self.inspect(key, now, |entry| entry.is_some()) {
+            events.missed(key);
+        }
     }
 
     /// Looks at an entry without counting a hit or touching its access time.

@@ -17,7 +17,13 @@ fn count_keys(
     let count = args
         .iter()
         .skip(1)
-        .filter(|key| op(store, key, ctx.now))
+        .filter(|key| {
+            let found = op(store, key, ctx.now);
+            if !found {
+                store.tell_if_missing(key, ctx.now);
+            }
+            found
+        })
         .count();
     ctx.out.int(count as i64);
     Ok(())
@@ -49,6 +55,7 @@ pub fn touch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// TYPE key
 pub fn type_of(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    ctx.node.store.tell_if_missing(args.get(1), ctx.now);
     let name = ctx.node.store.inspect(args.get(1), ctx.now, |e| {
         e.map_or("none", |e| e.value.type_name())
     });
@@ -115,6 +122,7 @@ pub fn copy(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         ));
     }
     // A missing source copies nothing: 0, as in Redis.
+    ctx.node.store.tell_if_missing(args.get(1), ctx.now);
     let copied = ctx
         .node
         .store
@@ -290,6 +298,7 @@ fn ttl_generic(
     f: impl FnOnce(u64, u64) -> i64,
 ) -> CmdResult {
     let now = ctx.now;
+    ctx.node.store.tell_if_missing(args.get(1), now);
     let reply = ctx.node.store.inspect(args.get(1), now, |e| match e {
         None => -2,
         Some(e) => e.expires_at.map_or(-1, |at| f(at, now)),

@@ -343,10 +343,15 @@ fn move_one(
     to_front: bool,
 ) -> Result<Option<Vec<u8>>, CmdError> {
     // Redis's order of checks: a missing source answers nil whatever the destination.
+    // Write look-ups in Redis: no hit or miss counted, no keymiss.
     let is_list = |key: &[u8]| {
-        store.read(key, now, |value| match value {
+        store.inspect(key, now, |entry| match entry {
             None => Ok(false),
-            Some(value) => value.as_list().map(|_| true).ok_or(CmdError::WrongType),
+            Some(entry) => entry
+                .value
+                .as_list()
+                .map(|_| true)
+                .ok_or(CmdError::WrongType),
         })
     };
     if !is_list(source)? {

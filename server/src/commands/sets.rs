@@ -192,9 +192,11 @@ pub fn srandmember(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 pub fn smove(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let (source, destination, member) = (args.get(1), args.get(2), args.get(3));
     let store = &ctx.node.store;
-    let source_has = store.read(source, ctx.now, |v| match v {
+    // A write look-up in Redis: no hit or miss counted, no keymiss.
+    let source_has = store.inspect(source, ctx.now, |entry| match entry {
         None => Ok(None),
-        Some(v) => v
+        Some(entry) => entry
+            .value
             .as_set()
             .map(|s| Some(s.contains(member)))
             .ok_or(CmdError::WrongType),
@@ -252,9 +254,17 @@ fn combine(
     op: SetOp,
     limit: usize,
 ) -> Result<Vec<Vec<u8>>, CmdError> {
+    // check_sets reads each key once, as Redis looks each up once; the passes below only
+    // look again (no second hit or miss counted, no second keymiss).
     check_sets(store, now, keys)?;
-    let len_of =
-        |key: &[u8]| store.read(key, now, |v| v.and_then(Value::as_set).map(SetValue::len));
+    let set_of = |key: &[u8], f: &mut dyn FnMut(Option<&SetValue>)| {
+        store.inspect(key, now, |entry| f(entry.and_then(|e| e.value.as_set())))
+    };
+    let len_of = |key: &[u8]| {
+        let mut len = None;
+        set_of(key, &mut |set| len = set.map(SetValue::len));
+        len
+    };
     match op {
         SetOp::Inter => {
             let mut sizes = Vec::with_capacity(keys.len());
@@ -266,17 +276,17 @@ fn combine(
             }
             // Walk the smallest set; test its members against the others.
             sizes.sort_by_key(|(len, _)| *len);
-            let mut candidates: Vec<Vec<u8>> = store.read(sizes[0].1, now, |v| {
-                v.and_then(Value::as_set)
+            let mut candidates: Vec<Vec<u8>> = Vec::new();
+            set_of(sizes[0].1, &mut |set| {
+                candidates = set
                     .map(|s| s.iter().map(<[u8]>::to_vec).collect())
-                    .unwrap_or_default()
+                    .unwrap_or_default();
             });
             for (_, key) in &sizes[1..] {
                 if *key == sizes[0].1 {
                     continue;
                 }
-                store.read(key, now, |v| {
-                    let set = v.and_then(Value::as_set);
+                set_of(key, &mut |set| {
                     candidates.retain(|m| set.is_some_and(|s| s.contains(m)));
                 });
             }
@@ -288,8 +298,8 @@ fn combine(
         SetOp::Union | SetOp::Diff => {
             let mut result = SetValue::new();
             for (i, key) in keys.iter().enumerate() {
-                store.read(key, now, |v| {
-                    let Some(set) = v.and_then(Value::as_set) else {
+                set_of(key, &mut |set| {
+                    let Some(set) = set else {
                         return;
                     };
                     for member in set.iter() {

@@ -235,6 +235,7 @@ pub fn msetnx(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 /// GETSET key value
 pub fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     let value = args.get(2);
+    ctx.node.store.tell_if_missing(args.get(1), ctx.now);
     let old = ctx.node.store.write(args.get(1), ctx.now, |slot| {
         let old = slot.value().map(as_str).transpose()?.map(<[u8]>::to_vec);
         slot.set(Value::Str(value.to_vec()), Some(0));
@@ -247,6 +248,7 @@ pub fn getset(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// GETDEL key
 pub fn getdel(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
+    ctx.node.store.tell_if_missing(args.get(1), ctx.now);
     let old = ctx
         .node
         .store
@@ -276,6 +278,7 @@ pub fn getex(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         _ => return Err(CmdError::Syntax),
     };
     let now = ctx.now;
+    ctx.node.store.tell_if_missing(args.get(1), now);
     let value = ctx.node.store.write(args.get(1), now, |slot| {
         let Some(value) = slot.value() else {
             return Ok(None);
