@@ -166,3 +166,63 @@ async fn reads_of_missing_keys_are_told_as_keymiss_and_writes_are_not() -> Resul
     events.expect(wanted.as_bytes()).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_pop_served_by_a_later_push_is_told_as_redis_tells_it() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut con = client(addr, false).await?;
+    query(
+        &mut con,
+        &["CONFIG", "SET", "notify-keyspace-events", "Elg"],
+    )
+    .await?;
+    let mut events = Raw::connect(addr).await?;
+    events.send(&["PSUBSCRIBE", "__keyevent@0__:*"]).await?;
+    events
+        .expect(b"*3\r\n$10\r\npsubscribe\r\n$16\r\n__keyevent@0__:*\r\n:1\r\n")
+        .await?;
+    let mut blocked = support::waiting_client(addr).await?;
+    let waiter = tokio::spawn(async move {
+        query(
+            &mut blocked,
+            &["BLMOVE", "jobs", "taken", "LEFT", "RIGHT", "5"],
+        )
+        .await
+    });
+    // Bounded wait until the client is blocked.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let Value::BulkString(info) = query(&mut con, &["INFO", "clients"]).await? else {
+            anyhow::bail!("INFO is a bulk string");
+        };
+        if String::from_utf8_lossy(&info).contains("blocked_clients:1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the client never blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    query(&mut con, &["LPUSH", "jobs", "j1"]).await?;
+    assert_eq!(waiter.await??, Value::BulkString(b"j1".to_vec()));
+    // The push, then the serving's push to the destination, pop and deletion (Redis 7.0).
+    let wanted: String = [
+        ("lpush", "jobs"),
+        ("rpush", "taken"),
+        ("lpop", "jobs"),
+        ("del", "jobs"),
+    ]
+    .iter()
+    .map(|(event, key)| {
+        let channel = format!("__keyevent@0__:{event}");
+        format!(
+            "*4\r\n$8\r\npmessage\r\n$16\r\n__keyevent@0__:*\r\n${}\r\n{channel}\r\n${}\r\n{key}\r\n",
+            channel.len(),
+            key.len()
+        )
+    })
+    .collect();
+    events.expect(wanted.as_bytes()).await?;
+    Ok(())
+}

@@ -26,6 +26,44 @@ pub struct ServeOutcome {
     pub reply: Vec<u8>,
     /// Keys the serving pushed to.
     pub touched: Vec<Vec<u8>>,
+    /// The keyspace events the serving caused, in Redis's order.
+    pub events: Vec<ServedEvent>,
+}
+
+/// A keyspace event of a serving (its pop, the key's deletion, BLMOVE's push), published by
+/// whoever served once the registry's lock is let go.
+pub struct ServedEvent {
+    /// Its notification class.
+    pub class: crate::notify::Class,
+    /// The event's name.
+    pub name: &'static str,
+    /// The stored key.
+    pub key: Vec<u8>,
+}
+
+impl ServedEvent {
+    /// A pop from `key`, then `del` when the pop emptied it.
+    pub fn popped(
+        store: &ringkv_store::Store,
+        class: crate::notify::Class,
+        name: &'static str,
+        key: &[u8],
+        now: u64,
+    ) -> Vec<ServedEvent> {
+        let mut events = vec![ServedEvent {
+            class,
+            name,
+            key: key.to_vec(),
+        }];
+        if !store.contains(key, now) {
+            events.push(ServedEvent {
+                class: crate::notify::Class::GENERIC,
+                name: "del",
+                key: key.to_vec(),
+            });
+        }
+        events
+    }
 }
 
 /// One blocked client.
@@ -149,7 +187,9 @@ impl Blocking {
 
     /// Serves the waiters of `ready` (keys a command wrote to) while their keys hold
     /// elements, first come first served; keys the serving itself fills are served next.
-    pub fn serve(&self, ready: impl IntoIterator<Item = Vec<u8>>) {
+    /// The keyspace events of the servings, in order, for the caller to publish.
+    pub fn serve(&self, ready: impl IntoIterator<Item = Vec<u8>>) -> Vec<ServedEvent> {
+        let mut events = Vec::new();
         let mut pending: VecDeque<Vec<u8>> = ready.into_iter().collect();
         let mut map = self.keys.lock();
         // Bounded by the waiters: each turn of the inner loop removes one or passes one
@@ -176,8 +216,10 @@ impl Blocking {
                 drop(reply_slot);
                 remove_waiter(&mut map, &waiter, &self.waiting);
                 pending.extend(outcome.touched);
+                events.extend(outcome.events);
             }
         }
+        events
     }
 
     /// Answers every client blocked on a key `reply_for` has a reply for (a key whose slot

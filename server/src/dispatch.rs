@@ -272,7 +272,13 @@ pub fn execute(
         write_error(node, out, &error);
     }
     if !conn.ready_keys.is_empty() {
-        node.blocking.serve(std::mem::take(&mut conn.ready_keys));
+        for event in node.blocking.serve(std::mem::take(&mut conn.ready_keys)) {
+            if node.notifier.wants(event.class) {
+                let (db, key) = node.databases.logical(&event.key);
+                node.notifier
+                    .emit(&node.pubsub, event.class, event.name, db, key);
+            }
+        }
     }
 }
 

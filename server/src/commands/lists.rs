@@ -7,7 +7,7 @@ use ringkv_protocol::{Args, ReplyWriter};
 use ringkv_store::{ListValue, Store, Value};
 
 use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
-use crate::blocking::{Serve, ServeOutcome};
+use crate::blocking::{Serve, ServeOutcome, ServedEvent};
 use crate::handler::{
     CmdError, CmdResult, Ctx, int_arg, is, positive_count, ranged, read_as, wrong_type,
 };
@@ -482,9 +482,8 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
     };
     let store = ctx.node.store.clone();
     let serve: Serve = Box::new(move |key, protocol| {
-        let popped = store
-            .write(key, unix_ms(), |slot| slot.list_pop(front, 1))
-            .ok()?;
+        let now = unix_ms();
+        let popped = store.write(key, now, |slot| slot.list_pop(front, 1)).ok()?;
         let item = popped.into_iter().next()?;
         Some(ServeOutcome {
             reply: encode(protocol, |out| {
@@ -493,6 +492,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
                 out.bulk(&item);
             }),
             touched: Vec::new(),
+            events: ServedEvent::popped(&store, Class::LIST, pop_event(front), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
@@ -526,20 +526,41 @@ fn blocking_move(
     let dst = destination.to_vec();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
-        if !store.read(key, now, |value| matches!(value, Some(Value::List(_)))) {
+        let is_list = |e: Option<ringkv_store::EntryView<'_>>| {
+            e.is_some_and(|e| matches!(e.value, Value::List(_)))
+        };
+        if !store.inspect(key, now, is_list) {
             return None;
         }
         // The source holds elements: a destination of another type answers the waiter
         // with WRONGTYPE and leaves the element where it is, as Redis does.
         match move_one(&store, now, key, &dst, from_front, to_front) {
             Ok(None) => None,
-            Ok(Some(item)) => Some(ServeOutcome {
-                reply: encode(protocol, |out| out.bulk(&item)),
-                touched: vec![dst.clone()],
-            }),
+            Ok(Some(item)) => {
+                // Redis tells of the push to the destination, then of the pop.
+                let push = if to_front { "lpush" } else { "rpush" };
+                let mut events = vec![ServedEvent {
+                    class: Class::LIST,
+                    name: push,
+                    key: dst.clone(),
+                }];
+                events.extend(ServedEvent::popped(
+                    &store,
+                    Class::LIST,
+                    pop_event(from_front),
+                    key,
+                    now,
+                ));
+                Some(ServeOutcome {
+                    reply: encode(protocol, |out| out.bulk(&item)),
+                    touched: vec![dst.clone()],
+                    events,
+                })
+            }
             Err(error) => Some(ServeOutcome {
                 reply: encode(protocol, |out| out.error(&error.to_string())),
                 touched: Vec::new(),
+                events: Vec::new(),
             }),
         }
     });
@@ -576,14 +597,16 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     };
     let store = ctx.node.store.clone();
     let serve: Serve = Box::new(move |key, protocol| {
+        let now = unix_ms();
         let items = store
-            .write(key, unix_ms(), |slot| slot.list_pop(front, count))
+            .write(key, now, |slot| slot.list_pop(front, count))
             .ok()?;
         (!items.is_empty()).then(|| ServeOutcome {
             reply: encode(protocol, |out| {
                 write_key_and_items(out, store.logical_key(key), &items)
             }),
             touched: Vec::new(),
+            events: ServedEvent::popped(&store, Class::LIST, pop_event(front), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)

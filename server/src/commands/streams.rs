@@ -606,6 +606,8 @@ pub fn xread(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         Some(ServeOutcome {
             reply,
             touched: Vec::new(),
+            // A read: it changes nothing.
+            events: Vec::new(),
         })
     });
     block_on_read(ctx, keys, timeout, attempt, serve)

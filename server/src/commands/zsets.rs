@@ -8,7 +8,7 @@ use ringkv_store::{SetValue, Store, Value, ZSetValue, glob_match, scan_window};
 
 use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
 use super::keys::{member_scan_options, write_scan_reply};
-use crate::blocking::{Serve, ServeOutcome};
+use crate::blocking::{Serve, ServeOutcome, ServedEvent};
 use crate::handler::{
     CmdError, CmdResult, Ctx, MemberEvent, change_members, float_arg, int_arg, is, is_resp3,
     positive_count, ranged, read_as, wrong_type,
@@ -835,13 +835,16 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
     };
     let store = ctx.node.store.clone();
     let serve: Serve = Box::new(move |key, protocol| {
-        let popped = pop_entries(&store, unix_ms(), key, min, 1).ok()??;
+        let now = unix_ms();
+        let popped = pop_entries(&store, now, key, min, 1).ok()??;
         let entry = popped.into_iter().next()?;
+        let event = if min { "zpopmin" } else { "zpopmax" };
         Some(ServeOutcome {
             reply: encode(protocol, |out| {
                 write_key_member_score(out, store.logical_key(key), &entry)
             }),
             touched: Vec::new(),
+            events: ServedEvent::popped(&store, Class::ZSET, event, key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
@@ -874,12 +877,15 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
     };
     let store = ctx.node.store.clone();
     let serve: Serve = Box::new(move |key, protocol| {
-        let entries = pop_entries(&store, unix_ms(), key, front, count).ok()??;
+        let now = unix_ms();
+        let entries = pop_entries(&store, now, key, front, count).ok()??;
+        let event = if front { "zpopmin" } else { "zpopmax" };
         (!entries.is_empty()).then(|| ServeOutcome {
             reply: encode(protocol, |out| {
                 write_key_and_entries(out, store.logical_key(key), &entries)
             }),
             touched: Vec::new(),
+            events: ServedEvent::popped(&store, Class::ZSET, event, key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
