@@ -63,6 +63,7 @@ pub fn syntax(name: &str) -> &'static str {
             "key [EX seconds|PX milliseconds|EXAT unix-time-seconds|PXAT unix-time-milliseconds|PERSIST]"
         }
         "getrange" => "key start end",
+        "substr" => "key start end",
         "setrange" => "key offset value",
         "incrby" => "key increment",
         "decrby" => "key decrement",

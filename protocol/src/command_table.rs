@@ -735,6 +735,16 @@ pub static COMMANDS: &[CommandSpec] = &[
         ON,
     ),
     cmd(
+        "substr",
+        4,
+        R,
+        KEY1,
+        "string",
+        "1.0.0",
+        "Returns a substring from a string value.",
+        ON,
+    ),
+    cmd(
         "setrange",
         4,
         WD,

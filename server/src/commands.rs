@@ -119,6 +119,8 @@ pub fn handler(name: &str) -> Option<Handler> {
         "append" => st::append,
         "strlen" => st::strlen,
         "getrange" => st::getrange,
+        // Redis's deprecated name for GETRANGE, still answered.
+        "substr" => st::getrange,
         "setrange" => st::setrange,
         "incr" => st::incr,
         "decr" => st::decr,
