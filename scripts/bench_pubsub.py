@@ -9,9 +9,10 @@ is the server's utime + stime over the run divided by the requests. The reader c
 received every message (requests × subscribers), so a server that drops or stalls fails.
 Usage: scripts/bench-pubsub.sh
 """
-import os, selectors, socket, statistics, subprocess, sys, time
+import os, selectors, socket, subprocess, sys, time
 
-from bench_vs_redis import LOAD_CORE, PUBSUB_SECTION, Server, cpu_seconds, redis_benchmark, write_doc
+from bench_vs_redis import (LOAD_CORE, PUBSUB_SECTION, Server, comparison_rows, cpu_seconds,
+                            redis_benchmark, write_doc)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REQUESTS = int(os.environ.get("REQUESTS", "200000"))
@@ -88,17 +89,8 @@ def main():
         f"cores; medians of {ROUNDS} interleaved rounds. CPU is the server's utime + stime per",
         "PUBLISH.",
         "",
-        "| subscribers | -P | redis ops/s | ringkv ops/s | ratio | redis µs/op | ringkv µs/op | CPU ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        *comparison_rows("subscribers", results, SUBSCRIBERS, PIPELINES),
     ]
-    for subscribers in SUBSCRIBERS:
-        for pipeline in PIPELINES:
-            r = results[(subscribers, pipeline, "redis")]
-            k = results[(subscribers, pipeline, "ringkv")]
-            r_ops, k_ops = statistics.median(x[0] for x in r), statistics.median(x[0] for x in k)
-            r_cpu, k_cpu = statistics.median(x[1] for x in r), statistics.median(x[1] for x in k)
-            lines.append(f"| {subscribers} | {pipeline} | {r_ops:,.0f} | {k_ops:,.0f} | {k_ops / r_ops:.2f} "
-                         f"| {r_cpu:.2f} | {k_cpu:.2f} | {k_cpu / r_cpu:.2f} |")
     lines += ["", "Command: `scripts/bench-pubsub.sh`."]
     print("\n".join(lines))
     write_doc(None, section=(PUBSUB_SECTION, "\n".join(lines)))

@@ -12,7 +12,8 @@ Usage: scripts/bench-scripting.sh
 """
 import os, socket, statistics, subprocess, sys, time
 
-from bench_vs_redis import SCRIPTING_SECTION, Server, cpu_seconds, redis_benchmark, rss_bytes, write_doc
+from bench_vs_redis import (SCRIPTING_SECTION, Server, comparison_rows, cpu_seconds, redis_benchmark,
+                            rss_bytes, write_doc)
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REQUESTS = int(os.environ.get("REQUESTS", "200000"))
@@ -78,17 +79,8 @@ def main():
         "server and load pinned to different cores; medians of "
         f"{ROUNDS} interleaved rounds. CPU is the server's utime + stime per EVALSHA.",
         "",
-        "| script | -P | redis ops/s | ringkv ops/s | ratio | redis µs/op | ringkv µs/op | CPU ratio |",
-        "|---|---|---|---|---|---|---|---|",
+        *comparison_rows("script", results, SCRIPTS, PIPELINES),
     ]
-    for name in SCRIPTS:
-        for pipeline in PIPELINES:
-            r = results[(name, pipeline, "redis")]
-            k = results[(name, pipeline, "ringkv")]
-            r_ops, k_ops = statistics.median(x[0] for x in r), statistics.median(x[0] for x in k)
-            r_cpu, k_cpu = statistics.median(x[1] for x in r), statistics.median(x[1] for x in k)
-            lines.append(f"| {name} | {pipeline} | {r_ops:,.0f} | {k_ops:,.0f} | {k_ops / r_ops:.2f} "
-                         f"| {r_cpu:.2f} | {k_cpu:.2f} | {k_cpu / r_cpu:.2f} |")
     lines += ["", f"SCRIPT LOAD of {LOADS:,} distinct scripts, pipelined 1,000 at a time:", "",
               "| server | µs per load | resident bytes per script |", "|---|---|---|"]
     for kind in ("redis", "ringkv"):

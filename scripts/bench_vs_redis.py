@@ -101,6 +101,20 @@ def write_doc(text, keep=None, section=None):
         path.write_text(head.rstrip("\n") + "\n\n" + block + "\n" + tail.lstrip("\n"))
 
 
+def comparison_rows(first_column, results, groups, pipelines):
+    """Markdown table rows, medians of `results[(group, pipeline, kind)]` = [(ops, µs)]."""
+    rows = [f"| {first_column} | -P | redis ops/s | ringkv ops/s | ratio | redis µs/op | ringkv µs/op | CPU ratio |",
+            "|---|---|---|---|---|---|---|---|"]
+    for group in groups:
+        for pipeline in pipelines:
+            r, k = results[(group, pipeline, "redis")], results[(group, pipeline, "ringkv")]
+            r_ops, k_ops = statistics.median(x[0] for x in r), statistics.median(x[0] for x in k)
+            r_cpu, k_cpu = statistics.median(x[1] for x in r), statistics.median(x[1] for x in k)
+            rows.append(f"| {group} | {pipeline} | {r_ops:,.0f} | {k_ops:,.0f} | {k_ops / r_ops:.2f} "
+                        f"| {r_cpu:.2f} | {k_cpu:.2f} | {k_cpu / r_cpu:.2f} |")
+    return rows
+
+
 def redis_benchmark(port, test, clients, pipeline, requests, command=(), keyspace=100000):
     """One redis-benchmark run of `-t test`, or of `command` when given (no prefill phase);
     `__rand_int__` ranges over `keyspace`."""

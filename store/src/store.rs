@@ -1468,11 +1468,7 @@ impl Store {
                 }
                 None => {
                     shard.stats.misses += 1;
-                    if let Some(events) = self.sinks().events
-                        && events.wants_missed()
-                    {
-                        events.missed(key);
-                    }
+                    self.tell_missed(key);
                     f(None)
                 }
             }
@@ -1483,10 +1479,23 @@ impl Store {
     /// commands that look at a key without [`Store::read`] (EXISTS, TYPE, TTL, GETSET …);
     /// one look-up, and only while the hook wants misses.
     pub fn tell_if_missing(&self, key: &[u8], now: u64) {
-        let Some(events) = self.sinks().events else {
-            return;
-        };
-        if events.wants_missed() && !self.inspect(key, now, |entry| entry.is_some()) {
+        if self.wants_missed() && !self.inspect(key, now, |entry| entry.is_some()) {
+            self.tell_missed(key);
+        }
+    }
+
+    /// Whether the key-events hook wants misses now (one atomic load).
+    pub fn wants_missed(&self) -> bool {
+        self.sinks()
+            .events
+            .is_some_and(|events| events.wants_missed())
+    }
+
+    /// Tells the hook of a miss a caller already saw (no look-up).
+    pub fn tell_missed(&self, key: &[u8]) {
+        if let Some(events) = self.sinks().events
+            && events.wants_missed()
+        {
             events.missed(key);
         }
     }

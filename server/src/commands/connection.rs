@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use ringkv_protocol::{Args, Protocol};
 
 use crate::dispatch::route_name;
-use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, int32_arg, is, lossy};
+use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, int32_arg, is, lossy, on_off};
 use crate::node::{ClientHandle, Node};
 
 /// The Redis version ringkv answers as, so clients enable the features it implements.
@@ -454,13 +454,7 @@ fn kill(ctx: &mut Ctx<'_, '_>, client: &ClientHandle, me: u64) {
 
 /// CLIENT NO-EVICT on|off
 pub fn client_no_evict(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let on = if is(args.get(2), "on") {
-        true
-    } else if is(args.get(2), "off") {
-        false
-    } else {
-        return Err(CmdError::Syntax);
-    };
+    let on = on_off(args.get(2))?;
     ctx.conn.handle.no_evict.store(on, Relaxed);
     ctx.out.ok();
     Ok(())

@@ -20,7 +20,7 @@ fn count_keys(
         .filter(|key| {
             let found = op(store, key, ctx.now);
             if !found {
-                store.tell_if_missing(key, ctx.now);
+                store.tell_missed(key);
             }
             found
         })
@@ -55,10 +55,12 @@ pub fn touch(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 
 /// TYPE key
 pub fn type_of(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    ctx.node.store.tell_if_missing(args.get(1), ctx.now);
     let name = ctx.node.store.inspect(args.get(1), ctx.now, |e| {
         e.map_or("none", |e| e.value.type_name())
     });
+    if name == "none" {
+        ctx.node.store.tell_missed(args.get(1));
+    }
     ctx.out.simple(name);
     Ok(())
 }
@@ -298,11 +300,13 @@ fn ttl_generic(
     f: impl FnOnce(u64, u64) -> i64,
 ) -> CmdResult {
     let now = ctx.now;
-    ctx.node.store.tell_if_missing(args.get(1), now);
     let reply = ctx.node.store.inspect(args.get(1), now, |e| match e {
         None => -2,
         Some(e) => e.expires_at.map_or(-1, |at| f(at, now)),
     });
+    if reply == -2 {
+        ctx.node.store.tell_missed(args.get(1));
+    }
     ctx.out.int(reply);
     Ok(())
 }

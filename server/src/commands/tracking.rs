@@ -4,7 +4,7 @@
 use ringkv_protocol::Args;
 
 use crate::connection::TrackingMode;
-use crate::handler::{CmdError, CmdResult, Ctx, int_arg, is, lossy};
+use crate::handler::{CmdError, CmdResult, Ctx, int_arg, is, lossy, on_off};
 use crate::tracking::Tracker;
 
 fn err(message: &str) -> CmdError {
@@ -19,13 +19,7 @@ fn overlap(a: &[u8], b: &[u8]) -> bool {
 /// CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX prefix ...] [BCAST] [OPTIN] [OPTOUT]
 /// [NOLOOP]
 pub fn client_tracking(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
-    let on = if is(args.get(2), "on") {
-        true
-    } else if is(args.get(2), "off") {
-        false
-    } else {
-        return Err(CmdError::Syntax);
-    };
+    let on = on_off(args.get(2))?;
     let (mut redirect, mut bcast, mut optin, mut optout, mut noloop) =
         (None, false, false, false, false);
     let mut prefixes: Vec<Box<[u8]>> = Vec::new();
