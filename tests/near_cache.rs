@@ -206,8 +206,10 @@ async fn flushall_and_a_broken_connection_drop_what_the_member_served() -> Resul
     Ok(())
 }
 
-/// A server that answers the handshake, then goes away for good.
-async fn vanishing_server() -> Result<SocketAddr> {
+/// A server that answers the handshake (HELLO 3, CLIENT TRACKING ON) and CLUSTER SLOTS as a
+/// standalone node, then answers the next command with `then` (nothing: it closes) and
+/// accepts nobody else.
+async fn fake_server(then: &'static [u8]) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
@@ -218,33 +220,43 @@ async fn vanishing_server() -> Result<SocketAddr> {
         drop(listener);
         let mut seen = Vec::new();
         let mut chunk = [0u8; 1024];
-        let mut answered = (false, false);
-        // HELLO 3 and CLIENT TRACKING ON, then CLUSTER SLOTS; then it is gone.
-        while !answered.1 {
+        // Commands answered so far: the handshake's two, CLUSTER SLOTS, then the next one.
+        let mut answered = 0;
+        while answered < 4 {
             let n = match stream.read(&mut chunk).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
             seen.extend_from_slice(&chunk[..n]);
-            let has = |word: &[u8]| seen.windows(word.len()).any(|w| w == word);
-            if !answered.0 && has(b"TRACKING") {
-                answered.0 = true;
+            let has = |seen: &[u8], word: &[u8]| seen.windows(word.len()).any(|w| w == word);
+            if answered == 0 && has(&seen, b"TRACKING") {
+                answered = 2;
                 let _ = stream.write_all(b"%1\r\n+server\r\n+fake\r\n+OK\r\n").await;
+                seen.clear();
             }
-            if has(b"SLOTS") {
-                answered.1 = true;
+            if answered == 2 && has(&seen, b"SLOTS") {
+                answered = 3;
                 let _ = stream
                     .write_all(b"-ERR This instance has cluster support disabled\r\n")
                     .await;
+                seen.clear();
+                if then.is_empty() {
+                    return;
+                }
+            } else if answered == 3 && !seen.is_empty() {
+                answered = 4;
+                let _ = stream.write_all(then).await;
             }
         }
+        // Hold the connection open: only the reply's content may close it.
+        tokio::time::sleep(Duration::from_secs(10)).await;
     });
     Ok(addr)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_out_of_reach_leaves_the_loader_to_answer() -> Result<()> {
-    let addr = vanishing_server().await?;
+    let addr = fake_server(b"").await?;
     let cache: NearCache<String, String> = Cache::builder()
         .near([addr])
         .connect_timeout(Duration::from_millis(300))
@@ -464,6 +476,34 @@ async fn in_a_cluster_each_member_tells_of_its_keys_and_moved_slots_are_followed
     for key in &keys {
         until_dropped(&cache, key).await;
         assert_eq!(cache.get(key).await?, Some(format!("{key}=3")));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_answers_garbage_is_cut_off_and_the_loader_answers() -> Result<()> {
+    // A lying peer: a RESP3 type byte that does not exist. The link must close at once
+    // (not wait for the request timeout) and the read fail open.
+    for garbage in [&b"?what\r\n"[..], b"$-7\r\n"] {
+        let addr = fake_server(garbage).await?;
+        let cache: NearCache<String, String> = Cache::builder()
+            .near([addr])
+            .request_timeout(Duration::from_secs(5))
+            .build()
+            .await?;
+        let started = Instant::now();
+        let value = cache
+            .get_with("k".into(), async { "from the database".to_string() })
+            .await;
+        assert_eq!(value, "from the database");
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "a malformed reply waited for the timeout"
+        );
+        let stats = cache.stats();
+        assert_eq!((stats.fail_open, stats.l1.hits), (1, 0));
+        assert_eq!(cache.entry_count(), 0);
+        assert!(stats.flushes >= 1, "the broken link flushed what it served");
     }
     Ok(())
 }
