@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 use ringkv_protocol::Protocol;
@@ -42,25 +42,37 @@ pub struct ServedEvent {
 }
 
 impl ServedEvent {
-    /// A pop from `key`, then `del` when the pop emptied it.
-    pub fn popped(
-        store: &ringkv_store::Store,
+    /// `name` on `key` when the notification flags want its class (nothing, and no
+    /// allocation, while notifications are off, as they are by default).
+    pub fn wanted(
+        flags: &AtomicU32,
         class: crate::notify::Class,
         name: &'static str,
         key: &[u8],
-        now: u64,
-    ) -> Vec<ServedEvent> {
-        let mut events = vec![ServedEvent {
+    ) -> Option<ServedEvent> {
+        crate::notify::wants(flags.load(Ordering::Relaxed), class).then(|| ServedEvent {
             class,
             name,
             key: key.to_vec(),
-        }];
-        if !store.contains(key, now) {
-            events.push(ServedEvent {
-                class: crate::notify::Class::GENERIC,
-                name: "del",
-                key: key.to_vec(),
-            });
+        })
+    }
+
+    /// A pop from `key`, then `del` when the pop emptied it (looked up only when wanted).
+    pub fn popped(
+        store: &ringkv_store::Store,
+        flags: &AtomicU32,
+        (class, name): (crate::notify::Class, &'static str),
+        key: &[u8],
+        now: u64,
+    ) -> Vec<ServedEvent> {
+        let generic = crate::notify::Class::GENERIC;
+        let mut events: Vec<ServedEvent> = ServedEvent::wanted(flags, class, name, key)
+            .into_iter()
+            .collect();
+        if let Some(del) = ServedEvent::wanted(flags, generic, "del", key)
+            && !store.contains(key, now)
+        {
+            events.push(del);
         }
         events
     }

@@ -273,11 +273,9 @@ pub fn execute(
     }
     if !conn.ready_keys.is_empty() {
         for event in node.blocking.serve(std::mem::take(&mut conn.ready_keys)) {
-            if node.notifier.wants(event.class) {
-                let (db, key) = node.databases.logical(&event.key);
-                node.notifier
-                    .emit(&node.pubsub, event.class, event.name, db, key);
-            }
+            let (db, key) = node.databases.logical(&event.key);
+            node.notifier
+                .emit(&node.pubsub, event.class, event.name, db, key);
         }
     }
 }

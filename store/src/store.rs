@@ -113,8 +113,9 @@ pub struct DatabaseCount {
     pub volatile: usize,
 }
 
-/// Told of the keys the store removes by itself (keyspace notifications). Called with the
-/// key's shard locked: it must not call back into the store, nor block.
+/// Told of what happens to keys inside the store: removed by itself (expiry, eviction),
+/// created, modified, read while missing (keyspace notifications, client-side caching).
+/// Called with the key's shard locked: it must not call back into the store, nor block.
 pub trait KeyEvents: Send + Sync {
     /// `key` passed its deadline and was deleted.
     fn expired(&self, key: &[u8]);

@@ -481,6 +481,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
         )
     };
     let store = ctx.node.store.clone();
+    let flags = ctx.node.notifier.shared_flags();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
         let popped = store.write(key, now, |slot| slot.list_pop(front, 1)).ok()?;
@@ -492,7 +493,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
                 out.bulk(&item);
             }),
             touched: Vec::new(),
-            events: ServedEvent::popped(&store, Class::LIST, pop_event(front), key, now),
+            events: ServedEvent::popped(&store, &flags, (Class::LIST, pop_event(front)), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
@@ -524,6 +525,7 @@ fn blocking_move(
     };
     let store = ctx.node.store.clone();
     let dst = destination.to_vec();
+    let flags = ctx.node.notifier.shared_flags();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
         let is_list = |e: Option<ringkv_store::EntryView<'_>>| {
@@ -539,15 +541,14 @@ fn blocking_move(
             Ok(Some(item)) => {
                 // Redis tells of the push to the destination, then of the pop.
                 let push = if to_front { "lpush" } else { "rpush" };
-                let mut events = vec![ServedEvent {
-                    class: Class::LIST,
-                    name: push,
-                    key: dst.clone(),
-                }];
+                let mut events: Vec<ServedEvent> =
+                    ServedEvent::wanted(&flags, Class::LIST, push, &dst)
+                        .into_iter()
+                        .collect();
                 events.extend(ServedEvent::popped(
                     &store,
-                    Class::LIST,
-                    pop_event(from_front),
+                    &flags,
+                    (Class::LIST, pop_event(from_front)),
                     key,
                     now,
                 ));
@@ -596,6 +597,7 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         )
     };
     let store = ctx.node.store.clone();
+    let flags = ctx.node.notifier.shared_flags();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
         let items = store
@@ -606,7 +608,7 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 write_key_and_items(out, store.logical_key(key), &items)
             }),
             touched: Vec::new(),
-            events: ServedEvent::popped(&store, Class::LIST, pop_event(front), key, now),
+            events: ServedEvent::popped(&store, &flags, (Class::LIST, pop_event(front)), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)

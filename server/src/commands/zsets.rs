@@ -834,6 +834,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
         )
     };
     let store = ctx.node.store.clone();
+    let flags = ctx.node.notifier.shared_flags();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
         let popped = pop_entries(&store, now, key, min, 1).ok()??;
@@ -844,7 +845,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
                 write_key_member_score(out, store.logical_key(key), &entry)
             }),
             touched: Vec::new(),
-            events: ServedEvent::popped(&store, Class::ZSET, event, key, now),
+            events: ServedEvent::popped(&store, &flags, (Class::ZSET, event), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
@@ -876,6 +877,7 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
         )
     };
     let store = ctx.node.store.clone();
+    let flags = ctx.node.notifier.shared_flags();
     let serve: Serve = Box::new(move |key, protocol| {
         let now = unix_ms();
         let entries = pop_entries(&store, now, key, front, count).ok()??;
@@ -885,7 +887,7 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
                 write_key_and_entries(out, store.logical_key(key), &entries)
             }),
             touched: Vec::new(),
-            events: ServedEvent::popped(&store, Class::ZSET, event, key, now),
+            events: ServedEvent::popped(&store, &flags, (Class::ZSET, event), key, now),
         })
     });
     block_on(ctx, keys, timeout, true, attempt, serve)
