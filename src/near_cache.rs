@@ -162,7 +162,6 @@ where
                 reads: Flights::new(),
                 lease_ms: self.lease.as_millis() as u64,
                 l2_ttl_ms: self.l2_ttl.map(|ttl| ttl.as_millis() as u64),
-                request_timeout: self.timeouts.request,
                 leases: AtomicBool::new(true),
             }),
         })
@@ -235,7 +234,6 @@ struct Inner<K, V> {
     reads: Flights<K, Result<Option<V>, NearCacheError>>,
     lease_ms: u64,
     l2_ttl_ms: Option<u64>,
-    request_timeout: Duration,
     /// Whether the servers answer `CACHE.GET` (false after an unknown-command error).
     leases: AtomicBool,
 }
@@ -476,7 +474,7 @@ where
         let counters = &inner.coherence.counters;
         let slot = key_slot(bytes);
         let deadline =
-            Instant::now() + Duration::from_millis(inner.lease_ms) + inner.request_timeout;
+            Instant::now() + Duration::from_millis(inner.lease_ms) + inner.remote.request_timeout();
         let mut pause = Duration::from_millis(1);
         let lease_ms = inner.lease_ms.to_string();
         loop {

@@ -67,6 +67,9 @@ pub(crate) struct Remote {
     connecting: tokio::sync::Mutex<()>,
     sink: Arc<dyn PushSink>,
     timeouts: Timeouts,
+    /// A slot-map refresh is running: a burst of `-MOVED` (a slot migrating under load)
+    /// makes one CLUSTER SLOTS, not one per redirected request.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 impl Remote {
@@ -84,6 +87,7 @@ impl Remote {
             connecting: tokio::sync::Mutex::new(()),
             sink,
             timeouts,
+            refreshing: std::sync::atomic::AtomicBool::new(false),
         };
         remote.refresh_slots().await?;
         Ok(remote)
@@ -107,9 +111,12 @@ impl Remote {
             };
             if let Some(target) = moved_to(&error) {
                 self.slots.write().set_owner(slot, target);
-                // The table changed: learn the rest of it (a failed refresh keeps the
-                // corrected entry; the next MOVED corrects the next one).
-                if let Err(error) = self.refresh_slots().await {
+                // The table changed: learn the rest of it, once however many requests
+                // were redirected (a failed refresh keeps the corrected entry; the next
+                // MOVED corrects the next one).
+                if let Some(_refreshing) = Refreshing::start(&self.refreshing)
+                    && let Err(error) = self.refresh_slots().await
+                {
                     tracing::debug!(%error, "slot refresh after MOVED failed");
                 }
             } else if error.starts_with("TRYAGAIN") || error.starts_with("LOADING") {
@@ -120,6 +127,11 @@ impl Remote {
             last = error;
         }
         Err(NearCacheError::Redirects { slot, last })
+    }
+
+    /// How long a member may take to answer.
+    pub fn request_timeout(&self) -> Duration {
+        self.timeouts.request
     }
 
     /// The link to `addr`, connecting when there is none or it broke.
@@ -192,6 +204,21 @@ impl Remote {
             }
         }
         Err(last_error)
+    }
+}
+
+/// The one slot-map refresh running; ends when dropped, so a cancelled caller frees it.
+struct Refreshing<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl<'a> Refreshing<'a> {
+    fn start(flag: &'a std::sync::atomic::AtomicBool) -> Option<Refreshing<'a>> {
+        (!flag.swap(true, std::sync::atomic::Ordering::SeqCst)).then_some(Refreshing(flag))
+    }
+}
+
+impl Drop for Refreshing<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -310,6 +337,21 @@ mod tests {
         ])]);
         assert!(parse_cluster_slots(&reply, answered).is_none());
         assert!(parse_cluster_slots(&blob("nonsense"), answered).is_none());
+    }
+
+    #[test]
+    fn one_refresh_runs_at_a_time_and_a_dropped_one_frees_the_next() {
+        let flag = std::sync::atomic::AtomicBool::new(false);
+        let first = Refreshing::start(&flag).expect("the first refresh starts");
+        assert!(
+            Refreshing::start(&flag).is_none(),
+            "a second waits its turn"
+        );
+        drop(first);
+        assert!(
+            Refreshing::start(&flag).is_some(),
+            "a cancelled refresh frees the flag"
+        );
     }
 
     #[test]
