@@ -14,6 +14,11 @@ pub const CHUNK_BYTES: usize = 8 << 10;
 struct Chunk {
     data: Vec<u8>,
     count: usize,
+    /// Where each entry starts, built by the first removal at the back: entries can only be
+    /// walked forwards, so without it every RPOP would walk the chunk. Only the tail chunk
+    /// keeps one (a new tail drops the old one's), and any change but one at the back
+    /// drops it.
+    starts: Option<Vec<u32>>,
 }
 
 /// Writes the entry of `item` to `out`.
@@ -70,18 +75,60 @@ impl Chunk {
 
     fn cost(&self) -> usize {
         alloc_size(self.data.capacity())
+            + self
+                .starts
+                .as_ref()
+                .map_or(0, |starts| alloc_size(starts.capacity() * 4))
+    }
+
+    /// Appends the entry of `item`.
+    fn append(&mut self, item: &[u8]) {
+        if let Some(starts) = &mut self.starts {
+            starts.push(self.data.len() as u32);
+        }
+        self.data.reserve_exact(entry_len(item));
+        encode_entry(&mut self.data, item);
+        self.count += 1;
+    }
+
+    /// Where the `n`-th entry from the back starts (1 is the last).
+    fn start_from_back(&mut self, n: usize) -> usize {
+        let (data, count) = (&self.data, self.count);
+        let starts = self.starts.get_or_insert_with(|| {
+            let mut starts = Vec::with_capacity(count);
+            let mut pos = 0;
+            while pos < data.len() {
+                starts.push(pos as u32);
+                pos = decode_entry(data, pos).1;
+            }
+            starts
+        });
+        starts[count - n] as usize
+    }
+
+    /// Removes the last `n` entries (fewer than `count`).
+    fn truncate_back(&mut self, n: usize) {
+        let cut = self.start_from_back(n);
+        self.count -= n;
+        if let Some(starts) = &mut self.starts {
+            starts.truncate(self.count);
+        }
+        self.data.truncate(cut);
+    }
+
+    /// Replaces bytes `start..end` (whole entries) with `replacement`, `added` more entries.
+    fn replace(&mut self, start: usize, end: usize, replacement: &[u8], added: isize) {
+        self.starts = None;
+        let grow = replacement.len().saturating_sub(end - start);
+        self.data.reserve_exact(grow);
+        self.data.splice(start..end, replacement.iter().copied());
+        self.count = self.count.checked_add_signed(added).expect("entries left");
     }
 
     /// The byte range of the entry at `index` within this chunk.
     fn span(&self, index: usize) -> (usize, usize) {
         let (_, start, end) = self.entries().nth(index).expect("index within the chunk");
         (start, end)
-    }
-
-    fn splice(&mut self, start: usize, end: usize, replacement: &[u8]) {
-        let grow = replacement.len().saturating_sub(end - start);
-        self.data.reserve_exact(grow);
-        self.data.splice(start..end, replacement.iter().copied());
     }
 }
 
@@ -163,6 +210,9 @@ impl ListValue {
             if front {
                 self.chunks.push_front(Chunk::default());
             } else {
+                if let Some(old_tail) = self.chunks.len().checked_sub(1) {
+                    self.change(old_tail, |chunk| chunk.starts = None);
+                }
                 self.chunks.push_back(Chunk::default());
             }
         }
@@ -175,10 +225,7 @@ impl ListValue {
         let first = self.end_chunk_with_room(true, need);
         let mut entry = Vec::with_capacity(need);
         encode_entry(&mut entry, item);
-        self.change(first, |chunk| {
-            chunk.splice(0, 0, &entry);
-            chunk.count += 1;
-        });
+        self.change(first, |chunk| chunk.replace(0, 0, &entry, 1));
         self.len += 1;
     }
 
@@ -186,11 +233,7 @@ impl ListValue {
     pub fn push_back(&mut self, item: &[u8]) {
         let need = entry_len(item);
         let last = self.end_chunk_with_room(false, need);
-        self.change(last, |chunk| {
-            chunk.data.reserve_exact(need);
-            encode_entry(&mut chunk.data, item);
-            chunk.count += 1;
-        });
+        self.change(last, |chunk| chunk.append(item));
         self.len += 1;
     }
 
@@ -200,8 +243,7 @@ impl ListValue {
         let item = self.change(0, |chunk| {
             let (item, end) = decode_entry(&chunk.data, 0);
             let item = item.to_vec();
-            chunk.data.drain(..end);
-            chunk.count -= 1;
+            chunk.replace(0, end, &[], -1);
             shrink(chunk);
             item
         });
@@ -216,11 +258,9 @@ impl ListValue {
     pub fn pop_back(&mut self) -> Option<Vec<u8>> {
         let last = self.chunks.len().checked_sub(1)?;
         let item = self.change(last, |chunk| {
-            let (start, _) = chunk.span(chunk.count - 1);
-            let (item, _) = decode_entry(&chunk.data, start);
-            let item = item.to_vec();
-            chunk.data.truncate(start);
-            chunk.count -= 1;
+            let start = chunk.start_from_back(1);
+            let item = decode_entry(&chunk.data, start).0.to_vec();
+            chunk.truncate_back(1);
             shrink(chunk);
             item
         });
@@ -242,8 +282,7 @@ impl ListValue {
             } else {
                 self.change(0, |chunk| {
                     let (start, _) = chunk.span(count);
-                    chunk.data.drain(..start);
-                    chunk.count -= count;
+                    chunk.replace(0, start, &[], -(count as isize));
                     shrink(chunk);
                 });
                 self.len -= count;
@@ -263,9 +302,7 @@ impl ListValue {
                 count -= tail;
             } else {
                 self.change(last, |chunk| {
-                    let (start, _) = chunk.span(chunk.count - count);
-                    chunk.data.truncate(start);
-                    chunk.count -= count;
+                    chunk.truncate_back(count);
                     shrink(chunk);
                 });
                 self.len -= count;
@@ -315,7 +352,7 @@ impl ListValue {
         encode_entry(&mut entry, item);
         self.change(at, |chunk| {
             let (start, end) = chunk.span(within);
-            chunk.splice(start, end, &entry);
+            chunk.replace(start, end, &entry, 0);
         });
         self.split_if_big(at);
         true
@@ -334,8 +371,7 @@ impl ListValue {
         encode_entry(&mut entry, item);
         self.change(at, |chunk| {
             let (start, _) = chunk.span(within);
-            chunk.splice(start, start, &entry);
-            chunk.count += 1;
+            chunk.replace(start, start, &entry, 1);
         });
         self.len += 1;
         self.split_if_big(at);
@@ -352,10 +388,11 @@ impl ListValue {
         let tail = Chunk {
             data: chunk.data[cut..].to_vec(),
             count: chunk.count - keep,
+            starts: None,
         };
         self.change(at, |chunk| {
-            chunk.data.truncate(cut);
-            chunk.count = keep;
+            chunk.truncate_back(chunk.count - keep);
+            chunk.starts = None;
             chunk.data.shrink_to_fit();
         });
         self.bytes += tail.cost();
@@ -537,6 +574,14 @@ mod tests {
                 }
                 let recount: usize = list.chunks.iter().map(Chunk::cost).sum();
                 assert_eq!(list.bytes, recount);
+                for (at, chunk) in list.chunks.iter().enumerate() {
+                    if let Some(starts) = &chunk.starts {
+                        assert_eq!(at, list.chunks.len() - 1, "only the tail keeps its starts");
+                        let walked: Vec<u32> =
+                            chunk.entries().map(|(_, start, _)| start as u32).collect();
+                        assert_eq!(starts, &walked);
+                    }
+                }
                 assert!(list.chunks.iter().all(|c| c.count > 0));
             }
             assert!(list.iter().eq(model.iter().map(|v| &v[..])));
