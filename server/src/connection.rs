@@ -20,7 +20,7 @@ use tokio::net::TcpStream;
 
 use crate::commands::{self, Parked};
 use crate::dispatch::{self, Gate};
-use crate::node::{ClientHandle, Node, unix_ms};
+use crate::node::{Attention, ClientHandle, Node, unix_ms};
 
 /// Replies are written out once a batch has produced this much.
 const REPLY_CHUNK: usize = 256 * 1024;
@@ -256,7 +256,6 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut parser = RequestParser::new(node.config.read().limits());
     let mut batch = Batch::new();
-    let mut shutdown = node.shutdown.subscribe();
     let handle = conn.handle.clone();
     loop {
         let (idle_timeout, query_limit, limits) = {
@@ -292,9 +291,10 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
         };
         let read = tokio::select! {
             read = read => Some(read),
-            () = handle.woken() => None,
-            _ = handle.killed() => return "killed",
-            _ = shutdown.wait_for(|down| *down) => return "shutdown",
+            attention = handle.attention() => match attention {
+                Attention::Woken => None,
+                closing => return closing.reason(),
+            },
         };
         let Some(read) = read else {
             // Let the publishers that are ready run first, while they keep adding: their
@@ -374,8 +374,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 // is released meanwhile; the route bounds the wait).
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(1)) => {}
-                    _ = handle.killed() => return "killed",
-                    _ = shutdown.wait_for(|down| *down) => return "shutdown",
+                    closing = handle.closing() => return closing.reason(),
                 }
                 next -= 1;
                 conn.commands -= 1;
@@ -388,8 +387,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 let (finished, remote_writes) = tokio::select! {
                     finished = finish_parked(node, parked, conn.protocol) => finished,
                     _ = peer_closed(stream), if watch_peer => return "closed by peer",
-                    _ = handle.killed() => return "killed",
-                    _ = shutdown.wait_for(|down| *down) => return "shutdown",
+                    closing = handle.closing() => return closing.reason(),
                 };
                 conn.note_remote_writes(remote_writes);
                 output.extend_from_slice(&finished);
@@ -457,7 +455,7 @@ async fn write_out(
     // or its output limit.
     tokio::select! {
         written = stream.write_all(output) => written?,
-        () = handle.killed() => return Err(std::io::Error::other("killed")),
+        closing = handle.closing() => return Err(std::io::Error::other(closing.reason())),
     }
     node.stats
         .net_output_bytes

@@ -4,12 +4,17 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU8, AtomicU64, AtomicUsize,
+    Ordering::{AcqRel, Acquire, Relaxed, Release},
+};
+use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use atomic_waker::AtomicWaker;
 use parking_lot::{Mutex, RwLock};
 use ringkv_store::Store;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::config::{Config, PASSTHROUGH_OPTIONS};
 use crate::leases::Leases;
@@ -77,10 +82,36 @@ pub struct ClientHandle {
     /// flag spares every command a lock while it has none.
     mailbox: Mutex<Option<Arc<crate::pubsub::Mailbox>>>,
     has_mailbox: AtomicBool,
-    /// Woken when something is queued in its mailbox.
-    wake: Notify,
+    /// The connection's task, waiting for its socket and for these flags. One waker with
+    /// flags, not a `Notify` per reason: a `Notify` takes a lock to register and another to
+    /// drop its waiter, on every request.
+    attention: AtomicWaker,
+    /// Something was queued in its mailbox.
+    woken: AtomicBool,
     killed: AtomicBool,
-    kill_notify: Notify,
+    shutting_down: AtomicBool,
+}
+
+/// Why a connection is called away from its socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attention {
+    /// Pushes wait in its mailbox.
+    Woken,
+    /// CLIENT KILL, or its output limit.
+    Killed,
+    /// The node is shutting down.
+    Shutdown,
+}
+
+impl Attention {
+    /// Why the connection closed, for the log.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Attention::Woken => "woken",
+            Attention::Killed => "killed",
+            Attention::Shutdown => "shutdown",
+        }
+    }
 }
 
 impl ClientHandle {
@@ -108,18 +139,19 @@ impl ClientHandle {
 
     /// Wakes its connection: something was queued for it.
     pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
-    /// Resolves when its connection is woken.
-    pub async fn woken(&self) {
-        self.wake.notified().await;
+        self.woken.store(true, Release);
+        self.attention.wake();
     }
 
     /// Asks the connection to close.
     pub fn kill(&self) {
-        self.killed.store(true, Relaxed);
-        self.kill_notify.notify_one();
+        self.killed.store(true, Release);
+        self.attention.wake();
+    }
+
+    fn shut_down(&self) {
+        self.shutting_down.store(true, Release);
+        self.attention.wake();
     }
 
     /// True once killed.
@@ -127,11 +159,36 @@ impl ClientHandle {
         self.killed.load(Relaxed)
     }
 
-    /// Resolves when the client is killed.
-    pub async fn killed(&self) {
-        while !self.is_killed() {
-            self.kill_notify.notified().await;
+    /// Killed or shutting down, once either is so. Only the client's own connection task
+    /// may wait on this or on [`Self::attention`] (the handle keeps one waker).
+    fn poll_closing(&self, cx: &mut Context<'_>) -> Poll<Attention> {
+        // Registered before the flags are read, so a change after the read still wakes.
+        self.attention.register(cx.waker());
+        if self.killed.load(Acquire) {
+            Poll::Ready(Attention::Killed)
+        } else if self.shutting_down.load(Acquire) {
+            Poll::Ready(Attention::Shutdown)
+        } else {
+            Poll::Pending
         }
+    }
+
+    /// Resolves when the connection must close.
+    pub fn closing(&self) -> impl Future<Output = Attention> + '_ {
+        std::future::poll_fn(|cx| self.poll_closing(cx))
+    }
+
+    /// Resolves when the connection must close or has pushes to write (each wake once).
+    pub fn attention(&self) -> impl Future<Output = Attention> + '_ {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(closing) = self.poll_closing(cx) {
+                Poll::Ready(closing)
+            } else if self.woken.swap(false, AcqRel) {
+                Poll::Ready(Attention::Woken)
+            } else {
+                Poll::Pending
+            }
+        })
     }
 }
 
@@ -139,6 +196,8 @@ impl ClientHandle {
 #[derive(Debug, Default)]
 pub struct Clients {
     map: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// Set under the map's lock, so a client registered later starts shutting down.
+    shutting_down: AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -171,12 +230,22 @@ impl Clients {
             subscriptions: Default::default(),
             mailbox: Mutex::new(None),
             has_mailbox: AtomicBool::new(false),
-            wake: Notify::new(),
+            attention: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
             killed: AtomicBool::new(false),
-            kill_notify: Notify::new(),
+            shutting_down: AtomicBool::new(self.shutting_down.load(Relaxed)),
         });
         map.insert(id, handle.clone());
         Some(handle)
+    }
+
+    /// Calls every connection, present and to come, to close.
+    fn shut_down_all(&self) {
+        let map = self.map.lock();
+        self.shutting_down.store(true, Relaxed);
+        for client in map.values() {
+            client.shut_down();
+        }
     }
 
     /// Forgets a client that disconnected.
@@ -347,6 +416,7 @@ impl Node {
     /// Starts a graceful shutdown.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
+        self.clients.shut_down_all();
     }
 
     /// Milliseconds since start.
