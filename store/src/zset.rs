@@ -311,11 +311,7 @@ impl BigZSet {
             let previous = *old;
             *old = score;
             if previous.to_bits() != score.to_bits() {
-                self.order.remove(previous, member);
-                self.order.insert(Entry {
-                    score,
-                    member: member.into(),
-                });
+                self.order.rescore(previous, member, score);
             }
             return false;
         }
@@ -455,6 +451,18 @@ impl Ordered {
         self.before_chunk(chunk) + self.chunks[chunk].partition_point(&before)
     }
 
+    /// Where `(score, member)` is or would go: its chunk (`chunks.len()` past the last
+    /// entry) and the offset in it. No rank is summed: nothing here needs one.
+    fn position(&self, score: f64, member: &[u8]) -> (usize, usize) {
+        let chunk = self
+            .chunks
+            .partition_point(|c| c.last().is_some_and(|e| e.cmp_to(score, member).is_lt()));
+        let offset = self.chunks.get(chunk).map_or(0, |c| {
+            c.partition_point(|e| e.cmp_to(score, member).is_lt())
+        });
+        (chunk, offset)
+    }
+
     fn insert(&mut self, entry: Entry) {
         if self.chunks.is_empty() {
             let mut first = Self::new_chunk();
@@ -464,12 +472,11 @@ impl Ordered {
             self.rebuild();
             return;
         }
-        let (score, member) = (entry.score, &*entry.member);
-        let mut chunk = self
-            .chunks
-            .partition_point(|c| c.last().is_some_and(|e| e.cmp_to(score, member).is_lt()))
-            .min(self.chunks.len() - 1);
-        let mut at = self.chunks[chunk].partition_point(|e| e.cmp_to(score, member).is_lt());
+        let (mut chunk, mut at) = self.position(entry.score, &entry.member);
+        if chunk == self.chunks.len() {
+            chunk -= 1;
+            at = self.chunks[chunk].len();
+        }
         self.len += 1;
         if self.chunks[chunk].len() < CHUNK_MAX {
             self.chunks[chunk].insert(at, entry);
@@ -508,16 +515,55 @@ impl Ordered {
         self.rebuild();
     }
 
-    fn remove(&mut self, score: f64, member: &[u8]) -> bool {
-        let rank = self.lower_bound(|e| e.cmp_to(score, member).is_lt());
-        if rank >= self.len {
-            return false;
+    /// Moves `member` from score `old` to `new`. When its place stays in the same chunk,
+    /// the entries between are rotated and nothing else changes (an increment usually
+    /// moves a member a little); otherwise it is taken out and put back, its allocation
+    /// kept.
+    fn rescore(&mut self, old: f64, member: &[u8], new: f64) {
+        let (chunk, at) = self.position(old, member);
+        let below = chunk.checked_sub(1).is_none_or(|previous| {
+            self.chunks[previous]
+                .last()
+                .is_some_and(|e| e.cmp_to(new, member).is_lt())
+        });
+        let above = self
+            .chunks
+            .get(chunk + 1)
+            .is_none_or(|next| next.first().is_some_and(|e| e.cmp_to(new, member).is_gt()));
+        if below && above {
+            let entries = &mut self.chunks[chunk];
+            debug_assert!(entries[at].cmp_to(old, member).is_eq());
+            entries[at].score = new;
+            if new > old {
+                let to =
+                    at + 1 + entries[at + 1..].partition_point(|e| e.cmp_to(new, member).is_lt());
+                entries[at..to].rotate_left(1);
+            } else {
+                let to = entries[..at].partition_point(|e| e.cmp_to(new, member).is_lt());
+                entries[to..=at].rotate_right(1);
+            }
+            return;
         }
-        let (chunk, offset) = self.find(rank);
-        if self.chunks[chunk][offset].cmp_to(score, member) != Ordering::Equal {
-            return false;
+        let mut entry = self.remove_at(chunk, at);
+        entry.score = new;
+        self.insert(entry);
+    }
+
+    fn remove(&mut self, score: f64, member: &[u8]) -> Option<Entry> {
+        let (chunk, offset) = self.position(score, member);
+        if self
+            .chunks
+            .get(chunk)
+            .and_then(|c| c.get(offset))
+            .is_none_or(|e| e.cmp_to(score, member) != Ordering::Equal)
+        {
+            return None;
         }
-        self.chunks[chunk].remove(offset);
+        Some(self.remove_at(chunk, offset))
+    }
+
+    fn remove_at(&mut self, chunk: usize, offset: usize) -> Entry {
+        let entry = self.chunks[chunk].remove(offset);
         self.len -= 1;
         let small = self.chunks[chunk].len() < CHUNK_MIN;
         let merges_next = small
@@ -536,7 +582,7 @@ impl Ordered {
         if self.len == 0 {
             *self = Ordered::default();
         }
-        true
+        entry
     }
 
     /// Entries of ranks `start..end`, ascending or (`rev`) descending.
