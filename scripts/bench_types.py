@@ -19,6 +19,7 @@ REQUESTS = int(os.environ.get("REQUESTS", "1000000"))
 TESTS = os.environ.get(
     "TESTS", "lpush,rpush,lpop,rpop,sadd,spop,zadd,zpopmin,lrange_100,lrange_600").split(",")
 ELEMENTS = int(os.environ.get("ELEMENTS", "1000000"))
+SETTLE = int(os.environ.get("SETTLE", "15"))
 # The pops and ranges need a list to read: redis-benchmark's own LPUSH fills `mylist`.
 # redis-benchmark's own sequence: SPOP after SADD, ZPOPMIN after ZADD.
 FILL_FIRST = {"lpop": "lpush", "rpop": "lpush", "lrange_100": "lpush", "lrange_300": "lpush",
@@ -70,7 +71,11 @@ def element_memory(kind, port, command, length, member):
         if server.cli(length, "big") != str(ELEMENTS):
             raise SystemExit(f"{kind}: {command} did not fill the value")
         time.sleep(1)
-        return ((server.info("used_memory") - used) / ELEMENTS,
+        early = (rss_bytes(server.proc.pid) - resident) / ELEMENTS
+        # The allocator gives pages freed while the value grew back to the system over its
+        # decay time (jemalloc: 10 s for both servers); #11 measures RSS after settling too.
+        time.sleep(SETTLE)
+        return ((server.info("used_memory") - used) / ELEMENTS, early,
                 (rss_bytes(server.proc.pid) - resident) / ELEMENTS)
     finally:
         server.stop()
@@ -125,15 +130,18 @@ def main():
             out(f"| {test} | {pipeline} | {ops_o:,.0f} | {ops_t:,.0f} | {ops_o / ops_t:.2f} | "
                 f"{cpu_o:.3f} | {cpu_t:.3f} | {cpu_o / cpu_t:.2f} |")
     out(f"\nOne value of {ELEMENTS:,} 8-byte elements (a sorted set's scores are integers):\n")
-    out("| type | ringkv used_memory B/elem | redis used_memory B/elem | ringkv RSS B/elem | redis RSS B/elem |")
-    out("|---|---|---|---|---|")
+    out(f"RSS is read 1 s after the fill and again {SETTLE} s later, once the allocators have "
+        "returned the pages freed while the value grew.\n")
+    out("| type | ringkv used_memory B/elem | redis used_memory B/elem | ringkv RSS at 1 s | redis RSS at 1 s "
+        f"| ringkv RSS at {SETTLE + 1} s | redis RSS at {SETTLE + 1} s |")
+    out("|---|---|---|---|---|---|---|")
     for name, command, length, member in BIG_VALUES:
         measured = {}
         for kind in ("ringkv", "redis"):
             port += 1
             measured[kind] = element_memory(kind, port, command, length, member)
-        (ou, orss), (tu, trss) = measured["ringkv"], measured["redis"]
-        out(f"| {name} | {ou:.1f} | {tu:.1f} | {orss:.1f} | {trss:.1f} |")
+        (ou, oearly, orss), (tu, tearly, trss) = measured["ringkv"], measured["redis"]
+        out(f"| {name} | {ou:.1f} | {tu:.1f} | {oearly:.1f} | {tearly:.1f} | {orss:.1f} | {trss:.1f} |")
     out(f"\nServer CPU per operation on one sorted set, `-P 16`, {REQUESTS // 2:,} requests each: "
         "ZADD updates a random member, ZRANGE reads 10 members from a random score on.\n")
     out("| members | ringkv ZADD µs | redis ZADD µs | ringkv ZRANGE µs | redis ZRANGE µs |")
