@@ -63,6 +63,11 @@ impl DurableSignal {
 
     /// `Ok(outcome)` when already decided, else a receiver of the outcome.
     fn wait(&self, lsn: u64) -> Result<bool, oneshot::Receiver<bool>> {
+        // LSNs start at 1: a write that appended nothing to a log that holds nothing has
+        // nothing to wait for (it is not one the disk failed, as `failed >= 0` would say).
+        if lsn == 0 {
+            return Ok(true);
+        }
         let mut state = self.state.lock();
         if state.failed >= lsn {
             return Ok(false);
@@ -359,4 +364,31 @@ fn is_corruption(error: &TierError) -> bool {
                     | RecoveryError::Base(ringkv_store::base_image::BaseError::Corrupt { .. })
             )
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nothing_appended_is_durable_and_a_failed_write_is_not() {
+        let signal = DurableSignal::default();
+        assert_eq!(signal.wait(0).ok(), Some(true), "nothing to wait for");
+        let pending = signal.wait(3).expect_err("LSN 3 is not synced yet");
+        signal.advanced(2, 0);
+        let mut pending = pending;
+        assert!(
+            pending.try_recv().is_err(),
+            "LSN 3 still waits after a sync to 2"
+        );
+        signal.advanced(3, 0);
+        assert_eq!(pending.try_recv().ok(), Some(true));
+        signal.advanced(3, 5);
+        assert_eq!(
+            signal.wait(4).ok(),
+            Some(false),
+            "LSN 4 was lost by the disk"
+        );
+        assert_eq!(signal.wait(0).ok(), Some(true));
+    }
 }
