@@ -78,6 +78,19 @@ impl ServedEvent {
     }
 }
 
+/// What a blocked command does with the key it is served from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    /// Pops (BLPOP, BZPOPMIN, …).
+    Takes,
+    /// Reads without taking (XREAD): when it cannot be served, the waiters after it on the
+    /// key still may be.
+    ReadsOnly,
+    /// Pops and pushes elsewhere (BLMOVE, BRPOPLPUSH): two changes that must reach the
+    /// change log as one group, so it is served with the store to itself.
+    Moves,
+}
+
 /// One blocked client.
 pub struct Waiter {
     /// The client (CLIENT UNBLOCK).
@@ -85,9 +98,7 @@ pub struct Waiter {
     keys: Vec<Vec<u8>>,
     protocol: Protocol,
     serve: Serve,
-    /// Reads without taking (XREAD): when it cannot be served, the waiters after it on the
-    /// key still may be.
-    reads_only: bool,
+    kind: WaitKind,
     /// The reply when the timeout passes (a null of the command's shape).
     timed_out: Vec<u8>,
     /// Taken by whoever answers the waiter: a serving write, CLIENT UNBLOCK or its timeout.
@@ -150,7 +161,7 @@ impl Blocking {
     }
 
     /// Runs `attempt` under the registry's lock; when it answers `None`, registers a
-    /// waiter on `keys` that `serve` answers later (`reads_only`: see [`Waiter`]).
+    /// waiter on `keys` that `serve` answers later.
     #[allow(clippy::too_many_arguments)]
     pub fn try_or_register<T>(
         self: &Arc<Self>,
@@ -160,7 +171,7 @@ impl Blocking {
         timed_out: Vec<u8>,
         attempt: impl FnOnce() -> Option<T>,
         serve: Serve,
-        reads_only: bool,
+        kind: WaitKind,
     ) -> Result<T, Registration> {
         let mut map = self.keys.lock();
         if let Some(done) = attempt() {
@@ -172,7 +183,7 @@ impl Blocking {
             keys,
             protocol,
             serve,
-            reads_only,
+            kind,
             timed_out,
             reply: Mutex::new(Some(sender)),
         });
@@ -197,6 +208,16 @@ impl Blocking {
         waiter.reply.lock().take();
     }
 
+    /// True when a waiter on one of `keys` moves what it is served ([`WaitKind::Moves`]):
+    /// then serving needs the store to itself.
+    pub fn moves_on(&self, keys: &[Vec<u8>]) -> bool {
+        let map = self.keys.lock();
+        keys.iter().any(|key| {
+            map.get(key)
+                .is_some_and(|queue| queue.iter().any(|w| w.kind == WaitKind::Moves))
+        })
+    }
+
     /// Serves the waiters of `ready` (keys a command wrote to) while their keys hold
     /// elements, first come first served; keys the serving itself fills are served next.
     /// The keyspace events of the servings, in order, for the caller to publish.
@@ -216,7 +237,7 @@ impl Blocking {
                     continue;
                 }
                 let Some(outcome) = (waiter.serve)(&key, waiter.protocol) else {
-                    if waiter.reads_only {
+                    if waiter.kind == WaitKind::ReadsOnly {
                         passed += 1;
                         continue;
                     }

@@ -391,6 +391,12 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 };
                 conn.note_remote_writes(remote_writes);
                 output.extend_from_slice(&finished);
+                // A served pop wrote for this client: under `always` its reply waits for
+                // the sync, as the pusher's does (Redis writes it after the fsync too).
+                conn.wrote |= watch_peer;
+                if !durable(node, conn).await {
+                    return "persistence failed";
+                }
                 if write_out(node, &handle, stream, &mut output).await.is_err() {
                     return "write error";
                 }

@@ -272,7 +272,16 @@ pub fn execute(
         write_error(node, out, &error);
     }
     if !conn.ready_keys.is_empty() {
-        for event in node.blocking.serve(std::mem::take(&mut conn.ready_keys)) {
+        let ready = std::mem::take(&mut conn.ready_keys);
+        // A served BLMOVE pops and pushes: alone, the two are one group in the change log,
+        // which recovery and replicas apply whole (a crash between them would lose the
+        // element).
+        let served = if node.blocking.moves_on(&ready) {
+            gate.run_exclusive(|| node.blocking.serve(ready))
+        } else {
+            node.blocking.serve(ready)
+        };
+        for event in served {
             let (db, key) = node.databases.logical(&event.key);
             node.notifier
                 .emit(&node.pubsub, event.class, event.name, db, key);

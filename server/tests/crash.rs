@@ -588,3 +588,84 @@ fn a_scripts_writes_come_back_all_or_none_after_the_process_ends_mid_script() {
         "the unfinished script's write is not recovered"
     );
 }
+
+/// A BLMOVE served by another client's push takes the element from one list and puts it in
+/// another: two records, which must be one group in the WAL, so that recovery (and a
+/// replica) applies both or neither. A crash between two loose records would lose the job.
+#[test]
+fn a_blmove_served_by_a_push_is_one_group_in_the_wal() {
+    use ringkv_store::change_log::{GROUPED, RecordKind};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut node = spawn(dir.path(), port, &["--appendfsync", "always"]);
+    let mut pusher = Client::connect(port);
+    pusher.wait_loaded();
+    let mut mover = Client::connect(port);
+    mover
+        .writer
+        .write_all(b"*6\r\n$6\r\nBLMOVE\r\n$4\r\njobs\r\n$5\r\ntaken\r\n$5\r\nRIGHT\r\n$4\r\nLEFT\r\n$2\r\n10\r\n")
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let clients = pusher.call(&[b"INFO", b"clients"]).unwrap();
+        if clients.contains("\r\nblocked_clients:1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "BLMOVE never blocked: {clients}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(pusher.call(&[b"LPUSH", b"jobs", b"job-1"]).unwrap(), ":1");
+    assert_eq!(mover.read_reply().unwrap(), "job-1");
+    // Under `always` this reply waits for a sync, which covers every earlier record.
+    assert_eq!(pusher.call(&[b"SET", b"after", b"1"]).unwrap(), "+OK");
+    node.0.kill().unwrap();
+    node.0.wait().unwrap();
+
+    let wal = ringkv_store::data_dir::DiskDir::open(dir.path()).unwrap();
+    let mut records: Vec<(RecordKind, u8, Vec<u8>)> = Vec::new();
+    ringkv_store::wal::scan(&wal, 0, &mut |_, chunk| {
+        for record in chunk.records {
+            let record = record.expect("records decode");
+            records.push((record.kind, record.flags, record.key.to_vec()));
+        }
+        Ok(())
+    })
+    .unwrap();
+    let pop = records
+        .iter()
+        .position(|(kind, _, key)| *kind == RecordKind::RPop && key == b"jobs")
+        .unwrap_or_else(|| panic!("no pop of jobs in the WAL: {records:?}"));
+    let push = records
+        .iter()
+        .position(|(kind, _, key)| *kind == RecordKind::LPush && key == b"taken")
+        .unwrap_or_else(|| panic!("no push to taken in the WAL: {records:?}"));
+    let commit = records[pop..]
+        .iter()
+        .position(|(kind, ..)| *kind == RecordKind::Commit)
+        .map(|at| pop + at)
+        .unwrap_or_else(|| panic!("no commit after the pop: {records:?}"));
+    assert!(
+        pop < push && push < commit,
+        "pop, push, commit in order: {records:?}"
+    );
+    assert!(
+        records[pop..commit]
+            .iter()
+            .all(|(_, flags, _)| flags & GROUPED != 0),
+        "the pop and the push are in one group: {records:?}"
+    );
+}
+
+/// Under `always`, a write that appends nothing to a log that holds nothing yet (DEL of a
+/// missing key, the first command of a fresh node) answers and keeps its connection: it
+/// once waited for LSN 0 and was told the disk had failed.
+#[test]
+fn a_write_that_changes_nothing_on_a_fresh_node_under_always_keeps_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _node = spawn(dir.path(), port, &["--appendfsync", "always"]);
+    let mut client = Client::connect(port);
+    client.wait_loaded();
+    assert_eq!(client.call(&[b"DEL", b"missing"]).as_deref(), Some(":0"));
+    assert_eq!(client.call(&[b"PING"]).as_deref(), Some("+PONG"));
+}

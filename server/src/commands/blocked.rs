@@ -8,7 +8,7 @@ use ringkv_protocol::{Args, Protocol, ReplyWriter};
 use ringkv_store::Store;
 
 use super::Parked;
-use crate::blocking::{Registration, Serve};
+use crate::blocking::{Registration, Serve, WaitKind};
 use crate::handler::{CmdError, CmdResult, Ctx, float_arg, is, ranged};
 
 /// The parsed tail of LMPOP/BLMPOP/ZMPOP/BZMPOP: keys, side (`side` reads LEFT|RIGHT or
@@ -108,7 +108,35 @@ pub fn block_on(
     attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
     serve: Serve,
 ) -> CmdResult {
-    park(ctx, keys, timeout, array_reply, attempt, serve, false)
+    park(
+        ctx,
+        keys,
+        timeout,
+        array_reply,
+        attempt,
+        serve,
+        WaitKind::Takes,
+    )
+}
+
+/// As [`block_on`] for a command that moves the element it pops (BLMOVE): served with the
+/// store to itself, so its pop and push are one group in the change log.
+pub fn block_on_move(
+    ctx: &mut Ctx<'_, '_>,
+    key: Vec<u8>,
+    timeout: Option<Duration>,
+    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
+    serve: Serve,
+) -> CmdResult {
+    park(
+        ctx,
+        vec![key],
+        timeout,
+        false,
+        attempt,
+        serve,
+        WaitKind::Moves,
+    )
 }
 
 /// As [`block_on`] for a command that reads without taking (XREAD): the waiters behind
@@ -120,7 +148,15 @@ pub fn block_on_read(
     attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
     serve: Serve,
 ) -> CmdResult {
-    park(ctx, keys, timeout, true, attempt, serve, true)
+    park(
+        ctx,
+        keys,
+        timeout,
+        true,
+        attempt,
+        serve,
+        WaitKind::ReadsOnly,
+    )
 }
 
 fn park(
@@ -130,7 +166,7 @@ fn park(
     array_reply: bool,
     attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
     serve: Serve,
-    reads_only: bool,
+    kind: WaitKind,
 ) -> CmdResult {
     let store = &ctx.node.store;
     if let Some(reply) = attempt(store, ctx.now)? {
@@ -156,7 +192,7 @@ fn park(
         timed_out,
         || attempt(store, ctx.now).transpose(),
         serve,
-        reads_only,
+        kind,
     );
     match registered {
         Ok(reply) => ctx.out.raw(&reply?),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ringkv_protocol::{Args, ReplyWriter};
 use ringkv_store::{ListValue, Store, Value};
 
-use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
+use super::blocked::{MultiPop, block_on, block_on_move, encode, parse_mpop, timeout_arg};
 use crate::blocking::{Serve, ServeOutcome, ServedEvent};
 use crate::handler::{
     CmdError, CmdResult, Ctx, int_arg, is, positive_count, ranged, read_as, wrong_type,
@@ -565,7 +565,7 @@ fn blocking_move(
             }),
         }
     });
-    block_on(ctx, vec![source.to_vec()], timeout, false, attempt, serve)
+    block_on_move(ctx, source.to_vec(), timeout, attempt, serve)
 }
 
 /// BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout
