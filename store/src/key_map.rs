@@ -17,6 +17,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
+use crate::key_bytes::KeyBytes;
 use crate::slot::{SLOT_COUNT, key_slot};
 
 /// No entry: the end of a slot's list.
@@ -26,7 +27,7 @@ const NONE: u32 = u32::MAX;
 #[derive(Debug, Clone)]
 struct Bucket<V> {
     hash: u64,
-    key: Box<[u8]>,
+    key: KeyBytes,
     value: V,
 }
 
@@ -217,7 +218,7 @@ impl<V> KeyMap<V> {
             self.table
                 .shrink_to(entries.len() * 2, |&i| entries[i as usize].hash);
         }
-        Some((removed.key, removed.value))
+        Some((removed.key.into_box(), removed.value))
     }
 
     /// The key and value at `index`.
@@ -227,7 +228,9 @@ impl<V> KeyMap<V> {
 
     /// Every key and value, owned.
     pub fn into_entries(self) -> impl Iterator<Item = (Box<[u8]>, V)> {
-        self.entries.into_iter().map(|b| (b.key, b.value))
+        self.entries
+            .into_iter()
+            .map(|b| (b.key.into_box(), b.value))
     }
 
     /// Every value, mutable, in storage order.

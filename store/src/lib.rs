@@ -12,6 +12,7 @@ mod error;
 mod eviction;
 pub mod flight;
 mod glob;
+mod key_bytes;
 mod key_map;
 mod list;
 pub mod namespace;

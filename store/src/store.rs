@@ -36,9 +36,10 @@ use crate::{StoreError, glob_match};
 type KeyMap = crate::key_map::KeyMap<Entry>;
 
 /// Bytes an entry costs besides its key and value allocations: the map bucket (hash, key
-/// pointer, entry), its slot links (8) and its 5-byte index slot with load-factor slack.
+/// inline or its pointer, entry), its slot links (8) and its 5-byte index slot with
+/// load-factor slack.
 const ENTRY_OVERHEAD: usize =
-    8 + std::mem::size_of::<Box<[u8]>>() + std::mem::size_of::<Entry>() + 8 + 6;
+    8 + std::mem::size_of::<crate::key_bytes::KeyBytes>() + std::mem::size_of::<Entry>() + 8 + 6;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 fn entry_cost(key_len: usize, value: &Value) -> usize {
-    ENTRY_OVERHEAD + alloc_size(key_len) + value.heap_bytes()
+    ENTRY_OVERHEAD + alloc_size(crate::key_bytes::KeyBytes::heap_len(key_len)) + value.heap_bytes()
 }
 
 fn minutes(now: u64) -> u16 {
