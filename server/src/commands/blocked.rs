@@ -98,75 +98,16 @@ pub async fn finish_blocked_pop(mut blocked: BlockedPop) -> Vec<u8> {
 }
 
 /// Tries `attempt` now; inside EXEC answers what it found (a null when nothing, as the
-/// timeout would); otherwise parks the connection on
-/// `keys` until `serve` answers it or the timeout passes.
+/// timeout would); otherwise parks the connection on `keys` until `serve` answers it or
+/// the timeout passes. `kind` says what the command does with the key it is served from.
 pub fn block_on(
     ctx: &mut Ctx<'_, '_>,
     keys: Vec<Vec<u8>>,
     timeout: Option<Duration>,
     array_reply: bool,
-    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
-    serve: Serve,
-) -> CmdResult {
-    park(
-        ctx,
-        keys,
-        timeout,
-        array_reply,
-        attempt,
-        serve,
-        WaitKind::Takes,
-    )
-}
-
-/// As [`block_on`] for a command that moves the element it pops (BLMOVE): served with the
-/// store to itself, so its pop and push are one group in the change log.
-pub fn block_on_move(
-    ctx: &mut Ctx<'_, '_>,
-    key: Vec<u8>,
-    timeout: Option<Duration>,
-    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
-    serve: Serve,
-) -> CmdResult {
-    park(
-        ctx,
-        vec![key],
-        timeout,
-        false,
-        attempt,
-        serve,
-        WaitKind::Moves,
-    )
-}
-
-/// As [`block_on`] for a command that reads without taking (XREAD): the waiters behind
-/// it are served whether or not it can be.
-pub fn block_on_read(
-    ctx: &mut Ctx<'_, '_>,
-    keys: Vec<Vec<u8>>,
-    timeout: Option<Duration>,
-    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
-    serve: Serve,
-) -> CmdResult {
-    park(
-        ctx,
-        keys,
-        timeout,
-        true,
-        attempt,
-        serve,
-        WaitKind::ReadsOnly,
-    )
-}
-
-fn park(
-    ctx: &mut Ctx<'_, '_>,
-    keys: Vec<Vec<u8>>,
-    timeout: Option<Duration>,
-    array_reply: bool,
-    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
-    serve: Serve,
     kind: WaitKind,
+    attempt: impl Fn(&Store, u64) -> Result<Option<Vec<u8>>, CmdError>,
+    serve: Serve,
 ) -> CmdResult {
     let store = &ctx.node.store;
     if let Some(reply) = attempt(store, ctx.now)? {

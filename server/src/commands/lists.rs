@@ -6,8 +6,8 @@ use std::time::Duration;
 use ringkv_protocol::{Args, ReplyWriter};
 use ringkv_store::{ListValue, Store, Value};
 
-use super::blocked::{MultiPop, block_on, block_on_move, encode, parse_mpop, timeout_arg};
-use crate::blocking::{Serve, ServeOutcome, ServedEvent};
+use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
+use crate::blocking::{Serve, ServeOutcome, ServedEvent, WaitKind};
 use crate::handler::{
     CmdError, CmdResult, Ctx, int_arg, is, positive_count, ranged, read_as, wrong_type,
 };
@@ -496,7 +496,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, front: bool) -> CmdResul
             events: ServedEvent::popped(&store, &flags, (Class::LIST, pop_event(front)), key, now),
         })
     });
-    block_on(ctx, keys, timeout, true, attempt, serve)
+    block_on(ctx, keys, timeout, true, WaitKind::Takes, attempt, serve)
 }
 
 /// BLPOP key [key ...] timeout
@@ -565,7 +565,8 @@ fn blocking_move(
             }),
         }
     });
-    block_on_move(ctx, source.to_vec(), timeout, attempt, serve)
+    let keys = vec![source.to_vec()];
+    block_on(ctx, keys, timeout, false, WaitKind::Moves, attempt, serve)
 }
 
 /// BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout
@@ -611,7 +612,7 @@ pub fn blmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             events: ServedEvent::popped(&store, &flags, (Class::LIST, pop_event(front)), key, now),
         })
     });
-    block_on(ctx, keys, timeout, true, attempt, serve)
+    block_on(ctx, keys, timeout, true, WaitKind::Takes, attempt, serve)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@ use ringkv_protocol::{Args, Protocol, ReplyWriter};
 use ringkv_store::stream::{decode_fields, encode_fields};
 use ringkv_store::{Store, StreamId, StreamValue, Trim, TrimBy, Value};
 
-use super::blocked::{block_on_read, encode};
-use crate::blocking::{Serve, ServeOutcome};
+use super::blocked::{block_on, encode};
+use crate::blocking::{Serve, ServeOutcome, WaitKind};
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is, lossy, read_as, wrong_type};
 use crate::node::unix_ms;
 use crate::notify::Class;
@@ -610,7 +610,15 @@ pub fn xread(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             events: Vec::new(),
         })
     });
-    block_on_read(ctx, keys, timeout, attempt, serve)
+    block_on(
+        ctx,
+        keys,
+        timeout,
+        true,
+        WaitKind::ReadsOnly,
+        attempt,
+        serve,
+    )
 }
 
 /// XINFO with no subcommand.

@@ -8,7 +8,7 @@ use ringkv_store::{SetValue, Store, Value, ZSetValue, glob_match, scan_window};
 
 use super::blocked::{MultiPop, block_on, encode, parse_mpop, timeout_arg};
 use super::keys::{member_scan_options, write_scan_reply};
-use crate::blocking::{Serve, ServeOutcome, ServedEvent};
+use crate::blocking::{Serve, ServeOutcome, ServedEvent, WaitKind};
 use crate::handler::{
     CmdError, CmdResult, Ctx, MemberEvent, change_members, float_arg, int_arg, is, is_resp3,
     positive_count, ranged, read_as, wrong_type,
@@ -848,7 +848,7 @@ fn blocking_pop(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, min: bool) -> CmdResult 
             events: ServedEvent::popped(&store, &flags, (Class::ZSET, event), key, now),
         })
     });
-    block_on(ctx, keys, timeout, true, attempt, serve)
+    block_on(ctx, keys, timeout, true, WaitKind::Takes, attempt, serve)
 }
 
 /// BZPOPMIN key [key ...] timeout
@@ -890,7 +890,7 @@ pub fn bzmpop(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
             events: ServedEvent::popped(&store, &flags, (Class::ZSET, event), key, now),
         })
     });
-    block_on(ctx, keys, timeout, true, attempt, serve)
+    block_on(ctx, keys, timeout, true, WaitKind::Takes, attempt, serve)
 }
 
 // ---- random members and scans ----
