@@ -302,6 +302,19 @@ async fn client_unblock_answers_a_blocked_client() -> Result<()> {
         .write_all(b"*3\r\n$5\r\nBLPOP\r\n$1\r\nq\r\n$1\r\n0\r\n")
         .await?;
     wait_blocked(&mut con, 1).await?;
+    // CLIENT LIST shows it as Redis does: blocked, in BLPOP.
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut con)
+        .await?;
+    let line = list
+        .lines()
+        .find(|l| l.starts_with(&format!("id={id} ")))
+        .context("the blocked client is listed")?;
+    assert!(
+        line.contains(" flags=b ") && line.contains(" cmd=blpop "),
+        "{line}"
+    );
     let unblocked: i64 = redis::cmd("CLIENT")
         .arg("UNBLOCK")
         .arg(id)

@@ -383,12 +383,16 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 // A client blocked on a key may wait forever: one that leaves must not be
                 // served an element it would never read.
                 let watch_peer = matches!(parked, Parked::BlockedPop(_));
+                // CLIENT LIST shows it blocked, in this command, while it waits.
+                handle.last_command.store(conn.last_command, Relaxed);
+                handle.blocked.store(watch_peer, Relaxed);
                 // The gate is released: a parked command holds no lock while it waits.
                 let (finished, remote_writes) = tokio::select! {
                     finished = finish_parked(node, parked, conn.protocol) => finished,
                     _ = peer_closed(stream), if watch_peer => return "closed by peer",
                     closing = handle.closing() => return closing.reason(),
                 };
+                handle.blocked.store(false, Relaxed);
                 conn.note_remote_writes(remote_writes);
                 output.extend_from_slice(&finished);
                 // A served pop wrote for this client: under `always` its reply waits for

@@ -74,6 +74,8 @@ pub struct ClientHandle {
     pub multi: AtomicU64,
     /// CLIENT NO-EVICT.
     pub no_evict: AtomicBool,
+    /// Parked in a blocking command (CLIENT LIST's `b` flag).
+    pub blocked: AtomicBool,
     /// The logical database selected (CLIENT LIST).
     pub db: AtomicU8,
     /// Its channels, patterns and shard channels (CLIENT LIST's sub, psub, ssub).
@@ -226,6 +228,7 @@ impl Clients {
             resp: AtomicU8::new(2),
             multi: AtomicU64::new(0),
             no_evict: AtomicBool::new(false),
+            blocked: AtomicBool::new(false),
             db: AtomicU8::new(0),
             subscriptions: Default::default(),
             mailbox: Mutex::new(None),

@@ -247,12 +247,19 @@ pub fn client_line(node: &Node, client: &ClientHandle) -> String {
     };
     let (lib_name, lib_ver) = client.lib.lock().clone();
     let [sub, psub, ssub] = [0, 1, 2].map(|i| client.subscriptions[i].load(Relaxed));
-    let flags = match (multi >= 0, sub + psub + ssub > 0) {
+    let mut flags = match (multi >= 0, sub + psub + ssub > 0) {
         (true, true) => "xP",
         (true, false) => "x",
         (false, true) => "P",
-        (false, false) => "N",
-    };
+        (false, false) => "",
+    }
+    .to_string();
+    if client.blocked.load(Relaxed) {
+        flags.push('b');
+    }
+    if flags.is_empty() {
+        flags.push('N');
+    }
     format!(
         "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db={} sub={sub} psub={psub} ssub={ssub} multi={} qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
         client.id,
