@@ -224,5 +224,14 @@ async fn a_blocked_pop_served_by_a_later_push_is_told_as_redis_tells_it() -> Res
     })
     .collect();
     events.expect(wanted.as_bytes()).await?;
+    // Telling of the deletion looks the key up as a write does: no miss is counted.
+    let Value::BulkString(stats) = query(&mut con, &["INFO", "stats"]).await? else {
+        anyhow::bail!("INFO is a bulk string");
+    };
+    let stats = String::from_utf8_lossy(&stats);
+    assert!(
+        stats.contains("keyspace_hits:0\r\n") && stats.contains("keyspace_misses:0\r\n"),
+        "{stats}"
+    );
     Ok(())
 }

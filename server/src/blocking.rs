@@ -70,7 +70,8 @@ impl ServedEvent {
             .into_iter()
             .collect();
         if let Some(del) = ServedEvent::wanted(flags, generic, "del", key)
-            && !store.contains(key, now)
+            // A write's look-up: no hit or miss counted (Redis's served pop counts none).
+            && !store.inspect(key, now, |entry| entry.is_some())
         {
             events.push(del);
         }
