@@ -186,7 +186,7 @@ impl<V> KeyMap<V> {
     }
 
     /// Removes the entry at `index`, moving the last entry into its place.
-    pub fn swap_remove_index(&mut self, index: usize) -> Option<(Box<[u8]>, V)> {
+    pub fn swap_remove_index(&mut self, index: usize) -> Option<(KeyBytes, V)> {
         let hash = self.entries.get(index)?.hash;
         match self.table.find_entry(hash, |&i| i as usize == index) {
             Ok(slot) => {
@@ -218,7 +218,7 @@ impl<V> KeyMap<V> {
             self.table
                 .shrink_to(entries.len() * 2, |&i| entries[i as usize].hash);
         }
-        Some((removed.key.into_box(), removed.value))
+        Some((removed.key, removed.value))
     }
 
     /// The key and value at `index`.

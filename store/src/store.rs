@@ -33,13 +33,15 @@ use crate::value::{HashValue, Value, alloc_size};
 use crate::zset::ZSetValue;
 use crate::{StoreError, glob_match};
 
+use crate::key_bytes::KeyBytes;
+
 type KeyMap = crate::key_map::KeyMap<Entry>;
 
 /// Bytes an entry costs besides its key and value allocations: the map bucket (hash, key
 /// inline or its pointer, entry), its slot links (8) and its 5-byte index slot with
 /// load-factor slack.
 const ENTRY_OVERHEAD: usize =
-    8 + std::mem::size_of::<crate::key_bytes::KeyBytes>() + std::mem::size_of::<Entry>() + 8 + 6;
+    8 + std::mem::size_of::<KeyBytes>() + std::mem::size_of::<Entry>() + 8 + 6;
 
 /// One key's value and metadata.
 #[derive(Debug, Clone)]
@@ -57,7 +59,7 @@ struct Entry {
 const _: () = assert!(std::mem::size_of::<Entry>() == 40);
 
 fn entry_cost(key_len: usize, value: &Value) -> usize {
-    ENTRY_OVERHEAD + alloc_size(crate::key_bytes::KeyBytes::heap_len(key_len)) + value.heap_bytes()
+    ENTRY_OVERHEAD + alloc_size(KeyBytes::heap_len(key_len)) + value.heap_bytes()
 }
 
 fn minutes(now: u64) -> u16 {
@@ -274,7 +276,7 @@ impl Shard {
     }
 
     /// Takes an entry out of the map (its accounting and dirty counts with it).
-    fn remove_index(&mut self, index: usize) -> (Box<[u8]>, Entry) {
+    fn remove_index(&mut self, index: usize) -> (KeyBytes, Entry) {
         let (key, entry) = self.map.swap_remove_index(index).expect("index in range");
         self.bytes -= entry_cost(key.len(), &entry.value);
         if entry.expires_at != 0 {
@@ -295,7 +297,7 @@ impl Shard {
         index: usize,
         sinks: Sinks<'_>,
         slot: Option<u16>,
-    ) -> (Box<[u8]>, Entry) {
+    ) -> (KeyBytes, Entry) {
         let (key, entry) = self.remove_index(index);
         if let Some(log) = sinks.log {
             let slot = slot.unwrap_or_else(|| key_slot(&key));
@@ -304,11 +306,11 @@ impl Shard {
         if entry.flags & IN_BASE != 0 {
             match sinks.spill {
                 Some(spill) => spill.spill(DirtyEntry {
-                    key: key.clone(),
+                    key: Box::from(&*key),
                     state: None,
                     stamp: sinks.stamp(),
                 }),
-                None => self.marks.tombstones[self.marks.epoch].push(key.clone()),
+                None => self.marks.tombstones[self.marks.epoch].push(Box::from(&*key)),
             }
         }
         (key, entry)
@@ -2323,7 +2325,7 @@ impl Store {
         let (key, entry) = shard.remove_index(index);
         if entry.flags & (DIRTY[0] | DIRTY[1]) != 0 || entry.flags & IN_BASE == 0 {
             spill.spill(DirtyEntry {
-                key,
+                key: key.into_box(),
                 state: Some((entry.value.to_persisted(), entry.expires_at)),
                 stamp: sinks.stamp(),
             });
