@@ -442,25 +442,29 @@ impl Ordered {
 
     /// The rank of the first entry for which `before` is false.
     fn lower_bound(&self, before: impl Fn(&Entry) -> bool) -> usize {
-        let chunk = self
-            .chunks
-            .partition_point(|c| c.last().is_some_and(&before));
+        let (chunk, offset) = self.locate(before);
         if chunk == self.chunks.len() {
             return self.len;
         }
-        self.before_chunk(chunk) + self.chunks[chunk].partition_point(&before)
+        self.before_chunk(chunk) + offset
     }
 
-    /// Where `(score, member)` is or would go: its chunk (`chunks.len()` past the last
-    /// entry) and the offset in it. No rank is summed: nothing here needs one.
-    fn position(&self, score: f64, member: &[u8]) -> (usize, usize) {
+    /// The chunk (`chunks.len()` past the last entry) and offset of the first entry for
+    /// which `before` is false; no rank is summed.
+    fn locate(&self, before: impl Fn(&Entry) -> bool) -> (usize, usize) {
         let chunk = self
             .chunks
-            .partition_point(|c| c.last().is_some_and(|e| e.cmp_to(score, member).is_lt()));
-        let offset = self.chunks.get(chunk).map_or(0, |c| {
-            c.partition_point(|e| e.cmp_to(score, member).is_lt())
-        });
+            .partition_point(|c| c.last().is_some_and(&before));
+        let offset = self
+            .chunks
+            .get(chunk)
+            .map_or(0, |c| c.partition_point(&before));
         (chunk, offset)
+    }
+
+    /// Where `(score, member)` is or would go.
+    fn position(&self, score: f64, member: &[u8]) -> (usize, usize) {
+        self.locate(|e| e.cmp_to(score, member).is_lt())
     }
 
     fn insert(&mut self, entry: Entry) {
