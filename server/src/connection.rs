@@ -255,6 +255,8 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
     let mut input = BytesMut::with_capacity(READ_CHUNK);
     let mut output: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut parser = RequestParser::new(node.config.read().limits());
+    // When this connection last ran commands (unix ms).
+    let mut last_active_ms = 0u64;
     let mut batch = Batch::new();
     let handle = conn.handle.clone();
     loop {
@@ -338,8 +340,8 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
         }
         let mut next = 0;
         while next < batch.len() {
+            let now = unix_ms();
             {
-                let now = unix_ms();
                 let mut out = ReplyWriter::new(&mut output, conn.protocol);
                 match Gate::acquire(node) {
                     Some(mut gate) => {
@@ -364,6 +366,9 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
             if !durable(node, conn).await {
                 // The writes are not on disk: no reply must claim they are.
                 return "persistence failed";
+            }
+            if crate::reply_batching::should_wait_for_others(&mut last_active_ms, now) {
+                tokio::task::yield_now().await;
             }
             if write_out(node, &handle, stream, &mut output).await.is_err() {
                 return "write error";

@@ -16,6 +16,7 @@ mod notify;
 mod persistence;
 mod pubsub;
 mod replication;
+mod reply_batching;
 mod scripting;
 mod tracking;
 

@@ -18,16 +18,20 @@ mod structlib;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+
+/// The maps looked up on every script call: keyed by SHA-1s and names, which no client
+/// picks to collide (SCRIPT LOAD hashes what it stores), so a fast hash is safe.
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use mlua::{
     Function, HookTriggers, Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Table, Value, VmState,
 };
 use parking_lot::{Mutex, RwLock};
-use ringkv_protocol::{OwnedArgs, Protocol, ReplyWriter};
+use ringkv_protocol::{Args, OwnedArgs, Protocol, ReplyWriter};
 use sha1::{Digest, Sha1};
 
 use crate::connection::ConnState;
@@ -98,12 +102,37 @@ fn shebang_flags(body: &[u8]) -> Result<ScriptFlags, CmdError> {
 pub struct Invocation<'a> {
     /// The script's SHA-1 (lowercase hex), or the function's name: errors name it.
     pub sha: &'a str,
-    /// KEYS.
-    pub keys: Vec<&'a [u8]>,
-    /// ARGV.
-    pub argv: Vec<&'a [u8]>,
+    /// The command's arguments: KEYS from 3, then ARGV.
+    args: &'a Args<'a>,
+    numkeys: usize,
     /// EVAL_RO / EVALSHA_RO.
     pub read_only: bool,
+}
+
+impl<'a> Invocation<'a> {
+    /// The invocation of `sha` by a command whose arguments after `numkeys` (at 2) are
+    /// `numkeys` keys, then the script's arguments.
+    pub fn new(sha: &'a str, args: &'a Args<'a>, numkeys: usize, read_only: bool) -> Self {
+        Invocation {
+            sha,
+            args,
+            numkeys,
+            read_only,
+        }
+    }
+
+    fn keys(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + '_ {
+        (3..3 + self.numkeys).map(|i| self.args.get(i))
+    }
+
+    fn argv(&self) -> impl ExactSizeIterator<Item = &'a [u8]> + '_ {
+        (3 + self.numkeys..self.args.len()).map(|i| self.args.get(i))
+    }
+}
+
+/// Redis's reply to EVALSHA of a script it does not hold (clients branch on `NOSCRIPT`).
+pub fn no_script() -> CmdError {
+    CmdError::Custom("NOSCRIPT No matching script. Please use EVAL.".into())
 }
 
 /// Script arguments passed on the Lua stack at most; more go in tables built from Rust.
@@ -117,7 +146,9 @@ const HOOK_EVERY: u32 = 100_000;
 /// time (under the store's exclusive gate), whichever thread runs them.
 #[derive(Debug, Default)]
 struct Control {
-    started: Mutex<Option<Instant>>,
+    /// Unix milliseconds when the running script started; 0 while none runs. The batch's
+    /// time, not a clock read: the threshold is seconds, a batch's age is milliseconds.
+    started_ms: AtomicU64,
     threshold_ms: AtomicU64,
     busy: AtomicBool,
     wrote: AtomicBool,
@@ -138,7 +169,7 @@ struct Source {
 /// compiled before.
 pub struct Scripting {
     id: u64,
-    sources: RwLock<HashMap<String, Arc<Source>>>,
+    sources: RwLock<FastMap<String, Arc<Source>>>,
     source_bytes: AtomicUsize,
     generation: AtomicU64,
     control: Arc<Control>,
@@ -180,7 +211,7 @@ struct Engine {
     /// Compiled scripts by SHA-1, in the Lua registry: a `Function` handle held in Rust
     /// takes a slot of mlua's reference stack, which Lua 5.1 caps near 8,000, so holding
     /// one per cached script made the 8,000th SCRIPT LOAD fail.
-    compiled: HashMap<String, RegistryKey>,
+    compiled: FastMap<String, (RegistryKey, ScriptFlags)>,
     generation: u64,
     state: Rc<RefCell<RunState>>,
     /// FCALL's runner, the environment libraries load in, and their loader.
@@ -191,13 +222,13 @@ struct Engine {
     collector: functions::Collector,
     /// The registered functions of every library, loaded in this state at
     /// `functions_generation` (in the registry, as `compiled`).
-    functions: HashMap<String, RegistryKey>,
+    functions: FastMap<String, RegistryKey>,
     functions_generation: u64,
 }
 
 thread_local! {
     /// This thread's Lua states, by [`Scripting`] (a process may run several nodes).
-    static ENGINES: RefCell<HashMap<u64, Engine>> = RefCell::new(HashMap::new());
+    static ENGINES: RefCell<Vec<(u64, Engine)>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -217,9 +248,12 @@ fn compile_error(error: mlua::Error) -> CmdError {
     ))
 }
 
-fn string_table(lua: &Lua, items: &[&[u8]]) -> mlua::Result<Table> {
+fn string_table<'a>(
+    lua: &Lua,
+    items: impl ExactSizeIterator<Item = &'a [u8]>,
+) -> mlua::Result<Table> {
     let table = lua.create_table_with_capacity(items.len(), 0)?;
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.enumerate() {
         table.raw_set(i + 1, lua.create_string(item)?)?;
     }
     Ok(table)
@@ -290,10 +324,11 @@ impl Engine {
                         "ERR Script killed by user with SCRIPT KILL...",
                     ));
                 }
+                let started = control.started_ms.load(Relaxed);
+                let ran_ms = crate::node::unix_ms().saturating_sub(started);
                 if !control.busy.load(Relaxed)
-                    && let Some(started) = *control.started.lock()
-                    && started.elapsed()
-                        >= Duration::from_millis(control.threshold_ms.load(Relaxed))
+                    && started != 0
+                    && ran_ms >= control.threshold_ms.load(Relaxed)
                 {
                     control.busy.store(true, Relaxed);
                     // This worker is stuck in the script while the other may sleep with
@@ -308,7 +343,7 @@ impl Engine {
                         handle.spawn(async {});
                     }
                     tracing::warn!(
-                        ms = started.elapsed().as_millis() as u64,
+                        ms = ran_ms,
                         "a script runs past busy-reply-threshold: other clients get -BUSY until it ends or SCRIPT KILL stops it"
                     );
                 }
@@ -319,14 +354,14 @@ impl Engine {
             lua,
             backing,
             run,
-            compiled: HashMap::new(),
+            compiled: FastMap::default(),
             generation: 0,
             state,
             run_function,
             library_env,
             load_library,
             collector,
-            functions: HashMap::new(),
+            functions: FastMap::default(),
             functions_generation: u64::MAX,
         })
     }
@@ -396,7 +431,7 @@ impl Scripting {
             .store(busy_threshold.as_millis() as u64, Relaxed);
         Scripting {
             id: NEXT_ID.fetch_add(1, Relaxed),
-            sources: RwLock::new(HashMap::new()),
+            sources: RwLock::new(FastMap::default()),
             source_bytes: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             control,
@@ -416,9 +451,16 @@ impl Scripting {
     fn with_engine<R>(&self, f: impl FnOnce(&mut Engine) -> R) -> R {
         ENGINES.with(|engines| {
             let mut engines = engines.borrow_mut();
-            let engine = engines.entry(self.id).or_insert_with(|| {
-                Engine::new(self.memory_limit, self.control.clone()).expect("a Lua state starts")
-            });
+            let at = match engines.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    let engine = Engine::new(self.memory_limit, self.control.clone())
+                        .expect("a Lua state starts");
+                    engines.push((self.id, engine));
+                    engines.len() - 1
+                }
+            };
+            let engine = &mut engines[at].1;
             let generation = self.generation.load(Relaxed);
             if engine.generation != generation {
                 engine.compiled.clear();
@@ -442,7 +484,7 @@ impl Scripting {
                 .lua
                 .create_registry_value(function)
                 .map_err(lua_error)?;
-            engine.compiled.insert(sha.clone(), key);
+            engine.compiled.insert(sha.clone(), (key, flags));
             Ok::<_, CmdError>(())
         })?;
         let mut sources = self.sources.write();
@@ -488,10 +530,10 @@ impl Scripting {
         // Not through `with_engine`: a script may ask for INFO while its state is in use.
         let lua_memory = ENGINES
             .try_with(|engines| {
-                engines
-                    .try_borrow()
-                    .ok()
-                    .and_then(|e| e.get(&self.id).map(|e| e.lua.used_memory()))
+                engines.try_borrow().ok().and_then(|e| {
+                    let (_, engine) = e.iter().find(|(id, _)| *id == self.id)?;
+                    Some(engine.lua.used_memory())
+                })
             })
             .ok()
             .flatten()
@@ -536,16 +578,16 @@ impl Scripting {
 
     /// Runs a loaded script (EVAL loads it first); `NOSCRIPT` when it is not loaded.
     pub fn run(&self, ctx: &mut Ctx<'_, '_>, invocation: Invocation<'_>) -> CmdResult {
-        let noscript = || CmdError::Custom("NOSCRIPT No matching script. Please use EVAL.".into());
         let node = self.node.get().and_then(Weak::upgrade).ok_or_else(|| {
             CmdError::Custom("ERR scripting is not ready on this node yet".into())
         })?;
         self.with_engine(|engine| {
+            // A state holds what it compiled until SCRIPT FLUSH moves the generation on
+            // (checked by `with_engine`), so a hit needs no look at the shared sources.
             let (function, mut flags) = match engine.compiled.get(invocation.sha) {
-                Some(key) => {
-                    let source = self.sources.read().get(invocation.sha).cloned();
+                Some((key, flags)) => {
                     let function: Function = engine.lua.registry_value(key).map_err(lua_error)?;
-                    (function, source.ok_or_else(noscript)?.flags)
+                    (function, *flags)
                 }
                 None => {
                     let source = self
@@ -553,30 +595,33 @@ impl Scripting {
                         .read()
                         .get(invocation.sha)
                         .cloned()
-                        .ok_or_else(noscript)?;
+                        .ok_or_else(no_script)?;
                     let function = engine.compile(&source.body)?;
                     let key = engine
                         .lua
                         .create_registry_value(function.clone())
                         .map_err(lua_error)?;
-                    engine.compiled.insert(invocation.sha.to_string(), key);
+                    let entry = (key, source.flags);
+                    engine.compiled.insert(invocation.sha.to_string(), entry);
                     (function, source.flags)
                 }
             };
             flags.no_writes |= invocation.read_only;
             let runner = engine.run.clone();
-            self.watched(|| run_script(engine, node, ctx, (runner, function), flags, &invocation))
+            self.watched(ctx.now, || {
+                run_script(engine, node, ctx, (runner, function), flags, &invocation)
+            })
         })
     }
 
     /// Runs a script or function under the busy/kill watch.
-    fn watched(&self, run: impl FnOnce() -> CmdResult) -> CmdResult {
+    fn watched(&self, now: u64, run: impl FnOnce() -> CmdResult) -> CmdResult {
         let control = &self.control;
         control.wrote.store(false, Relaxed);
         control.kill.store(false, Relaxed);
-        *control.started.lock() = Some(Instant::now());
+        control.started_ms.store(now.max(1), Relaxed);
         let outcome = run();
-        *control.started.lock() = None;
+        control.started_ms.store(0, Relaxed);
         control.busy.store(false, Relaxed);
         control.kill.store(false, Relaxed);
         outcome
@@ -704,7 +749,9 @@ impl Scripting {
             let key = engine.functions.get(invocation.sha).ok_or_else(not_found)?;
             let callback: Function = engine.lua.registry_value(key).map_err(lua_error)?;
             let runner = engine.run_function.clone();
-            self.watched(|| run_script(engine, node, ctx, (runner, callback), flags, &invocation))
+            self.watched(ctx.now, || {
+                run_script(engine, node, ctx, (runner, callback), flags, &invocation)
+            })
         })
     }
 
@@ -784,19 +831,19 @@ fn run_script(
     let lua = &engine.lua;
     // Few arguments travel on the Lua stack and the runner builds KEYS and ARGV; many
     // (which the stack may not hold) are put in tables from here.
-    let count = invocation.keys.len() + invocation.argv.len();
+    let count = invocation.args.len() - 3;
     let mut call_args = MultiValue::with_capacity(count.min(STACK_ARGS) + 2);
     call_args.push_back(Value::Function(function));
     unlimited(lua, || {
         if count <= STACK_ARGS {
-            call_args.push_back(Value::Integer(invocation.keys.len() as i64));
-            for item in invocation.keys.iter().chain(&invocation.argv) {
+            call_args.push_back(Value::Integer(invocation.numkeys as i64));
+            for item in invocation.keys().chain(invocation.argv()) {
                 call_args.push_back(Value::String(lua.create_string(item)?));
             }
         } else {
             call_args.push_back(Value::Integer(-1));
-            let keys = string_table(lua, &invocation.keys)?;
-            let argv = string_table(lua, &invocation.argv)?;
+            let keys = string_table(lua, invocation.keys())?;
+            let argv = string_table(lua, invocation.argv())?;
             engine.backing.raw_set("KEYS", keys)?;
             engine.backing.raw_set("ARGV", argv)?;
         }

@@ -9,11 +9,8 @@ use crate::commands::Parked;
 use crate::handler::{CmdError, CmdResult, Ctx, help, int_arg, is};
 use crate::scripting::{Invocation, RestorePolicy};
 
-/// A script's KEYS and ARGV.
-type KeysAndArgv<'a> = (Vec<&'a [u8]>, Vec<&'a [u8]>);
-
-/// The keys and arguments after `numkeys` (at 2), checked as Redis checks them.
-fn keys_and_argv<'a>(args: &Args<'a>) -> Result<KeysAndArgv<'a>, CmdError> {
+/// `numkeys` (at 2), checked as Redis checks it against the arguments after it.
+fn numkeys(args: &Args<'_>) -> Result<usize, CmdError> {
     let numkeys = int_arg(args.get(2))?;
     if numkeys < 0 {
         return Err(CmdError::Custom(
@@ -25,39 +22,32 @@ fn keys_and_argv<'a>(args: &Args<'a>) -> Result<KeysAndArgv<'a>, CmdError> {
             "ERR Number of keys can't be greater than number of args".into(),
         ));
     }
-    let split = 3 + numkeys as usize;
-    Ok((
-        (3..split).map(|i| args.get(i)).collect(),
-        (split..args.len()).map(|i| args.get(i)).collect(),
-    ))
+    Ok(numkeys as usize)
 }
 
 fn eval_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdResult {
-    let (keys, argv) = keys_and_argv(args)?;
+    let numkeys = numkeys(args)?;
     let sha = ctx.node.scripting.load(args.get(1))?;
-    ctx.node.scripting.run(
-        ctx,
-        Invocation {
-            sha: &sha,
-            keys,
-            argv,
-            read_only,
-        },
-    )
+    ctx.node
+        .scripting
+        .run(ctx, Invocation::new(&sha, args, numkeys, read_only))
 }
 
 fn evalsha_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdResult {
-    let (keys, argv) = keys_and_argv(args)?;
-    let sha = String::from_utf8_lossy(args.get(1)).to_ascii_lowercase();
-    ctx.node.scripting.run(
-        ctx,
-        Invocation {
-            sha: &sha,
-            keys,
-            argv,
-            read_only,
-        },
-    )
+    let numkeys = numkeys(args)?;
+    // Lowercased on the stack: a SHA-1 is 40 hex digits, anything else is no script's.
+    let mut lower = [0u8; 40];
+    let given = args.get(1);
+    if given.len() != lower.len() || !given.iter().all(u8::is_ascii_hexdigit) {
+        return Err(crate::scripting::no_script());
+    }
+    for (to, from) in lower.iter_mut().zip(given) {
+        *to = from.to_ascii_lowercase();
+    }
+    let sha = std::str::from_utf8(&lower).map_err(|_| crate::scripting::no_script())?;
+    ctx.node
+        .scripting
+        .run(ctx, Invocation::new(sha, args, numkeys, read_only))
 }
 
 /// EVAL script numkeys [key ...] [arg ...]
@@ -193,17 +183,11 @@ pub fn fcall_ro(ctx: &mut Ctx<'_, '_>, args: Args<'_>) -> CmdResult {
 }
 
 fn fcall_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdResult {
-    let (keys, argv) = keys_and_argv(args)?;
-    let name = String::from_utf8_lossy(args.get(1)).into_owned();
-    ctx.node.scripting.fcall(
-        ctx,
-        Invocation {
-            sha: &name,
-            keys,
-            argv,
-            read_only,
-        },
-    )
+    let numkeys = numkeys(args)?;
+    let name = String::from_utf8_lossy(args.get(1));
+    ctx.node
+        .scripting
+        .fcall(ctx, Invocation::new(&name, args, numkeys, read_only))
 }
 
 /// Keeps a standalone node's libraries in its store after they changed.

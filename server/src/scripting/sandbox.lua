@@ -29,14 +29,23 @@ local function handler(err)
   return err
 end
 
+-- KEYS and ARGV from the arguments: the keys' table is the arguments' own, the ARGV part
+-- moved out of it (two tables a call, not three: a short script's run is mostly garbage).
+local function split(nkeys, ...)
+  local keys, argv = { ... }, {}
+  for i = nkeys + 1, select('#', ...) do
+    argv[i - nkeys] = keys[i]
+    keys[i] = nil
+  end
+  return keys, argv
+end
+
 -- Runs a script: KEYS and ARGV are built here from the arguments after `nkeys` (cheaper
 -- than from Rust, one API call at a time; a negative `nkeys` means Rust set them), then
 -- the script runs under the handler.
 hidden.run = function(f, nkeys, ...)
   if nkeys >= 0 then
-    local args, keys, argv = { ... }, {}, {}
-    for i = 1, nkeys do keys[i] = args[i] end
-    for i = nkeys + 1, select('#', ...) do argv[i - nkeys] = args[i] end
+    local keys, argv = split(nkeys, ...)
     rawset(G, 'KEYS', keys)
     rawset(G, 'ARGV', argv)
   end
@@ -45,9 +54,7 @@ end
 
 -- Runs a library function (FCALL): its keys and arguments are passed to it as tables.
 hidden.run_function = function(f, nkeys, ...)
-  local args, keys, argv = { ... }, {}, {}
-  for i = 1, nkeys do keys[i] = args[i] end
-  for i = nkeys + 1, select('#', ...) do argv[i - nkeys] = args[i] end
+  local keys, argv = split(nkeys, ...)
   return xpcall(function() return f(keys, argv) end, handler)
 end
 
