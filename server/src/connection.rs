@@ -363,12 +363,15 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                     }
                 }
             }
+            // Before the durable wait: under `always` the other ready connections append
+            // their records first, and one sync covers them all (Redis's one fsync per
+            // event-loop turn), instead of a sync for each connection's few.
+            if crate::reply_batching::should_wait_for_others(&mut last_active_ms, now) {
+                tokio::task::yield_now().await;
+            }
             if !durable(node, conn).await {
                 // The writes are not on disk: no reply must claim they are.
                 return "persistence failed";
-            }
-            if crate::reply_batching::should_wait_for_others(&mut last_active_ms, now) {
-                tokio::task::yield_now().await;
             }
             if write_out(node, &handle, stream, &mut output).await.is_err() {
                 return "write error";
