@@ -292,9 +292,11 @@ async fn read_loop(mut side: ReadSide, sink: Arc<dyn PushSink>) {
         }
     }
     side.alive.store(false, Ordering::SeqCst);
+    // What the member served goes first: a caller told its reply will never come must
+    // not find the cache still holding that member's values.
+    sink.lost(&side.covered);
     // Callers still waiting learn at once that their replies will never come.
     side.pending.lock().take();
-    sink.lost(&side.covered);
 }
 
 /// Hands one frame to its caller or the sink; false when the member broke the protocol.
