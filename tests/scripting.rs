@@ -192,6 +192,20 @@ async fn errors_and_the_sandbox_answer_in_redis_words() -> Result<()> {
         .await
         .unwrap_err();
     assert_eq!(noscript.code(), Some("NOSCRIPT"));
+    // As Redis: a SHA of another length is no script's before numkeys is read; a 40-byte
+    // one that is no hex matches nothing, after it.
+    for (sha, numkeys, code) in [
+        ("abc", "-1", "NOSCRIPT"),
+        ("abc", "x", "NOSCRIPT"),
+        (&*"g".repeat(40), "0", "NOSCRIPT"),
+        (&*"é".repeat(20), "0", "NOSCRIPT"),
+        (&*"g".repeat(40), "-1", "ERR"),
+    ] {
+        let error = query(&mut con, &["EVALSHA", sha, numkeys])
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Some(code), "EVALSHA {sha} {numkeys}: {error}");
+    }
     assert!(
         noscript
             .to_string()

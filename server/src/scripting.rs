@@ -18,10 +18,6 @@ mod structlib;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-
-/// The maps looked up on every script call: keyed by SHA-1s and names, which no client
-/// picks to collide (SCRIPT LOAD hashes what it stores), so a fast hash is safe.
-type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock, Weak};
@@ -38,6 +34,10 @@ use crate::connection::ConnState;
 use crate::handler::{CmdError, CmdResult, Ctx};
 use crate::node::Node;
 use ringkv_store::Store;
+
+/// The maps looked up on every script call, keyed by SHA-1s and function names: a seeded
+/// fast hash (SipHash was a visible part of a short script's cost).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The reported Redis version scripts see (`redis.REDIS_VERSION`).
 const VERSION: &str = crate::commands::REDIS_COMPAT_VERSION;
@@ -325,10 +325,10 @@ impl Engine {
                     ));
                 }
                 let started = control.started_ms.load(Relaxed);
-                let ran_ms = crate::node::unix_ms().saturating_sub(started);
+                let ran_ms = || crate::node::unix_ms().saturating_sub(started);
                 if !control.busy.load(Relaxed)
                     && started != 0
-                    && ran_ms >= control.threshold_ms.load(Relaxed)
+                    && ran_ms() >= control.threshold_ms.load(Relaxed)
                 {
                     control.busy.store(true, Relaxed);
                     // This worker is stuck in the script while the other may sleep with
@@ -343,7 +343,7 @@ impl Engine {
                         handle.spawn(async {});
                     }
                     tracing::warn!(
-                        ms = ran_ms,
+                        ms = ran_ms(),
                         "a script runs past busy-reply-threshold: other clients get -BUSY until it ends or SCRIPT KILL stops it"
                     );
                 }

@@ -34,13 +34,15 @@ fn eval_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdR
 }
 
 fn evalsha_generic(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, read_only: bool) -> CmdResult {
-    let numkeys = numkeys(args)?;
-    // Lowercased on the stack: a SHA-1 is 40 hex digits, anything else is no script's.
-    let mut lower = [0u8; 40];
+    // A SHA-1 is 40 hex digits: Redis answers any other length NOSCRIPT before it reads
+    // numkeys, and a 40-byte one after.
     let given = args.get(1);
-    if given.len() != lower.len() || !given.iter().all(u8::is_ascii_hexdigit) {
+    let mut lower = [0u8; 40];
+    if given.len() != lower.len() {
         return Err(crate::scripting::no_script());
     }
+    let numkeys = numkeys(args)?;
+    // Lowercased on the stack; a byte that is no hex digit matches no script.
     for (to, from) in lower.iter_mut().zip(given) {
         *to = from.to_ascii_lowercase();
     }
