@@ -374,9 +374,8 @@ mod tests {
     fn nothing_appended_is_durable_and_a_failed_write_is_not() {
         let signal = DurableSignal::default();
         assert_eq!(signal.wait(0).ok(), Some(true), "nothing to wait for");
-        let pending = signal.wait(3).expect_err("LSN 3 is not synced yet");
+        let mut pending = signal.wait(3).expect_err("LSN 3 is not synced yet");
         signal.advanced(2, 0);
-        let mut pending = pending;
         assert!(
             pending.try_recv().is_err(),
             "LSN 3 still waits after a sync to 2"

@@ -24,6 +24,7 @@ use crate::change_marks::{
     ChangeMarks, CheckpointSource, DIRTY, DirtyEntry, IN_BASE, STALE, ShardChanges,
 };
 use crate::eviction::{Candidate, EvictionPolicy, EvictionPool, LfuCounter};
+use crate::key_bytes::KeyBytes;
 use crate::list::ListValue;
 use crate::scan::scan_window;
 use crate::set::SetValue;
@@ -32,8 +33,6 @@ use crate::slot_set::SlotSet;
 use crate::value::{HashValue, Value, alloc_size};
 use crate::zset::ZSetValue;
 use crate::{StoreError, glob_match};
-
-use crate::key_bytes::KeyBytes;
 
 type KeyMap = crate::key_map::KeyMap<Entry>;
 
