@@ -142,6 +142,22 @@ struct Puller {
     kind: Pull,
     stop: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    /// Its link's socket once connected: shut when it is stopped, so a thread blocked
+    /// reading ends now rather than after the peer's next frame.
+    socket: replica::LinkSocket,
+}
+
+impl Puller {
+    /// Asks its thread to end, at once.
+    fn stop(&self) {
+        self.stop.store(true, Relaxed);
+        replica::shut(&self.socket);
+    }
+
+    /// Stopped, but its thread may still apply what it reads until it notices.
+    fn stopping(&self) -> bool {
+        self.stop.load(Relaxed) && !self.done.load(Relaxed)
+    }
 }
 
 /// Which slots this node holds a whole copy of, and which it serves as primary without
@@ -188,6 +204,11 @@ struct Holdings {
     /// The checks behind `catching_up` (dead primary, surviving owner) → slots: a newer
     /// table judged before they finish carries them over.
     pending_checks: HashMap<(NodeId, NodeId), SlotSet>,
+    /// (dead primary, surviving owner) → learning slots held here whose tail is learned
+    /// from that owner, which got further in the dead primary's stream. This copy stays a
+    /// copy: should that owner die too, the slots are held and rechecked, never learned
+    /// over from a member behind it.
+    tails: HashMap<(NodeId, NodeId), SlotSet>,
 }
 
 /// Replication on a cluster member.
@@ -217,6 +238,8 @@ pub struct Replication {
     /// Where this node stands in each primary's stream.
     positions: Mutex<HashMap<NodeId, Resume>>,
     pullers: Mutex<Vec<Puller>>,
+    /// Rung when a puller's thread ends.
+    puller_ended: tokio::sync::Notify,
     holdings: Mutex<Holdings>,
     /// This member kept its node id from an earlier run: what it holds may be behind.
     restarted: bool,
@@ -275,6 +298,7 @@ impl Replication {
             acks: tokio::sync::watch::channel(0).0,
             positions: Mutex::new(HashMap::new()),
             pullers: Mutex::new(Vec::new()),
+            puller_ended: tokio::sync::Notify::new(),
             holdings: Mutex::new(Holdings::default()),
             restarted,
             ack_hold,
@@ -301,7 +325,7 @@ impl Replication {
     pub fn stop(&self) {
         self.stopping.store(true, Relaxed);
         for puller in self.pullers.lock().iter() {
-            puller.stop.store(true, Relaxed);
+            puller.stop();
         }
     }
 
@@ -323,6 +347,7 @@ impl Replication {
             self.reconcile(&self.view());
             tokio::select! {
                 _ = changes.changed() => {}
+                () = self.puller_ended.notified() => {}
                 () = tokio::time::sleep(RECONCILE) => {}
             }
         }
@@ -371,17 +396,35 @@ impl Replication {
             own.fencing = SlotSet::new();
             own.handing = SlotSet::new();
             own.orphans = SlotSet::new();
+            own.tails.clear();
             // What it handed over before the pause is not known to be held any more.
             for handed in self.handed.iter() {
                 handed.store(0, Relaxed);
             }
             self.run.store(rand::random(), Relaxed);
             for puller in self.pullers.lock().iter() {
-                puller.stop.store(true, Relaxed);
+                puller.stop();
             }
         }
-        // A copy waiting for its fence is still a copy.
-        let copies = own.held.union(&own.fencing);
+        // A copy waiting for its fence is still a copy, and so is one learning a tail.
+        if restart {
+            own.tails.clear();
+        }
+        let tails_by_source = own
+            .tails
+            .iter()
+            .fold(Vec::new(), |mut all, ((_, source), slots)| {
+                ringkv_cluster::holdings::add_source(
+                    &mut all,
+                    *source,
+                    &slots.intersection(&own.learning),
+                );
+                all
+            });
+        let copies = own
+            .held
+            .union(&own.fencing)
+            .union(&ringkv_cluster::holdings::all_slots(&tails_by_source));
         // After a restart nothing here is known whole: slots nobody else has a copy of are
         // served with what is here, not claimed (a member alone after a restart would
         // otherwise claim every slot, and others would learn its empty ones over theirs).
@@ -395,12 +438,13 @@ impl Replication {
             own.table.as_ref(),
             &copies,
             &provisional,
+            &tails_by_source,
             &view.table,
             |id| view.node(id).is_some(),
         );
         let (mut held, mut learning, mut fencing, mut sources) =
             (plan.held, plan.learning, plan.fencing, plan.sources);
-        let (provisional, merging) = (plan.provisional, plan.merging);
+        let (provisional, merging, rechecks) = (plan.provisional, plan.merging, plan.rechecks);
         // A fence a newer table interrupted is still owed by the same member.
         for (source, slots) in &own.sources {
             let owed: SlotSet = slots
@@ -487,6 +531,27 @@ impl Replication {
                 }
             }
         }
+        // A tail whose source died: where the others stand in the dead primary's stream is
+        // asked again (any live member may have replicated it), this copy served if none
+        // got further.
+        let mut tails = HashMap::new();
+        for ((dead, source), slots) in &own.tails {
+            let still = slots.intersection(&learning);
+            if !still.is_empty() && view.node(source).is_some() {
+                tails.insert((*dead, *source), still);
+            }
+            let recheck = slots.intersection(&rechecks);
+            if recheck.is_empty() {
+                continue;
+            }
+            tracing::info!(%source, slots = recheck.len(), "the owner a tail was learned from is gone: asking the others again");
+            for other in view.nodes.iter().map(|n| n.id) {
+                if other != self.me && other != *source && other != *dead {
+                    let entry = checks.entry((*dead, other)).or_default();
+                    *entry = entry.union(&recheck);
+                }
+            }
+        }
         // Checks a newer table interrupted still apply to the slots still served here.
         if !(amnesia || restart) {
             for ((dead, other), slots) in &own.pending_checks {
@@ -532,6 +597,7 @@ impl Replication {
             provisional,
             merge_since: (!merging.is_empty()).then(std::time::Instant::now),
             merging,
+            tails,
         };
     }
 
@@ -637,7 +703,7 @@ impl Replication {
     fn catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
         let view = self.view();
         // Every owner that got further than we did, furthest first.
-        let mut further: Vec<(u64, NodeId, SlotSet)> = Vec::new();
+        let mut further: Vec<(u64, NodeId, NodeId, SlotSet)> = Vec::new();
         for ((dead, other), slots) in &checks {
             let Some(addr) = view.node(other).map(|n| n.bus) else {
                 continue;
@@ -656,32 +722,34 @@ impl Replication {
                 .is_none_or(|m| theirs.run == m.run && theirs.applied > m.applied);
             let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
             if ahead && !slots.is_empty() {
-                further.push((theirs.applied, *other, slots));
+                further.push((theirs.applied, *dead, *other, slots));
             }
         }
         further.sort_by_key(|f| std::cmp::Reverse(f.0));
         // Each slot is learned from the one that got furthest with it.
         let mut taken = SlotSet::new();
-        let mut ahead: Vec<(NodeId, SlotSet)> = Vec::new();
-        for (_, other, slots) in further {
+        let mut ahead: Vec<(NodeId, NodeId, SlotSet)> = Vec::new();
+        for (_, dead, other, slots) in further {
             let slots = slots.difference(&taken);
             if slots.is_empty() {
                 continue;
             }
             taken = taken.union(&slots);
             tracing::info!(%other, slots = slots.len(), "a surviving owner got further in the dead primary's stream: learning from it");
-            ahead.push((other, slots));
+            ahead.push((dead, other, slots));
         }
         let mut own = self.holdings.lock();
         if own.table.as_ref().map(|t| t.version()) != Some(version) {
             // A newer table was judged meanwhile; it made its own plan.
             return;
         }
-        for (other, slots) in ahead {
+        for (dead, other, slots) in ahead {
             let slots = slots.difference(&own.learning);
             own.held = own.held.difference(&slots);
             own.learning = own.learning.union(&slots);
             ringkv_cluster::holdings::add_source(&mut own.sources, other, &slots);
+            let tail = own.tails.entry((dead, other)).or_default();
+            *tail = tail.union(&slots);
         }
         own.catching_up = SlotSet::new();
         own.pending_checks.clear();
@@ -767,6 +835,16 @@ impl Replication {
         let mut merge_from: Vec<(NodeId, SlotSet)> = Vec::new();
         let mut moved: Vec<(NodeId, u16)> = Vec::new();
         for slot in slots.iter().filter(|&s| own.learning.contains(s)) {
+            // A tail's source that no longer holds the slot whole: our copy is the best
+            // there is (the catch-up found nobody else further).
+            if own
+                .tails
+                .iter()
+                .any(|((_, from), tail)| from == source && tail.contains(slot))
+            {
+                serve_own.insert(slot);
+                continue;
+            }
             // The former owners first, then the current ones: a view judged before every
             // member was known (a restart meeting its seed first) may not name the
             // member that holds the copy as a former owner.
@@ -960,6 +1038,10 @@ impl Replication {
             *learned = learned.difference(slots);
         }
         own.sources.retain(|(_, slots)| !slots.is_empty());
+        for tail in own.tails.values_mut() {
+            *tail = tail.difference(slots);
+        }
+        own.tails.retain(|_, slots| !slots.is_empty());
         let not_ready = own.learning.union(&own.catching_up);
         let handing_in = fences(&own.sources, &own.fencing);
         drop(own);
@@ -997,7 +1079,12 @@ impl Replication {
                 .map(|(source, slots)| (source, slots, Pull::Merge)),
         );
         let mut pullers = self.pullers.lock();
+        // A stopped link whose thread still runs keeps its place (below) until it ends.
+        pullers.retain(|puller| !(puller.stop.load(Relaxed) && puller.done.load(Relaxed)));
         pullers.retain(|puller| {
+            if puller.stop.load(Relaxed) {
+                return true;
+            }
             let exact = wanted.iter().any(|(primary, slots, kind)| {
                 *primary == puller.primary && *slots == puller.slots && *kind == puller.kind
             });
@@ -1013,22 +1100,27 @@ impl Replication {
                 });
             let keep = !puller.done.load(Relaxed) && (exact || carries_fence);
             if !keep {
-                puller.stop.store(true, Relaxed);
+                puller.stop();
             }
-            keep
+            // A finished link leaves now; a stopped one once its thread ended.
+            keep || !puller.done.load(Relaxed)
         });
-        // While such a link lives, nothing else is pulled from that member.
-        let fence_links: Vec<NodeId> = pullers
+        // While such a link lives, nothing else is pulled from that member; nor while a
+        // stopped link to it still runs: its thread applies the frame it is reading, and a
+        // new link resuming from the same position would apply those records a second time
+        // (a list push twice).
+        let busy: Vec<NodeId> = pullers
             .iter()
             .filter(|p| {
-                p.kind == Pull::Replica
-                    && !wanted.iter().any(|(id, slots, kind)| {
-                        *id == p.primary && *slots == p.slots && *kind == Pull::Replica
-                    })
+                p.stopping()
+                    || p.kind == Pull::Replica
+                        && !wanted.iter().any(|(id, slots, kind)| {
+                            *id == p.primary && *slots == p.slots && *kind == Pull::Replica
+                        })
             })
             .map(|p| p.primary)
             .collect();
-        wanted.retain(|(primary, _, _)| !fence_links.contains(primary));
+        wanted.retain(|(primary, _, _)| !busy.contains(primary));
         for (primary, slots, kind) in wanted {
             if pullers
                 .iter()
@@ -1042,19 +1134,23 @@ impl Replication {
             tracing::info!(%primary, slots = slots.len(), ?kind, table = format_args!("{:016x}", view.table.version()), "pulling slots");
             let stop = Arc::new(AtomicBool::new(false));
             let done = Arc::new(AtomicBool::new(false));
+            let socket = replica::LinkSocket::default();
             pullers.push(Puller {
                 primary,
                 slots: slots.clone(),
                 kind,
                 stop: stop.clone(),
                 done: done.clone(),
+                socket: socket.clone(),
             });
             let repl = self.clone();
             let spawned = std::thread::Builder::new()
                 .name("ringkv-repl-pull".into())
                 .spawn(move || {
-                    replica::pull(&repl, primary, addr, slots, kind, &stop);
+                    replica::pull(&repl, primary, addr, slots, kind, &stop, &socket);
                     done.store(true, Relaxed);
+                    // The manager may be holding a new link to this member back for it.
+                    repl.puller_ended.notify_one();
                 });
             if let Err(error) = spawned {
                 tracing::warn!(%error, "could not start a replication puller");
@@ -1323,6 +1419,7 @@ impl Replication {
                     && p.slots == *slots
                     && p.kind == Pull::Replica
                     && !p.done.load(Relaxed)
+                    && !p.stop.load(Relaxed)
             });
             if let (true, Some(position)) = (live, positions.get(primary)) {
                 synced += SlotSet::from_ranges(&position.synced)
@@ -1397,7 +1494,11 @@ impl Replication {
             );
         }
         let (wanted, synced) = self.sync_progress();
-        let pullers = self.pullers.lock();
+        let all_pullers = self.pullers.lock();
+        let pullers: Vec<&Puller> = all_pullers
+            .iter()
+            .filter(|p| !p.stop.load(Relaxed))
+            .collect();
         let positions = self.positions.lock();
         let _ = write!(
             out,

@@ -26,6 +26,16 @@ const IDLE_ACK: Duration = Duration::from_secs(1);
 /// Wait before reconnecting after a failed link.
 const RETRY: Duration = Duration::from_millis(100);
 
+/// A puller's socket, shared with the manager that may stop it.
+pub(super) type LinkSocket = Arc<parking_lot::Mutex<Option<TcpStream>>>;
+
+/// Ends a link's reads now: a thread blocked reading its socket wakes to an end of file.
+pub(super) fn shut(socket: &LinkSocket) {
+    if let Some(stream) = socket.lock().as_ref() {
+        let _ = stream.shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// Pulls `slots` from `primary` until `stop` (the view changed), the node stops or the
 /// link fails. A learner ([`Pull::Learn`]) pulls slots this node now serves from the
 /// member that held them, and ends once it has them all and that member's view has the
@@ -38,8 +48,9 @@ pub(super) fn pull(
     slots: SlotSet,
     kind: Pull,
     stop: &AtomicBool,
+    socket: &LinkSocket,
 ) {
-    if let Err(error) = link(repl, primary, addr, &slots, kind, stop) {
+    if let Err(error) = link(repl, primary, addr, &slots, kind, stop, socket) {
         repl.count_link_error(&error);
         tracing::info!(%primary, %error, "link to primary ended");
         if let LinkError::Refused(reason) = &error
@@ -157,6 +168,7 @@ fn link(
     slots: &SlotSet,
     kind: Pull,
     stop: &AtomicBool,
+    socket: &LinkSocket,
 ) -> Result<(), LinkError> {
     let learn = kind != Pull::Replica;
     let merge = kind == Pull::Merge;
@@ -184,6 +196,11 @@ fn link(
         repl.positions.lock().get(&primary).cloned()
     };
     let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, None)?;
+    *socket.lock() = Some(stream.try_clone()?);
+    if stop.load(Relaxed) {
+        // Stopped while connecting: the shutdown missed this socket.
+        return Ok(());
+    }
     let mut payload = Vec::new();
     let welcome = match read_frame(&mut stream, &mut payload)? {
         FrameKind::Welcome => repl
