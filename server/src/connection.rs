@@ -363,6 +363,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                     }
                 }
             }
+            let invalidations = crate::tracking::take_awaited();
             // Before the durable wait: under `always` the other ready connections append
             // their records first, and one sync covers them all (Redis's one fsync per
             // event-loop turn), instead of a sync for each connection's few.
@@ -373,6 +374,7 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 // The writes are not on disk: no reply must claim they are.
                 return "persistence failed";
             }
+            crate::tracking::invalidations_out(&handle, invalidations).await;
             if write_out(node, &handle, stream, &mut output).await.is_err() {
                 return "write error";
             }
@@ -479,6 +481,9 @@ async fn write_out(
         .net_output_bytes
         .fetch_add(output.len() as u64, Relaxed);
     output.clear();
+    if let Some(mailbox) = handle.existing_mailbox() {
+        mailbox.wrote_output();
+    }
     // Do not keep a huge buffer alive after one large reply.
     if output.capacity() > 4 * REPLY_CHUNK {
         output.shrink_to(READ_CHUNK);

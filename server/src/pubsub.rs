@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Instant;
 
 use indexmap::IndexSet;
@@ -61,6 +61,14 @@ pub struct Mailbox {
     /// Shard channels whose slot left this member: the connection tells its client it
     /// is unsubscribed from them (`sunsubscribe`), as Redis does.
     lost: Mutex<Vec<Box<[u8]>>>,
+    /// Of the bytes ever queued, how many reached the connection's socket: a writer waits
+    /// for its invalidations to get there before its own reply ([`Mailbox::written_up_to`]).
+    written: AtomicU64,
+    /// Rung when `written` grows.
+    flushed: tokio::sync::Notify,
+    /// A writer gave up waiting for this connection's socket (its client does not read):
+    /// nobody waits for it again until everything queued is written.
+    stalled: AtomicBool,
 }
 
 #[derive(Default)]
@@ -70,6 +78,10 @@ struct Pending {
     over_soft_since: Option<Instant>,
     /// Disconnected for its output limit: nothing more is queued.
     cut_off: bool,
+    /// Bytes ever queued.
+    queued_total: u64,
+    /// Bytes ever taken into the connection's output.
+    drained_total: u64,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -87,6 +99,9 @@ impl Mailbox {
             client,
             pending: Mutex::default(),
             lost: Mutex::default(),
+            written: AtomicU64::new(0),
+            flushed: tokio::sync::Notify::new(),
+            stalled: AtomicBool::new(false),
         })
     }
 
@@ -102,11 +117,19 @@ impl Mailbox {
 
     /// Queues one encoded message; false when the subscriber is cut off (now or before).
     pub fn deliver(&self, message: &[u8], limit: OutputLimit) -> bool {
+        self.deliver_at(message, limit).is_some()
+    }
+
+    /// [`Self::deliver`], saying where the message ends in the mailbox's bytes (for
+    /// [`Self::written_up_to`]); `None` when the subscriber is cut off.
+    pub fn deliver_at(&self, message: &[u8], limit: OutputLimit) -> Option<u64> {
         let mut pending = self.pending.lock();
         if pending.cut_off {
-            return false;
+            return None;
         }
         pending.bytes.extend_from_slice(message);
+        pending.queued_total += message.len() as u64;
+        let end = pending.queued_total;
         let queued = pending.bytes.len() as u64;
         let over_hard = limit.hard > 0 && queued > limit.hard;
         let over_soft = limit.soft > 0 && queued > limit.soft;
@@ -125,17 +148,63 @@ impl Mailbox {
             pending.cut_off = true;
             pending.bytes = Vec::new();
             drop(pending);
+            // Nothing queued here will be written: writers waiting for it go on.
+            self.written.store(u64::MAX, Relaxed);
+            self.flushed.notify_waiters();
             tracing::warn!(
                 client = self.client.id,
                 queued,
                 "disconnecting a subscriber over client-output-buffer-limit pubsub"
             );
             self.client.kill();
-            return false;
+            return None;
         }
         drop(pending);
         self.client.wake();
-        true
+        Some(end)
+    }
+
+    /// Resolves once the first `end` bytes ever queued here reached the socket.
+    pub async fn written_up_to(&self, end: u64) {
+        loop {
+            let rung = self.flushed.notified();
+            tokio::pin!(rung);
+            rung.as_mut().enable();
+            if self.written.load(Relaxed) >= end {
+                return;
+            }
+            rung.await;
+        }
+    }
+
+    /// The connection wrote its output: everything drained into it so far is out.
+    pub fn wrote_output(&self) {
+        let (drained, queued) = {
+            let pending = self.pending.lock();
+            if pending.cut_off {
+                return;
+            }
+            (pending.drained_total, pending.queued_total)
+        };
+        if self.written.swap(drained, Relaxed) != drained {
+            self.flushed.notify_waiters();
+        }
+        if drained == queued {
+            self.stalled.store(false, Relaxed);
+        }
+    }
+
+    /// True while writers do not wait for this connection (see `stalled`).
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Relaxed)
+    }
+
+    /// A writer waited too long for bytes up to `end`: unless they are out now, nobody
+    /// waits for this connection until it catches up.
+    pub fn gave_up_at(&self, end: u64) {
+        if self.written.load(Relaxed) < end {
+            self.stalled.store(true, Relaxed);
+        }
     }
 
     /// Takes what is queued (appended to `out`).
@@ -150,6 +219,7 @@ impl Mailbox {
             out.append(&mut pending.bytes);
         }
         pending.over_soft_since = None;
+        pending.drained_total = pending.queued_total;
     }
 
     /// Takes what is queued into a reply being written.
@@ -159,6 +229,7 @@ impl Mailbox {
             out.raw(&pending.bytes);
             pending.bytes.clear();
             pending.over_soft_since = None;
+            pending.drained_total = pending.queued_total;
         }
     }
 
@@ -174,6 +245,7 @@ impl Mailbox {
         out.raw(&pending.bytes[before..]);
         pending.bytes.clear();
         pending.over_soft_since = None;
+        pending.drained_total = pending.queued_total;
     }
 
     /// Bytes queued and not yet taken (CLIENT LIST's `omem`).

@@ -16,12 +16,13 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use ringkv_protocol::{Protocol, ReplyWriter};
 
 use crate::node::{ClientHandle, Node};
-use crate::pubsub::Kind;
+use crate::pubsub::{Kind, Mailbox};
 
 /// Redis's channel for RESP2 invalidations.
 pub const INVALIDATE_CHANNEL: &[u8] = b"__redis__:invalidate";
@@ -68,6 +69,57 @@ thread_local! {
     /// wait in `PENDING` until the outermost command is done.
     static DEPTH: Cell<usize> = const { Cell::new(0) };
     static PENDING: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    /// Invalidations this thread's commands queued for other connections, and where each
+    /// ends in its mailbox: the writer's reply waits for them ([`invalidations_out`]).
+    static AWAITED: RefCell<Vec<(Arc<Mailbox>, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// How long a writer's reply waits for its invalidations to reach the sockets of the
+/// clients that cached its keys.
+const INVALIDATION_WAIT: Duration = Duration::from_millis(3);
+/// Turns the waited-for connections get after [`INVALIDATION_WAIT`].
+const LAST_TURNS: usize = 4;
+
+/// The invalidations the commands just run on this thread queued for other connections.
+pub fn take_awaited() -> Vec<(Arc<Mailbox>, u64)> {
+    AWAITED.with(|awaited| std::mem::take(&mut *awaited.borrow_mut()))
+}
+
+/// Waits (bounded) until `awaited` invalidations reached their connections' sockets, so a
+/// writer that hears OK knows every client cache holding the old value was told: Redis
+/// writes both in one event-loop turn, where here the other connection's task would
+/// otherwise run later, and under load a near cache served the old value for
+/// milliseconds after the write was acknowledged. A connection that does not read is
+/// waited for once, then not until it catches up; the wait also ends when this
+/// connection has pushes of its own to write (two writers waiting for each other).
+pub async fn invalidations_out(handle: &ClientHandle, awaited: Vec<(Arc<Mailbox>, u64)>) {
+    if awaited.is_empty() {
+        return;
+    }
+    let all_out = async {
+        for (mailbox, end) in &awaited {
+            mailbox.written_up_to(*end).await;
+        }
+    };
+    let give_up = async {
+        tokio::time::sleep(INVALIDATION_WAIT).await;
+        // The thread may have been busy all along (a long script): the connections waited
+        // for get a few turns of their own before they are judged not to read.
+        for _ in 0..LAST_TURNS {
+            tokio::task::yield_now().await;
+        }
+    };
+    tokio::select! {
+        biased;
+        () = all_out => {}
+        // Seen here, the wake is left for the connection's loop to act on.
+        _ = handle.attention() => handle.wake(),
+        () = give_up => {
+            for (mailbox, end) in &awaited {
+                mailbox.gave_up_at(*end);
+            }
+        }
+    }
 }
 
 /// A key (as stored) and the clients that may hold it.
@@ -360,6 +412,16 @@ impl Tracking {
         }
         match own {
             Some(own) if target.id == writer => own.raw(&bytes),
+            // A client's write waits for it to leave (expiry and eviction have nobody to
+            // hold back).
+            _ if writer != 0 => {
+                let mailbox = target.mailbox();
+                if let Some(end) = mailbox.deliver_at(&bytes, limit)
+                    && !mailbox.stalled()
+                {
+                    AWAITED.with(|awaited| awaited.borrow_mut().push((mailbox, end)));
+                }
+            }
             _ => {
                 target.mailbox().deliver(&bytes, limit);
             }
