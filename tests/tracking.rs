@@ -67,6 +67,26 @@ async fn a_reader_hears_of_writes_and_expiry_of_the_keys_it_read() -> Result<()>
     Ok(())
 }
 
+/// Redis writes a blocked client's pushes while it waits (7.0.15 sends the invalidation
+/// before the BLPOP's reply), and a writer's reply waits for its invalidations: a client
+/// blocked with tracking on must not hold writers back or hear of a change late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_client_hears_of_a_write_while_it_waits() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut reader = tracking_client(addr, &[]).await?;
+    reader.send(&["GET", "k"]).await?;
+    reader.expect(b"_\r\n").await?;
+    reader.send(&["BLPOP", "jobs", "0"]).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut writer = client(addr, false).await?;
+    query(&mut writer, &["SET", "k", "v"]).await?;
+    // Before anything unblocks it.
+    reader.expect(invalidate("k").as_bytes()).await?;
+    query(&mut writer, &["RPUSH", "jobs", "x"]).await?;
+    reader.expect(b"*2\r\n$4\r\njobs\r\n$1\r\nx\r\n").await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bcast_tells_every_change_under_the_prefixes_and_noloop_spares_the_writer() -> Result<()> {
     let (addr, _node) = start(&[]).await?;

@@ -397,10 +397,26 @@ async fn run(node: &Node, stream: &mut TcpStream, conn: &mut ConnState) -> &'sta
                 handle.last_command.store(conn.last_command, Relaxed);
                 handle.blocked.store(watch_peer, Relaxed);
                 // The gate is released: a parked command holds no lock while it waits.
-                let (finished, remote_writes) = tokio::select! {
-                    finished = finish_parked(node, parked, conn.protocol) => finished,
-                    _ = peer_closed(stream), if watch_peer => return "closed by peer",
-                    closing = handle.closing() => return closing.reason(),
+                let finish = finish_parked(node, parked, conn.protocol);
+                tokio::pin!(finish);
+                let (finished, remote_writes) = loop {
+                    tokio::select! {
+                        finished = &mut finish => break finished,
+                        _ = peer_closed(stream), if watch_peer => return "closed by peer",
+                        attention = handle.attention() => match attention {
+                            // Pushes (invalidations, RESP3 messages) reach a blocked
+                            // client while it waits, as in Redis.
+                            Attention::Woken => {
+                                if let Some(mailbox) = handle.existing_mailbox() {
+                                    mailbox.drain_into(&mut output);
+                                }
+                                if write_out(node, &handle, stream, &mut output).await.is_err() {
+                                    return "write error";
+                                }
+                            }
+                            closing => return closing.reason(),
+                        },
+                    }
                 };
                 handle.blocked.store(false, Relaxed);
                 conn.note_remote_writes(remote_writes);
