@@ -326,6 +326,11 @@ impl ClusterNode {
         }
     }
 
+    /// How many slots answer `-TRYAGAIN` here (being learned or caught up).
+    pub fn not_ready_count(&self) -> usize {
+        self.not_ready.lock().len()
+    }
+
     fn ready(&self, slot: u16) -> bool {
         !self
             .any_not_ready

@@ -1445,10 +1445,14 @@ impl Replication {
             .iter()
             .filter(|l| l.alive.load(Relaxed))
             .count();
-        let learning = self.holdings.lock().learning.len();
+        let (learning, catching_up) = {
+            let own = self.holdings.lock();
+            (own.learning.len(), own.catching_up.len())
+        };
+        let not_ready = self.cluster.not_ready_count();
         let _ = write!(
             out,
-            "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\n",
+            "cluster_repl_links:{links}\r\ncluster_repl_copies_wanted:{wanted}\r\ncluster_repl_copies_synced:{synced}\r\ncluster_slots_learning:{learning}\r\ncluster_slots_catching_up:{catching_up}\r\ncluster_slots_not_ready:{not_ready}\r\n",
         );
         self.write_counters(out, "cluster_repl_");
         self.handoff_info(out, "cluster_handoff_");

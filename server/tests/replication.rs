@@ -722,6 +722,29 @@ fn not_holding(ports: &[u16], keys: &[String], value: &str) -> Vec<(String, Opti
         .collect()
 }
 
+/// Each member's CLUSTER INFO lines on slots it does not serve yet (for a failure's
+/// message: what a stuck slot waits for).
+fn slot_states(ports: &[u16]) -> Vec<(u16, String)> {
+    ports
+        .iter()
+        .map(|&port| {
+            let info: String = redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query(&mut client(port))
+                .unwrap_or_default();
+            let states: Vec<&str> = info
+                .lines()
+                .filter(|l| {
+                    l.starts_with("cluster_slots_")
+                        || l.starts_with("cluster_table_judged")
+                        || l.starts_with("cluster_handoff_slots_pending")
+                })
+                .collect();
+            (port, states.join(" "))
+        })
+        .collect()
+}
+
 /// Waits (up to 30 s: a restarted cluster learns and settles) until every key holds
 /// `value` at its primary, and fails with the ones that never do.
 fn assert_all_holding(ports: &[u16], keys: &[String], value: &str, when: &str) {
@@ -735,10 +758,11 @@ fn assert_all_holding(ports: &[u16], keys: &[String], value: &str, when: &str) {
     };
     assert!(
         missing.is_empty(),
-        "{} of {} keys missing {when}, e.g. {:?}",
+        "{} of {} keys missing {when}, e.g. {:?}; each member's slot states: {:?}",
         missing.len(),
         keys.len(),
-        &missing[..missing.len().min(5)]
+        &missing[..missing.len().min(5)],
+        slot_states(ports)
     );
 }
 
