@@ -654,10 +654,7 @@ impl Replication {
             *entry = entry.union(slots);
             own.catching_up = own.catching_up.union(slots);
         }
-        self.cluster
-            .set_not_ready(own.learning.union(&own.catching_up));
-        self.cluster
-            .set_handing_in(fences(&own.sources, &own.fencing));
+        self.publish_readiness(own);
         if let Some(table) = own.table.as_ref() {
             self.start_catch_up(table.version(), checks);
         }
@@ -753,9 +750,8 @@ impl Replication {
         }
         own.catching_up = SlotSet::new();
         own.pending_checks.clear();
-        let not_ready = own.learning.clone();
+        self.publish_readiness(&own);
         drop(own);
-        self.cluster.set_not_ready(not_ready);
         self.reconcile(&view);
     }
 
@@ -977,8 +973,7 @@ impl Replication {
         for slot in ended.iter() {
             self.serve_from(slot, since);
         }
-        self.cluster
-            .set_not_ready(own.learning.union(&own.catching_up));
+        self.publish_readiness(own);
     }
 
     /// These slots are learned or fenced: held and served from now on.
@@ -1042,11 +1037,18 @@ impl Replication {
             *tail = tail.difference(slots);
         }
         own.tails.retain(|_, slots| !slots.is_empty());
-        let not_ready = own.learning.union(&own.catching_up);
-        let handing_in = fences(&own.sources, &own.fencing);
-        drop(own);
-        self.cluster.set_not_ready(not_ready);
-        self.cluster.set_handing_in(handing_in);
+        self.publish_readiness(&own);
+    }
+
+    /// Tells the router which slots are not served yet and which a live previous primary
+    /// still serves for us. Under the holdings lock: two link threads that learned slots
+    /// at the same moment published their sets in the wrong order once, and the older one
+    /// (slots since learned) stayed, its slots answering -TRYAGAIN until the next table.
+    fn publish_readiness(&self, own: &Holdings) {
+        self.cluster
+            .set_not_ready(own.learning.union(&own.catching_up));
+        self.cluster
+            .set_handing_in(fences(&own.sources, &own.fencing));
     }
 
     fn reconcile(self: &Arc<Self>, view: &ClusterView) {
