@@ -33,6 +33,10 @@ const KEYS_PER_WINDOW: usize = 256;
 /// scans rather than one per 256 keys (which was quadratic: minutes for 1,000,000 keys).
 const MAX_WINDOWS_PER_SHARD: usize = 32;
 
+/// How many times a window with a big value written to meanwhile is taken again in
+/// pieces before it is copied whole under the shard lock (the writes won the race).
+const PIECE_COPY_TRIES: usize = 3;
+
 /// What to send next.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Piece {
@@ -263,8 +267,23 @@ impl StreamSender {
                 walk.current = None;
             }
             let mut records = Vec::new();
-            let (stamp, keys) =
-                store.snapshot_window(shard, hashes, &walk.slots, now, &mut records);
+            // A big value written to while it was copied in pieces: the window is taken
+            // again, at last whole (bounded).
+            let mut tries = 0;
+            let (stamp, keys) = loop {
+                let in_pieces = tries < PIECE_COPY_TRIES;
+                match store.snapshot_window(
+                    shard,
+                    hashes,
+                    &walk.slots,
+                    now,
+                    &mut records,
+                    in_pieces,
+                ) {
+                    Some(done) => break done,
+                    None => tries += 1,
+                }
+            };
             let range = store.shard_slots(shard);
             let window = Window {
                 slots: (range.start, range.end - 1),
@@ -912,6 +931,76 @@ mod tests {
             assert!(
                 state(&replica, &others).is_empty(),
                 "seed {seed}: foreign slots arrived"
+            );
+        }
+    }
+
+    /// Big strings and hashes are copied a piece at a time with the shard unlocked in
+    /// between; writers keep appending to them and setting their fields meanwhile (a
+    /// piece copy that sees its key changed takes the window again). The replica still
+    /// ends with exactly the primary's state, big values included.
+    #[test]
+    fn big_values_copied_in_pieces_under_writes_rebuild_the_primary() {
+        use crate::snapshot::{BIG_VALUE_BYTES, copied_in_pieces};
+        let slots = streamed_slots();
+        let big_keys: Vec<Vec<u8>> = (0..400u32)
+            .map(key)
+            .filter(|k| slots.contains(key_slot(k)))
+            .take(4)
+            .collect();
+        for seed in 0..3u64 {
+            let (primary, log) = primary_with_log(seed, 2_000, 3_000);
+            for (i, k) in big_keys.iter().enumerate() {
+                primary.write(k, NOW, |s| {
+                    if i % 2 == 0 {
+                        s.set(Value::Str(vec![b'b'; 3 * BIG_VALUE_BYTES]), Some(0));
+                    } else {
+                        s.remove();
+                        for f in 0..40_000u32 {
+                            let _ = s.hash_insert(
+                                format!("field:{f:08}").as_bytes(),
+                                b"0123456789abcdef",
+                            );
+                        }
+                    }
+                });
+            }
+            let big_now = big_keys
+                .iter()
+                .filter(|k| primary.read(k, NOW, |v| v.is_some_and(copied_in_pieces)))
+                .count();
+            assert_eq!(big_now, big_keys.len(), "every big key is copied in pieces");
+            let replica = Store::builder().shards(2).build();
+            let writing = big_keys.clone();
+            let (receiver, done) = stream_into(
+                &primary,
+                &log,
+                &replica,
+                &slots,
+                usize::MAX,
+                move |p| {
+                    let mut rng = SmallRng::seed_from_u64(seed + 200);
+                    // Long enough to overlap the whole snapshot.
+                    let until = std::time::Instant::now() + Duration::from_millis(400);
+                    let mut n = 0u32;
+                    while std::time::Instant::now() < until {
+                        n += 1;
+                        let k = &writing[n as usize % writing.len()];
+                        p.write(k, NOW, |s| {
+                            if s.append(b"+tail").is_err() {
+                                let _ = s.hash_insert(format!("new:{n}").as_bytes(), b"v");
+                            }
+                        });
+                        random_write(p, &mut rng, 3_000);
+                    }
+                },
+                RESYNC,
+            );
+            assert!(done, "seed {seed}: the snapshot never completed");
+            assert_eq!(receiver.applied(), log.last_lsn());
+            assert!(
+                state(&replica, &slots) == state(&primary, &slots),
+                "seed {seed}: the replica differs from the primary"
             );
         }
     }

@@ -92,6 +92,93 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
     }
 }
 
+/// Values above this many bytes (a string, or a hash's fields and values) are copied into
+/// a snapshot window a piece at a time, the shard's lock released between pieces
+/// ([`encode_piece`]): copied whole, a 100 MB string held the lock for 193 ms.
+pub const BIG_VALUE_BYTES: usize = 1 << 20;
+/// String bytes copied per lock taken.
+const STRING_BYTES_PER_COPY: usize = 4 * PIECE_BYTES;
+/// Hash fields copied per lock taken.
+const HASH_FIELDS_PER_COPY: usize = 2048;
+
+/// True when a snapshot copies `value` in pieces ([`encode_piece`]): a string or a hash
+/// bigger than [`BIG_VALUE_BYTES`] (other kinds are copied whole).
+pub fn copied_in_pieces(value: &Value) -> bool {
+    match value {
+        Value::Str(bytes) => bytes.len() > BIG_VALUE_BYTES,
+        Value::Hash(hash) => hash.bytes() > BIG_VALUE_BYTES,
+        _ => false,
+    }
+}
+
+/// Appends the records of one piece of `key`'s value, starting at `from` (0 first; then
+/// what the last call returned): together the pieces are what [`encode_entry`] appends.
+/// Returns where the next piece starts, `None` after the last.
+pub fn encode_piece(
+    out: &mut Vec<u8>,
+    slot: u16,
+    key: &[u8],
+    value: &Value,
+    deadline: u64,
+    from: usize,
+) -> Option<usize> {
+    match value {
+        Value::Str(bytes) => {
+            let end = bytes.len().min(from + STRING_BYTES_PER_COPY);
+            let mut at = from;
+            if at == 0 {
+                let first = &bytes[..bytes.len().min(PIECE_BYTES)];
+                let mut body = Vec::with_capacity(first.len() + 8);
+                let kind = if deadline == 0 {
+                    RecordKind::SetPersistent
+                } else {
+                    body.extend_from_slice(&deadline.to_le_bytes());
+                    RecordKind::Set
+                };
+                body.extend_from_slice(first);
+                encode_record(out, kind, 0, slot, key, &body);
+                at = first.len();
+            }
+            for piece in bytes[at.min(end)..end].chunks(PIECE_BYTES) {
+                encode_record(out, RecordKind::Append, 0, slot, key, piece);
+            }
+            (end < bytes.len()).then_some(end)
+        }
+        Value::Hash(hash) => {
+            if from == 0 {
+                encode_record(out, RecordKind::Del, 0, slot, key, &[]);
+            }
+            let end = hash.len().min(from + HASH_FIELDS_PER_COPY);
+            let items = (from..end)
+                .filter_map(|i| hash.get_index(i))
+                .flat_map(|(f, v)| [f, v]);
+            let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
+            in_pieces(RecordKind::HSet, items, &mut emit);
+            if end < hash.len() {
+                return Some(end);
+            }
+            if deadline != 0 {
+                encode_record(
+                    out,
+                    RecordKind::Expire,
+                    0,
+                    slot,
+                    key,
+                    &deadline.to_le_bytes(),
+                );
+            }
+            None
+        }
+        // Copied whole.
+        _ => {
+            if from == 0 {
+                encode_entry(out, slot, key, value, deadline);
+            }
+            None
+        }
+    }
+}
+
 /// Calls `emit(kind, body)` for records that together do what `record` does, each with
 /// about [`PIECE_BYTES`] of payload at most: a small record as it is; a big string as a
 /// Set and Appends, a big range as several SetRanges, a big hash change as several of its

@@ -1900,6 +1900,12 @@ impl Store {
     /// keys of shard `index` whose map hash lies in `window` (inclusive) and whose slot is
     /// in `slots`. Returns the stamp, the log's last LSN read under the same lock: the
     /// copy reflects every record up to it and none after it. Also returns the keys copied.
+    ///
+    /// With `in_pieces`, a big value ([`crate::snapshot::copied_in_pieces`]) is copied a
+    /// piece at a time after the rest, the lock released between pieces, so writers to the
+    /// shard wait for a piece, not for the whole value. The key is watched meanwhile (as
+    /// `WATCH` does): if it changed, the copy no longer reflects the stamp, `out` is left
+    /// as it was and `None` says to take the window again.
     pub fn snapshot_window(
         &self,
         index: usize,
@@ -1907,10 +1913,14 @@ impl Store {
         slots: &SlotSet,
         now: u64,
         out: &mut Vec<u8>,
-    ) -> (u64, usize) {
-        let shard = self.shards[index].lock();
+        in_pieces: bool,
+    ) -> Option<(u64, usize)> {
+        let started_at = out.len();
+        let mut shard = self.shards[index].lock();
         let stamp = self.log().map_or(0, ChangeLog::last_lsn);
         let mut copied = 0;
+        // Big values, copied after the lock is first released: key, slot, deadline.
+        let mut big: Vec<(Box<[u8]>, u16, u64)> = Vec::new();
         for (key, entry) in shard.map.iter() {
             // The window hash is the same on every node, so the replica knows which of its
             // keys a window covers (see `StreamReceiver`).
@@ -1922,12 +1932,72 @@ impl Store {
                 continue;
             }
             let slot = key_slot(key);
-            if slots.contains(slot) {
-                crate::snapshot::encode_entry(out, slot, key, &entry.value, entry.expires_at);
-                copied += 1;
+            if !slots.contains(slot) {
+                continue;
+            }
+            copied += 1;
+            if in_pieces && crate::snapshot::copied_in_pieces(&entry.value) {
+                big.push((Box::from(key), slot, entry.expires_at));
+                continue;
+            }
+            crate::snapshot::encode_entry(out, slot, key, &entry.value, entry.expires_at);
+        }
+        if big.is_empty() {
+            return Some((stamp, copied));
+        }
+        let versions: Vec<u64> = big
+            .iter()
+            .map(|(key, ..)| {
+                let watched = shard.watched.entry(key.clone()).or_insert(Watched {
+                    watchers: 0,
+                    version: 0,
+                });
+                watched.watchers += 1;
+                watched.version
+            })
+            .collect();
+        drop(shard);
+        let mut unchanged = true;
+        for ((key, slot, deadline), version) in big.iter().zip(&versions) {
+            let mut from = 0;
+            while unchanged {
+                let shard = self.shards[index].lock();
+                let same = shard
+                    .watched
+                    .get(key)
+                    .is_some_and(|w| w.version == *version);
+                let Some(at) = shard.map.get_index_of(key).filter(|_| same) else {
+                    unchanged = false;
+                    break;
+                };
+                let value = &shard.map[at].value;
+                let next = crate::snapshot::encode_piece(out, *slot, key, value, *deadline, from);
+                // Handed to a waiting writer: released and taken back at once, the lock
+                // would mostly stay with this thread.
+                parking_lot::MutexGuard::unlock_fair(shard);
+                #[cfg(test)]
+                tests::between_pieces();
+                match next {
+                    Some(next) => from = next,
+                    None => break,
+                }
             }
         }
-        (stamp, copied)
+        let mut shard = self.shards[index].lock();
+        for (key, ..) in &big {
+            if let Some(watched) = shard.watched.get_mut(key) {
+                watched.watchers -= 1;
+                if watched.watchers == 0 {
+                    shard.watched.remove(key);
+                }
+            }
+        }
+        drop(shard);
+        if !unchanged {
+            out.truncate(started_at);
+            return None;
+        }
+        Some((stamp, copied))
     }
 
     /// Deletes every key in `slots` (a FLUSHALL reaching a replica), each deletion logged;

@@ -714,3 +714,83 @@ fn namespaced_keys_are_counted_per_database_through_every_change() {
     drop(store.flush());
     assert_eq!((count(0), count(2)), ((0, 0), (0, 0)));
 }
+
+thread_local! {
+    /// Runs between two pieces of a big value's snapshot copy, the shard unlocked.
+    static BETWEEN_PIECES: std::cell::RefCell<Option<Box<dyn FnMut()>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Called by [`Store::snapshot_window`] between the pieces of a big value.
+pub(super) fn between_pieces() {
+    BETWEEN_PIECES.with(|hook| {
+        if let Some(hook) = hook.borrow_mut().as_mut() {
+            hook();
+        }
+    });
+}
+
+/// Applies snapshot records to `store`.
+fn apply_snapshot_records(store: &Store, mut records: &[u8]) {
+    while !records.is_empty() {
+        let (record, used) = crate::change_log::decode_record(records, 0).unwrap();
+        records = &records[used..];
+        crate::replay::apply_record(store, &record, 1_000).unwrap();
+    }
+}
+
+/// A big value is copied into a snapshot window a piece at a time, its shard unlocked in
+/// between: a write to it meanwhile means the copy no longer reflects the window's stamp,
+/// so the window is refused (nothing appended) and taken again; whole, it never is.
+#[test]
+fn a_big_value_written_between_its_snapshot_pieces_makes_the_window_taken_again() {
+    use crate::slot_set::SlotSet;
+    use crate::snapshot::BIG_VALUE_BYTES;
+    let store = std::sync::Arc::new(Store::builder().shards(1).build());
+    let log = std::sync::Arc::new(ChangeLog::new(1, LogLimits::default()));
+    store.attach_change_log(log.clone());
+    store.write(b"big", 1_000, |w| {
+        w.set(s(&vec![b'x'; 3 * BIG_VALUE_BYTES]), Some(0))
+    });
+    store.write(b"small", 1_000, |w| w.set(s(b"v"), Some(0)));
+    let slots: SlotSet = (0..16384u16).collect();
+    let every_hash = (0, u64::MAX);
+
+    let writer = store.clone();
+    BETWEEN_PIECES.with(|hook| {
+        *hook.borrow_mut() = Some(Box::new(move || {
+            writer.write(b"big", 1_000, |w| {
+                let _ = w.append(b"!");
+            });
+        }))
+    });
+    let mut out = Vec::new();
+    assert_eq!(
+        store.snapshot_window(0, every_hash, &slots, 1_000, &mut out, true),
+        None
+    );
+    assert!(out.is_empty(), "a refused window appends nothing");
+    // Copied whole under the lock, the window is taken whatever writers do.
+    let (stamp, keys) = store
+        .snapshot_window(0, every_hash, &slots, 1_000, &mut out, false)
+        .expect("a whole copy is never refused");
+    assert_eq!((stamp, keys), (log.last_lsn(), 2));
+    let whole = std::mem::take(&mut out);
+    BETWEEN_PIECES.with(|hook| *hook.borrow_mut() = None);
+
+    // Unwritten meanwhile, the pieces rebuild the value as it was at the stamp.
+    let (stamp, keys) = store
+        .snapshot_window(0, every_hash, &slots, 1_000, &mut out, true)
+        .expect("nobody wrote");
+    assert_eq!((stamp, keys), (log.last_lsn(), 2));
+    for records in [&out, &whole] {
+        let copy = Store::builder().shards(1).build();
+        apply_snapshot_records(&copy, records);
+        let big = copy.read(b"big", 1_000, |v| v.cloned());
+        let expected = store.read(b"big", 1_000, |v| v.cloned());
+        assert!(big == expected, "the big value differs");
+        assert_eq!(copy.read(b"small", 1_000, |v| v.cloned()), Some(s(b"v")));
+    }
+    // Watching it left nothing behind.
+    assert_eq!(store.shards[0].lock().watched.len(), 0);
+}
