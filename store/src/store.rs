@@ -2042,17 +2042,24 @@ impl Store {
 
     fn remove_in_slots(&self, slots: &SlotSet, remove: impl Fn(&Entry) -> bool) -> usize {
         let mut removed = 0;
+        // Big values are freed once the lock is released: a million-field hash takes tens
+        // of milliseconds to free.
+        let mut to_free: Vec<Entry> = Vec::new();
         self.visit_slots(slots, |shard, position| {
             if remove(&shard.map[position]) {
                 let slot = key_slot(shard.map.get_index(position).expect("visited").0);
                 // The last entry moves into `position`: look at it next.
-                shard.delete_index(position, self.sinks(), Some(slot));
+                let (_, entry) = shard.delete_index(position, self.sinks(), Some(slot));
+                if entry.value.heap_bytes() > crate::snapshot::BIG_VALUE_BYTES {
+                    to_free.push(entry);
+                }
                 removed += 1;
                 position
             } else {
                 position + 1
             }
         });
+        drop(to_free);
         removed
     }
 
