@@ -69,7 +69,8 @@ pub(super) fn pull(
 }
 
 /// Connects to `addr`, answers its challenge and sends a Hello with these fields; returns
-/// the stream and our own challenge (the reply is MAC'd over it).
+/// the stream and our own challenge (the reply is MAC'd over it). A puller's socket is
+/// registered as soon as it connects (`socket`), so stopping it wakes the handshake too.
 fn say_hello(
     repl: &Replication,
     addr: SocketAddr,
@@ -77,8 +78,12 @@ fn say_hello(
     resume: Option<Resume>,
     kind: Pull,
     ask_position: Option<NodeId>,
+    socket: Option<&LinkSocket>,
 ) -> Result<(TcpStream, [u8; NONCE_LEN]), LinkError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    if let Some(socket) = socket {
+        *socket.lock() = Some(stream.try_clone()?);
+    }
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(LINK_TIMEOUT))?;
     stream.set_write_timeout(Some(LINK_TIMEOUT))?;
@@ -119,7 +124,15 @@ pub(super) fn ask_position(
     addr: SocketAddr,
     of: NodeId,
 ) -> Result<Option<Resume>, LinkError> {
-    let (mut stream, mine) = say_hello(repl, addr, &SlotSet::new(), None, Pull::Replica, Some(of))?;
+    let (mut stream, mine) = say_hello(
+        repl,
+        addr,
+        &SlotSet::new(),
+        None,
+        Pull::Replica,
+        Some(of),
+        None,
+    )?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
     let mut payload = Vec::new();
     match read_frame(&mut stream, &mut payload)? {
@@ -195,10 +208,9 @@ fn link(
     } else {
         repl.positions.lock().get(&primary).cloned()
     };
-    let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, None)?;
-    *socket.lock() = Some(stream.try_clone()?);
+    let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, None, Some(socket))?;
     if stop.load(Relaxed) {
-        // Stopped while connecting: the shutdown missed this socket.
+        // Stopped while connecting: the shutdown may have missed this socket.
         return Ok(());
     }
     let mut payload = Vec::new();
