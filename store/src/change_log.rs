@@ -86,6 +86,10 @@ pub enum RecordKind {
     /// The stream (created when absent) holds this meta: last id (16 bytes), tombstone id
     /// (16 bytes), entries added (u64 LE).
     XSetId = 27,
+    /// A snapshot's hint, changing nothing but capacity: the key's value (a string or a
+    /// hash, already created) is about to hold `count u64 LE` bytes or fields, so the
+    /// receiver grows it once instead of doubling it under its shard lock.
+    Reserve = 28,
 }
 
 impl RecordKind {
@@ -120,6 +124,7 @@ impl RecordKind {
             25 => XDel,
             26 => XTrim,
             27 => XSetId,
+            28 => Reserve,
             _ => return None,
         })
     }

@@ -65,6 +65,14 @@ pub fn apply_record(store: &Store, record: &Record<'_>, now: u64) -> Result<(), 
                 }
             });
         }
+        RecordKind::Reserve => {
+            let count = record.deadline()?;
+            // A hint from a peer: never more than a record could ever fill.
+            if count > crate::change_log::MAX_RECORD as u64 * 2 {
+                return Err(MalformedRecord("a reservation past any value"));
+            }
+            store.replay_write(key, now, |slot| slot.reserve(count as usize));
+        }
         RecordKind::SetRange => {
             let offset = record.deadline()? as usize;
             let patch = record.payload();

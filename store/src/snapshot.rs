@@ -101,6 +101,18 @@ const STRING_BYTES_PER_COPY: usize = 4 * PIECE_BYTES;
 /// Hash fields copied per lock taken.
 const HASH_FIELDS_PER_COPY: usize = 2048;
 
+/// The hint that `key` is about to hold `count` bytes or fields ([`RecordKind::Reserve`]).
+fn reserve(out: &mut Vec<u8>, slot: u16, key: &[u8], count: usize) {
+    encode_record(
+        out,
+        RecordKind::Reserve,
+        0,
+        slot,
+        key,
+        &(count as u64).to_le_bytes(),
+    );
+}
+
 /// True when a snapshot copies `value` in pieces ([`encode_piece`]): a string or a hash
 /// bigger than [`BIG_VALUE_BYTES`] (other kinds are copied whole).
 pub fn copied_in_pieces(value: &Value) -> bool {
@@ -137,6 +149,7 @@ pub fn encode_piece(
                 };
                 body.extend_from_slice(first);
                 encode_record(out, kind, 0, slot, key, &body);
+                reserve(out, slot, key, bytes.len());
                 at = first.len();
             }
             for piece in bytes[at.min(end)..end].chunks(PIECE_BYTES) {
@@ -154,6 +167,10 @@ pub fn encode_piece(
                 .flat_map(|(f, v)| [f, v]);
             let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
             in_pieces(RecordKind::HSet, items, &mut emit);
+            if from == 0 {
+                // After the first fields: the hash exists on the receiver now.
+                reserve(out, slot, key, hash.len());
+            }
             if end < hash.len() {
                 return Some(end);
             }
@@ -271,6 +288,7 @@ pub fn split_record(
         RecordKind::Del
         | RecordKind::XTrim
         | RecordKind::XSetId
+        | RecordKind::Reserve
         | RecordKind::Expire
         | RecordKind::Clear
         | RecordKind::Commit

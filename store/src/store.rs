@@ -563,6 +563,22 @@ impl Slot<'_> {
         Ok(len)
     }
 
+    /// Makes room for a string of `bytes` bytes or a hash of `bytes` fields (a snapshot's
+    /// [`RecordKind::Reserve`] hint); a missing key or another kind is left alone. Nothing
+    /// is logged: the value does not change.
+    pub fn reserve(&mut self, bytes: usize) {
+        let Some(index) = self.index else {
+            return;
+        };
+        let before = self.cost(index);
+        match &mut self.shard.map[index].value {
+            Value::Str(s) => s.reserve(bytes.saturating_sub(s.len())),
+            Value::Hash(hash) => hash.reserve(bytes),
+            _ => return,
+        }
+        self.account(index, before);
+    }
+
     /// Overwrites the string from `offset` on (zero-padded; created when absent); its new
     /// length.
     pub fn set_range(&mut self, offset: usize, patch: &[u8]) -> Result<usize, WrongType> {

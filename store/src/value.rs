@@ -435,6 +435,25 @@ impl HashValue {
         }
     }
 
+    /// Makes room for `fields` fields in all (a snapshot's [`RecordKind::Reserve`] hint),
+    /// so inserting them never grows the table.
+    ///
+    /// [`RecordKind::Reserve`]: crate::change_log::RecordKind::Reserve
+    pub fn reserve(&mut self, fields: usize) {
+        if fields <= self.len() {
+            return;
+        }
+        if matches!(self.0, Repr::Compact { .. }) {
+            if fields <= COMPACT_MAX_FIELDS {
+                return;
+            }
+            self.convert_to_table();
+        }
+        if let Repr::Table { map, .. } = &mut self.0 {
+            map.reserve(fields - map.len());
+        }
+    }
+
     fn convert_to_table(&mut self) {
         let mut map = FieldMap::default();
         let mut bytes = alloc_size(std::mem::size_of::<FieldMap>());

@@ -793,4 +793,30 @@ fn a_big_value_written_between_its_snapshot_pieces_makes_the_window_taken_again(
     }
     // Watching it left nothing behind.
     assert_eq!(store.shards[0].lock().watched.len(), 0);
+
+    // The pieces start with the value's first bytes and a hint of its whole size: the
+    // receiver makes room once instead of doubling it under its lock as appends arrive.
+    let receiver = Store::builder().shards(1).build();
+    let mut records = &out[..];
+    let mut kinds = Vec::new();
+    while kinds.len() < 2 {
+        let (record, used) = crate::change_log::decode_record(records, 0).unwrap();
+        records = &records[used..];
+        if record.key == b"big" {
+            kinds.push(record.kind);
+            crate::replay::apply_record(&receiver, &record, 1_000).unwrap();
+        }
+    }
+    assert_eq!(
+        kinds,
+        [
+            crate::change_log::RecordKind::SetPersistent,
+            crate::change_log::RecordKind::Reserve
+        ]
+    );
+    let capacity = receiver.read(b"big", 1_000, |v| match v {
+        Some(Value::Str(bytes)) => bytes.capacity(),
+        _ => 0,
+    });
+    assert!(capacity > 3 * BIG_VALUE_BYTES, "room for {capacity} bytes");
 }
