@@ -570,10 +570,14 @@ impl Slot<'_> {
         let Some(index) = self.index else {
             return;
         };
+        // A hint past what a value may hold is ignored: a lying peer must not make this
+        // node reserve memory nothing will fill.
+        const MOST_BYTES: usize = 512 << 20;
+        const MOST_FIELDS: usize = 1 << 24;
         let before = self.cost(index);
         match &mut self.shard.map[index].value {
-            Value::Str(s) => s.reserve(bytes.saturating_sub(s.len())),
-            Value::Hash(hash) => hash.reserve(bytes),
+            Value::Str(s) if bytes <= MOST_BYTES => s.reserve(bytes.saturating_sub(s.len())),
+            Value::Hash(hash) if bytes <= MOST_FIELDS => hash.reserve(bytes),
             _ => return,
         }
         self.account(index, before);

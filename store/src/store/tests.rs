@@ -819,4 +819,11 @@ fn a_big_value_written_between_its_snapshot_pieces_makes_the_window_taken_again(
         _ => 0,
     });
     assert!(capacity > 3 * BIG_VALUE_BYTES, "room for {capacity} bytes");
+    // A hint past any value is ignored.
+    receiver.write(b"big", 1_000, |w| w.reserve(usize::MAX / 2));
+    let after = receiver.read(b"big", 1_000, |v| match v {
+        Some(Value::Str(bytes)) => bytes.capacity(),
+        _ => 0,
+    });
+    assert_eq!(after, capacity);
 }
