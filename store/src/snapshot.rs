@@ -35,17 +35,8 @@ pub const PIECE_BYTES: usize = 64 << 10;
 pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, deadline: u64) {
     match value {
         Value::Str(bytes) => {
-            let (first, rest) = bytes.split_at(bytes.len().min(PIECE_BYTES));
-            let mut body = Vec::with_capacity(first.len() + 8);
-            let kind = if deadline == 0 {
-                RecordKind::SetPersistent
-            } else {
-                body.extend_from_slice(&deadline.to_le_bytes());
-                RecordKind::Set
-            };
-            body.extend_from_slice(first);
-            encode_record(out, kind, 0, slot, key, &body);
-            for piece in rest.chunks(PIECE_BYTES) {
+            let head = string_head(out, slot, key, bytes, deadline);
+            for piece in bytes[head..].chunks(PIECE_BYTES) {
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
         }
@@ -78,17 +69,38 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 }
                 Value::Str(_) => unreachable!("matched above"),
             }
-            if deadline != 0 {
-                encode_record(
-                    out,
-                    RecordKind::Expire,
-                    0,
-                    slot,
-                    key,
-                    &deadline.to_le_bytes(),
-                );
-            }
+            expire(out, slot, key, deadline);
         }
+    }
+}
+
+/// The record that starts a string: a Set of its first piece (SetPersistent without a
+/// deadline). Returns how many bytes it holds.
+fn string_head(out: &mut Vec<u8>, slot: u16, key: &[u8], bytes: &[u8], deadline: u64) -> usize {
+    let first = &bytes[..bytes.len().min(PIECE_BYTES)];
+    let mut body = Vec::with_capacity(first.len() + 8);
+    let kind = if deadline == 0 {
+        RecordKind::SetPersistent
+    } else {
+        body.extend_from_slice(&deadline.to_le_bytes());
+        RecordKind::Set
+    };
+    body.extend_from_slice(first);
+    encode_record(out, kind, 0, slot, key, &body);
+    first.len()
+}
+
+/// The Expire that ends an aggregate's records, when it has a deadline.
+fn expire(out: &mut Vec<u8>, slot: u16, key: &[u8], deadline: u64) {
+    if deadline != 0 {
+        encode_record(
+            out,
+            RecordKind::Expire,
+            0,
+            slot,
+            key,
+            &deadline.to_le_bytes(),
+        );
     }
 }
 
@@ -139,20 +151,10 @@ pub fn encode_piece(
             let end = bytes.len().min(from + STRING_BYTES_PER_COPY);
             let mut at = from;
             if at == 0 {
-                let first = &bytes[..bytes.len().min(PIECE_BYTES)];
-                let mut body = Vec::with_capacity(first.len() + 8);
-                let kind = if deadline == 0 {
-                    RecordKind::SetPersistent
-                } else {
-                    body.extend_from_slice(&deadline.to_le_bytes());
-                    RecordKind::Set
-                };
-                body.extend_from_slice(first);
-                encode_record(out, kind, 0, slot, key, &body);
+                at = string_head(out, slot, key, bytes, deadline);
                 reserve(out, slot, key, bytes.len());
-                at = first.len();
             }
-            for piece in bytes[at.min(end)..end].chunks(PIECE_BYTES) {
+            for piece in bytes[at..end].chunks(PIECE_BYTES) {
                 encode_record(out, RecordKind::Append, 0, slot, key, piece);
             }
             (end < bytes.len()).then_some(end)
@@ -174,16 +176,7 @@ pub fn encode_piece(
             if end < hash.len() {
                 return Some(end);
             }
-            if deadline != 0 {
-                encode_record(
-                    out,
-                    RecordKind::Expire,
-                    0,
-                    slot,
-                    key,
-                    &deadline.to_le_bytes(),
-                );
-            }
+            expire(out, slot, key, deadline);
             None
         }
         // Copied whole.
