@@ -229,6 +229,31 @@ impl Shard {
         }
     }
 
+    /// Starts watching `key` (one more watcher); its version now.
+    fn watch(&mut self, key: &[u8]) -> u64 {
+        let watched = self.watched.entry(key.into()).or_insert(Watched {
+            watchers: 0,
+            version: 0,
+        });
+        watched.watchers += 1;
+        watched.version
+    }
+
+    /// True while `key` (watched) is still at `version`.
+    fn watched_at(&self, key: &[u8], version: u64) -> bool {
+        self.watched.get(key).is_some_and(|w| w.version == version)
+    }
+
+    /// One watcher of `key` fewer.
+    fn unwatch(&mut self, key: &[u8]) {
+        if let Some(w) = self.watched.get_mut(key) {
+            w.watchers -= 1;
+            if w.watchers == 0 {
+                self.watched.remove(key);
+            }
+        }
+    }
+
     fn bump_watch(&mut self, key: &[u8]) {
         if let Some(w) = self.watched.get_mut(key) {
             w.version += 1;
@@ -1965,27 +1990,14 @@ impl Store {
         if big.is_empty() {
             return Some((stamp, copied));
         }
-        let versions: Vec<u64> = big
-            .iter()
-            .map(|(key, ..)| {
-                let watched = shard.watched.entry(key.clone()).or_insert(Watched {
-                    watchers: 0,
-                    version: 0,
-                });
-                watched.watchers += 1;
-                watched.version
-            })
-            .collect();
+        let versions: Vec<u64> = big.iter().map(|(key, ..)| shard.watch(key)).collect();
         drop(shard);
         let mut unchanged = true;
         for ((key, slot, deadline), version) in big.iter().zip(&versions) {
             let mut from = 0;
             while unchanged {
                 let shard = self.shards[index].lock();
-                let same = shard
-                    .watched
-                    .get(key)
-                    .is_some_and(|w| w.version == *version);
+                let same = shard.watched_at(key, *version);
                 let Some(at) = shard.map.get_index_of(key).filter(|_| same) else {
                     unchanged = false;
                     break;
@@ -2005,12 +2017,7 @@ impl Store {
         }
         let mut shard = self.shards[index].lock();
         for (key, ..) in &big {
-            if let Some(watched) = shard.watched.get_mut(key) {
-                watched.watchers -= 1;
-                if watched.watchers == 0 {
-                    shard.watched.remove(key);
-                }
-            }
+            shard.unwatch(key);
         }
         drop(shard);
         if !unchanged {
@@ -2236,15 +2243,10 @@ impl Store {
                 .find(key, slot, now, self.sinks())
                 .map(|i| shard.map[i].expires_at)
                 .unwrap_or(0);
-            let watched = shard.watched.entry(key.into()).or_insert(Watched {
-                watchers: 0,
-                version: 0,
-            });
-            watched.watchers += 1;
             WatchTicket {
                 shard: shard_index,
                 key: key.into(),
-                version: watched.version,
+                version: shard.watch(key),
                 deadline,
             }
         })
@@ -2252,23 +2254,15 @@ impl Store {
 
     /// True when the watched key has not changed (nor expired) since [`Store::watch`].
     pub fn watch_unchanged(&self, ticket: &WatchTicket, now: u64) -> bool {
-        let shard = self.shards[ticket.shard].lock();
-        let unchanged = shard
-            .watched
-            .get(&ticket.key)
-            .is_some_and(|w| w.version == ticket.version);
+        let unchanged = self.shards[ticket.shard]
+            .lock()
+            .watched_at(&ticket.key, ticket.version);
         unchanged && (ticket.deadline == 0 || ticket.deadline > now)
     }
 
     /// Stops watching.
     pub fn unwatch(&self, ticket: WatchTicket) {
-        let mut shard = self.shards[ticket.shard].lock();
-        if let Some(w) = shard.watched.get_mut(&ticket.key) {
-            w.watchers -= 1;
-            if w.watchers == 0 {
-                shard.watched.remove(&ticket.key);
-            }
-        }
+        self.shards[ticket.shard].lock().unwatch(&ticket.key);
     }
 
     /// One pass of active expiry: sweeps at most `budget` entries across the shards that
