@@ -396,7 +396,6 @@ impl Replication {
             own.fencing = SlotSet::new();
             own.handing = SlotSet::new();
             own.orphans = SlotSet::new();
-            own.tails.clear();
             // What it handed over before the pause is not known to be held any more.
             for handed in self.handed.iter() {
                 handed.store(0, Relaxed);
@@ -406,8 +405,9 @@ impl Replication {
                 puller.stop();
             }
         }
-        // A copy waiting for its fence is still a copy, and so is one learning a tail.
-        if restart {
+        // A copy waiting for its fence is still a copy, and so is one learning a tail
+        // (none after an amnesia or a restart: nothing here is known whole then).
+        if amnesia || restart {
             own.tails.clear();
         }
         let tails_by_source = own
@@ -1081,11 +1081,10 @@ impl Replication {
                 .map(|(source, slots)| (source, slots, Pull::Merge)),
         );
         let mut pullers = self.pullers.lock();
-        // A stopped link whose thread still runs keeps its place (below) until it ends.
-        pullers.retain(|puller| !(puller.stop.load(Relaxed) && puller.done.load(Relaxed)));
         pullers.retain(|puller| {
+            // A stopped link keeps its place until its thread ended (see `busy`).
             if puller.stop.load(Relaxed) {
-                return true;
+                return !puller.done.load(Relaxed);
             }
             let exact = wanted.iter().any(|(primary, slots, kind)| {
                 *primary == puller.primary && *slots == puller.slots && *kind == puller.kind
