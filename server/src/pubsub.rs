@@ -64,6 +64,9 @@ pub struct Mailbox {
     /// Of the bytes ever queued, how many reached the connection's socket: a writer waits
     /// for its invalidations to get there before its own reply ([`Mailbox::written_up_to`]).
     written: AtomicU64,
+    /// Of the bytes ever queued, how many were taken into the connection's output (set
+    /// under the `pending` lock, read without it).
+    drained: AtomicU64,
     /// Rung when `written` grows.
     flushed: tokio::sync::Notify,
     /// A writer gave up waiting for this connection's socket (its client does not read):
@@ -80,8 +83,6 @@ struct Pending {
     cut_off: bool,
     /// Bytes ever queued.
     queued_total: u64,
-    /// Bytes ever taken into the connection's output.
-    drained_total: u64,
 }
 
 impl std::fmt::Debug for Mailbox {
@@ -100,6 +101,7 @@ impl Mailbox {
             pending: Mutex::default(),
             lost: Mutex::default(),
             written: AtomicU64::new(0),
+            drained: AtomicU64::new(0),
             flushed: tokio::sync::Notify::new(),
             stalled: AtomicBool::new(false),
         })
@@ -179,12 +181,16 @@ impl Mailbox {
 
     /// The connection wrote its output: everything drained into it so far is out.
     pub fn wrote_output(&self) {
+        // Most writes carry no pushes: nothing to publish, no lock.
+        if self.written.load(Relaxed) == self.drained.load(Relaxed) && !self.stalled() {
+            return;
+        }
         let (drained, queued) = {
             let pending = self.pending.lock();
             if pending.cut_off {
                 return;
             }
-            (pending.drained_total, pending.queued_total)
+            (self.drained.load(Relaxed), pending.queued_total)
         };
         if self.written.swap(drained, Relaxed) != drained {
             self.flushed.notify_waiters();
@@ -219,7 +225,7 @@ impl Mailbox {
             out.append(&mut pending.bytes);
         }
         pending.over_soft_since = None;
-        pending.drained_total = pending.queued_total;
+        self.drained.store(pending.queued_total, Relaxed);
     }
 
     /// Takes what is queued into a reply being written.
@@ -229,7 +235,7 @@ impl Mailbox {
             out.raw(&pending.bytes);
             pending.bytes.clear();
             pending.over_soft_since = None;
-            pending.drained_total = pending.queued_total;
+            self.drained.store(pending.queued_total, Relaxed);
         }
     }
 
@@ -245,7 +251,7 @@ impl Mailbox {
         out.raw(&pending.bytes[before..]);
         pending.bytes.clear();
         pending.over_soft_since = None;
-        pending.drained_total = pending.queued_total;
+        self.drained.store(pending.queued_total, Relaxed);
     }
 
     /// Bytes queued and not yet taken (CLIENT LIST's `omem`).
