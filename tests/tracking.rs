@@ -201,3 +201,47 @@ async fn info_counts_the_tracking_clients_and_the_keys_they_hold() -> Result<()>
     assert_eq!(info_field(&mut admin, "tracking_total_keys").await?, "2");
     Ok(())
 }
+
+/// A caching client that stops reading cannot hold writers back: the writer's reply waits
+/// for the invalidation at most a few milliseconds, then goes (and that connection is not
+/// waited for again until it catches up). The invalidation still reaches the client once
+/// it reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caching_client_that_does_not_read_does_not_hold_writers_back() -> Result<()> {
+    let (addr, _node) = start(&[]).await?;
+    let mut writer = client(addr, false).await?;
+    // Far more than the socket buffers take: its reply stalls the connection's writes.
+    let big = "x".repeat(64 << 20);
+    query(&mut writer, &["SET", "big", &big]).await?;
+    let mut reader = tracking_client(addr, &[]).await?;
+    for key in ["a", "b", "c"] {
+        reader.send(&["GET", key]).await?;
+        reader.expect(b"_\r\n").await?;
+    }
+    reader.send(&["GET", "big"]).await?;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for key in ["a", "b", "c"] {
+        let started = std::time::Instant::now();
+        query(&mut writer, &["SET", key, "1"]).await?;
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(500),
+            "SET {key} waited {:?} for a client that does not read",
+            started.elapsed()
+        );
+    }
+    // Reading again, it gets the big value and then each invalidation, in order.
+    let header = format!("${}\r\n", big.len());
+    let reply_len = header.len() + big.len() + 2;
+    let mut read = 0;
+    let mut chunk = vec![0u8; 1 << 20];
+    while read < reply_len {
+        let want = chunk.len().min(reply_len - read);
+        let n = tokio::io::AsyncReadExt::read(&mut reader.stream, &mut chunk[..want]).await?;
+        assert!(n > 0, "the connection closed");
+        read += n;
+    }
+    for key in ["a", "b", "c"] {
+        reader.expect(invalidate(key).as_bytes()).await?;
+    }
+    Ok(())
+}
