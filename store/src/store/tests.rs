@@ -819,11 +819,44 @@ fn a_big_value_written_between_its_snapshot_pieces_makes_the_window_taken_again(
         _ => 0,
     });
     assert!(capacity > 3 * BIG_VALUE_BYTES, "room for {capacity} bytes");
-    // A hint past any value is ignored.
-    receiver.write(b"big", 1_000, |w| w.reserve(usize::MAX / 2));
-    let after = receiver.read(b"big", 1_000, |v| match v {
+}
+
+/// A Reserve record from a peer is a hint, never a way to break the node: a short one or
+/// one past any value is refused as malformed, one past what a value may hold is ignored,
+/// and one for a key that is not there creates nothing.
+#[test]
+fn a_reserve_hint_that_is_short_absurd_or_for_a_missing_key_changes_nothing() {
+    use crate::change_log::{RecordKind, decode_record, encode_record};
+    let apply = |store: &Store, key: &[u8], body: &[u8]| {
+        let mut bytes = Vec::new();
+        encode_record(&mut bytes, RecordKind::Reserve, 0, 0, key, body);
+        let (record, _) = decode_record(&bytes, 1).unwrap();
+        crate::replay::apply_record(store, &record, 1_000)
+    };
+    let store = Store::builder().shards(1).build();
+    assert!(apply(&store, b"k", &[1, 2, 3]).is_err(), "a short body");
+    assert!(
+        apply(&store, b"k", &u64::MAX.to_le_bytes()).is_err(),
+        "a size past any record"
+    );
+    apply(&store, b"k", &4096u64.to_le_bytes()).unwrap();
+    assert_eq!(
+        store.read(b"k", 1_000, |v| v.cloned()),
+        None,
+        "nothing created"
+    );
+    store.write(b"k", 1_000, |w| w.set(s(b"v"), Some(0)));
+    apply(&store, b"k", &(1u64 << 30).to_le_bytes()).unwrap();
+    let capacity = store.read(b"k", 1_000, |v| match v {
         Some(Value::Str(bytes)) => bytes.capacity(),
         _ => 0,
     });
-    assert_eq!(after, capacity);
+    assert!(capacity < 1 << 20, "a 1 GiB hint was taken: {capacity}");
+    apply(&store, b"k", &4096u64.to_le_bytes()).unwrap();
+    assert_eq!(store.read(b"k", 1_000, |v| v.cloned()), Some(s(b"v")));
+    let capacity = store.read(b"k", 1_000, |v| match v {
+        Some(Value::Str(bytes)) => bytes.capacity(),
+        _ => 0,
+    });
+    assert!(capacity >= 4096, "a plausible hint makes room: {capacity}");
 }
