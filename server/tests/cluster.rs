@@ -657,11 +657,7 @@ impl Subscriber {
 
     fn send(&mut self, args: &[&str]) {
         use std::io::Write;
-        let mut out = format!("*{}\r\n", args.len());
-        for arg in args {
-            out.push_str(&format!("${}\r\n{arg}\r\n", arg.len()));
-        }
-        self.stream.write_all(out.as_bytes()).unwrap();
+        self.stream.write_all(&support::resp_command(args)).unwrap();
     }
 
     fn expect(&mut self, expected: &str) {

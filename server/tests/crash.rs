@@ -70,13 +70,7 @@ impl Client {
 
     /// Sends a command; `None` when the connection broke (the node died).
     fn call(&mut self, args: &[&[u8]]) -> Option<String> {
-        let mut frame = format!("*{}\r\n", args.len()).into_bytes();
-        for arg in args {
-            frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
-            frame.extend_from_slice(arg);
-            frame.extend_from_slice(b"\r\n");
-        }
-        self.writer.write_all(&frame).ok()?;
+        self.writer.write_all(&support::resp_command(args)).ok()?;
         self.read_reply()
     }
 

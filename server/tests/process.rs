@@ -124,11 +124,7 @@ fn a_missing_config_file_stops_with_a_message_naming_it() {
 
 /// Sends a RESP command built from `parts`, without reading the reply.
 fn send(stream: &mut TcpStream, parts: &[&str]) {
-    let mut out = format!("*{}\r\n", parts.len());
-    for part in parts {
-        out.push_str(&format!("${}\r\n{part}\r\n", part.len()));
-    }
-    stream.write_all(out.as_bytes()).unwrap();
+    stream.write_all(&support::resp_command(parts)).unwrap();
 }
 
 /// Reads until the bytes read end with `end` (5 s at most).

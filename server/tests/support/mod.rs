@@ -57,6 +57,18 @@ pub fn sigterm(node: &Node) {
     assert!(sent.success(), "kill -TERM {pid} failed");
 }
 
+/// A command as a RESP array of bulk strings, as a client sends it.
+pub fn resp_command<A: AsRef<[u8]>>(args: &[A]) -> Vec<u8> {
+    let mut frame = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        let arg = arg.as_ref();
+        frame.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        frame.extend_from_slice(arg);
+        frame.extend_from_slice(b"\r\n");
+    }
+    frame
+}
+
 /// A xorshift generator seeded with `seed`: the random choices a printed seed replays.
 pub fn seeded(seed: u64) -> impl FnMut() -> u64 {
     let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
