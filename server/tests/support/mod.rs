@@ -19,7 +19,7 @@ impl Drop for Node {
 
 /// A port nothing listens on right now, below the kernel's ephemeral range (so no other
 /// test's outgoing connection takes it between here and the node's bind, which made
-/// restarts flaky), from a block of this test process's own.
+/// restarts flaky), from a block of ports this test process holds alone.
 pub fn free_port() -> u16 {
     free_port_where(|port| TcpListener::bind(("127.0.0.1", port)).is_ok())
 }
@@ -27,24 +27,45 @@ pub fn free_port() -> u16 {
 /// [`free_port`] that also passes `usable`.
 pub fn free_port_where(usable: impl Fn(u16) -> bool) -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
-    const BLOCKS: u32 = 60;
-    const PER_BLOCK: u16 = 200;
     static NEXT: AtomicU16 = AtomicU16::new(0);
-    let pid = std::process::id();
-    let block = 20_000 + (pid % BLOCKS) as u16 * PER_BLOCK;
-    // Two processes sharing a block start at different places in it.
-    let start = ((pid / BLOCKS) % u32::from(PER_BLOCK)) as u16;
-    for _ in 0..PER_BLOCK {
-        let step = u32::from(start) + u32::from(NEXT.fetch_add(1, Relaxed));
-        let port = block + (step % u32::from(PER_BLOCK)) as u16;
+    let block = port_block();
+    for _ in 0..PORTS_PER_BLOCK {
+        // The block's first port is its claim.
+        let step = 1 + NEXT.fetch_add(1, Relaxed) % (PORTS_PER_BLOCK - 1);
+        let port = block + step;
         if usable(port) {
             return port;
         }
     }
     panic!(
         "no free port in this test process's block {block}..{}",
-        block + PER_BLOCK
+        block + PORTS_PER_BLOCK
     )
+}
+
+const PORT_BLOCKS: u16 = 60;
+const PORTS_PER_BLOCK: u16 = 200;
+
+/// The first port of a block no other test process uses while this one lives: each block
+/// is claimed by listening on its first port (kept until the process exits; nodes get the
+/// others). Two concurrent test processes once shared a block (picked by pid), and a
+/// member of one cluster, started on a port the other's killed member had used, was taken
+/// into the other cluster by its gossip: six members, writes applied twice.
+fn port_block() -> u16 {
+    use std::sync::OnceLock;
+    static BLOCK: OnceLock<(u16, Option<TcpListener>)> = OnceLock::new();
+    let (first_port, _claim) = BLOCK.get_or_init(|| {
+        let start = (std::process::id() % u32::from(PORT_BLOCKS)) as u16;
+        for i in 0..PORT_BLOCKS {
+            let port = 20_000 + (start + i) % PORT_BLOCKS * PORTS_PER_BLOCK;
+            if let Ok(claim) = TcpListener::bind(("127.0.0.1", port)) {
+                return (port, Some(claim));
+            }
+        }
+        // Every block taken: share one, as before the claims.
+        (20_000 + start * PORTS_PER_BLOCK, None)
+    });
+    *first_port
 }
 
 /// Sends SIGTERM through the shell's builtin `kill` (no procps on a fresh machine).
