@@ -25,7 +25,7 @@ pub const MAX_FRAME: usize = 4 << 20;
 pub const NONCE_LEN: usize = 16;
 
 /// Version of this wire format, in every [`Hello`].
-pub const LINK_VERSION: u32 = 3;
+pub const LINK_VERSION: u32 = 4;
 
 /// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +161,11 @@ pub struct Hello {
     /// Asks only where the answering member stands in this member's stream (a new
     /// primary catching up after that member died); the answer is a [`PositionReport`].
     pub ask_position: Option<NodeId>,
+    /// A learner taking the tail of this member's stream (with `learn`): that member is
+    /// gone, and the answering member said it got further in its stream than the learner
+    /// (a takeover's catch-up). It is served the copy that stream left there, whether or
+    /// not that member counts it held.
+    pub tail_of: Option<NodeId>,
     /// The replica's challenge for the primary.
     pub nonce: [u8; NONCE_LEN],
     /// MAC over the primary's challenge and the fields above.
@@ -245,6 +250,10 @@ pub struct PositionReport {
     pub node: NodeId,
     /// Its position, if it pulled from that primary.
     pub position: Option<Resume>,
+    /// The slots it served as primary after that primary was gone (it took them over at
+    /// a table the asker may never have judged): its copy has that primary's acknowledged
+    /// writes and its own since, so the asker learns them from it, whatever the positions.
+    pub took_over: Vec<(u16, u16)>,
     /// MAC over the asker's challenge and the fields above.
     pub mac: [u8; 32],
 }
@@ -309,6 +318,7 @@ mod tests {
             learn: false,
             merge: false,
             ask_position: None,
+            tail_of: None,
             nonce: [3; NONCE_LEN],
             mac: [0; 32],
         }

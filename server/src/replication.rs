@@ -209,6 +209,10 @@ struct Holdings {
     /// copy: should that owner die too, the slots are held and rechecked, never learned
     /// over from a member behind it.
     tails: HashMap<(NodeId, NodeId), SlotSet>,
+    /// Dead primary → the slots this node served as primary after it was gone, kept while
+    /// this node is their primary and for one table after: a member whose view skipped
+    /// that table and still waits for the dead one asks, and learns them from here.
+    took_over: HashMap<NodeId, SlotSet>,
 }
 
 /// Replication on a cluster member.
@@ -405,6 +409,11 @@ impl Replication {
                 puller.stop();
             }
         }
+        // A fence owed by a member gone since is never coming: those copies are caught up
+        // from the others first (the checks carry over to this table below).
+        if !(amnesia || restart) {
+            self.take_over_dead_fences(&mut own, view);
+        }
         // A copy waiting for its fence is still a copy, and so is one learning a tail
         // (none after an amnesia or a restart: nothing here is known whole then).
         if amnesia || restart {
@@ -513,8 +522,24 @@ impl Replication {
         // more of its stream than we did (WAIT 1 counts whichever replica acknowledged
         // first). Those slots wait until every such owner said where it stands.
         let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
+        // Slots served here after their primary died: kept while ours, and one table more.
+        let mut took_over: HashMap<NodeId, SlotSet> = HashMap::new();
+        if !(amnesia || restart) {
+            let primary_here: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
+                .filter(|&s| {
+                    view.table.primary(s) == Some(&self.me)
+                        || own.table.as_ref().and_then(|t| t.primary(s)) == Some(&self.me)
+                })
+                .collect();
+            for (dead, slots) in &own.took_over {
+                let still = slots.intersection(&primary_here);
+                if !still.is_empty() {
+                    took_over.insert(*dead, still);
+                }
+            }
+        }
         if let (Some(previous), false) = (own.table.as_ref(), amnesia || restart) {
-            for slot in held.iter() {
+            for slot in held.union(&learning).iter() {
                 let Some(old) = previous.primary(slot) else {
                     continue;
                 };
@@ -522,6 +547,10 @@ impl Replication {
                     || *old == self.me
                     || view.node(old).is_some()
                 {
+                    continue;
+                }
+                took_over.entry(*old).or_default().insert(slot);
+                if !held.contains(slot) {
                     continue;
                 }
                 for other in previous.owners(slot) {
@@ -598,6 +627,7 @@ impl Replication {
             merge_since: (!merging.is_empty()).then(std::time::Instant::now),
             merging,
             tails,
+            took_over,
         };
     }
 
@@ -616,18 +646,40 @@ impl Replication {
     }
 
     /// A member whose fence these slots wait for is gone (it left or died mid-handoff):
-    /// they are taken over as from any dead primary, served once the other owners of the
-    /// table it served them under said how far they got in its stream.
+    /// they are taken over as from any dead primary, served once the other members said
+    /// how far they got in its stream.
     fn drop_dead_fences(self: &Arc<Self>, own: &mut Holdings, view: &ClusterView) {
+        let checks = self.take_over_dead_fences(own, view);
+        if checks.is_empty() {
+            return;
+        }
+        self.publish_readiness(own);
+        if let Some(table) = own.table.as_ref() {
+            self.start_catch_up(table.version(), checks);
+        }
+    }
+
+    /// The holdings side of [`Self::drop_dead_fences`]: the slots whose fence a gone member
+    /// owed become held here, waiting for a catch-up check (`pending_checks`) against
+    /// every other live member, which are returned. A new table carries those checks over
+    /// for the slots it still makes ours (a joiner's copy of a dead member's slots is
+    /// behind what that member's replicas acknowledged: served as it was, at the next
+    /// table, it swept writes `WAIT 1` had acknowledged, 1 run in 50 of the kill-during-
+    /// join test). Anyone may be asked: a position names the slots it covers.
+    fn take_over_dead_fences(
+        &self,
+        own: &mut Holdings,
+        view: &ClusterView,
+    ) -> HashMap<(NodeId, NodeId), SlotSet> {
+        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
         let dead: Vec<(NodeId, SlotSet)> = fences(&own.sources, &own.fencing)
             .into_iter()
             .filter(|(id, _)| view.node(id).is_none())
             .collect();
         if dead.is_empty() {
-            return;
+            return checks;
         }
         let since = self.log.last_lsn() + 1;
-        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
         for (gone, slots) in &dead {
             tracing::info!(from = %gone, slots = slots.len(), "the member handing these slots over is gone: taking them over");
             own.fencing = own.fencing.difference(slots);
@@ -635,11 +687,13 @@ impl Replication {
             own.held = own.held.union(slots);
             for slot in slots.iter() {
                 self.serve_from(slot, since);
-                let others = own.previous.iter().flat_map(|t| t.owners(slot));
-                for other in others {
-                    if *other != self.me && other != gone && view.node(other).is_some() {
-                        checks.entry((*gone, *other)).or_default().insert(slot);
-                    }
+            }
+            let took = own.took_over.entry(*gone).or_default();
+            *took = took.union(slots);
+            for other in view.nodes.iter().map(|n| n.id) {
+                if other != self.me && other != *gone {
+                    let entry = checks.entry((*gone, other)).or_default();
+                    *entry = entry.union(slots);
                 }
             }
         }
@@ -654,10 +708,7 @@ impl Replication {
             *entry = entry.union(slots);
             own.catching_up = own.catching_up.union(slots);
         }
-        self.publish_readiness(own);
-        if let Some(table) = own.table.as_ref() {
-            self.start_catch_up(table.version(), checks);
-        }
+        checks
     }
 
     /// While joining: nothing is served here; the copies taken of the slots this node will
@@ -701,17 +752,26 @@ impl Replication {
         let view = self.view();
         // Every owner that got further than we did, furthest first.
         let mut further: Vec<(u64, NodeId, NodeId, SlotSet)> = Vec::new();
+        // Slots another member served after the dead one (at a table this node's view
+        // skipped): learned from it before any position counts.
+        let mut served_since: Vec<(NodeId, NodeId, SlotSet)> = Vec::new();
         for ((dead, other), slots) in &checks {
             let Some(addr) = view.node(other).map(|n| n.bus) else {
                 continue;
             };
-            let theirs = match replica::ask_position(self, *other, addr, *dead) {
-                Ok(Some(position)) => position,
-                Ok(None) => continue,
+            let report = match replica::ask_position(self, *other, addr, *dead) {
+                Ok(report) => report,
                 Err(error) => {
                     tracing::info!(%other, %error, "no position from a surviving owner");
                     continue;
                 }
+            };
+            let served = SlotSet::from_ranges(&report.took_over).intersection(slots);
+            if !served.is_empty() {
+                served_since.push((*dead, *other, served));
+            }
+            let Some(theirs) = report.position else {
+                continue;
             };
             let mine = self.positions.lock().get(dead).cloned();
             let ahead = mine
@@ -723,9 +783,19 @@ impl Replication {
             }
         }
         further.sort_by_key(|f| std::cmp::Reverse(f.0));
-        // Each slot is learned from the one that got furthest with it.
+        // Each slot is learned from the member that served it since, else from the one
+        // that got furthest with it.
         let mut taken = SlotSet::new();
         let mut ahead: Vec<(NodeId, NodeId, SlotSet)> = Vec::new();
+        for (dead, other, slots) in served_since {
+            let slots = slots.difference(&taken);
+            if slots.is_empty() {
+                continue;
+            }
+            taken = taken.union(&slots);
+            tracing::info!(%other, slots = slots.len(), "a surviving member served these slots after the dead primary: learning from it");
+            ahead.push((dead, other, slots));
+        }
         for (_, dead, other, slots) in further {
             let slots = slots.difference(&taken);
             if slots.is_empty() {
@@ -809,6 +879,52 @@ impl Replication {
 
     /// True when this node judged the current table and holds no whole copy of some slot
     /// in `slots`, nor is learning it: it will not have one to hand out.
+    /// The slots of `slots` that `dead`, a member now gone (not in `view`), streamed here,
+    /// their copy not replaced since (see [`Self::copy_now_from`]).
+    fn replicated_from_gone(&self, dead: &NodeId, slots: &SlotSet, view: &ClusterView) -> SlotSet {
+        if view.node(dead).is_some() {
+            return SlotSet::new();
+        }
+        self.positions
+            .lock()
+            .get(dead)
+            .map(|position| SlotSet::from_ranges(&position.synced).intersection(slots))
+            .unwrap_or_default()
+    }
+
+    /// The slots this node served as primary after `dead` was gone (see `took_over`).
+    fn took_over_from(&self, dead: &NodeId) -> SlotSet {
+        self.holdings
+            .lock()
+            .took_over
+            .get(dead)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The gone member whose stream's tail this node learns `slots` from `source` for (a
+    /// takeover's catch-up found `source` further in it), if any.
+    fn tail_learned_from(&self, source: &NodeId, slots: &SlotSet) -> Option<NodeId> {
+        let own = self.holdings.lock();
+        own.tails
+            .iter()
+            .find(|((_, from), tail)| from == source && !tail.intersection(slots).is_empty())
+            .map(|((dead, _), _)| *dead)
+    }
+
+    /// A link from `primary` now brings these slots: positions in other members' streams
+    /// no longer describe the copy here (a catch-up would otherwise learn from it as if it
+    /// still were that member's history).
+    fn copy_now_from(&self, primary: &NodeId, slots: &SlotSet) {
+        for (other, position) in self.positions.lock().iter_mut() {
+            if other != primary {
+                position.synced = SlotSet::from_ranges(&position.synced)
+                    .difference(slots)
+                    .ranges();
+            }
+        }
+    }
+
     fn has_no_copy_of(&self, slots: &SlotSet) -> bool {
         let own = self.holdings.lock();
         own.table.is_some()

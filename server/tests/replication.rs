@@ -358,6 +358,7 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
         learn: false,
         merge: false,
         ask_position: None,
+        tail_of: None,
         nonce: nonce(),
         mac: [0; 32],
     };
@@ -432,6 +433,7 @@ fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
         learn: false,
         merge: false,
         ask_position: None,
+        tail_of: None,
         nonce: mine,
         mac: [0; 32],
     };

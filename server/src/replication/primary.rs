@@ -80,6 +80,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         let report = PositionReport {
             node: repl.me,
             position: repl.positions.lock().get(&of).cloned(),
+            took_over: repl.took_over_from(&of).ranges(),
             mac: [0; 32],
         };
         let sealed = repl.key.seal(report, &hello.nonce);
@@ -103,13 +104,21 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
             // No member holds them whole: it merges in whatever we have.
             theirs
         } else {
-            if theirs && !repl.holds(&slots) && repl.has_no_copy_of(&slots) {
+            // Learning the tail of a gone member's stream: the slots that stream brought
+            // here are served from that copy, counted held or not (the table since may
+            // have named a primary it never came from).
+            let from_gone = hello
+                .tail_of
+                .map(|dead| repl.replicated_from_gone(&dead, &slots, &view))
+                .unwrap_or_default();
+            let rest = slots.difference(&from_gone);
+            if theirs && !repl.holds(&rest) && repl.has_no_copy_of(&rest) {
                 // Not a passing state: the learner tries the next former owner, or
                 // merges every owner's copy when none holds one whole.
                 refuse(&mut stream, NO_COPY);
                 return Err(LinkError::Refused(NO_COPY.into()));
             }
-            theirs && repl.holds(&slots)
+            theirs && repl.holds(&rest)
         }
     } else {
         // A slot still being learned here is not ours to hand out yet, nor is anything

@@ -68,6 +68,16 @@ pub(super) fn pull(
     }
 }
 
+/// What a Hello says of a third member's stream.
+#[derive(Clone, Copy)]
+enum About {
+    Nothing,
+    /// Asks only where the peer stands in this member's stream.
+    PositionIn(NodeId),
+    /// Learns the tail of this gone member's stream (see `Hello::tail_of`).
+    TailOf(NodeId),
+}
+
 /// Connects to `addr`, answers its challenge and sends a Hello with these fields; returns
 /// the stream and our own challenge (the reply is MAC'd over it). A puller's socket is
 /// registered as soon as it connects (`socket`), so stopping it wakes the handshake too.
@@ -77,7 +87,7 @@ fn say_hello(
     slots: &SlotSet,
     resume: Option<Resume>,
     kind: Pull,
-    ask_position: Option<NodeId>,
+    about: About,
     socket: Option<&LinkSocket>,
 ) -> Result<(TcpStream, [u8; NONCE_LEN]), LinkError> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
@@ -104,7 +114,14 @@ fn say_hello(
         resume,
         learn: kind != Pull::Replica,
         merge: kind == Pull::Merge,
-        ask_position,
+        ask_position: match about {
+            About::PositionIn(of) => Some(of),
+            _ => None,
+        },
+        tail_of: match about {
+            About::TailOf(dead) => Some(dead),
+            _ => None,
+        },
         nonce: mine,
         mac: [0; 32],
     };
@@ -116,21 +133,22 @@ fn say_hello(
     Ok((stream, mine))
 }
 
-/// Where `peer` (at `addr`) stands in `of`'s stream: a new primary asks the other
-/// surviving owners before serving slots `of` served.
+/// Where `peer` (at `addr`) stands in `of`'s stream, and the slots it served after `of`
+/// was gone: a new primary asks the other surviving members before serving slots `of`
+/// served.
 pub(super) fn ask_position(
     repl: &Replication,
     peer: NodeId,
     addr: SocketAddr,
     of: NodeId,
-) -> Result<Option<Resume>, LinkError> {
+) -> Result<PositionReport, LinkError> {
     let (mut stream, mine) = say_hello(
         repl,
         addr,
         &SlotSet::new(),
         None,
         Pull::Replica,
-        Some(of),
+        About::PositionIn(of),
         None,
     )?;
     stream.set_read_timeout(Some(Duration::from_secs(1)))?;
@@ -143,7 +161,7 @@ pub(super) fn ask_position(
                     "another node answers at that address".into(),
                 ));
             }
-            Ok(report.position)
+            Ok(report)
         }
         FrameKind::Refused => Err(LinkError::Refused(
             String::from_utf8_lossy(&payload).into_owned(),
@@ -208,7 +226,14 @@ fn link(
     } else {
         repl.positions.lock().get(&primary).cloned()
     };
-    let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, None, Some(socket))?;
+    // Learning a dead member's tail from a member that got further in its stream.
+    let about = match kind {
+        Pull::Learn => repl
+            .tail_learned_from(&primary, slots)
+            .map_or(About::Nothing, About::TailOf),
+        _ => About::Nothing,
+    };
+    let (mut stream, mine) = say_hello(repl, addr, slots, resume, kind, about, Some(socket))?;
     if stop.load(Relaxed) {
         // Stopped while connecting: the shutdown may have missed this socket.
         return Ok(());
@@ -235,6 +260,9 @@ fn link(
         return Err(LinkError::Malformed("slots that were not asked for"));
     }
     let full = SlotSet::from_ranges(&welcome.full);
+    if !merge {
+        repl.copy_now_from(&primary, &streamed);
+    }
     let mut synced = streamed.difference(&full);
     if !learn && !synced.is_empty() {
         // Resumed: the copy is the primary's history up to where we stood, and the
