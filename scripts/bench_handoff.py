@@ -43,16 +43,40 @@ while True:
     time.sleep(0.001)
 """
 
+# The members' own answer time, without a cluster client's redirects and table refreshes:
+# plain connections GET the same keys from each member; a -MOVED is an answer too.
+DIRECT_PROBE = """
+import sys, time, redis
+cons = [redis.Redis(port=int(p), socket_timeout=5) for p in sys.argv[1:]]
+keys = [f"probe:{i}" for i in range(64)]
+out = sys.stdout
+while True:
+    for con in cons:
+        for key in keys[:16]:
+            t = time.time()
+            try:
+                con.get(key)
+            except redis.ResponseError:
+                pass
+            except redis.RedisError as error:
+                out.write(f"{t} error {error!r}\\n")
+                continue
+            out.write(f"{t} {time.time() - t}\\n")
+    out.flush()
+    time.sleep(0.001)
+"""
+
 
 class Probe:
     """A separate process GETting one key per member in a loop (its own interpreter: a
     thread here would measure this script's own work), each latency stamped; phases are
     labelled by wall-clock spans afterwards."""
 
-    def __init__(self, ports):
-        self.file = open(f"/tmp/ringkv-probe-{os.getpid()}.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-c", PROBE] + [str(p) for p in ports],
+    def __init__(self, ports, script=PROBE, name="probe GET latency"):
+        self.file = open(f"/tmp/ringkv-probe-{os.getpid()}-{len(name)}.log", "w+")
+        self.proc = subprocess.Popen([sys.executable, "-c", script] + [str(p) for p in ports],
                                      stdout=self.file)
+        self.name = name
         self.spans = []
         self.label = None
 
@@ -76,9 +100,22 @@ class Probe:
             if not xs:
                 continue
             pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
-            print(f"probe GET latency {label}: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms, "
+            print(f"{self.name} {label}: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms, "
                   f"max {xs[-1] * 1000:.2f} ms over {len(xs)} GETs, {len(failed)} errors"
                   + (f" (first: {failed[0]})" if failed else ""))
+
+
+class Probes:
+    def __init__(self, probes):
+        self.probes = probes
+
+    def phase(self, label):
+        for probe in self.probes:
+            probe.phase(label)
+
+    def report(self):
+        for probe in self.probes:
+            probe.report()
 
 
 KEYS = int(os.environ.get("KEYS", "1000000"))
@@ -167,7 +204,8 @@ def main():
         for start_at in range(0, 1_000_000, 10_000):
             con.hset("big:hash", mapping={f"f{i}": i for i in range(start_at, start_at + 10_000)})
         print("stored a 100 MB string and a hash of 1,000,000 fields")
-    probe = Probe(ports)
+    probe = Probes([Probe(ports),
+                    Probe(ports, DIRECT_PROBE, "member answer latency (plain GET, any reply)")])
     probe.phase("before")
     time.sleep(2)
     try:
