@@ -778,6 +778,16 @@ impl Replication {
                 .as_ref()
                 .is_none_or(|m| theirs.run == m.run && theirs.applied > m.applied);
             let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
+            tracing::info!(
+                %dead,
+                %other,
+                theirs = theirs.applied,
+                mine = mine.as_ref().map_or(0, |m| m.applied),
+                same_run = mine.as_ref().is_none_or(|m| m.run == theirs.run),
+                slots = slots.len(),
+                first = slots.iter().next(),
+                "where a surviving member stands in the dead primary's stream"
+            );
             if ahead && !slots.is_empty() {
                 further.push((theirs.applied, *dead, *other, slots));
             }

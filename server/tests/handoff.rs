@@ -79,6 +79,31 @@ fn lost_writes(ports: &[u16], keys: &[(String, String)]) -> Vec<(String, Option<
     lost
 }
 
+/// For a failed round's log: each lost key's slot, its owners now, and which members still
+/// keep it in their store (served or not: `CLUSTER GETKEYSINSLOT` reads the local copy).
+fn explain_lost(ports: &[u16], lost: &[(String, Option<String>)]) {
+    let routes = owners(ports).unwrap_or_default();
+    for (key, _) in lost.iter().take(5) {
+        let slot = ringkv_cluster::key_slot(key.as_bytes());
+        let keeping: Vec<u16> = ports
+            .iter()
+            .copied()
+            .filter(|&port| {
+                redis::cmd("CLUSTER")
+                    .arg("GETKEYSINSLOT")
+                    .arg(slot)
+                    .arg(100_000)
+                    .query::<Vec<String>>(&mut client(port))
+                    .is_ok_and(|keys| keys.contains(key))
+            })
+            .collect();
+        eprintln!(
+            "lost {key}: slot {slot}, owners now {:?}, kept in the store of {keeping:?}",
+            routes.get(usize::from(slot))
+        );
+    }
+}
+
 fn join_rounds(wait_for: i64) {
     let base = env_seed("RINGKV_HANDOFF_SEED");
     for round in 0..env_count("RINGKV_HANDOFF_ROUNDS", 1) {
@@ -179,6 +204,16 @@ fn a_member_killed_during_a_join_loses_no_write_wait_acknowledged() {
             .map(|(k, v, _)| (k.clone(), v.clone()))
             .collect();
         let lost = lost_writes(&survivors, &waited);
+        explain_lost(&survivors, &lost);
+        for (key, _) in lost.iter().take(5) {
+            if let Some((_, _, at)) = outcome.waited.iter().find(|(k, _, _)| k == key) {
+                let (after, ms) = match at.checked_duration_since(killed_at) {
+                    Some(d) => ("after", d.as_millis()),
+                    None => ("before", killed_at.duration_since(*at).as_millis()),
+                };
+                eprintln!("lost {key}: acknowledged {ms} ms {after} the kill");
+            }
+        }
         eprintln!(
             "kill-during-join round seed={seed}: member {victim} killed {mid_join:?} into the join, the others agreed after {took:?}; WAIT-acknowledged writes {}, lost {}; writes WAIT did not cover {}",
             waited.len(),
