@@ -112,6 +112,10 @@ pub const BIG_VALUE_BYTES: usize = 1 << 20;
 const STRING_BYTES_PER_COPY: usize = 4 * PIECE_BYTES;
 /// Hash fields copied per lock taken.
 const HASH_FIELDS_PER_COPY: usize = 2048;
+/// Room made in a window's buffer before each piece is copied under the shard's lock: the
+/// buffer holds the whole big value, and growing it there (a fresh region of twice its
+/// size, filled by copying) held the lock for tens of ms once it passed 64 MB.
+pub const PIECE_ROOM: usize = 2 * STRING_BYTES_PER_COPY;
 
 /// The hint that `key` is about to hold `count` bytes or fields ([`RecordKind::Reserve`]).
 fn reserve(out: &mut Vec<u8>, slot: u16, key: &[u8], count: usize) {

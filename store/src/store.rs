@@ -1996,6 +1996,7 @@ impl Store {
         for ((key, slot, deadline), version) in big.iter().zip(&versions) {
             let mut from = 0;
             while unchanged {
+                out.reserve(crate::snapshot::PIECE_ROOM);
                 let shard = self.shards[index].lock();
                 let same = shard.watched_at(key, *version);
                 let Some(at) = shard.map.get_index_of(key).filter(|_| same) else {
