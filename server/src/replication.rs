@@ -213,6 +213,10 @@ struct Holdings {
     /// this node is their primary and for one table after: a member whose view skipped
     /// that table and still waits for the dead one asks, and learns them from here.
     took_over: HashMap<NodeId, SlotSet>,
+    /// Served here with no copy: they were being learned from a member that died, and no
+    /// other owner of the table before had one. Any member whose position names such a
+    /// slot is learned from (see [`Replication::catch_up`]).
+    uncopied: SlotSet,
 }
 
 /// Replication on a cluster member.
@@ -553,9 +557,43 @@ impl Replication {
                 if !held.contains(slot) {
                     continue;
                 }
-                for other in previous.owners(slot) {
-                    if *other != self.me && other != old && view.node(other).is_some() {
-                        checks.entry((*old, *other)).or_default().insert(slot);
+                // Every live member, not only the previous table's owners: views skip
+                // tables, and a member that took the slot over at a table this node never
+                // judged (and so holds writes acknowledged since) is no owner here. The
+                // reports name the slots they speak for.
+                for other in view.nodes.iter().map(|n| n.id) {
+                    if other != self.me && other != *old {
+                        checks.entry((*old, other)).or_default().insert(slot);
+                    }
+                }
+            }
+        }
+        // Slots being learned from a member now gone that this table serves here from
+        // nothing (no other owner of the table before had them): some live member may still
+        // hold that member's copy (its replica at a table before, no owner since).
+        let mut uncopied = SlotSet::new();
+        if !(amnesia || restart) {
+            for (source, slots) in &own.sources {
+                if view.node(source).is_some() {
+                    continue;
+                }
+                let lost: SlotSet = slots
+                    .intersection(&own.learning)
+                    .difference(&own.fencing)
+                    .difference(&copies)
+                    .intersection(&held)
+                    .iter()
+                    .filter(|&s| view.table.primary(s) == Some(&self.me))
+                    .collect();
+                if lost.is_empty() {
+                    continue;
+                }
+                tracing::info!(from = %source, slots = lost.len(), "the member these slots were learned from is gone: asking the others for its copy");
+                uncopied = uncopied.union(&lost);
+                for other in view.nodes.iter().map(|n| n.id) {
+                    if other != self.me && other != *source {
+                        let entry = checks.entry((*source, other)).or_default();
+                        *entry = entry.union(&lost);
                     }
                 }
             }
@@ -628,6 +666,7 @@ impl Replication {
             merging,
             tails,
             took_over,
+            uncopied,
         };
     }
 
@@ -750,6 +789,7 @@ impl Replication {
     /// it). Then the slots are served. Bounded: one short link per owner.
     fn catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
         let view = self.view();
+        let uncopied = self.holdings.lock().uncopied.clone();
         // Every owner that got further than we did, furthest first.
         let mut further: Vec<(u64, NodeId, NodeId, SlotSet)> = Vec::new();
         // Slots another member served after the dead one (at a table this node's view
@@ -778,6 +818,12 @@ impl Replication {
                 .as_ref()
                 .is_none_or(|m| theirs.run == m.run && theirs.applied > m.applied);
             let slots = slots.intersection(&SlotSet::from_ranges(&theirs.synced));
+            // No copy here at all: any copy of that member's stream is further than ours.
+            let slots = if ahead {
+                slots
+            } else {
+                slots.intersection(&uncopied)
+            };
             tracing::info!(
                 %dead,
                 %other,
@@ -788,7 +834,7 @@ impl Replication {
                 first = slots.iter().next(),
                 "where a surviving member stands in the dead primary's stream"
             );
-            if ahead && !slots.is_empty() {
+            if !slots.is_empty() {
                 further.push((theirs.applied, *dead, *other, slots));
             }
         }
@@ -830,6 +876,7 @@ impl Replication {
         }
         own.catching_up = SlotSet::new();
         own.pending_checks.clear();
+        own.uncopied = SlotSet::new();
         self.publish_readiness(&own);
         drop(own);
         self.reconcile(&view);
