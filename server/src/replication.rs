@@ -203,7 +203,7 @@ struct Holdings {
     judged_at: Option<std::time::Instant>,
     /// The checks behind `catching_up` (dead primary, surviving owner) → slots: a newer
     /// table judged before they finish carries them over.
-    pending_checks: HashMap<(NodeId, NodeId), SlotSet>,
+    pending_checks: Checks,
     /// (dead primary, surviving owner) → learning slots held here whose tail is learned
     /// from that owner, which got further in the dead primary's stream. This copy stays a
     /// copy: should that owner die too, the slots are held and rechecked, never learned
@@ -213,11 +213,10 @@ struct Holdings {
     /// this node is their primary and for one table after: a member whose view skipped
     /// that table and still waits for the dead one asks, and learns them from here.
     took_over: HashMap<NodeId, SlotSet>,
-    /// Served here with no copy: they were being learned from a member that died, and no
-    /// other owner of the table before had one. Any member whose position names such a
-    /// slot is learned from (see [`Replication::catch_up`]).
-    uncopied: SlotSet,
 }
+
+/// Catch-up checks: (dead primary, live member asked) → the slots it is asked about.
+type Checks = HashMap<(NodeId, NodeId), SlotSet>;
 
 /// Replication on a cluster member.
 pub struct Replication {
@@ -525,9 +524,11 @@ impl Replication {
         // Taken over from a primary that died: another surviving owner may have received
         // more of its stream than we did (WAIT 1 counts whichever replica acknowledged
         // first). Those slots wait until every such owner said where it stands.
-        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
+        let mut checks = Checks::new();
         // Slots served here after their primary died: kept while ours, and one table more.
         let mut took_over: HashMap<NodeId, SlotSet> = HashMap::new();
+        // Held slots taken over from a dead primary, by that primary.
+        let mut from_dead: HashMap<NodeId, SlotSet> = HashMap::new();
         if !(amnesia || restart) {
             let primary_here: SlotSet = (0..ringkv_cluster::SLOT_COUNT)
                 .filter(|&s| {
@@ -554,19 +555,13 @@ impl Replication {
                     continue;
                 }
                 took_over.entry(*old).or_default().insert(slot);
-                if !held.contains(slot) {
-                    continue;
-                }
-                // Every live member, not only the previous table's owners: views skip
-                // tables, and a member that took the slot over at a table this node never
-                // judged (and so holds writes acknowledged since) is no owner here. The
-                // reports name the slots they speak for.
-                for other in view.nodes.iter().map(|n| n.id) {
-                    if other != self.me && other != *old {
-                        checks.entry((*old, other)).or_default().insert(slot);
-                    }
+                if held.contains(slot) {
+                    from_dead.entry(*old).or_default().insert(slot);
                 }
             }
+        }
+        for (dead, slots) in &from_dead {
+            self.ask_everyone(&mut checks, view, dead, slots);
         }
         // Slots being learned from a member now gone that this table serves here from
         // nothing (no other owner of the table before had them): some live member may still
@@ -590,12 +585,7 @@ impl Replication {
                 }
                 tracing::info!(from = %source, slots = lost.len(), "the member these slots were learned from is gone: asking the others for its copy");
                 uncopied = uncopied.union(&lost);
-                for other in view.nodes.iter().map(|n| n.id) {
-                    if other != self.me && other != *source {
-                        let entry = checks.entry((*source, other)).or_default();
-                        *entry = entry.union(&lost);
-                    }
-                }
+                self.ask_everyone(&mut checks, view, source, &lost);
             }
         }
         // A tail whose source died: where the others stand in the dead primary's stream is
@@ -612,12 +602,7 @@ impl Replication {
                 continue;
             }
             tracing::info!(%source, slots = recheck.len(), "the owner a tail was learned from is gone: asking the others again");
-            for other in view.nodes.iter().map(|n| n.id) {
-                if other != self.me && other != *source && other != *dead {
-                    let entry = checks.entry((*dead, other)).or_default();
-                    *entry = entry.union(&recheck);
-                }
-            }
+            self.ask_everyone(&mut checks, view, dead, &recheck);
         }
         // Checks a newer table interrupted still apply to the slots still served here.
         if !(amnesia || restart) {
@@ -644,7 +629,7 @@ impl Replication {
             );
         }
         let pending_checks = checks.clone();
-        self.start_catch_up(view.table.version(), checks);
+        self.start_catch_up(view.table.version(), checks, uncopied);
         self.cluster.judged(&view.table);
         *own = Holdings {
             judged_at: Some(std::time::Instant::now()),
@@ -666,19 +651,42 @@ impl Replication {
             merging,
             tails,
             took_over,
-            uncopied,
         };
     }
 
+    /// Notes a catch-up check of `slots` with every other live member: where it stands in
+    /// `dead`'s stream and which of them it served since. Every member, not only the owners
+    /// of some table: views skip tables, and a member that took a slot over at a table
+    /// this node never judged (holding writes acknowledged since) owns it in none of ours.
+    /// The reports name the slots they speak for.
+    fn ask_everyone(
+        &self,
+        checks: &mut Checks,
+        view: &ClusterView,
+        dead: &NodeId,
+        slots: &SlotSet,
+    ) {
+        for other in view.nodes.iter().map(|n| n.id) {
+            if other != self.me && other != *dead {
+                let entry = checks.entry((*dead, other)).or_default();
+                *entry = entry.union(slots);
+            }
+        }
+    }
+
     /// Starts the catch-up check for slots taken over from dead primaries, if any.
-    fn start_catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
+    ///
+    /// `uncopied`: slots served here with no copy at all (being learned from a member that
+    /// died, with no other owner of the table before), learned from any member whose
+    /// position names them, whatever the LSNs.
+    fn start_catch_up(self: &Arc<Self>, version: u64, checks: Checks, uncopied: SlotSet) {
         if checks.is_empty() {
             return;
         }
         let repl = self.clone();
         let spawned = std::thread::Builder::new()
             .name("ringkv-repl-catchup".into())
-            .spawn(move || repl.catch_up(version, checks));
+            .spawn(move || repl.catch_up(version, checks, &uncopied));
         if let Err(error) = spawned {
             tracing::warn!(%error, "could not start the catch-up check");
         }
@@ -694,7 +702,7 @@ impl Replication {
         }
         self.publish_readiness(own);
         if let Some(table) = own.table.as_ref() {
-            self.start_catch_up(table.version(), checks);
+            self.start_catch_up(table.version(), checks, SlotSet::new());
         }
     }
 
@@ -705,12 +713,8 @@ impl Replication {
     /// behind what that member's replicas acknowledged: served as it was, at the next
     /// table, it swept writes `WAIT 1` had acknowledged, 1 run in 50 of the kill-during-
     /// join test). Anyone may be asked: a position names the slots it covers.
-    fn take_over_dead_fences(
-        &self,
-        own: &mut Holdings,
-        view: &ClusterView,
-    ) -> HashMap<(NodeId, NodeId), SlotSet> {
-        let mut checks: HashMap<(NodeId, NodeId), SlotSet> = HashMap::new();
+    fn take_over_dead_fences(&self, own: &mut Holdings, view: &ClusterView) -> Checks {
+        let mut checks = Checks::new();
         let dead: Vec<(NodeId, SlotSet)> = fences(&own.sources, &own.fencing)
             .into_iter()
             .filter(|(id, _)| view.node(id).is_none())
@@ -729,12 +733,7 @@ impl Replication {
             }
             let took = own.took_over.entry(*gone).or_default();
             *took = took.union(slots);
-            for other in view.nodes.iter().map(|n| n.id) {
-                if other != self.me && other != *gone {
-                    let entry = checks.entry((*gone, other)).or_default();
-                    *entry = entry.union(slots);
-                }
-            }
+            self.ask_everyone(&mut checks, view, gone, slots);
         }
         for (_, from) in own.sources.iter_mut() {
             for (_, slots) in &dead {
@@ -787,14 +786,12 @@ impl Replication {
     /// Asks each surviving owner where it stands in the dead primary's stream; slots one of
     /// them holds more of than we do are learned from it (over our copy, never clearing
     /// it). Then the slots are served. Bounded: one short link per owner.
-    fn catch_up(self: &Arc<Self>, version: u64, checks: HashMap<(NodeId, NodeId), SlotSet>) {
+    fn catch_up(self: &Arc<Self>, version: u64, checks: Checks, uncopied: &SlotSet) {
         let view = self.view();
-        let uncopied = self.holdings.lock().uncopied.clone();
-        // Every owner that got further than we did, furthest first.
+        // Every member that got further than we did, furthest first; ranked above all, one
+        // that served the slots after the dead one (at a table this node's view skipped).
+        const SERVED_SINCE: u64 = u64::MAX;
         let mut further: Vec<(u64, NodeId, NodeId, SlotSet)> = Vec::new();
-        // Slots another member served after the dead one (at a table this node's view
-        // skipped): learned from it before any position counts.
-        let mut served_since: Vec<(NodeId, NodeId, SlotSet)> = Vec::new();
         for ((dead, other), slots) in &checks {
             let Some(addr) = view.node(other).map(|n| n.bus) else {
                 continue;
@@ -808,7 +805,7 @@ impl Replication {
             };
             let served = SlotSet::from_ranges(&report.took_over).intersection(slots);
             if !served.is_empty() {
-                served_since.push((*dead, *other, served));
+                further.push((SERVED_SINCE, *dead, *other, served));
             }
             let Some(theirs) = report.position else {
                 continue;
@@ -822,7 +819,7 @@ impl Replication {
             let slots = if ahead {
                 slots
             } else {
-                slots.intersection(&uncopied)
+                slots.intersection(uncopied)
             };
             tracing::info!(
                 %dead,
@@ -838,27 +835,18 @@ impl Replication {
                 further.push((theirs.applied, *dead, *other, slots));
             }
         }
+        // Each slot is learned from the first member that has it.
         further.sort_by_key(|f| std::cmp::Reverse(f.0));
-        // Each slot is learned from the member that served it since, else from the one
-        // that got furthest with it.
         let mut taken = SlotSet::new();
         let mut ahead: Vec<(NodeId, NodeId, SlotSet)> = Vec::new();
-        for (dead, other, slots) in served_since {
+        for (applied, dead, other, slots) in further {
             let slots = slots.difference(&taken);
             if slots.is_empty() {
                 continue;
             }
             taken = taken.union(&slots);
-            tracing::info!(%other, slots = slots.len(), "a surviving member served these slots after the dead primary: learning from it");
-            ahead.push((dead, other, slots));
-        }
-        for (_, dead, other, slots) in further {
-            let slots = slots.difference(&taken);
-            if slots.is_empty() {
-                continue;
-            }
-            taken = taken.union(&slots);
-            tracing::info!(%other, slots = slots.len(), "a surviving owner got further in the dead primary's stream: learning from it");
+            let served = applied == SERVED_SINCE;
+            tracing::info!(%other, slots = slots.len(), served, "a surviving member served these slots after the dead primary, or got further in its stream: learning from it");
             ahead.push((dead, other, slots));
         }
         let mut own = self.holdings.lock();
@@ -876,7 +864,6 @@ impl Replication {
         }
         own.catching_up = SlotSet::new();
         own.pending_checks.clear();
-        own.uncopied = SlotSet::new();
         self.publish_readiness(&own);
         drop(own);
         self.reconcile(&view);
@@ -934,8 +921,6 @@ impl Replication {
         true
     }
 
-    /// True when this node judged the current table and holds no whole copy of some slot
-    /// in `slots`, nor is learning it: it will not have one to hand out.
     /// The slots of `slots` that `dead`, a member now gone (not in `view`), streamed here,
     /// their copy not replaced since (see [`Self::copy_now_from`]).
     fn replicated_from_gone(&self, dead: &NodeId, slots: &SlotSet, view: &ClusterView) -> SlotSet {
@@ -982,6 +967,8 @@ impl Replication {
         }
     }
 
+    /// True when this node judged the current table and holds no whole copy of some slot
+    /// in `slots`, nor is learning it: it will not have one to hand out.
     fn has_no_copy_of(&self, slots: &SlotSet) -> bool {
         let own = self.holdings.lock();
         own.table.is_some()
