@@ -23,40 +23,28 @@ from redis.crc import key_slot
 BIG = os.environ.get("BIG") == "1"
 
 
+# A probe process: GETs in a loop, each latency stamped. `cluster`: one cluster client over
+# every member (redirects and table refreshes included). `direct`: plain connections GET
+# the same keys from each member, a -MOVED counting as an answer: the members' own time.
 PROBE = """
 import sys, time, redis
 from redis.cluster import ClusterNode, RedisCluster
-rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p)) for p in sys.argv[1:]],
-                  socket_timeout=5)
+mode, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
 keys = [f"probe:{i}" for i in range(64)]  # spread over the slots, so over every member
+if mode == "cluster":
+    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports],
+                      socket_timeout=5)
+    rounds = [(rc, keys)]
+else:
+    rounds = [(redis.Redis(port=p, socket_timeout=5), keys[:16]) for p in ports]
 out = sys.stdout
 while True:
-    for key in keys:
-        t = time.time()
-        try:
-            rc.get(key)
-        except redis.RedisError as error:
-            out.write(f"{t} error {error!r}\\n")
-            continue
-        out.write(f"{t} {time.time() - t}\\n")
-    out.flush()
-    time.sleep(0.001)
-"""
-
-# The members' own answer time, without a cluster client's redirects and table refreshes:
-# plain connections GET the same keys from each member; a -MOVED is an answer too.
-DIRECT_PROBE = """
-import sys, time, redis
-cons = [redis.Redis(port=int(p), socket_timeout=5) for p in sys.argv[1:]]
-keys = [f"probe:{i}" for i in range(64)]
-out = sys.stdout
-while True:
-    for con in cons:
-        for key in keys[:16]:
+    for con, batch in rounds:
+        for key in batch:
             t = time.time()
             try:
                 con.get(key)
-            except redis.ResponseError:
+            except redis.ResponseError if mode == "direct" else ():
                 pass
             except redis.RedisError as error:
                 out.write(f"{t} error {error!r}\\n")
@@ -72,9 +60,9 @@ class Probe:
     thread here would measure this script's own work), each latency stamped; phases are
     labelled by wall-clock spans afterwards."""
 
-    def __init__(self, ports, script=PROBE, name="probe GET latency"):
+    def __init__(self, ports, mode="cluster", name="probe GET latency"):
         self.file = open(f"/tmp/ringkv-probe-{os.getpid()}-{len(name)}.log", "w+")
-        self.proc = subprocess.Popen([sys.executable, "-c", script] + [str(p) for p in ports],
+        self.proc = subprocess.Popen([sys.executable, "-c", PROBE, mode] + [str(p) for p in ports],
                                      stdout=self.file)
         self.name = name
         self.spans = []
@@ -205,7 +193,7 @@ def main():
             con.hset("big:hash", mapping={f"f{i}": i for i in range(start_at, start_at + 10_000)})
         print("stored a 100 MB string and a hash of 1,000,000 fields")
     probe = Probes([Probe(ports),
-                    Probe(ports, DIRECT_PROBE, "member answer latency (plain GET, any reply)")])
+                    Probe(ports, "direct", "member answer latency (plain GET, any reply)")])
     probe.phase("before")
     time.sleep(2)
     try:
