@@ -391,6 +391,77 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
 }
 
 #[test]
+fn a_learner_claiming_a_dead_members_tail_gets_only_what_that_members_stream_left_here() {
+    use ringkv_cluster::link::{
+        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, nonce, read_frame, write_frame,
+    };
+    let members = start_cluster(3, &["--cluster-replicas", "1"]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let id = |port: u16| -> ringkv_cluster::NodeId {
+        let id: String = redis::cmd("CLUSTER")
+            .arg("MYID")
+            .query(&mut client(port))
+            .unwrap();
+        id.parse().unwrap()
+    };
+    // Slots member 1 serves and member 0 holds no copy of: member 1 (posed as, with its
+    // id) asks member 0 to hand them over as the tail of another member's stream.
+    let routes = owners(&ports).expect("owners");
+    let slots: ringkv_store::slot_set::SlotSet = (0..16384u16)
+        .filter(|&s| routes[usize::from(s)] == [ports[1], ports[2]])
+        .collect();
+    assert!(!slots.is_empty());
+    let ask = |tail_of: Option<ringkv_cluster::NodeId>| -> (FrameKind, String) {
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", members[0].bus)).expect("the link port");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut payload = Vec::new();
+        assert_eq!(
+            read_frame(&mut stream, &mut payload).unwrap(),
+            FrameKind::Challenge
+        );
+        let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
+        let hello = Hello {
+            version: LINK_VERSION,
+            node: id(ports[1]),
+            table_version: 0,
+            slots: slots.ranges(),
+            resume: None,
+            learn: true,
+            merge: false,
+            ask_position: None,
+            tail_of,
+            nonce: nonce(),
+            mac: [0; 32],
+        };
+        let sealed = LinkKey::new(None).seal(hello, &challenge);
+        write_frame(&mut stream, FrameKind::Hello, &[&sealed]).unwrap();
+        let kind = read_frame(&mut stream, &mut payload).unwrap();
+        (kind, String::from_utf8_lossy(&payload).into_owned())
+    };
+    // A member that is alive is nobody's dead tail; one that never existed streamed nothing
+    // here. Either way member 0 has no copy to give, and says so.
+    for claimed in [
+        Some(id(ports[2])),
+        Some(ringkv_cluster::NodeId([7; 20])),
+        None,
+    ] {
+        let (kind, reason) = ask(claimed);
+        assert_eq!(kind, FrameKind::Refused, "tail of {claimed:?}");
+        assert!(
+            reason.contains("no whole copy"),
+            "tail of {claimed:?}: {reason}"
+        );
+    }
+    // And it lost nothing: the cluster still replicates every slot.
+    wait_replicated(&ports, Duration::from_secs(20));
+}
+
+#[test]
 fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
     use ringkv_cluster::link::{
         FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, Welcome, nonce, read_frame, write_frame,
