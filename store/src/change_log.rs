@@ -86,9 +86,9 @@ pub enum RecordKind {
     /// The stream (created when absent) holds this meta: last id (16 bytes), tombstone id
     /// (16 bytes), entries added (u64 LE).
     XSetId = 27,
-    /// A snapshot's hint, changing nothing but capacity: the key's value (a string or a
-    /// hash, already created) is about to hold `count u64 LE` bytes or fields, so the
-    /// receiver grows it once instead of doubling it under its shard lock.
+    /// A snapshot's hint, changing nothing but capacity: the key's value (a string, hash,
+    /// set or sorted set, already created) is about to hold `count u64 LE` bytes, fields or
+    /// members, so the receiver grows it once instead of doubling it under its shard lock.
     Reserve = 28,
 }
 

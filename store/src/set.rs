@@ -242,6 +242,41 @@ impl SetValue {
         table.insert(member)
     }
 
+    /// How many members it holds without growing its table (what a Reserve hint made room
+    /// for).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        match &self.0 {
+            Repr::Packed { count, .. } => *count as usize,
+            Repr::Table(table) => table.index.capacity().min(table.members.capacity()),
+        }
+    }
+
+    /// Makes room for `members` in all (a snapshot's hint, [`crate::change_log::RecordKind::Reserve`]):
+    /// the table grows once instead of rehashing under the shard lock as members arrive.
+    pub fn reserve(&mut self, members: usize) {
+        if members <= self.len() {
+            return;
+        }
+        if let Repr::Packed { ints, .. } = &self.0 {
+            let most = if *ints {
+                PACKED_MAX_INTS
+            } else {
+                PACKED_MAX_MEMBERS
+            };
+            if members <= most {
+                return;
+            }
+            self.convert_to_table();
+        }
+        if let Repr::Table(table) = &mut self.0 {
+            let more = members - table.members.len();
+            table.members.reserve_exact(more);
+            let stored = &table.members;
+            table.index.reserve(more, |&i| hash_of(&stored[i as usize]));
+        }
+    }
+
     fn convert_to_table(&mut self) {
         let mut table = MemberTable::default();
         table.members.reserve_exact(self.len() + 1);

@@ -935,32 +935,62 @@ mod tests {
         }
     }
 
-    /// Big strings and hashes are copied a piece at a time with the shard unlocked in
-    /// between; writers keep appending to them and setting their fields meanwhile (a
-    /// piece copy that sees its key changed takes the window again). The replica still
-    /// ends with exactly the primary's state, big values included.
+    /// Big values of every kind are copied a piece at a time with the shard unlocked in
+    /// between; writers keep changing them meanwhile (appending to the string, setting the
+    /// hash's fields, pushing to and popping from the list, adding set and sorted-set
+    /// members, adding stream entries; a piece copy that sees its key changed takes the
+    /// window again). The replica still ends with exactly the primary's state, big values
+    /// included.
     #[test]
     fn big_values_copied_in_pieces_under_writes_rebuild_the_primary() {
         use crate::snapshot::{BIG_VALUE_BYTES, copied_in_pieces};
+        use crate::stream::StreamId;
+        const KINDS: usize = 6;
         let slots = streamed_slots();
+        // Named apart from the random writes' keys, which would replace them with small ones.
         let big_keys: Vec<Vec<u8>> = (0..400u32)
-            .map(key)
+            .map(|i| format!("big:{i}").into_bytes())
             .filter(|k| slots.contains(key_slot(k)))
-            .take(4)
+            .take(KINDS)
             .collect();
+        let stream_entry = |n: u64| {
+            let mut fields = Vec::new();
+            crate::change_log::put_item(&mut fields, b"field");
+            crate::change_log::put_item(&mut fields, format!("{n:024}").as_bytes());
+            (StreamId { ms: n, seq: 0 }, fields.into_boxed_slice())
+        };
         for seed in 0..3u64 {
             let (primary, log) = primary_with_log(seed, 2_000, 3_000);
             for (i, k) in big_keys.iter().enumerate() {
                 primary.write(k, NOW, |s| {
-                    if i % 2 == 0 {
-                        s.set(Value::Str(vec![b'b'; 3 * BIG_VALUE_BYTES]), Some(0));
-                    } else {
-                        s.remove();
-                        for f in 0..40_000u32 {
-                            let _ = s.hash_insert(
-                                format!("field:{f:08}").as_bytes(),
-                                b"0123456789abcdef",
-                            );
+                    s.remove();
+                    let names: Vec<Vec<u8>> = (0..80_000u32)
+                        .map(|n| format!("member:{n:08}").into_bytes())
+                        .collect();
+                    let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+                    match i % KINDS {
+                        0 => s.set(Value::Str(vec![b'b'; 3 * BIG_VALUE_BYTES]), Some(0)),
+                        1 => {
+                            for name in &names {
+                                let _ = s.hash_insert(name, b"0123456789abcdef");
+                            }
+                        }
+                        2 => {
+                            let _ = s.list_push(false, &names);
+                        }
+                        3 => {
+                            let _ = s.set_add(&names);
+                        }
+                        4 => {
+                            let entries: Vec<(f64, &[u8])> = names
+                                .iter()
+                                .enumerate()
+                                .map(|(n, name)| ((n % 977) as f64, *name))
+                                .collect();
+                            let _ = s.zset_set(&entries);
+                        }
+                        _ => {
+                            let _ = s.stream_add((1..=80_000).map(stream_entry).collect(), None);
                         }
                     }
                 });
@@ -982,16 +1012,40 @@ mod tests {
                     let mut rng = SmallRng::seed_from_u64(seed + 200);
                     // Long enough to overlap the whole snapshot.
                     let until = std::time::Instant::now() + Duration::from_millis(400);
-                    let mut n = 0u32;
+                    let mut n = 0u64;
                     while std::time::Instant::now() < until {
                         n += 1;
-                        let k = &writing[n as usize % writing.len()];
-                        p.write(k, NOW, |s| {
-                            if s.append(b"+tail").is_err() {
-                                let _ = s.hash_insert(format!("new:{n}").as_bytes(), b"v");
+                        random_write(p, &mut rng, 3_000);
+                        // Seldom enough that some copies of a big value finish unchanged,
+                        // often enough that others see it change between pieces.
+                        if n % 1024 != 0 {
+                            continue;
+                        }
+                        let which = (n / 1024) as usize % writing.len();
+                        let new = format!("new:{n}").into_bytes();
+                        p.write(&writing[which], NOW, |s| match which % KINDS {
+                            0 => {
+                                let _ = s.append(b"+tail");
+                            }
+                            1 => {
+                                let _ = s.hash_insert(&new, b"v");
+                            }
+                            2 => {
+                                let _ = s.list_push(n % 2 == 0, &[&new]);
+                                if n % 3 == 0 {
+                                    let _ = s.list_pop(n % 2 == 1, 1);
+                                }
+                            }
+                            3 => {
+                                let _ = s.set_add(&[&new]);
+                            }
+                            4 => {
+                                let _ = s.zset_set(&[((n % 1013) as f64, &new)]);
+                            }
+                            _ => {
+                                let _ = s.stream_add(vec![stream_entry(80_000 + n)], None);
                             }
                         });
-                        random_write(p, &mut rng, 3_000);
                     }
                 },
                 RESYNC,

@@ -61,11 +61,7 @@ pub fn encode_entry(out: &mut Vec<u8>, slot: u16, key: &[u8], value: &Value, dea
                 Value::Stream(stream) => {
                     let entries = stream.range(StreamId::MIN, StreamId::MAX, false);
                     stream_pieces(None, entries, &mut emit);
-                    let mut meta = Vec::with_capacity(40);
-                    meta.extend_from_slice(&stream.last_id().to_bytes());
-                    meta.extend_from_slice(&stream.max_deleted().to_bytes());
-                    meta.extend_from_slice(&stream.entries_added().to_le_bytes());
-                    emit(RecordKind::XSetId, &meta);
+                    emit(RecordKind::XSetId, &stream_meta(stream));
                 }
                 Value::Str(_) => unreachable!("matched above"),
             }
@@ -104,20 +100,22 @@ fn expire(out: &mut Vec<u8>, slot: u16, key: &[u8], deadline: u64) {
     }
 }
 
-/// Values above this many bytes (a string, or a hash's fields and values) are copied into
-/// a snapshot window a piece at a time, the shard's lock released between pieces
-/// ([`encode_piece`]): copied whole, a 100 MB string held the lock for 193 ms.
+/// Values above this many bytes (a string, or the elements of a hash, list, set, sorted set
+/// or stream) are copied into a snapshot window a piece at a time, the shard's lock released
+/// between pieces ([`encode_piece`]): copied whole, a 100 MB string held the lock for 193 ms.
 pub const BIG_VALUE_BYTES: usize = 1 << 20;
 /// String bytes copied per lock taken.
 const STRING_BYTES_PER_COPY: usize = 4 * PIECE_BYTES;
-/// Hash fields copied per lock taken.
-const HASH_FIELDS_PER_COPY: usize = 2048;
+/// Hash fields, list elements, set or sorted set members, stream entries copied per lock
+/// taken.
+const ELEMENTS_PER_COPY: usize = 2048;
 /// Room made in a window's buffer before each piece is copied under the shard's lock: the
 /// buffer holds the whole big value, and growing it there (a fresh region of twice its
 /// size, filled by copying) held the lock for tens of ms once it passed 64 MB.
 pub const PIECE_ROOM: usize = 2 * STRING_BYTES_PER_COPY;
 
-/// The hint that `key` is about to hold `count` bytes or fields ([`RecordKind::Reserve`]).
+/// The hint that `key` is about to hold `count` bytes, fields or members
+/// ([`RecordKind::Reserve`]).
 fn reserve(out: &mut Vec<u8>, slot: u16, key: &[u8], count: usize) {
     encode_record(
         out,
@@ -129,68 +127,175 @@ fn reserve(out: &mut Vec<u8>, slot: u16, key: &[u8], count: usize) {
     );
 }
 
-/// True when a snapshot copies `value` in pieces ([`encode_piece`]): a string or a hash
-/// bigger than [`BIG_VALUE_BYTES`] (other kinds are copied whole).
+/// True when a snapshot copies `value` in pieces ([`encode_piece`]): any value bigger than
+/// [`BIG_VALUE_BYTES`].
 pub fn copied_in_pieces(value: &Value) -> bool {
-    match value {
-        Value::Str(bytes) => bytes.len() > BIG_VALUE_BYTES,
-        Value::Hash(hash) => hash.bytes() > BIG_VALUE_BYTES,
-        _ => false,
-    }
+    let bytes = match value {
+        Value::Str(bytes) => bytes.len(),
+        Value::Hash(hash) => hash.bytes(),
+        Value::List(list) => list.bytes(),
+        Value::Set(set) => set.bytes(),
+        Value::ZSet(zset) => zset.bytes(),
+        Value::Stream(stream) => stream.bytes(),
+    };
+    bytes > BIG_VALUE_BYTES
 }
 
-/// Appends the records of one piece of `key`'s value, starting at `from` (0 first; then
-/// what the last call returned): together the pieces are what [`encode_entry`] appends.
-/// Returns where the next piece starts, `None` after the last.
+/// Where the next piece of a big value starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PieceStart {
+    /// The first piece.
+    First,
+    /// At this byte of a string, or this position of a hash, list, set or sorted set.
+    At(usize),
+    /// After this entry of a stream.
+    After(StreamId),
+}
+
+/// Appends the records of one piece of `key`'s value, starting at `from`
+/// ([`PieceStart::First`], then what the last call returned): together the pieces are what
+/// [`encode_entry`] appends. Returns where the next piece starts, `None` after the last.
 pub fn encode_piece(
     out: &mut Vec<u8>,
     slot: u16,
     key: &[u8],
     value: &Value,
     deadline: u64,
-    from: usize,
-) -> Option<usize> {
-    match value {
-        Value::Str(bytes) => {
-            let end = bytes.len().min(from + STRING_BYTES_PER_COPY);
-            let mut at = from;
-            if at == 0 {
-                at = string_head(out, slot, key, bytes, deadline);
-                reserve(out, slot, key, bytes.len());
-            }
-            for piece in bytes[at..end].chunks(PIECE_BYTES) {
-                encode_record(out, RecordKind::Append, 0, slot, key, piece);
-            }
-            (end < bytes.len()).then_some(end)
+    from: PieceStart,
+) -> Option<PieceStart> {
+    if let Value::Str(bytes) = value {
+        let mut at = match from {
+            PieceStart::At(at) => at,
+            _ => 0,
+        };
+        let end = bytes.len().min(at + STRING_BYTES_PER_COPY);
+        if from == PieceStart::First {
+            at = string_head(out, slot, key, bytes, deadline);
+            reserve(out, slot, key, bytes.len());
         }
+        for piece in bytes[at..end].chunks(PIECE_BYTES) {
+            encode_record(out, RecordKind::Append, 0, slot, key, piece);
+        }
+        return (end < bytes.len()).then_some(PieceStart::At(end));
+    }
+    let first = from == PieceStart::First;
+    if first {
+        encode_record(out, RecordKind::Del, 0, slot, key, &[]);
+    }
+    let at = match from {
+        PieceStart::At(at) => at,
+        _ => 0,
+    };
+    let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
+    // The piece's elements from position `at` on; `len` is how many there are in all (a
+    // hint for the receiver).
+    let (next, len) = match value {
         Value::Hash(hash) => {
-            if from == 0 {
-                encode_record(out, RecordKind::Del, 0, slot, key, &[]);
-            }
-            let end = hash.len().min(from + HASH_FIELDS_PER_COPY);
-            let items = (from..end)
-                .filter_map(|i| hash.get_index(i))
-                .flat_map(|(f, v)| [f, v]);
-            let mut emit = |kind, body: &[u8]| encode_record(out, kind, 0, slot, key, body);
+            let fields = one_piece(
+                (at..hash.len()).filter_map(|i| hash.get_index(i)),
+                |(f, v)| f.len() + v.len(),
+            );
+            let end = at + fields.len();
+            let items = fields.into_iter().flat_map(|(f, v)| [f, v]);
             in_pieces(RecordKind::HSet, items, &mut emit);
-            if from == 0 {
-                // After the first fields: the hash exists on the receiver now.
-                reserve(out, slot, key, hash.len());
-            }
-            if end < hash.len() {
-                return Some(end);
-            }
-            expire(out, slot, key, deadline);
-            None
+            (
+                (end < hash.len()).then_some(PieceStart::At(end)),
+                Some(hash.len()),
+            )
         }
-        // Copied whole.
-        _ => {
-            if from == 0 {
-                encode_entry(out, slot, key, value, deadline);
+        Value::List(list) => {
+            let items = if at < list.len() {
+                one_piece(list.range(at, list.len() - 1), |item| item.len())
+            } else {
+                Vec::new()
+            };
+            let end = at + items.len();
+            in_pieces(RecordKind::RPush, items.into_iter(), &mut emit);
+            // A list grows by chunks: no hint needed.
+            ((end < list.len()).then_some(PieceStart::At(end)), None)
+        }
+        Value::Set(set) => {
+            let members = one_piece((at..set.len()).filter_map(|i| set.get_index(i)), |m| {
+                m.len()
+            });
+            let end = at + members.len();
+            in_pieces(RecordKind::SAdd, members.into_iter(), &mut emit);
+            (
+                (end < set.len()).then_some(PieceStart::At(end)),
+                Some(set.len()),
+            )
+        }
+        Value::ZSet(zset) => {
+            let entries = one_piece(zset.range(at, zset.len(), false), |(_, m)| m.len() + 8);
+            let end = at + entries.len();
+            let scores: Vec<[u8; 8]> = entries.iter().map(|(s, _)| s.to_le_bytes()).collect();
+            let items = scores
+                .iter()
+                .zip(&entries)
+                .flat_map(|(score, (_, member))| [&score[..], *member]);
+            in_pieces(RecordKind::ZAdd, items, &mut emit);
+            (
+                (end < zset.len()).then_some(PieceStart::At(end)),
+                Some(zset.len()),
+            )
+        }
+        Value::Stream(stream) => {
+            let start = match from {
+                PieceStart::After(id) => id.next(),
+                _ => Some(StreamId::MIN),
+            };
+            let entries = start
+                .map(|start| {
+                    one_piece(stream.range(start, StreamId::MAX, false), |(_, fields)| {
+                        fields.len() + 16
+                    })
+                })
+                .unwrap_or_default();
+            let last = entries.last().map(|&(id, _)| id);
+            stream_pieces(None, entries.into_iter(), &mut emit);
+            let more = last
+                .and_then(StreamId::next)
+                .is_some_and(|after| stream.range(after, StreamId::MAX, false).next().is_some());
+            let next = last.filter(|_| more).map(PieceStart::After);
+            if next.is_none() {
+                emit(RecordKind::XSetId, &stream_meta(stream));
             }
-            None
+            (next, None)
+        }
+        Value::Str(_) => unreachable!("returned above"),
+    };
+    if first && let Some(len) = len {
+        // After the first elements: the value exists on the receiver now.
+        reserve(out, slot, key, len);
+    }
+    if next.is_none() {
+        expire(out, slot, key, deadline);
+    }
+    next
+}
+
+/// The elements one piece copies: up to [`ELEMENTS_PER_COPY`], and no more once they hold
+/// [`STRING_BYTES_PER_COPY`] bytes (`size` of each), at least one.
+fn one_piece<T>(items: impl Iterator<Item = T>, size: impl Fn(&T) -> usize) -> Vec<T> {
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    for item in items.take(ELEMENTS_PER_COPY) {
+        bytes += size(&item);
+        taken.push(item);
+        if bytes >= STRING_BYTES_PER_COPY {
+            break;
         }
     }
+    taken
+}
+
+/// A stream's meta as an [`RecordKind::XSetId`] body: last id, tombstone id, entries added.
+fn stream_meta(stream: &crate::stream::StreamValue) -> Vec<u8> {
+    let mut meta = Vec::with_capacity(40);
+    meta.extend_from_slice(&stream.last_id().to_bytes());
+    meta.extend_from_slice(&stream.max_deleted().to_bytes());
+    meta.extend_from_slice(&stream.entries_added().to_le_bytes());
+    meta
 }
 
 /// Calls `emit(kind, body)` for records that together do what `record` does, each with
@@ -522,6 +627,128 @@ mod tests {
             let state =
                 |s: &Store| s.inspect(key, 1, |e| e.map(|e| (e.value.clone(), e.expires_at)));
             assert_eq!(state(&a), state(&b), "{kind:?}");
+        }
+    }
+
+    /// Every kind of big value, copied a piece at a time, travels in bounded records and
+    /// comes back exactly as a whole copy brings it, deadline included; the first piece of a
+    /// hash, set or sorted set is followed by the hint of its whole size, which makes room
+    /// for every member on the receiver.
+    #[test]
+    fn every_kind_copied_in_pieces_comes_back_as_a_whole_copy_does() {
+        use crate::{SetValue, StreamValue, ZSetValue};
+        const DEADLINE: u64 = 4_000_000_000_000;
+        const COUNT: usize = 70_000;
+        let names: Vec<Vec<u8>> = (0..COUNT)
+            .map(|i| format!("member:{i:08}").into_bytes())
+            .collect();
+        let names: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+        let mut hash = HashValue::new();
+        for name in &names {
+            hash.insert(name, b"0123456789");
+        }
+        let mut stream = StreamValue::new();
+        for i in 1..=COUNT as u64 {
+            let mut fields = Vec::new();
+            put_item(&mut fields, b"field");
+            put_item(&mut fields, format!("{i:016}").as_bytes());
+            stream.append(StreamId { ms: i, seq: 0 }, fields.into_boxed_slice());
+        }
+        // A tombstone and a last id past the last entry: the meta travels too.
+        assert!(stream.delete(StreamId { ms: 500, seq: 0 }));
+        assert!(stream.delete(StreamId {
+            ms: COUNT as u64,
+            seq: 0
+        }));
+        let values = [
+            Value::Str(vec![b's'; 3 * BIG_VALUE_BYTES + 7]),
+            Value::Hash(Box::new(hash)),
+            Value::List(Box::new(ListValue::from_items(names.iter().copied()))),
+            Value::Set(Box::new(SetValue::from_members(names.iter().copied()))),
+            Value::ZSet(Box::new(ZSetValue::from_entries(
+                names.iter().enumerate().map(|(i, n)| ((i % 97) as f64, *n)),
+            ))),
+            Value::Stream(Box::new(stream)),
+        ];
+        let key = b"k";
+        let slot = key_slot(key);
+        let state = |s: &Store| s.inspect(key, 1, |e| e.map(|e| (e.value.clone(), e.expires_at)));
+        for value in values {
+            let kind = value.type_name();
+            assert!(copied_in_pieces(&value), "{kind}");
+            let mut whole = Vec::new();
+            encode_entry(&mut whole, slot, key, &value, DEADLINE);
+            let mut pieces = Vec::new();
+            let mut from = PieceStart::First;
+            let mut count = 0;
+            while let Some(next) = encode_piece(&mut pieces, slot, key, &value, DEADLINE, from) {
+                from = next;
+                count += 1;
+                assert!(count < 10_000, "{kind}: the pieces never end");
+            }
+            assert!(count >= 4, "{kind}: {} pieces", count + 1);
+            let mut rest = &pieces[..];
+            let mut reserved = None;
+            while !rest.is_empty() {
+                let (record, used) = decode_record(rest, 1).unwrap();
+                assert!(
+                    record.body.len() <= PIECE_BYTES + 1024,
+                    "{kind}: a record of {} bytes",
+                    record.body.len()
+                );
+                if record.kind == RecordKind::Reserve && reserved.is_none() {
+                    let upto = pieces.len() - rest.len() + used;
+                    reserved = Some((record.deadline().unwrap(), rebuild(&pieces[..upto])));
+                }
+                rest = &rest[used..];
+            }
+            let (whole, pieces) = (rebuild(&whole), rebuild(&pieces));
+            assert!(
+                state(&pieces) == state(&whole),
+                "{kind}: pieces and whole differ"
+            );
+            assert!(
+                state(&pieces) == Some((value.clone(), Some(DEADLINE))),
+                "{kind}: not the value sent"
+            );
+            let Some((hinted, receiver)) = reserved else {
+                assert!(
+                    matches!(value, Value::List(_) | Value::Stream(_)),
+                    "{kind}: no size hint"
+                );
+                continue;
+            };
+            let (len, room) = receiver
+                .inspect(key, 1, |e| {
+                    e.map(|e| match &e.value {
+                        Value::Str(b) => (b.len(), b.capacity()),
+                        Value::Hash(h) => (h.len(), h.capacity()),
+                        Value::Set(m) => (m.len(), m.capacity()),
+                        Value::ZSet(z) => (z.len(), z.capacity()),
+                        _ => (0, 0),
+                    })
+                })
+                .unwrap();
+            assert_eq!(hinted as usize, value_len(&value), "{kind}: the hint");
+            assert!(
+                len < value_len(&value),
+                "{kind}: the hint came after the first piece only"
+            );
+            assert!(
+                room >= value_len(&value),
+                "{kind}: room for {room} of {hinted}"
+            );
+        }
+    }
+
+    fn value_len(value: &Value) -> usize {
+        match value {
+            Value::Str(b) => b.len(),
+            Value::Hash(h) => h.len(),
+            Value::List(l) => l.len(),
+            Value::Set(s) => s.len(),
+            Value::ZSet(z) => z.len(),
+            Value::Stream(s) => s.len(),
         }
     }
 

@@ -588,10 +588,10 @@ impl Slot<'_> {
         Ok(len)
     }
 
-    /// Makes room for a string of `bytes` bytes or a hash of `bytes` fields (a snapshot's
-    /// [`RecordKind::Reserve`] hint); a missing key or another kind is left alone. Nothing
-    /// is logged: the value does not change.
-    pub fn reserve(&mut self, bytes: usize) {
+    /// Makes room for a string of `count` bytes, or a hash, set or sorted set of `count`
+    /// fields or members (a snapshot's [`RecordKind::Reserve`] hint); a missing key or a
+    /// list is left alone. Nothing is logged: the value does not change.
+    pub fn reserve(&mut self, count: usize) {
         let Some(index) = self.index else {
             return;
         };
@@ -601,8 +601,10 @@ impl Slot<'_> {
         const MOST_FIELDS: usize = 1 << 24;
         let before = self.cost(index);
         match &mut self.shard.map[index].value {
-            Value::Str(s) if bytes <= MOST_BYTES => s.reserve(bytes.saturating_sub(s.len())),
-            Value::Hash(hash) if bytes <= MOST_FIELDS => hash.reserve(bytes),
+            Value::Str(s) if count <= MOST_BYTES => s.reserve(count.saturating_sub(s.len())),
+            Value::Hash(hash) if count <= MOST_FIELDS => hash.reserve(count),
+            Value::Set(set) if count <= MOST_FIELDS => set.reserve(count),
+            Value::ZSet(zset) if count <= MOST_FIELDS => zset.reserve(count),
             _ => return,
         }
         self.account(index, before);
@@ -1994,7 +1996,7 @@ impl Store {
         drop(shard);
         let mut unchanged = true;
         for ((key, slot, deadline), version) in big.iter().zip(&versions) {
-            let mut from = 0;
+            let mut from = crate::snapshot::PieceStart::First;
             while unchanged {
                 out.reserve(crate::snapshot::PIECE_ROOM);
                 let shard = self.shards[index].lock();

@@ -435,6 +435,16 @@ impl HashValue {
         }
     }
 
+    /// How many fields it holds without growing its table (what a Reserve hint made room
+    /// for).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        match &self.0 {
+            Repr::Compact { count, .. } => *count as usize,
+            Repr::Table { map, .. } => map.capacity(),
+        }
+    }
+
     /// Makes room for `fields` fields in all (a snapshot's [`RecordKind::Reserve`] hint),
     /// so inserting them never grows the table.
     ///

@@ -203,6 +203,35 @@ impl ZSetValue {
         big.insert(member, score)
     }
 
+    /// How many members it holds without growing its member table (what a Reserve hint made
+    /// room for).
+    #[cfg(test)]
+    pub(crate) fn capacity(&self) -> usize {
+        match &self.0 {
+            Repr::Packed { count, .. } => *count as usize,
+            Repr::Big(big) => big.scores.capacity(),
+        }
+    }
+
+    /// Makes room for `members` in all (a snapshot's hint, [`crate::change_log::RecordKind::Reserve`]):
+    /// the member table grows once instead of rehashing under the shard lock as members
+    /// arrive.
+    pub fn reserve(&mut self, members: usize) {
+        if members <= self.len() {
+            return;
+        }
+        if let Repr::Packed { .. } = &self.0 {
+            if members <= PACKED_MAX_MEMBERS {
+                return;
+            }
+            self.convert_to_big();
+        }
+        if let Repr::Big(big) = &mut self.0 {
+            let more = members - big.scores.len();
+            big.scores.reserve(more, |(member, _)| hash_of(member));
+        }
+    }
+
     fn convert_to_big(&mut self) {
         let mut big = BigZSet::default();
         for (score, member) in self.iter() {
