@@ -8,7 +8,9 @@ then stops it with SIGTERM (a drain) and times until the other three agree again
 Checks that every key is still readable with its value and prints the figures: the
 handoff throughput (keys and bytes the joiner copied in, over the join's time), and a
 probe client's GET latency (p50, p99, max) before, during the join and during the drain.
-BIG=1 also stores a 100 MB string and a hash of 1,000,000 fields first (they move too).
+BIG=1 also stores a 100 MB string, a hash of 1,000,000 fields, a list of 2,000,000
+elements, a set and a sorted set of 1,000,000 members first, and says which of them the
+join moved (the slots that move depend on the members' random ids).
 KEYS=<n> (default 1000000), BASE=<first port> (default 7800).
 """
 import os
@@ -21,6 +23,9 @@ import redis
 from redis.crc import key_slot
 
 BIG = os.environ.get("BIG") == "1"
+# The elements of each big aggregate BIG=1 stores.
+BIG_SIZES = {"big:hash": 1_000_000, "big:list": 2_000_000, "big:set": 1_000_000,
+             "big:zset": 1_000_000}
 
 
 # A probe process: GETs in a loop, each latency stamped. `cluster`: one cluster client over
@@ -188,10 +193,18 @@ def main():
     if BIG:
         rc = {p: redis.Redis(port=p, socket_timeout=60) for p in ports}
         rc[table[key_slot(b"big:string")]].set("big:string", b"x" * (100 << 20))
-        con = rc[table[key_slot(b"big:hash")]]
-        for start_at in range(0, 1_000_000, 10_000):
-            con.hset("big:hash", mapping={f"f{i}": i for i in range(start_at, start_at + 10_000)})
-        print("stored a 100 MB string and a hash of 1,000,000 fields")
+        fill = {
+            "big:hash": lambda con, r: con.hset("big:hash", mapping={f"f{i}": i for i in r}),
+            "big:list": lambda con, r: con.rpush("big:list", *r),
+            "big:set": lambda con, r: con.sadd("big:set", *(f"m{i}" for i in r)),
+            "big:zset": lambda con, r: con.zadd("big:zset", {f"m{i}": i % 1000 for i in r}),
+        }
+        for name, add in fill.items():
+            con = rc[table[key_slot(name.encode())]]
+            for start_at in range(0, BIG_SIZES[name], 10_000):
+                add(con, range(start_at, start_at + 10_000))
+        print("stored a 100 MB string, a hash of 1,000,000 fields, a list of 2,000,000 "
+              "elements, a set and a sorted set of 1,000,000 members")
     probe = Probes([Probe(ports),
                     Probe(ports, "direct", "member answer latency (plain GET, any reply)")])
     probe.phase("before")
@@ -203,6 +216,11 @@ def main():
         wait_agreed(ports + [BASE + 3], 4)
         joined = time.monotonic() - t
         share = redis.Redis(port=BASE + 3).dbsize()
+        if BIG:
+            after = owners(BASE + 3)
+            big_moved = [name for name in ["big:string", *BIG_SIZES]
+                     if after[key_slot(name.encode())] == BASE + 3]
+            print(f"big values the join moved to the 4th member: {', '.join(big_moved) or 'none'}")
         print(f"join: the 4th member serves {share} keys ({share / KEYS:.1%}) "
               f"{joined:.2f} s after it was started")
         moved = info(BASE + 3)
@@ -240,7 +258,11 @@ def main():
         if BIG:
             rc = redis.Redis(port=BASE)
             ok = redis.RedisCluster(host="127.0.0.1", port=BASE)
-            big = ok.strlen("big:string") == (100 << 20) and ok.hlen("big:hash") == 1_000_000
+            big = (ok.strlen("big:string") == (100 << 20)
+                   and ok.hlen("big:hash") == BIG_SIZES["big:hash"]
+                   and ok.llen("big:list") == BIG_SIZES["big:list"]
+                   and ok.scard("big:set") == BIG_SIZES["big:set"]
+                   and ok.zcard("big:zset") == BIG_SIZES["big:zset"])
             print(f"big values intact after join and drain: {big}")
             missing += 0 if big else 1
         probe.report()
