@@ -58,8 +58,9 @@ pub struct OutputLimit {
 }
 
 /// `client-output-buffer-limit` for Redis's three classes of client. ringkv enforces the
-/// pubsub class (a subscriber's queued messages); normal and replica are kept so CONFIG
-/// GET and SET answer as Redis does.
+/// pubsub class (a subscriber's queued messages) and the replica class's hard limit, read
+/// at start (what the change log keeps for a replica link still reading); normal is kept
+/// so CONFIG GET and SET answer as Redis does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutputLimits {
     pub normal: OutputLimit,

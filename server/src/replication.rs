@@ -64,14 +64,19 @@ enum Pull {
     Merge,
 }
 
-/// The change log's limits on a node: the backlog keeps a dropped replica resumable.
+/// The change log's limits on a node: the backlog keeps a dropped replica resumable; a
+/// link still reading is kept up to the replica class's hard output buffer limit (Redis's
+/// `client-output-buffer-limit replica`, read at start; 0, no limit in Redis, is held to
+/// 1 GiB so a stuck link never holds the node's memory without bound).
 pub fn log_limits(config: &Config) -> LogLimits {
+    let hard = config.client_output_buffer_limit.replica.hard as usize;
     LogLimits {
         backlog: if config.cluster_enabled {
             config.repl_backlog_size as usize
         } else {
             0
         },
+        optional_lag: if hard == 0 { 1 << 30 } else { hard },
         ..LogLimits::default()
     }
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 mod support;
-use support::cluster::{Member, client, info, signal, start, start_cluster, wait_agreed};
+use support::cluster::{
+    Member, client, cluster_info, info, signal, start, start_cluster, wait_agreed,
+};
 use support::load::{Load, assert_kept, is_list_key, owners, read_back, wait_replicated};
 use support::{env_count, env_seed, seeded};
 
@@ -674,6 +676,70 @@ fn a_link_broken_again_and_again_under_load_resumes_without_a_new_snapshot() {
                 "{key} on the replica after the link flapped"
             );
         }
+    }
+}
+
+/// A write far bigger than a link frame (a 20 MB SET, a 10 MB APPEND, a 300,000-element
+/// RPUSH) reaches the replica over the live link, in pieces across frames: WAIT 1 counts
+/// it, the replica's copy is whole, and no link needed a new snapshot or saw a bad frame
+/// (sent as one frame, such a write broke the link and cost a full resync).
+#[test]
+fn a_write_bigger_than_a_frame_reaches_the_replica_without_a_resync() {
+    let members = start_cluster(
+        2,
+        &["--cluster-replicas", "1", "--cluster-replica-reads", "yes"],
+    );
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(20));
+    let full_before: u64 = ports.iter().map(|&p| counter(p, "repl_full_syncs")).sum();
+    let slot_owners =
+        owners(&ports).expect("owners")[usize::from(ringkv_cluster::key_slot(b"{big}s"))].clone();
+    let (primary, replica) = (slot_owners[0], slot_owners[1]);
+    let mut writer = client(primary);
+    let _: () = redis::cmd("SET")
+        .arg("{big}s")
+        .arg(vec![b'a'; 20 << 20])
+        .query(&mut writer)
+        .unwrap();
+    let _: i64 = redis::cmd("APPEND")
+        .arg("{big}s")
+        .arg(vec![b'b'; 10 << 20])
+        .query(&mut writer)
+        .unwrap();
+    let items: Vec<String> = (0..300_000).map(|i| format!("item:{i}")).collect();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("{big}l")
+        .arg(&items)
+        .query(&mut writer)
+        .unwrap();
+    let acked: i64 = redis::cmd("WAIT")
+        .arg(1)
+        .arg(10_000)
+        .query(&mut writer)
+        .unwrap();
+    assert_eq!(acked, 1, "the replica acknowledged the big writes");
+
+    let mut reader = client(replica);
+    let _: () = redis::cmd("READONLY").query(&mut reader).unwrap();
+    let len: i64 = redis::cmd("STRLEN")
+        .arg("{big}s")
+        .query(&mut reader)
+        .unwrap();
+    assert_eq!(len, 30 << 20, "the replica's string");
+    let tail: String = redis::cmd("GETRANGE")
+        .arg("{big}s")
+        .arg((20 << 20) - 1)
+        .arg(20 << 20)
+        .query(&mut reader)
+        .unwrap();
+    assert_eq!(tail, "ab", "the append landed once, after the set");
+    let len: i64 = redis::cmd("LLEN").arg("{big}l").query(&mut reader).unwrap();
+    assert_eq!(len, 300_000, "the replica's list");
+    let full_after: u64 = ports.iter().map(|&p| counter(p, "repl_full_syncs")).sum();
+    assert_eq!(full_after, full_before, "a big write needed a new snapshot");
+    for &port in &ports {
+        assert_eq!(cluster_info(port)["cluster_repl_bad_frames"], "0");
     }
 }
 

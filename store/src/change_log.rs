@@ -134,6 +134,10 @@ impl RecordKind {
 /// record ends; a reader drops a group whose commit never arrived.
 pub const GROUPED: u8 = 1;
 
+/// Record flag, on a replication link only: another piece of this record (the same LSN)
+/// follows, maybe in a later frame; the receiver applies none of them before the last.
+pub const CONTINUED: u8 = 2;
+
 /// `len u32 | kind u8 | flags u8 | slot u16 | key_len u32`, then the key and the body.
 pub const RECORD_HEADER: usize = 12;
 
@@ -504,6 +508,10 @@ pub struct LogLimits {
     pub max_unconsumed: usize,
     /// Bytes of sealed chunks kept for optional consumers (the backlog).
     pub backlog: usize,
+    /// Bytes of sealed chunks kept past the backlog while an optional consumer is still
+    /// to read them (a replica link taking a write bigger than the backlog; Redis's
+    /// replica output buffer limit); past it, the consumer lags.
+    pub optional_lag: usize,
     /// An open chunk this large wakes a waiting consumer at once.
     pub wake_bytes: usize,
 }
@@ -513,6 +521,7 @@ impl Default for LogLimits {
         LogLimits {
             max_unconsumed: 64 << 20,
             backlog: 0,
+            optional_lag: 256 << 20,
             wake_bytes: 256 << 10,
         }
     }
@@ -805,10 +814,24 @@ impl ChangeLog {
             .filter(|c| c.required)
             .map(|c| c.next_lsn)
             .min();
+        let slowest_optional = state
+            .consumers
+            .iter()
+            .flatten()
+            .filter(|c| !c.required)
+            .map(|c| c.next_lsn)
+            .min();
         while let Some(front) = state.sealed.front() {
-            // Optional consumers are protected up to the backlog; past it they lag.
+            // Optional consumers are protected up to the backlog, and one still reading a
+            // chunk up to its lag limit; past it they lag.
             let passed_required = slowest_required.is_none_or(|lsn| front.last_lsn() < lsn);
-            if !(passed_required && state.sealed_bytes > self.limits.backlog) {
+            let wanted = slowest_optional.is_some_and(|lsn| front.last_lsn() >= lsn);
+            let kept = if wanted {
+                self.limits.backlog.max(self.limits.optional_lag)
+            } else {
+                self.limits.backlog
+            };
+            if !(passed_required && state.sealed_bytes > kept) {
                 break;
             }
             let chunk = state.sealed.pop_front().expect("front exists");
@@ -1007,7 +1030,13 @@ mod tests {
             "LSN 1 is still in the backlog"
         );
 
-        let log = ChangeLog::new(1, backlog(0));
+        let log = ChangeLog::new(
+            1,
+            LogLimits {
+                optional_lag: 0,
+                ..backlog(0)
+            },
+        );
         let mut wal = log.subscribe(1, true).unwrap();
         let mut replica = log.subscribe(1, false).unwrap();
         set(&log, "a", "1");
@@ -1015,7 +1044,48 @@ mod tests {
         assert_eq!(
             log.take(&mut replica, Duration::ZERO),
             Err(TakeError::Lagged),
-            "without a backlog, what the WAL passed is gone"
+            "without a backlog or a lag allowance, what the WAL passed is gone"
+        );
+    }
+
+    /// A write bigger than the backlog does not drop the link reading it: an optional
+    /// consumer keeps what it has still to read up to its lag limit, and lags past it.
+    #[test]
+    fn an_optional_consumer_keeps_a_write_bigger_than_the_backlog_within_its_lag_limit() {
+        let limits = LogLimits {
+            backlog: 64 << 10,
+            optional_lag: 4 << 20,
+            ..LogLimits::default()
+        };
+        let log = ChangeLog::new(1, limits);
+        let mut wal = log.subscribe(1, true).unwrap();
+        let mut replica = log.subscribe(1, false).unwrap();
+        set(&log, "big", &"x".repeat(1 << 20));
+        set(&log, "after", "1");
+        while log.take(&mut wal, Duration::ZERO).unwrap().is_some() {}
+        let mut got = 0;
+        while let Some(chunk) = log.take(&mut replica, Duration::ZERO).unwrap() {
+            got = chunk.last_lsn();
+        }
+        assert_eq!(got, 2, "the replica read the big write and what followed");
+        // Once it has read them, only the backlog is kept.
+        set(&log, "next", "1");
+        while log.take(&mut wal, Duration::ZERO).unwrap().is_some() {}
+        assert!(log.take(&mut replica, Duration::ZERO).unwrap().is_some());
+        assert_eq!(
+            log.subscribe(1, false).err(),
+            Some(TakeError::Lagged),
+            "the big write is no longer held"
+        );
+
+        // Past the lag limit it lags.
+        for i in 0..6 {
+            set(&log, &format!("big:{i}"), &"y".repeat(1 << 20));
+        }
+        while log.take(&mut wal, Duration::ZERO).unwrap().is_some() {}
+        assert_eq!(
+            log.take(&mut replica, Duration::ZERO),
+            Err(TakeError::Lagged)
         );
     }
 

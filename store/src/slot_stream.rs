@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::change_log::{
-    ChangeLog, Chunk, Cursor, GROUPED, MalformedRecord, Record, RecordKind, TakeError,
+    CONTINUED, ChangeLog, Chunk, Cursor, GROUPED, MalformedRecord, Record, RecordKind, TakeError,
     decode_record, encode_record,
 };
 use crate::replay::apply_record;
 use crate::slot_set::SlotSet;
-use crate::snapshot::{hash_windows, split_record, window_hash};
+use crate::snapshot::{hash_windows, is_split, split_record, window_hash};
 use crate::store::Store;
 
 /// Keys per snapshot window (each is copied under its shard lock).
@@ -168,6 +168,8 @@ pub struct StreamSender {
     through: u64,
     /// Grouped records were sent since the last Commit.
     in_group: bool,
+    /// The pieces of a big record not sent yet: frames stay under their limit.
+    split: Option<SplitRecord>,
     walk: Option<Walk>,
     /// A window copied and waiting for the stream to reach its stamp.
     window: Option<(u64, Window, Vec<u8>, usize)>,
@@ -201,6 +203,7 @@ impl StreamSender {
             cursor: Some(cursor),
             slots,
             pending: None,
+            split: None,
             through: from_lsn.saturating_sub(1),
             in_group: false,
             walk,
@@ -305,6 +308,14 @@ impl StreamSender {
         out.extend_from_slice(&0u64.to_le_bytes());
         let start = self.through;
         while out.len() < budget && self.through < limit {
+            if let Some(split) = &mut self.split {
+                if !split.send(&mut out, budget) {
+                    break;
+                }
+                self.through = split.lsn;
+                self.split = None;
+                continue;
+            }
             let Some((chunk, used)) = &mut self.pending else {
                 let wait = if self.through == start {
                     wait
@@ -337,21 +348,29 @@ impl StreamSender {
                 }
                 *used += 1;
                 self.through = record.lsn;
-                if keep(&record, &self.slots, &mut self.in_group) {
-                    // A big record goes as several of the same LSN, each about a piece.
-                    split_record(&record, |kind, body| {
-                        out.extend_from_slice(&record.lsn.to_le_bytes());
-                        encode_record(&mut out, kind, record.flags, record.slot, record.key, body);
-                    })
-                    .map_err(|_| TakeError::Closed)?;
+                if !keep(&record, &self.slots, &mut self.in_group) {
+                    continue;
                 }
+                if !is_split(&record) {
+                    out.extend_from_slice(&record.lsn.to_le_bytes());
+                    let (kind, flags, slot) = (record.kind, record.flags, record.slot);
+                    encode_record(&mut out, kind, flags, slot, record.key, record.body);
+                    continue;
+                }
+                // A big record goes as several of the same LSN, each about a piece, over
+                // as many frames as they need; the position stays before it until the last.
+                self.split = Some(SplitRecord::new(&record).map_err(|_| TakeError::Closed)?);
+                self.through = record.lsn - 1;
+                exhausted = false;
+                break;
             }
             if exhausted {
                 let (chunk, _) = self.pending.take().expect("a pending chunk");
                 self.log.recycle(chunk);
             }
         }
-        if self.through == start {
+        // Pieces of a split record may go while the position stays before it.
+        if self.through == start && out.len() == 8 {
             return Ok(None);
         }
         out[..8].copy_from_slice(&self.through.to_le_bytes());
@@ -369,6 +388,51 @@ impl Drop for StreamSender {
 
 /// Whether a record goes to a replica of `slots`: its slot's records, a Clear (the
 /// replica clears these slots), and the Commit of a group it got records of.
+/// A big record's pieces ([`split_record`]), each `lsn u64 | record`, all but the last
+/// flagged [`CONTINUED`], and how many bytes of them were sent.
+#[derive(Debug)]
+struct SplitRecord {
+    lsn: u64,
+    pieces: Vec<u8>,
+    sent: usize,
+}
+
+impl SplitRecord {
+    fn new(record: &Record<'_>) -> Result<SplitRecord, MalformedRecord> {
+        let mut pieces = Vec::with_capacity(record.body.len() + 4096);
+        let mut last = 0;
+        split_record(record, |kind, body| {
+            last = pieces.len();
+            pieces.extend_from_slice(&record.lsn.to_le_bytes());
+            let flags = record.flags | CONTINUED;
+            encode_record(&mut pieces, kind, flags, record.slot, record.key, body);
+        })?;
+        // The flags byte of the last piece: after its LSN, length and kind.
+        pieces[last + 8 + 5] &= !CONTINUED;
+        Ok(SplitRecord {
+            lsn: record.lsn,
+            pieces,
+            sent: 0,
+        })
+    }
+
+    /// Moves whole pieces to `out` while it is under `budget` (at least one); true once
+    /// the last is out.
+    fn send(&mut self, out: &mut Vec<u8>, budget: usize) -> bool {
+        while self.sent < self.pieces.len() {
+            let at = self.sent + 8;
+            let len = u32::from_le_bytes(self.pieces[at..at + 4].try_into().expect("4 bytes"));
+            let end = at + 4 + len as usize;
+            out.extend_from_slice(&self.pieces[self.sent..end]);
+            self.sent = end;
+            if out.len() >= budget {
+                break;
+            }
+        }
+        self.sent == self.pieces.len()
+    }
+}
+
 fn keep(record: &Record<'_>, slots: &SlotSet, in_group: &mut bool) -> bool {
     match record.kind {
         RecordKind::Clear => true,
@@ -390,6 +454,9 @@ pub struct StreamReceiver {
     slots: SlotSet,
     /// Grouped records waiting for their Commit: (first LSN, `(lsn, record)*`).
     group: Option<(u64, Vec<u8>)>,
+    /// The pieces of a split record waiting for its last ([`CONTINUED`]): (LSN,
+    /// `(lsn, record)*`).
+    split: Option<(u64, Vec<u8>)>,
     applied: u64,
     /// Slots being resynced: their keys not rewritten yet are flagged stale.
     syncing: SlotSet,
@@ -413,6 +480,7 @@ impl StreamReceiver {
         StreamReceiver {
             slots,
             group: None,
+            split: None,
             applied,
             syncing: SlotSet::new(),
             passed: std::collections::BTreeMap::new(),
@@ -505,7 +573,10 @@ impl StreamReceiver {
             let (record, used) = decode_record(tail, lsn)?;
             let raw = &rest[..8 + used];
             rest = &tail[used..];
-            if lsn > through {
+            // A piece of a split record may be one past the frame's position: the position
+            // moves to it with its last piece.
+            let continued = record.flags & CONTINUED != 0 && lsn == through + 1;
+            if lsn > through && !continued {
                 return Err(MalformedRecord("a record past its piece"));
             }
             if lsn <= floor && self.group.is_none() {
@@ -532,11 +603,36 @@ impl StreamReceiver {
                 group.1.extend_from_slice(raw);
                 continue;
             }
+            if record.flags & CONTINUED != 0 {
+                let split = self.split.get_or_insert_with(|| (lsn, Vec::new()));
+                if split.0 != lsn || split.1.len() + raw.len() > MAX_GROUP_BYTES {
+                    return Err(MalformedRecord("a split record without its last piece"));
+                }
+                split.1.extend_from_slice(raw);
+                continue;
+            }
+            if let Some((first, pieces)) = self.split.take() {
+                if first != lsn {
+                    return Err(MalformedRecord("a split record without its last piece"));
+                }
+                // Applied a piece at a time (a lock taken per piece, never for the whole
+                // value), all of them together: a link that drops before the last piece
+                // arrived resends the record whole, and none of it was applied.
+                let refused = self.apply_all(store, &pieces, now, &accept)?;
+                if refused > 0 {
+                    return Ok(refused);
+                }
+            }
             let refused = self.apply_one(store, &record, now, &accept)?;
             if refused > 0 {
                 return Ok(refused);
             }
             self.applied = lsn;
+        }
+        if let Some((lsn, _)) = &self.split
+            && through >= *lsn
+        {
+            return Err(MalformedRecord("a split record without its last piece"));
         }
         self.applied = self.applied.max(through);
         Ok(0)
@@ -1057,6 +1153,91 @@ mod tests {
                 "seed {seed}: the replica differs from the primary"
             );
         }
+    }
+
+    /// A write bigger than a frame (a 3 MB APPEND, a 100,000-field HSET, a 200,000-element
+    /// RPUSH) travels as pieces over many frames, each about the budget; none of a record's
+    /// pieces is applied before its last arrives, and a link that drops between two of
+    /// them resumes before the record and applies it exactly once (no doubled append).
+    #[test]
+    fn a_record_bigger_than_a_frame_crosses_frames_and_is_applied_once() {
+        use crate::snapshot::PIECE_BYTES;
+        const BUDGET: usize = 64 << 10;
+        let slots = streamed_slots();
+        let (primary, log) = primary_with_log(5, 0, 1);
+        let in_slots = |name: &str| {
+            (0..)
+                .map(|i| format!("{name}:{i}").into_bytes())
+                .find(|k| slots.contains(key_slot(k)))
+                .unwrap()
+        };
+        let (string, hash, list) = (in_slots("s"), in_slots("h"), in_slots("l"));
+        primary.write(&string, NOW, |s| {
+            s.set(Value::Str(b"start".to_vec()), Some(0))
+        });
+        let frames = |from: u64| {
+            let mut sender =
+                StreamSender::start(log.clone(), from, slots.clone(), SlotSet::new(), &primary)
+                    .unwrap();
+            let mut frames = Vec::new();
+            while sender.through() < log.last_lsn() {
+                if let Some(Piece::Records(bytes)) =
+                    sender.poll(&primary, NOW, BUDGET, Duration::ZERO).unwrap()
+                {
+                    frames.push(bytes);
+                }
+                assert!(frames.len() < 10_000, "the stream never ends");
+            }
+            frames
+        };
+        let before_append = log.last_lsn();
+        primary.write(&string, NOW, |s| s.append(&vec![b'a'; 3 << 20]).unwrap());
+        let append_lsn = log.last_lsn();
+        primary.write(&hash, NOW, |s| {
+            // One write: one HSet record of every field.
+            for f in 0..100_000u32 {
+                s.hash_insert(format!("field:{f:08}").as_bytes(), b"v")
+                    .unwrap();
+            }
+        });
+        primary.write(&list, NOW, |s| {
+            let items: Vec<Vec<u8>> = (0..200_000u32).map(|i| i.to_le_bytes().to_vec()).collect();
+            let items: Vec<&[u8]> = items.iter().map(Vec::as_slice).collect();
+            s.list_push(false, &items).unwrap();
+        });
+        let all = frames(before_append + 1);
+        assert!(all.len() > 40, "{} frames", all.len());
+        for frame in &all {
+            assert!(
+                frame.len() <= BUDGET + PIECE_BYTES + 1024,
+                "a frame of {}",
+                frame.len()
+            );
+        }
+        // The link drops inside the APPEND's pieces: nothing of it was applied.
+        let replica = Store::builder().shards(4).build();
+        replica.write(&string, NOW, |s| {
+            s.set(Value::Str(b"start".to_vec()), Some(0))
+        });
+        let mut first = StreamReceiver::new(slots.clone(), before_append);
+        for frame in &all[..10] {
+            assert_eq!(first.apply_records(&replica, frame, NOW, |_| true), Ok(0));
+        }
+        assert_eq!(first.applied(), append_lsn - 1);
+        assert_eq!(
+            replica.read(&string, NOW, |v| v.cloned()),
+            Some(Value::Str(b"start".to_vec()))
+        );
+        // A new link resumes where the first stopped and brings the rest once.
+        let mut second = StreamReceiver::new(slots.clone(), first.applied());
+        for frame in frames(first.applied() + 1) {
+            assert_eq!(second.apply_records(&replica, &frame, NOW, |_| true), Ok(0));
+        }
+        assert_eq!(second.applied(), log.last_lsn());
+        assert!(
+            state(&replica, &slots) == state(&primary, &slots),
+            "the replica differs from the primary"
+        );
     }
 
     /// A replica holding another history of the slots (keys the primary deleted, values

@@ -298,6 +298,11 @@ fn stream_meta(stream: &crate::stream::StreamValue) -> Vec<u8> {
     meta
 }
 
+/// True when [`split_record`] makes more than the record itself of `record`.
+pub fn is_split(record: &Record<'_>) -> bool {
+    record.body.len() > 2 * PIECE_BYTES
+}
+
 /// Calls `emit(kind, body)` for records that together do what `record` does, each with
 /// about [`PIECE_BYTES`] of payload at most: a small record as it is; a big string as a
 /// Set and Appends, a big range as several SetRanges, a big hash change as several of its
@@ -306,7 +311,7 @@ pub fn split_record(
     record: &Record<'_>,
     mut emit: impl FnMut(RecordKind, &[u8]),
 ) -> Result<(), MalformedRecord> {
-    if record.body.len() <= 2 * PIECE_BYTES {
+    if !is_split(record) {
         emit(record.kind, record.body);
         return Ok(());
     }
