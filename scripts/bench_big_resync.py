@@ -9,7 +9,8 @@ a key of the same slot (so the same shard) on its primary in a loop. The replica
 killed and restarted ROUNDS times: each restart makes the primary copy the slot to it from
 scratch, big values included. Prints the probe's p99 and max for each copy, and the same
 with no big values (the cost of the restart itself).
-Usage: python3 scripts/bench_big_resync.py   (ROUNDS=<n>, default 3; BASE=<first port>)
+Usage: python3 scripts/bench_big_resync.py   (ROUNDS=<n>, default 3; BASE=<first port>;
+RINGKV_SERVER=<binary> to measure another build)
 """
 import os
 import subprocess
@@ -21,8 +22,8 @@ import redis
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BASE = int(os.environ.get("BASE", "7700"))
-BIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "target", "release",
-                   "ringkv-server")
+BIN = os.environ.get("RINGKV_SERVER") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "target", "release", "ringkv-server")
 TAG = "{b}"
 # Each restart's copy is over well within this: the probe's window.
 COPY_SECONDS = 6
@@ -62,7 +63,7 @@ class Pair:
     def start(self, port, join=None):
         args = [BIN, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                 "--cluster-bus-port", str(port + 10000), "--loglevel", os.environ.get("LOGLEVEL", "warning"),
-                "--dir", os.path.join(self.work, str(port))]
+                "--dir", os.path.join(self.work, str(port)), "--cluster-replica-reads", "yes"]
         if join:
             args += ["--cluster-join", f"127.0.0.1:{join + 10000}"]
         log = open(os.environ["LOGS"] + f"/{port}.log", "a") if os.environ.get("LOGS") else subprocess.DEVNULL
