@@ -10,7 +10,8 @@ killed and restarted ROUNDS times: each restart makes the primary copy the slot 
 scratch, big values included. Prints the probe's p99 and max for each copy, and the same
 with no big values (the cost of the restart itself).
 Usage: python3 scripts/bench_big_resync.py   (ROUNDS=<n>, default 3; BASE=<first port>;
-RINGKV_SERVER=<binary> to measure another build)
+RINGKV_SERVER=<binary> to measure another build; EXTRA="<flags>" for both members, e.g.
+EXTRA="--cluster-transfer-cpu-share 0.5")
 """
 import os
 import subprocess
@@ -63,19 +64,23 @@ class Pair:
     def start(self, port, join=None):
         args = [BIN, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
                 "--cluster-bus-port", str(port + 10000), "--loglevel", os.environ.get("LOGLEVEL", "warning"),
-                "--dir", os.path.join(self.work, str(port)), "--cluster-replica-reads", "yes"]
+                "--dir", os.path.join(self.work, str(port)), "--cluster-replica-reads", "yes",
+                *os.environ.get("EXTRA", "").split()]
         if join:
             args += ["--cluster-join", f"127.0.0.1:{join + 10000}"]
         log = open(os.environ["LOGS"] + f"/{port}.log", "a") if os.environ.get("LOGS") else subprocess.DEVNULL
         self.procs[port] = subprocess.Popen(args, stdout=log, stderr=log)
 
     def settled(self):
+        """Both members agree, serve every slot and hold a synced copy of the other's."""
         try:
             infos = [cluster_info(port) for port in self.ports]
+            repl = [redis.Redis(port=port).info("replication") for port in self.ports]
         except redis.RedisError:
             return False
         return all(i.get("cluster_known_nodes") == "2" and i.get("cluster_slots_not_ready") == "0"
-                   and i.get("cluster_slots_catching_up") == "0" for i in infos)
+                   and i.get("cluster_slots_catching_up") == "0" for i in infos) \
+            and all(r.get("repl_wanted_slots") == r.get("repl_synced_slots") != 0 for r in repl)
 
     def wait_settled(self, timeout=60):
         deadline = time.time() + timeout
@@ -96,19 +101,36 @@ class Pair:
             proc.wait()
 
 
+def retrying(call):
+    """Runs `call` again while the member answers TRYAGAIN (refused, so nothing was
+    applied), as a cluster client does; bounded."""
+    for _ in range(600):
+        try:
+            return call()
+        except redis.exceptions.TryAgainError:
+            time.sleep(0.1)
+    raise SystemExit("the member kept answering TRYAGAIN for a minute")
+
+
 def fill(con):
-    con.set(TAG + "string", b"x" * (100 << 20))
+    retrying(lambda: con.set(TAG + "string", b"x" * (100 << 20)))
     for start in range(0, 1_000_000, 10_000):
         r = range(start, start + 10_000)
-        con.hset(TAG + "hash", mapping={f"f{i}": i for i in r})
-        con.sadd(TAG + "set", *(f"m{i}" for i in r))
-        con.zadd(TAG + "zset", {f"m{i}": i % 1000 for i in r})
-        pipe = con.pipeline(transaction=False)
-        for i in r:
-            pipe.xadd(TAG + "stream", {"f": i}, id=f"{i + 1}-0")
-        pipe.execute()
+        retrying(lambda: con.hset(TAG + "hash", mapping={f"f{i}": i for i in r}))
+        retrying(lambda: con.sadd(TAG + "set", *(f"m{i}" for i in r)))
+        retrying(lambda: con.zadd(TAG + "zset", {f"m{i}": i % 1000 for i in r}))
+        left = list(r)
+        while left:
+            pipe = con.pipeline(transaction=False)
+            for i in left:
+                pipe.xadd(TAG + "stream", {"f": i}, id=f"{i + 1}-0")
+            replies = pipe.execute(raise_on_error=False)
+            left = [i for i, reply in zip(left, replies)
+                    if isinstance(reply, redis.exceptions.TryAgainError)]
+            if left:
+                time.sleep(0.1)
     for start in range(0, 2_000_000, 10_000):
-        con.rpush(TAG + "list", *range(start, start + 10_000))
+        retrying(lambda: con.rpush(TAG + "list", *range(start, start + 10_000)))
 
 
 def measure(big):

@@ -44,6 +44,15 @@ pub fn parse_memory(text: &str) -> Result<u64, ConfigError> {
     number.checked_mul(multiplier).ok_or(ConfigError::BadMemory)
 }
 
+fn cpu_share_arg(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(share) if (0.01..=1.0).contains(&share) => Ok(share),
+        _ => Err(format!(
+            "'{text}' is not a share of a core between 0.01 and 1"
+        )),
+    }
+}
+
 fn memory_arg(text: &str) -> Result<u64, String> {
     parse_memory(text).map_err(|e| e.to_string())
 }
@@ -372,6 +381,14 @@ pub struct Config {
         default_value_t = 10
     )]
     pub cluster_drain_timeout: u64,
+    /// Bytes per second every snapshot copy from this member shares (a replica's resync,
+    /// a learner's or a joiner's copy; the live stream is never held back); 0: no limit.
+    #[arg(long = "cluster-transfer-max-rate", value_name = "BYTES", default_value = "0", value_parser = memory_arg)]
+    pub cluster_transfer_max_rate: u64,
+    /// Share of one core this member's snapshot copies may use together, 0.01 to 1 (1: no
+    /// limit).
+    #[arg(long = "cluster-transfer-cpu-share", value_name = "SHARE", default_value = "1", value_parser = cpu_share_arg)]
+    pub cluster_transfer_cpu_share: f64,
     /// Bytes of recent changes kept so a replica whose link dropped resumes without a
     /// snapshot (Redis's repl-backlog-size).
     #[arg(long = "repl-backlog-size", default_value = "16mb", value_parser = memory_arg)]

@@ -13,6 +13,7 @@
 //! slot's primary; a primary counts an acknowledgement for `WAIT` only while its view
 //! names the peer a replica of the slot, and drops a link whose slots it no longer serves.
 
+mod budget;
 mod handoff;
 mod primary;
 mod replica;
@@ -261,6 +262,8 @@ pub struct Replication {
     pub stats: ReplStats,
     /// What handoffs moved here and from here.
     pub handoff: handoff::HandoffStats,
+    /// What every snapshot copy from here may use.
+    transfer: budget::TransferBudget,
     stopping: AtomicBool,
 }
 
@@ -316,6 +319,10 @@ impl Replication {
             ack_hold,
             stats: ReplStats::default(),
             handoff: handoff::HandoffStats::default(),
+            transfer: budget::TransferBudget::new(
+                config.cluster_transfer_max_rate,
+                config.cluster_transfer_cpu_share,
+            ),
             stopping: AtomicBool::new(false),
         });
         if restarted {
@@ -1639,6 +1646,8 @@ impl Replication {
         ] {
             let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
         }
+        let paced = self.transfer.paced_ms.load(Relaxed);
+        let _ = write!(out, "{prefix}transfer_paced_ms:{paced}\r\n");
     }
 
     /// INFO replication's lines.

@@ -236,3 +236,49 @@ fn a_member_joining_under_write_load_loses_no_acknowledged_write_and_serves_its_
 fn a_member_joining_under_wait_1_writes_loses_none_of_them() {
     join_rounds(1);
 }
+
+/// The transfer budget paces what a joiner copies: at `--cluster-transfer-max-rate 1mb`,
+/// 3 MB take at least two seconds to reach the joiner, the member says how long it paused
+/// its copies (`cluster_repl_transfer_paced_ms`), and every key arrives whole.
+#[test]
+fn a_transfer_budget_paces_the_copy_to_a_joiner() {
+    let extra = ["--cluster-transfer-max-rate", "1mb"];
+    let first = start(None, &extra);
+    wait_agreed(&[first.port], 1, Duration::from_secs(20));
+    let value = "v".repeat(1024);
+    let mut con = client(first.port);
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET")
+            .arg(format!("paced:{i}"))
+            .arg(&value)
+            .ignore();
+    }
+    let () = pipe.query(&mut con).unwrap();
+
+    let began = Instant::now();
+    let second = start(Some(first.bus), &extra);
+    let ports = [first.port, second.port];
+    wait_agreed(&ports, 2, Duration::from_secs(20));
+    wait_replicated(&ports, Duration::from_secs(60));
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "3 MB reached the joiner in {took:?} at 1 MB/s"
+    );
+    let paced: u64 = support::cluster::cluster_info(first.port)["cluster_repl_transfer_paced_ms"]
+        .parse()
+        .unwrap();
+    assert!(paced >= 1_000, "the copies paused {paced} ms");
+    let table = owners(&ports).expect("owners");
+    for i in (0..3_000).step_by(7) {
+        let key = format!("paced:{i}");
+        let owner = table[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+        let got: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query(&mut client(owner))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
+    }
+    drop(second);
+}

@@ -20,6 +20,8 @@ use crate::node::unix_ms;
 
 /// Bytes of records per frame.
 const RECORDS_PER_FRAME: usize = 256 << 10;
+/// How long a link paused by the transfer budget sleeps between looks at its heartbeats.
+const PACED_SLICE: Duration = Duration::from_millis(20);
 
 /// Accepts replicas until the node stops; each link gets its own thread.
 pub(super) fn accept(repl: Arc<Replication>, listener: TcpListener) {
@@ -231,6 +233,8 @@ fn stream_to(
     let mut announced = 0;
     repl.store.barrier();
     let mut fence = Some((table_version, repl.log.last_lsn()));
+    // Until when the transfer budget pauses this link's snapshot.
+    let mut paced_until: Option<Instant> = None;
     // Set when a table changed what the slots are to this peer: the link ends at the fence.
     let mut ends_at_fence = false;
     // The peer takes these slots over (it learns them, or presyncs them joining): what
@@ -270,14 +274,34 @@ fn stream_to(
             continue;
         }
         drop(view);
-        let piece = sender
-            .poll(
-                &repl.store,
-                unix_ms(),
-                RECORDS_PER_FRAME,
-                Duration::from_millis(2),
-            )
-            .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
+        let piece = if paced_until.is_some_and(|until| Instant::now() < until) {
+            // Paused by the transfer budget: heartbeats go on, a slice at a time.
+            let left = paced_until.map_or(Duration::ZERO, |u| u - Instant::now());
+            std::thread::sleep(left.min(PACED_SLICE));
+            None
+        } else {
+            let syncing = sender.syncing();
+            let began = Instant::now();
+            let piece = sender
+                .poll(
+                    &repl.store,
+                    unix_ms(),
+                    RECORDS_PER_FRAME,
+                    Duration::from_millis(2),
+                )
+                .map_err(|e| LinkError::Io(std::io::Error::other(e)))?;
+            if syncing {
+                let bytes = match &piece {
+                    Some(Piece::Records(bytes)) => bytes.len(),
+                    Some(Piece::Snapshot { records, .. }) => records.len(),
+                    _ => 0,
+                };
+                let now = Instant::now();
+                let pause = repl.transfer.pause(bytes, now - began, now);
+                paced_until = (!pause.is_zero()).then(|| now + pause);
+            }
+            piece
+        };
         match piece {
             Some(Piece::Records(bytes)) => {
                 count_out(0, bytes.len());
