@@ -21,6 +21,8 @@ import time
 
 import redis
 
+from bench_handoff import PROBE
+
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 BASE = int(os.environ.get("BASE", "7700"))
 BIN = os.environ.get("RINGKV_SERVER") or os.path.join(
@@ -28,23 +30,6 @@ BIN = os.environ.get("RINGKV_SERVER") or os.path.join(
 TAG = "{b}"
 # Each restart's copy is over well within this: the probe's window.
 COPY_SECONDS = 6
-
-PROBE = """
-import sys, time, redis
-con = redis.Redis(port=int(sys.argv[1]), socket_timeout=10)
-out = sys.stdout
-while True:
-    t = time.time()
-    start = time.perf_counter()
-    try:
-        con.get(sys.argv[2])
-    except redis.RedisError as error:
-        out.write(f"{t} error {error!r}\\n")
-        continue
-    out.write(f"{t} {time.perf_counter() - start}\\n")
-    out.flush()
-    time.sleep(0.0005)
-"""
 
 
 def cluster_info(port):
@@ -151,7 +136,7 @@ def measure(big):
             pair.wait_settled()
             time.sleep(2)
             with tempfile.TemporaryFile("w+") as log:
-                probe = subprocess.Popen([sys.executable, "-c", PROBE, str(primary_port),
+                probe = subprocess.Popen([sys.executable, "-c", PROBE, "key", str(primary_port),
                                           TAG + "probe"], stdout=log)
                 spans = []
                 try:
@@ -181,11 +166,12 @@ def measure(big):
             if big:
                 replica = redis.Redis(port=replica_port)
                 replica.execute_command("READONLY")
-                sizes = {"list": replica.llen(TAG + "list"), "set": replica.scard(TAG + "set"),
-                         "zset": replica.zcard(TAG + "zset"), "hash": replica.hlen(TAG + "hash"),
-                         "stream": replica.xlen(TAG + "stream"),
-                         "string": replica.strlen(TAG + "string")}
-                print(f"the replica's copy after the last one: {sizes}")
+                for name, con in (("primary", primary), ("replica", replica)):
+                    sizes = {"list": con.llen(TAG + "list"), "set": con.scard(TAG + "set"),
+                             "zset": con.zcard(TAG + "zset"), "hash": con.hlen(TAG + "hash"),
+                             "stream": con.xlen(TAG + "stream"),
+                             "string": con.strlen(TAG + "string")}
+                    print(f"the {name}'s copy after the last one: {sizes}")
         finally:
             pair.stop()
 

@@ -28,20 +28,23 @@ BIG_SIZES = {"big:hash": 1_000_000, "big:list": 2_000_000, "big:set": 1_000_000,
              "big:zset": 1_000_000}
 
 
-# A probe process: GETs in a loop, each latency stamped. `cluster`: one cluster client over
-# every member (redirects and table refreshes included). `direct`: plain connections GET
-# the same keys from each member, a -MOVED counting as an answer: the members' own time.
+# A probe process: GETs in a loop, each latency stamped. `cluster PORT...`: one cluster
+# client over every member (redirects and table refreshes included). `direct PORT...`:
+# plain connections GET the same keys from each member, a -MOVED counting as an answer:
+# the members' own time. `key PORT KEY`: one key on one member, every error counted.
 PROBE = """
 import sys, time, redis
 from redis.cluster import ClusterNode, RedisCluster
-mode, ports = sys.argv[1], [int(p) for p in sys.argv[2:]]
+mode, args = sys.argv[1], sys.argv[2:]
 keys = [f"probe:{i}" for i in range(64)]  # spread over the slots, so over every member
 if mode == "cluster":
-    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", p) for p in ports],
+    rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p)) for p in args],
                       socket_timeout=5)
     rounds = [(rc, keys)]
+elif mode == "direct":
+    rounds = [(redis.Redis(port=int(p), socket_timeout=5), keys[:16]) for p in args]
 else:
-    rounds = [(redis.Redis(port=p, socket_timeout=5), keys[:16]) for p in ports]
+    rounds = [(redis.Redis(port=int(args[0]), socket_timeout=10), [args[1]])]
 out = sys.stdout
 while True:
     for con, batch in rounds:
