@@ -571,7 +571,7 @@ impl Core {
 
     /// Delivers a timer foca asked for.
     pub fn handle_timer(&mut self, timer: Timer<Identity>, out: &mut Output) {
-        if self.left {
+        if self.left || self.is_stale_suspicion(&timer) {
             return;
         }
         let result = self.step(out, |foca, runtime| foca.handle_timer(timer, runtime));
@@ -579,6 +579,28 @@ impl Core {
             tracing::debug!(%error, "gossip timer failed");
         }
         self.after_step(out);
+    }
+
+    /// True for a suspicion's timer whose member refuted it meanwhile (a higher
+    /// incarnation), rejoined under another identity, or is down already. foca 2.0 checks
+    /// the incarnation before declaring the member down, but sends the member `TurnUndead`
+    /// either way: told it is down, a member that had only stalled for a few hundred ms
+    /// rejoined under a new identity and relearned its slots from copies that were behind,
+    /// losing writes it had acknowledged.
+    fn is_stale_suspicion(&self, timer: &Timer<Identity>) -> bool {
+        let Timer::ChangeSuspectToDown {
+            member_id,
+            incarnation,
+            ..
+        } = timer
+        else {
+            return false;
+        };
+        !self.foca.iter_membership_state().any(|member| {
+            member.id() == member_id
+                && member.incarnation() == *incarnation
+                && member.state() == foca::State::Suspect
+        })
     }
 
     /// Periodic duty: announce to seeds until joined.

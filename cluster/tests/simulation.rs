@@ -40,6 +40,9 @@ struct Sim {
     cut: Option<BTreeSet<usize>>,
     timing: Timing,
     secret: Option<String>,
+    /// Per node, until when it runs nothing (a blocked runtime): its packets and timers
+    /// wait, none is lost.
+    stalled_until: HashMap<usize, Duration>,
 }
 
 fn bus(index: usize) -> SocketAddr {
@@ -69,6 +72,7 @@ impl Sim {
             cut: None,
             timing: Timing::default(),
             secret: Some("sim-secret".into()),
+            stalled_until: HashMap::new(),
         }
     }
 
@@ -169,6 +173,14 @@ impl Sim {
                 Some((self.timing.info_refresh, Event::RefreshInfo(*node))),
             ),
         };
+        if let Some(&until) = self.stalled_until.get(&node)
+            && until > self.now
+        {
+            // Runs when the node runs again.
+            let wait = until - self.now;
+            self.push(wait, event);
+            return true;
+        }
         let Some(core) = self.nodes[node].as_mut() else {
             return true;
         };
@@ -335,6 +347,45 @@ fn a_partition_heals() {
             sim.run_until_agreed(&all, limit),
             limit,
         );
+    }
+}
+
+/// A member whose runtime stalls for 400 ms (its probe answered late, so it is suspected)
+/// refutes the suspicion once it runs again and is never declared down: foca 2.0 sends
+/// TurnUndead when the suspicion's timer fires even after the refutation, and the member
+/// then rejoined under a new identity and relearned its slots from copies that were behind.
+#[test]
+fn a_member_that_stalls_briefly_refutes_its_suspicion_and_is_not_declared_down() {
+    for seed in seeds() {
+        let mut sim = Sim::new(seed, 0.0, 2);
+        let first = sim.add(seed, &[]);
+        let second = sim.add(seed, &[first]);
+        let limit = Duration::from_secs(10);
+        check(
+            seed,
+            "2 nodes",
+            sim.run_until_agreed(&[first, second], limit),
+            limit,
+        );
+        sim.run_for(Duration::from_secs(1));
+        for _ in 0..5 {
+            let before = sim.nodes[second].as_ref().expect("live").identity().bump;
+            sim.stalled_until
+                .insert(second, sim.now + Duration::from_millis(400));
+            sim.run_for(Duration::from_secs(3));
+            let after = sim.nodes[second].as_ref().expect("live").identity().bump;
+            assert_eq!(
+                before, after,
+                "seed {seed}: the stalled member was declared down and rejoined"
+            );
+            let limit = Duration::from_secs(1);
+            check(
+                seed,
+                "after a stall",
+                sim.run_until_agreed(&[first, second], limit),
+                limit,
+            );
+        }
     }
 }
 
