@@ -688,6 +688,57 @@ async fn store_mode_holds_five_times_maxmemory_and_returns_every_key_after_a_res
     node.stop().await
 }
 
+/// Without persistence, INFO still counts the changes since the start as Redis does with
+/// `save ""`: a write that changes a key counts, one that changes nothing does not
+/// (a SETBIT to the bit's own value, a DEL of a missing key), and RESETSTAT keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_are_counted_without_a_tier_and_only_when_a_value_changed() -> Result<()> {
+    let (addr, _node) = start(&[]).await?; // --persistence no
+    let mut con = client(addr, false).await?;
+    let mut changes = async || -> Result<u64> {
+        let info: String = redis::cmd("INFO")
+            .arg("persistence")
+            .query_async(&mut con)
+            .await?;
+        let line = info
+            .lines()
+            .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
+            .expect("the field");
+        Ok(line.trim().parse()?)
+    };
+    let start = changes().await?;
+    let mut con = client(addr, false).await?;
+    let () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("SETBIT")
+        .arg("bits")
+        .arg(7)
+        .arg(1)
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(changes().await?, start + 2, "two writes that changed a key");
+    let _: i64 = redis::cmd("SETBIT")
+        .arg("bits")
+        .arg(7)
+        .arg(1)
+        .query_async(&mut con)
+        .await?;
+    let _: i64 = redis::cmd("DEL")
+        .arg("missing")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(changes().await?, start + 2, "writes that changed nothing");
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await?;
+    assert_eq!(changes().await?, start + 2, "RESETSTAT keeps them");
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn save_commands_explain_themselves_without_a_tier_and_on_bad_arguments() -> Result<()> {
     let (addr, _node) = start(&[]).await?; // --persistence no

@@ -91,6 +91,8 @@ struct Shard {
     sweep: usize,
     rng: SmallRng,
     stats: ShardStats,
+    /// Writes that changed a key here (Redis's `dirty`; RESETSTAT leaves it).
+    changes: u64,
     /// What changed since the base image took it.
     marks: ChangeMarks,
     /// A FLUSHALL (the LSN of the last) emptied the shard in this epoch: what its range of
@@ -175,6 +177,7 @@ impl Shard {
             sweep: 0,
             rng: SmallRng::seed_from_u64(seed),
             stats: ShardStats::default(),
+            changes: 0,
             marks: ChangeMarks::default(),
             cleared: [0; 2],
             scratch: Vec::new(),
@@ -1086,6 +1089,7 @@ impl Slot<'_> {
         let exists = self.index.is_some();
         self.flush_pending();
         if self.modified {
+            self.shard.changes += 1;
             self.shard.bump_watch(self.key);
             if let Some(index) = self.index {
                 self.shard.mark_dirty(index);
@@ -1687,6 +1691,12 @@ impl Store {
             total.volatile += shard.volatile as u64;
         }
         total
+    }
+
+    /// Writes that changed a key since the store was built (what INFO reports as
+    /// `rdb_changes_since_last_save` on a node that does not persist).
+    pub fn changes(&self) -> u64 {
+        self.shards.iter().map(|shard| shard.lock().changes).sum()
     }
 
     /// Zeroes hits, misses, expired and evicted (CONFIG RESETSTAT).

@@ -1045,9 +1045,12 @@ fn persistence_info(node: &Node) -> String {
     use std::fmt::Write;
     let loading = node.loading.load(Relaxed);
     let Some(p) = &node.persistence else {
+        // Nothing is ever saved: every change since the start counts, as Redis counts
+        // them with `save ""`.
         return format!(
-            "loading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\npersistence:no\r\n",
+            "loading:{}\r\nasync_loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\naof_last_write_status:ok\r\npersistence:no\r\n",
             u8::from(loading),
+            node.store.changes(),
             node.started_unix
         );
     };
