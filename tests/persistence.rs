@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use redis::AsyncCommands;
 use ringkv::store::base_image::{FaultyKv, MemoryKv};
 use ringkv::store::data_dir::{FaultyDir, MemoryDir};
@@ -695,19 +695,10 @@ async fn store_mode_holds_five_times_maxmemory_and_returns_every_key_after_a_res
 async fn changes_are_counted_without_a_tier_and_only_when_a_value_changed() -> Result<()> {
     let (addr, _node) = start(&[]).await?; // --persistence no
     let mut con = client(addr, false).await?;
-    let mut changes = async || -> Result<u64> {
-        let info: String = redis::cmd("INFO")
-            .arg("persistence")
-            .query_async(&mut con)
-            .await?;
-        let line = info
-            .lines()
-            .find_map(|l| l.strip_prefix("rdb_changes_since_last_save:"))
-            .expect("the field");
-        Ok(line.trim().parse()?)
+    let changes = async |con: &mut redis::aio::MultiplexedConnection| -> Result<u64> {
+        field(&info_persistence(con).await?, "rdb_changes_since_last_save").context("the field")
     };
-    let start = changes().await?;
-    let mut con = client(addr, false).await?;
+    let start = changes(&mut con).await?;
     let () = redis::cmd("SET")
         .arg("k")
         .arg("v")
@@ -719,7 +710,11 @@ async fn changes_are_counted_without_a_tier_and_only_when_a_value_changed() -> R
         .arg(1)
         .query_async(&mut con)
         .await?;
-    assert_eq!(changes().await?, start + 2, "two writes that changed a key");
+    assert_eq!(
+        changes(&mut con).await?,
+        start + 2,
+        "two writes that changed a key"
+    );
     let _: i64 = redis::cmd("SETBIT")
         .arg("bits")
         .arg(7)
@@ -730,12 +725,16 @@ async fn changes_are_counted_without_a_tier_and_only_when_a_value_changed() -> R
         .arg("missing")
         .query_async(&mut con)
         .await?;
-    assert_eq!(changes().await?, start + 2, "writes that changed nothing");
+    assert_eq!(
+        changes(&mut con).await?,
+        start + 2,
+        "writes that changed nothing"
+    );
     let () = redis::cmd("CONFIG")
         .arg("RESETSTAT")
         .query_async(&mut con)
         .await?;
-    assert_eq!(changes().await?, start + 2, "RESETSTAT keeps them");
+    assert_eq!(changes(&mut con).await?, start + 2, "RESETSTAT keeps them");
     Ok(())
 }
 

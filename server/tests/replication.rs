@@ -330,7 +330,7 @@ fn a_script_reaches_the_replica_as_the_effects_it_had_on_the_primary() {
 #[test]
 fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
     use ringkv_cluster::link::{
-        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, nonce, read_frame, write_frame,
+        FrameKind, Hello, LINK_VERSION, LinkKey, nonce, read_frame, write_frame,
     };
     let members = start_cluster(2, &["--cluster-secret", "s3cret"]);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
@@ -344,13 +344,8 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
         stream
     };
     // A Hello MAC'd with another secret gets a Refused frame and the link closes.
-    let mut stream = connect();
+    let (mut stream, challenge) = open_link(bus);
     let mut payload = Vec::new();
-    assert_eq!(
-        read_frame(&mut stream, &mut payload).unwrap(),
-        FrameKind::Challenge
-    );
-    let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
     let hello = Hello {
         version: LINK_VERSION,
         node: ringkv_cluster::NodeId([9; 20]),
@@ -395,7 +390,7 @@ fn a_peer_link_with_the_wrong_secret_or_garbage_is_refused_and_counted() {
 #[test]
 fn a_learner_claiming_a_dead_members_tail_gets_only_what_that_members_stream_left_here() {
     use ringkv_cluster::link::{
-        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, nonce, read_frame, write_frame,
+        FrameKind, Hello, LINK_VERSION, LinkKey, nonce, read_frame, write_frame,
     };
     let members = start_cluster(3, &["--cluster-replicas", "1"]);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
@@ -416,17 +411,8 @@ fn a_learner_claiming_a_dead_members_tail_gets_only_what_that_members_stream_lef
         .collect();
     assert!(!slots.is_empty());
     let ask = |tail_of: Option<ringkv_cluster::NodeId>| -> (FrameKind, String) {
-        let mut stream =
-            std::net::TcpStream::connect(("127.0.0.1", members[0].bus)).expect("the link port");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        let (mut stream, challenge) = open_link(members[0].bus);
         let mut payload = Vec::new();
-        assert_eq!(
-            read_frame(&mut stream, &mut payload).unwrap(),
-            FrameKind::Challenge
-        );
-        let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
         let hello = Hello {
             version: LINK_VERSION,
             node: id(ports[1]),
@@ -466,7 +452,7 @@ fn a_learner_claiming_a_dead_members_tail_gets_only_what_that_members_stream_lef
 #[test]
 fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
     use ringkv_cluster::link::{
-        FrameKind, Hello, LINK_VERSION, LinkKey, NONCE_LEN, Welcome, nonce, read_frame, write_frame,
+        FrameKind, Hello, LINK_VERSION, LinkKey, Welcome, nonce, read_frame, write_frame,
     };
     let members = start_cluster(2, &["--cluster-secret", "s3cret"]);
     let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
@@ -485,17 +471,8 @@ fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
         .filter(|&s| routes[usize::from(s)] == [primary, replica])
         .collect();
     let key = LinkKey::new(Some("s3cret"));
-    let mut stream =
-        std::net::TcpStream::connect(("127.0.0.1", members[0].bus)).expect("the link port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
+    let (mut stream, challenge) = open_link(members[0].bus);
     let mut payload = Vec::new();
-    assert_eq!(
-        read_frame(&mut stream, &mut payload).unwrap(),
-        FrameKind::Challenge
-    );
-    let challenge: [u8; NONCE_LEN] = payload.as_slice().try_into().unwrap();
     let mine = nonce();
     let hello = Hello {
         version: LINK_VERSION,
@@ -549,6 +526,20 @@ fn a_replica_that_acknowledges_what_was_never_sent_is_dropped_and_counted() {
 
 /// Breaks every established peer-link socket to `bus` (`ss -K`, the kernel's socket
 /// destroy).
+/// A raw connection to a member's peer link port, past its challenge (the nonce returned).
+fn open_link(bus: u16) -> (std::net::TcpStream, [u8; ringkv_cluster::link::NONCE_LEN]) {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", bus)).expect("the link port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut payload = Vec::new();
+    assert_eq!(
+        ringkv_cluster::link::read_frame(&mut stream, &mut payload).unwrap(),
+        ringkv_cluster::link::FrameKind::Challenge
+    );
+    (stream, payload.as_slice().try_into().unwrap())
+}
+
 fn break_links(bus: u16) {
     let _ = std::process::Command::new("ss")
         .args(["-K", "dst", "127.0.0.1", "dport", "=", &format!(":{bus}")])
