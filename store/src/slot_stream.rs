@@ -1240,6 +1240,69 @@ mod tests {
         );
     }
 
+    /// A peer that sends the pieces of a split record wrongly (a piece of another record
+    /// before the last one, or a frame whose position passes a record still in pieces) is
+    /// refused as malformed, and nothing of the record is applied.
+    #[test]
+    fn a_split_record_without_its_last_piece_is_refused_and_applies_nothing() {
+        let slots = streamed_slots();
+        let k = (0..)
+            .map(key)
+            .find(|k| slots.contains(key_slot(k)))
+            .unwrap();
+        let piece = |lsn: u64, flags: u8, body: &[u8]| {
+            let mut bytes = lsn.to_le_bytes().to_vec();
+            encode_record(
+                &mut bytes,
+                RecordKind::Append,
+                flags,
+                key_slot(&k),
+                &k,
+                body,
+            );
+            bytes
+        };
+        let frame = |through: u64, pieces: &[Vec<u8>]| {
+            [through.to_le_bytes().to_vec(), pieces.concat()].concat()
+        };
+        let cases = [
+            // The next record comes before the split one's last piece.
+            frame(6, &[piece(5, CONTINUED, b"a"), piece(6, 0, b"b")]),
+            // The frame says it carried record 5 whole; its last piece never came.
+            frame(5, &[piece(5, CONTINUED, b"a")]),
+        ];
+        for bytes in cases {
+            let replica = Store::builder().shards(2).build();
+            let mut receiver = StreamReceiver::new(slots.clone(), 4);
+            assert!(
+                receiver
+                    .apply_records(&replica, &bytes, NOW, |_| true)
+                    .is_err()
+            );
+            assert_eq!(receiver.applied(), 4);
+            assert_eq!(replica.read(&k, NOW, |v| v.cloned()), None);
+        }
+        // Across two frames, with the position before it until its last piece: applied once.
+        let replica = Store::builder().shards(2).build();
+        let mut receiver = StreamReceiver::new(slots.clone(), 4);
+        let first = frame(4, &[piece(5, CONTINUED, b"a")]);
+        assert_eq!(
+            receiver.apply_records(&replica, &first, NOW, |_| true),
+            Ok(0)
+        );
+        assert_eq!(replica.read(&k, NOW, |v| v.cloned()), None);
+        let last = frame(5, &[piece(5, 0, b"b")]);
+        assert_eq!(
+            receiver.apply_records(&replica, &last, NOW, |_| true),
+            Ok(0)
+        );
+        assert_eq!(receiver.applied(), 5);
+        assert_eq!(
+            replica.read(&k, NOW, |v| v.cloned()),
+            Some(Value::Str(b"ab".to_vec()))
+        );
+    }
+
     /// A replica holding another history of the slots (keys the primary deleted, values
     /// and hash fields it changed) ends the resync with exactly the primary's state: the
     /// stale keys are replaced or swept, never mixed in, and other slots are untouched.
