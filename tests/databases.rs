@@ -221,10 +221,16 @@ async fn select_inside_multi_applies_to_the_commands_after_it() -> Result<()> {
 
 #[tokio::test]
 async fn a_cluster_member_has_database_zero_only() -> Result<()> {
-    // A free port for the gossip bus (the default, the client port + 10000, may not exist).
-    let bus = std::net::UdpSocket::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port()
+    // A port free for the gossip bus (UDP) and the peer links (TCP) at once (the default,
+    // the client port + 10000, may not exist); an ephemeral UDP port may be taken for TCP.
+    let bus = (0..100)
+        .find_map(|_| {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
+            let port = udp.local_addr().ok()?.port();
+            std::net::TcpListener::bind(("127.0.0.1", port)).ok()?;
+            Some(port)
+        })
+        .expect("a port free for UDP and TCP")
         .to_string();
     let (addr, _node) = start(&["--cluster-enabled", "yes", "--cluster-bus-port", &bus]).await?;
     let mut con = client_in(addr, 0).await?;

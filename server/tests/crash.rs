@@ -110,16 +110,19 @@ impl Client {
     /// Waits until the node has loaded its data.
     fn wait_loaded(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
+        let port = self.writer.peer_addr().map_or(0, |a| a.port());
+        let mut last = None;
         while Instant::now() < deadline {
-            let info = self.call(&[b"INFO", b"persistence"]).unwrap_or_default();
-            if info.contains("\r\nloading:0") {
-                return;
+            match self.call(&[b"INFO", b"persistence"]) {
+                Some(info) if info.contains("\r\nloading:0") => return,
+                Some(info) => last = Some(info),
+                // A reply that timed out leaves the stream out of step: a new connection.
+                None => *self = Client::connect(port),
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let port = self.writer.peer_addr().map_or(0, |a| a.port());
         panic!(
-            "the node never finished loading; its log:\n{}",
+            "the node never finished loading; last INFO: {last:?}; its log:\n{}",
             log_tail(port)
         );
     }
