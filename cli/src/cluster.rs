@@ -155,6 +155,11 @@ struct Handoff {
     slots_in: u64,
     keys_in: u64,
     bytes_in: u64,
+    /// Slots it no longer owns whose keys it still keeps (dropped once their new owners
+    /// settle).
+    slots_left_over: u64,
+    /// Keys it dropped from slots it gave away.
+    keys_dropped: u64,
     /// -1 when unknown.
     eta_ms: i64,
 }
@@ -172,6 +177,8 @@ impl Handoff {
             slots_in: field("slots_in") as u64,
             keys_in: field("keys_in") as u64,
             bytes_in: field("bytes_in") as u64,
+            slots_left_over: field("slots_left_over") as u64,
+            keys_dropped: field("keys_dropped") as u64,
             eta_ms: info
                 .get("cluster_handoff_eta_ms")
                 .and_then(|v| v.parse().ok())
@@ -182,6 +189,7 @@ impl Handoff {
     fn json(&self) -> Json {
         json!({"slots_pending_in": self.pending_in, "slots_pending_out": self.pending_out,
                "slots_in": self.slots_in, "keys_in": self.keys_in, "bytes_in": self.bytes_in,
+               "slots_left_over": self.slots_left_over, "keys_dropped": self.keys_dropped,
                "eta_ms": (self.eta_ms >= 0).then_some(self.eta_ms)})
     }
 }
@@ -225,6 +233,7 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
             moving.pending_out += h.pending_out;
             moving.keys_in += h.keys_in;
             moving.bytes_in += h.bytes_in;
+            moving.slots_left_over += h.slots_left_over;
             moving.eta_ms = moving.eta_ms.max(h.eta_ms);
         }
         rows.push(vec![
@@ -261,6 +270,7 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
                    "routing": info.get("cluster_routing"), "replicas": info.get("cluster_replicas"),
                    "under_replicated_slot_copies": under_replicated,
                    "handoff_slots_pending": pending,
+                   "old_copies_slots": moving.slots_left_over,
                    "handoff_eta_ms": (moving.eta_ms >= 0).then_some(moving.eta_ms)})
         );
         return Ok(());
@@ -282,6 +292,12 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
             eta_text(moving.eta_ms)
         );
     }
+    if moving.slots_left_over > 0 {
+        println!(
+            "{} slots moved away are still kept by their old holders (dropped once their new owners settle)",
+            moving.slots_left_over
+        );
+    }
     print_table(
         &[
             "ID", "ADDRESS", "SLOTS", "KEYS", "COPIES", "PENDING", "KEYS-IN", "FLAGS",
@@ -293,7 +309,7 @@ pub fn status(addr: &str, as_json: bool) -> Result<()> {
 
 /// Every member's handoff counters and whether the cluster is settled: every member
 /// reachable, all agreeing on one table that is also the target, nobody joining, learning
-/// or owing a slot, and every replica copy synced.
+/// or owing a slot, every replica copy synced, and no old copy of a moved slot kept.
 fn survey(addr: &str) -> Result<(bool, Vec<(String, Handoff)>)> {
     let members = nodes(addr)?;
     let mut settled = true;
@@ -312,6 +328,7 @@ fn survey(addr: &str) -> Result<(bool, Vec<(String, Handoff)>)> {
         settled &= copies_synced
             && h.pending_in == 0
             && h.pending_out == 0
+            && h.slots_left_over == 0
             && i.get("cluster_members_joining").map(String::as_str) == Some("0")
             && i.get("cluster_slots_learning").map(String::as_str) == Some("0")
             && i.get("cluster_table_judged").map(String::as_str) == Some("1")

@@ -270,6 +270,13 @@ fn a_joined_member_takes_its_share_through_rebalance_and_status_shows_what_moved
     let members = status["members"].as_array().unwrap();
     assert_eq!(members.len(), 4, "{status}");
     assert_eq!(status["handoff_slots_pending"], 0, "{status}");
+    // Rebalanced means the members that gave slots away dropped their copies too.
+    assert_eq!(status["old_copies_slots"], 0, "{status}");
+    let dropped: u64 = members
+        .iter()
+        .map(|m| m["handoff"]["keys_dropped"].as_u64().unwrap())
+        .sum();
+    assert!(dropped >= 250, "{status}");
     let new = members
         .iter()
         .find(|m| m["addr"] == format!("127.0.0.1:{joiner}"))

@@ -26,6 +26,7 @@ enum Command {
     Leave(oneshot::Sender<()>),
     Gone(crate::ring::NodeId),
     State(NodeState),
+    Settled(u64),
 }
 
 /// A running membership task.
@@ -100,6 +101,13 @@ impl Bus {
         let _ = self.commands.try_send(Command::State(state));
     }
 
+    /// Announces that this member settled under the table of `version`
+    /// ([`crate::membership::NodeInfo::settled`]). Never blocks; a full queue drops it
+    /// (the caller asks again).
+    pub fn announce_settled(&self, version: u64) {
+        let _ = self.commands.try_send(Command::Settled(version));
+    }
+
     /// Announces draining, tells a few members we leave, and stops the task. Waits at
     /// most `limit`.
     pub async fn leave(&self, limit: Duration) {
@@ -144,6 +152,11 @@ impl Actor {
                         }
                         Some(Command::State(state)) => {
                             core.set_state(state, &mut out);
+                            self.apply(&core, out).await;
+                            continue;
+                        }
+                        Some(Command::Settled(version)) => {
+                            core.set_settled(version, &mut out);
                             self.apply(&core, out).await;
                             continue;
                         }

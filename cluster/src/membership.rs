@@ -90,6 +90,11 @@ pub struct NodeInfo {
     pub weight: u16,
     /// Its state.
     pub state: NodeState,
+    /// The version of the last table under which it served every slot the table gives it
+    /// and held a synced copy of every slot it replicates (0: none yet). A member that
+    /// kept a copy of a slot the table moved away deletes it once the slot's new primary
+    /// says this of the same table.
+    pub settled: u64,
 }
 
 /// The key foca keeps per broadcast: one live version per node.
@@ -153,7 +158,8 @@ impl foca::BroadcastHandler<Identity> for InfoBook {
         // A periodic refresh repeats the same details under a new version: still worth
         // passing on, but the view (and its slot table) need not be rebuilt for it.
         let same_details = infos.by_id.get(&info.id).is_some_and(|known| {
-            (known.client, known.weight, known.state) == (info.client, info.weight, info.state)
+            (known.client, known.weight, known.state, known.settled)
+                == (info.client, info.weight, info.state, info.settled)
         });
         infos.by_id.insert(info.id, info);
         infos.changed |= !same_details;
@@ -351,6 +357,8 @@ pub struct NodeView {
     pub weight: u16,
     /// Announced state.
     pub state: NodeState,
+    /// The table version it announced settled under ([`NodeInfo::settled`]).
+    pub settled: u64,
     /// True for the node that holds this view.
     pub myself: bool,
 }
@@ -487,6 +495,7 @@ impl Core {
             client: settings.client,
             weight: settings.weight,
             state: settings.initial_state,
+            settled: 0,
         };
         let book = InfoBook::default();
         let infos = book.infos.clone();
@@ -625,6 +634,17 @@ impl Core {
         out.changed = true;
     }
 
+    /// Announces that this member settled under the table of version `version` (see
+    /// [`NodeInfo::settled`]).
+    pub fn set_settled(&mut self, version: u64, out: &mut Output) {
+        if self.info.settled == version {
+            return;
+        }
+        self.info.settled = version;
+        self.publish_info(out);
+        out.changed = true;
+    }
+
     /// Leaves gracefully: tells a few members we are gone, then goes quiet.
     pub fn leave(&mut self, out: &mut Output) {
         if self.left {
@@ -675,6 +695,7 @@ impl Core {
             bus: self.identity().bus,
             weight: self.info.weight,
             state: self.info.state,
+            settled: self.info.settled,
             myself: true,
         }];
         let mut unknown = 0;
@@ -687,6 +708,7 @@ impl Core {
                     bus: id.bus,
                     weight: info.weight,
                     state: info.state,
+                    settled: info.settled,
                     myself: false,
                 }),
                 None => unknown += 1,

@@ -294,6 +294,12 @@ impl ClusterNode {
         self.bus.announce(state);
     }
 
+    /// Announces that this member settled under the table of `version` (it serves every
+    /// slot the table gives it, and its replica copies are synced).
+    pub fn announce_settled(&self, version: u64) {
+        self.bus.announce_settled(version);
+    }
+
     /// Replication judged `table`: slots it makes ours are served once not-ready says so.
     pub fn judged(&self, table: &ringkv_cluster::SlotTable) {
         *self.judged.lock() = Some(table.clone());

@@ -389,6 +389,10 @@ pub struct Config {
     /// limit).
     #[arg(long = "cluster-transfer-cpu-share", value_name = "SHARE", default_value = "1", value_parser = cpu_share_arg)]
     pub cluster_transfer_cpu_share: f64,
+    /// How many snapshot copies this member sends at once (a replica's resync, a
+    /// learner's or a joiner's copy); the others wait their turn, their links kept alive.
+    #[arg(long = "cluster-transfer-max-copies", value_name = "COUNT", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub cluster_transfer_max_copies: u32,
     /// Bytes of recent changes kept so a replica whose link dropped resumes without a
     /// snapshot (Redis's repl-backlog-size).
     #[arg(long = "repl-backlog-size", default_value = "16mb", value_parser = memory_arg)]

@@ -219,6 +219,9 @@ struct Holdings {
     /// this node is their primary and for one table after: a member whose view skipped
     /// that table and still waits for the dead one asks, and learns them from here.
     took_over: HashMap<NodeId, SlotSet>,
+    /// The view ([`ClusterView::seq`]) under which no key was left in a slot this node
+    /// does not own, or whose new owners had not settled (0: look again).
+    leftovers_gone_at: u64,
 }
 
 /// Catch-up checks: (dead primary, live member asked) → the slots it is asked about.
@@ -322,6 +325,7 @@ impl Replication {
             transfer: budget::TransferBudget::new(
                 config.cluster_transfer_max_rate,
                 config.cluster_transfer_cpu_share,
+                config.cluster_transfer_max_copies as usize,
             ),
             stopping: AtomicBool::new(false),
         });
@@ -363,7 +367,10 @@ impl Replication {
             if self.stopping.load(Relaxed) {
                 return;
             }
-            self.reconcile(&self.view());
+            let view = self.view();
+            self.reconcile(&view);
+            self.announce_if_settled(&view);
+            self.drop_leftovers(&view);
             tokio::select! {
                 _ = changes.changed() => {}
                 () = self.puller_ended.notified() => {}
@@ -663,6 +670,7 @@ impl Replication {
             merging,
             tails,
             took_over,
+            leftovers_gone_at: 0,
         };
     }
 
@@ -970,8 +978,13 @@ impl Replication {
     /// no longer describe the copy here (a catch-up would otherwise learn from it as if it
     /// still were that member's history).
     fn copy_now_from(&self, primary: &NodeId, slots: &SlotSet) {
+        self.unname_in_positions(slots, Some(primary));
+    }
+
+    /// Positions in other members' streams (but `except`'s) stop naming `slots`.
+    fn unname_in_positions(&self, slots: &SlotSet, except: Option<&NodeId>) {
         for (other, position) in self.positions.lock().iter_mut() {
-            if other != primary {
+            if Some(other) != except {
                 position.synced = SlotSet::from_ranges(&position.synced)
                     .difference(slots)
                     .ranges();
@@ -1608,6 +1621,119 @@ impl Replication {
         )
     }
 
+    /// Tells the cluster when this node settled under the table it judged: it serves every
+    /// slot the table gives it and holds a synced copy of every slot it replicates. The
+    /// members that kept copies of slots this table moved away drop them on hearing it
+    /// from every new owner ([`Self::drop_leftovers`]).
+    fn announce_if_settled(&self, view: &ClusterView) {
+        let version = view.table.version();
+        let announced = view.node(&self.me).map(|n| n.settled);
+        if announced == Some(version) || view.is_joining(&self.me) {
+            return;
+        }
+        {
+            let own = self.holdings.lock();
+            let judged = own.table.as_ref().map(|t| t.version()) == Some(version);
+            if !judged
+                || !own.learning.is_empty()
+                || !own.catching_up.is_empty()
+                || !own.merging.is_empty()
+            {
+                return;
+            }
+        }
+        let (wanted, synced) = self.sync_progress();
+        if wanted == synced {
+            self.cluster.announce_settled(version);
+        }
+    }
+
+    /// Deletes the keys of slots this node no longer owns (a handoff moved them away, or
+    /// it was their replica), once every owner the judged table gives them said it settled
+    /// under that table: from then on nothing consults this copy (a learner asks the
+    /// owners of the table before its own, and a catch-up after a death asks for positions,
+    /// which stop naming these slots here). Not while a link still copies one from or to
+    /// here, nor for slots kept for a member that may still learn them after a death
+    /// (`took_over`). The deletions are logged, so a restart does not bring them back;
+    /// no link carries them (none covers these slots).
+    fn drop_leftovers(&self, view: &ClusterView) {
+        use ringkv_cluster::SLOT_COUNT;
+        let version = view.table.version();
+        if view.is_joining(&self.me) || view.state != ringkv_cluster::ClusterState::Ok {
+            return;
+        }
+        let kept = {
+            let own = self.holdings.lock();
+            if own.table.as_ref().map(|t| t.version()) != Some(version)
+                || own.leftovers_gone_at == view.seq
+            {
+                return;
+            }
+            own.took_over
+                .values()
+                .fold(SlotSet::new(), |all, slots| all.union(slots))
+        };
+        let will_own = will_own(view, &self.me);
+        let left_over: SlotSet = (0..SLOT_COUNT)
+            .filter(|&s| {
+                !view.table.owners(s).any(|o| *o == self.me)
+                    && !will_own.contains(s)
+                    && self.store.count_in_slot(s) > 0
+            })
+            .collect();
+        // One lock at a time: other paths take these in other orders.
+        let pulled = self
+            .pullers
+            .lock()
+            .iter()
+            .filter(|p| !p.done.load(Relaxed))
+            .fold(SlotSet::new(), |all, p| all.union(&p.slots));
+        let sent = self
+            .replicas
+            .lock()
+            .iter()
+            .filter(|l| l.alive.load(Relaxed))
+            .fold(SlotSet::new(), |all, l| all.union(&l.slots));
+        let in_use = pulled.union(&sent);
+        let settled = |id: &NodeId| view.node(id).is_some_and(|n| n.settled == version);
+        let droppable: SlotSet = left_over
+            .iter()
+            .filter(|&s| {
+                !kept.contains(s) && !in_use.contains(s) && view.table.owners(s).all(settled)
+            })
+            .collect();
+        self.handoff
+            .slots_left_over
+            .store((left_over.len() - droppable.len()) as u64, Relaxed);
+        {
+            let mut own = self.holdings.lock();
+            if own.table.as_ref().map(|t| t.version()) != Some(version) {
+                return;
+            }
+            // A learner asking from now on hears that this node has no copy.
+            own.handing = own.handing.difference(&droppable);
+            own.orphans = own.orphans.difference(&droppable);
+            if left_over.len() == droppable.len() {
+                own.leftovers_gone_at = view.seq;
+            }
+        }
+        if droppable.is_empty() {
+            return;
+        }
+        // Nor does a catch-up hear that a position here names them.
+        self.unname_in_positions(&droppable, None);
+        let keys = self.store.clear_slots(&droppable);
+        tracing::info!(
+            slots = droppable.len(),
+            keys,
+            "dropped the keys of slots this node no longer owns: their new owners settled"
+        );
+        self.handoff
+            .slots_dropped
+            .fetch_add(droppable.len() as u64, Relaxed);
+        self.handoff.keys_dropped.fetch_add(keys as u64, Relaxed);
+    }
+
     /// CLUSTER INFO's replication and failover counters.
     pub fn cluster_info(&self, out: &mut String) {
         use std::fmt::Write;
@@ -1647,7 +1773,12 @@ impl Replication {
             let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
         }
         let paced = self.transfer.paced_ms.load(Relaxed);
-        let _ = write!(out, "{prefix}transfer_paced_ms:{paced}\r\n");
+        let queued = self.transfer.queued_ms.load(Relaxed);
+        let running = self.transfer.copies_running();
+        let _ = write!(
+            out,
+            "{prefix}transfer_paced_ms:{paced}\r\n{prefix}transfer_queued_ms:{queued}\r\n{prefix}transfers_running:{running}\r\n"
+        );
     }
 
     /// INFO replication's lines.

@@ -104,6 +104,42 @@ fn explain_lost(ports: &[u16], lost: &[(String, Option<String>)]) {
     }
 }
 
+/// Per member, the keys its store still keeps in slots it does not own (a copy of a slot
+/// the table moved away), by `CLUSTER COUNTKEYSINSLOT` on every such slot.
+fn keys_left_over(ports: &[u16]) -> Vec<(u16, i64)> {
+    let routes = owners(ports).expect("the owners");
+    ports
+        .iter()
+        .map(|&port| {
+            let mut pipe = redis::pipe();
+            for (slot, owning) in routes.iter().enumerate() {
+                if !owning.contains(&port) {
+                    pipe.cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot);
+                }
+            }
+            let counts: Vec<i64> = pipe.query(&mut client(port)).expect("the counts");
+            (port, counts.iter().sum())
+        })
+        .collect()
+}
+
+/// Waits (bounded) until no member keeps keys of a slot it does not own: each dropped its
+/// copies once the slots' new owners settled. Panics with what is still kept.
+fn wait_leftovers_dropped(seed: u64, ports: &[u16], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let kept = keys_left_over(ports);
+        if kept.iter().all(|(_, keys)| *keys == 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: members still keep keys of slots they do not own after {limit:?}: {kept:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn join_rounds(wait_for: i64) {
     let base = env_seed("RINGKV_HANDOFF_SEED");
     for round in 0..env_count("RINGKV_HANDOFF_ROUNDS", 1) {
@@ -120,6 +156,10 @@ fn join_rounds(wait_for: i64) {
         wait_replicated(&ports, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300 + next() % 300));
         let outcome = load.finish();
+        // The members that gave slots away drop their copies; the keys live on at the
+        // slots' owners (read back below, after the drops).
+        let kept_after_join = keys_left_over(&ports);
+        wait_leftovers_dropped(seed, &ports, Duration::from_secs(30));
         let keys = acknowledged(&outcome);
         let lost = lost_writes(&ports, &keys);
         let joiner_keys: i64 = redis::cmd("DBSIZE")
@@ -127,7 +167,7 @@ fn join_rounds(wait_for: i64) {
             .unwrap();
         let total = keys.len() as i64;
         eprintln!(
-            "join round WAIT {wait_for} seed={seed}: joined and serving after {took:?}; acknowledged writes {total} (WAIT-covered {}), lost {}; the joiner serves {joiner_keys} of {total} keys",
+            "join round WAIT {wait_for} seed={seed}: joined and serving after {took:?}; acknowledged writes {total} (WAIT-covered {}), lost {}; the joiner serves {joiner_keys} of {total} keys; keys kept in slots given away, by member, right after the join: {kept_after_join:?}",
             outcome.waited.len(),
             lost.len(),
         );
@@ -161,6 +201,7 @@ fn a_member_leaving_gracefully_under_write_load_loses_no_acknowledged_write() {
         wait_replicated(&survivors, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
         let outcome = load.finish();
+        wait_leftovers_dropped(seed, &survivors, Duration::from_secs(30));
         let keys = acknowledged(&outcome);
         let lost = lost_writes(&survivors, &keys);
         eprintln!(
@@ -206,6 +247,9 @@ fn a_member_killed_during_a_join_loses_no_write_wait_acknowledged() {
             .iter()
             .map(|(k, v, _)| (k.clone(), v.clone()))
             .collect();
+        // Copies of slots that moved are dropped only once their new owners settled: the
+        // writes WAIT acknowledged are still there after the drops.
+        wait_leftovers_dropped(seed, &survivors, Duration::from_secs(30));
         let lost = lost_writes(&survivors, &waited);
         explain_lost(&survivors, &lost);
         for (key, _) in lost.iter().take(5) {
@@ -281,4 +325,65 @@ fn a_transfer_budget_paces_the_copy_to_a_joiner() {
         assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
     }
     drop(second);
+}
+
+/// Two members join a loaded member at once with `--cluster-transfer-max-copies 1`: it
+/// sends one copy at a time (never two, sampled throughout), the other waiting its turn
+/// (`cluster_repl_transfer_queued_ms`), and both joiners end up with every key whole.
+#[test]
+fn copies_beyond_the_transfer_limit_wait_their_turn() {
+    let extra = [
+        "--cluster-transfer-max-rate",
+        "1mb",
+        "--cluster-transfer-max-copies",
+        "1",
+    ];
+    let first = start(None, &extra);
+    wait_agreed(&[first.port], 1, Duration::from_secs(20));
+    let value = "v".repeat(1024);
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET")
+            .arg(format!("turn:{i}"))
+            .arg(&value)
+            .ignore();
+    }
+    let () = pipe.query(&mut client(first.port)).unwrap();
+
+    let second = start(Some(first.bus), &extra);
+    let third = start(Some(first.bus), &extra);
+    let ports = [first.port, second.port, third.port];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most_running = 0;
+    loop {
+        let info = support::cluster::cluster_info(first.port);
+        let running: u64 = info["cluster_repl_transfers_running"].parse().unwrap();
+        most_running = most_running.max(running);
+        if info["cluster_known_nodes"] == "3"
+            && info["cluster_members_joining"] == "0"
+            && info["cluster_handoff_slots_pending_out"] == "0"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the joins never ended: {info:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    wait_agreed(&ports, 3, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(60));
+    assert_eq!(most_running, 1, "copies sent at once");
+    let queued: u64 = support::cluster::cluster_info(first.port)["cluster_repl_transfer_queued_ms"]
+        .parse()
+        .unwrap();
+    assert!(queued >= 200, "the second copy waited {queued} ms");
+    let table = owners(&ports).expect("owners");
+    for i in (0..3_000).step_by(7) {
+        let key = format!("turn:{i}");
+        let owner = table[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+        let got: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query(&mut client(owner))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
+    }
+    drop((second, third));
 }

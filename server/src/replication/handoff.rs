@@ -22,6 +22,14 @@ pub struct HandoffStats {
     pub keys_out: AtomicU64,
     /// Bytes of snapshot and log frames sent to members taking its slots over.
     pub bytes_out: AtomicU64,
+    /// Slots whose keys this node dropped: the table moved them away and their new
+    /// owners all said they settled under it.
+    pub slots_dropped: AtomicU64,
+    /// Keys dropped with them.
+    pub keys_dropped: AtomicU64,
+    /// Slots this node does not own that still hold keys here, as the last pass found
+    /// them (their new owners have not all settled yet).
+    pub slots_left_over: AtomicU64,
     /// When slots started pending, and the slots moved by then: the rate behind the ETA.
     wave: Mutex<Option<(Instant, u64)>>,
 }
@@ -73,6 +81,9 @@ impl HandoffStats {
             ("bytes_in", &self.bytes_in),
             ("keys_out", &self.keys_out),
             ("bytes_out", &self.bytes_out),
+            ("slots_dropped", &self.slots_dropped),
+            ("keys_dropped", &self.keys_dropped),
+            ("slots_left_over", &self.slots_left_over),
         ] {
             let _ = write!(out, "{prefix}{name}:{}\r\n", counter.load(Relaxed));
         }

@@ -235,6 +235,8 @@ fn stream_to(
     let mut fence = Some((table_version, repl.log.last_lsn()));
     // Until when the transfer budget pauses this link's snapshot.
     let mut paced_until: Option<Instant> = None;
+    // This copy's turn among the copies sent at once, held while it is syncing.
+    let mut turn = None;
     // Set when a table changed what the slots are to this peer: the link ends at the fence.
     let mut ends_at_fence = false;
     // The peer takes these slots over (it learns them, or presyncs them joining): what
@@ -274,10 +276,21 @@ fn stream_to(
             continue;
         }
         drop(view);
+        if sender.syncing() && turn.is_none() {
+            turn = repl.transfer.try_copy();
+        }
         let piece = if paced_until.is_some_and(|until| Instant::now() < until) {
             // Paused by the transfer budget: heartbeats go on, a slice at a time.
             let left = paced_until.map_or(Duration::ZERO, |u| u - Instant::now());
             std::thread::sleep(left.min(PACED_SLICE));
+            None
+        } else if sender.syncing() && turn.is_none() {
+            // As many copies as the budget allows are being sent: this one waits its turn,
+            // its heartbeats going on.
+            std::thread::sleep(PACED_SLICE);
+            repl.transfer
+                .queued_ms
+                .fetch_add(PACED_SLICE.as_millis() as u64, Relaxed);
             None
         } else {
             let syncing = sender.syncing();
@@ -322,6 +335,9 @@ fn stream_to(
                 link.synced_at.store(stamp, Relaxed);
             }
             None => {}
+        }
+        if !sender.syncing() {
+            turn = None;
         }
         let ack_now = link.ack_wanted.swap(false, Relaxed);
         // A learner takes its slots at the fence, so it hears it only once it has them all.
