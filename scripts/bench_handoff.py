@@ -11,7 +11,8 @@ probe client's GET latency (p50, p99, max) before, during the join and during th
 BIG=1 also stores a 100 MB string, a hash of 1,000,000 fields, a list of 2,000,000
 elements, a set and a sorted set of 1,000,000 members first, and says which of them the
 join moved (the slots that move depend on the members' random ids).
-KEYS=<n> (default 1000000), BASE=<first port> (default 7800).
+KEYS=<n> (default 1000000), BASE=<first port> (default 7800), EXTRA="<flags>" adds flags
+to every member (a transfer budget, say).
 """
 import os
 import signal
@@ -32,15 +33,17 @@ BIG_SIZES = {"big:hash": 1_000_000, "big:list": 2_000_000, "big:set": 1_000_000,
 # client over every member (redirects and table refreshes included). `direct PORT...`:
 # plain connections GET the same keys from each member, a -MOVED counting as an answer:
 # the members' own time. `key PORT KEY`: one key on one member, every error counted.
+# `write PORT...`: a cluster client SETs 1024 keys over the slots in turn, so some wait at
+# their new primary for the handoff's fence (the holds CLUSTER INFO counts).
 PROBE = """
 import sys, time, redis
 from redis.cluster import ClusterNode, RedisCluster
 mode, args = sys.argv[1], sys.argv[2:]
 keys = [f"probe:{i}" for i in range(64)]  # spread over the slots, so over every member
-if mode == "cluster":
+if mode in ("cluster", "write"):
     rc = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", int(p)) for p in args],
                       socket_timeout=5)
-    rounds = [(rc, keys)]
+    rounds = [(rc, keys if mode == "cluster" else [f"write:{i}" for i in range(1024)])]
 elif mode == "direct":
     rounds = [(redis.Redis(port=int(p), socket_timeout=5), keys[:16]) for p in args]
 else:
@@ -51,7 +54,10 @@ while True:
         for key in batch:
             t = time.time()
             try:
-                con.get(key)
+                if mode == "write":
+                    con.set(key, "x")
+                else:
+                    con.get(key)
             except redis.ResponseError if mode == "direct" else ():
                 pass
             except redis.RedisError as error:
@@ -97,7 +103,7 @@ class Probe:
                 continue
             pick = lambda q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1000
             print(f"{self.name} {label}: p50 {pick(0.5):.2f} ms, p99 {pick(0.99):.2f} ms, "
-                  f"max {xs[-1] * 1000:.2f} ms over {len(xs)} GETs, {len(failed)} errors"
+                  f"max {xs[-1] * 1000:.2f} ms over {len(xs)} commands, {len(failed)} errors"
                   + (f" (first: {failed[0]})" if failed else ""))
 
 
@@ -125,6 +131,7 @@ def start(i, seed):
             "--cluster-bus-port", str(port + 1000), "--cluster-replicas", "1"]
     if seed is not None:
         args += ["--cluster-join", f"127.0.0.1:{seed + 1000}"]
+    args += os.environ.get("EXTRA", "").split()
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -158,6 +165,25 @@ def wait_agreed(ports, members, limit=120):
             sys.exit(f"no agreement on {members} members within {limit} s")
         time.sleep(0.01)
     return time.monotonic() - started
+
+
+def holds_text(label, ports):
+    """The commands held for a handoff fence at `ports`, and the worst p99 and max."""
+    infos = [info(p) for p in ports]
+    count = sum(int(i.get("cluster_handoff_holds", 0)) for i in infos)
+    p99 = max(int(i.get("cluster_handoff_hold_p99_us", 0)) for i in infos)
+    most = max(int(i.get("cluster_handoff_hold_max_us", 0)) for i in infos)
+    return f"{label}: {count} commands held, p99 {p99 / 1000:.2f} ms, max {most / 1000:.2f} ms"
+
+
+def wait_old_copies_dropped(ports, limit=120):
+    """Seconds until no member keeps a copy of a slot it gave away."""
+    t = time.monotonic()
+    while time.monotonic() - t < limit:
+        if all(info(p).get("cluster_handoff_slots_left_over") == "0" for p in ports):
+            return time.monotonic() - t
+        time.sleep(0.05)
+    raise SystemExit(f"old copies still kept after {limit} s")
 
 
 def owners(port):
@@ -209,7 +235,8 @@ def main():
         print("stored a 100 MB string, a hash of 1,000,000 fields, a list of 2,000,000 "
               "elements, a set and a sorted set of 1,000,000 members")
     probe = Probes([Probe(ports),
-                    Probe(ports, "direct", "member answer latency (plain GET, any reply)")])
+                    Probe(ports, "direct", "member answer latency (plain GET, any reply)"),
+                    Probe(ports, "write", "writer SET latency (cluster client)")])
     probe.phase("before")
     time.sleep(2)
     try:
@@ -231,6 +258,11 @@ def main():
         bytes_in = int(moved.get("cluster_handoff_bytes_in", 0))
         print(f"handoff into the joiner: {keys_in} keys, {bytes_in / 1e6:.1f} MB: "
               f"{keys_in / joined:,.0f} keys/s, {bytes_in / 1e6 / joined:.1f} MB/s over the join")
+        print(holds_text("cutover holds at the joiner", [BASE + 3]))
+        dropped_after = wait_old_copies_dropped(ports + [BASE + 3])
+        print(f"old copies dropped by the 3 first members {dropped_after:.2f} s after the join: "
+              + ", ".join(info(p).get("cluster_handoff_keys_dropped", "?") for p in ports)
+              + " keys")
         probe.phase("after the join")
         time.sleep(2)
         t = time.monotonic()
@@ -243,6 +275,7 @@ def main():
         probe.phase("verifying")
         procs[3].wait(timeout=30)
         print(f"drain: {share} keys handed back, the other 3 agree {drained:.2f} s after SIGTERM")
+        print(holds_text("cutover holds at the 3 members taking the drained slots", ports))
         table = owners(BASE)
         cons = {p: redis.Redis(port=p) for p in ports}
         missing = 0

@@ -21,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 
 mod fanout;
+pub mod holds;
 
 use crate::commands::RemoteWrite;
 use crate::config::Config;
@@ -74,6 +75,8 @@ pub struct ClusterNode {
     /// until the current one is judged, a slot it newly makes ours is not served yet.
     judged_version: std::sync::atomic::AtomicU64,
     judged: Mutex<Option<ringkv_cluster::SlotTable>>,
+    /// How long commands waited here for handoff fences.
+    pub holds: holds::HoldStats,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -213,6 +216,7 @@ impl ClusterNode {
             restarted,
             judged_version: std::sync::atomic::AtomicU64::new(0),
             judged: Mutex::new(None),
+            holds: holds::HoldStats::default(),
         })
     }
 

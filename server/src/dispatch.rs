@@ -220,8 +220,10 @@ pub fn execute(
     }
     if let Some(cluster) = &node.cluster {
         let verdict = cluster.route(conn, route.spec, &args);
-        if !matches!(verdict, Verdict::Hold) {
-            conn.held_since = None;
+        if !matches!(verdict, Verdict::Hold)
+            && let Some(since) = conn.held_since.take()
+        {
+            cluster.holds.note(since.elapsed());
         }
         match verdict {
             Verdict::Local => {}

@@ -1555,6 +1555,7 @@ impl Replication {
     /// The handoff counters, each as `<prefix><name>:<value>`.
     pub fn handoff_info(&self, out: &mut String, prefix: &str) {
         self.handoff.write(out, prefix, self.handoff_pending());
+        self.cluster.holds.write(out, prefix);
     }
 
     /// True when every slot in `slots` (or, with none, this node as a whole) has at least
