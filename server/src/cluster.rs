@@ -77,6 +77,11 @@ pub struct ClusterNode {
     judged: Mutex<Option<ringkv_cluster::SlotTable>>,
     /// How long commands waited here for handoff fences.
     pub holds: holds::HoldStats,
+    /// One bit per slot: this member's replica copy of it is whole (a snapshot or a resume
+    /// from its primary completed, and no resync has begun since). READONLY reads of a
+    /// replicated slot are served here only then: a resync replaces the copy key by key,
+    /// and a read in the middle would see part old, part new, or half a big value.
+    replica_whole: Box<[std::sync::atomic::AtomicU64]>,
 }
 
 impl std::fmt::Debug for ClusterNode {
@@ -217,6 +222,9 @@ impl ClusterNode {
             judged_version: std::sync::atomic::AtomicU64::new(0),
             judged: Mutex::new(None),
             holds: holds::HoldStats::default(),
+            replica_whole: (0..ringkv_cluster::SLOT_COUNT.div_ceil(64))
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
         })
     }
 
@@ -341,6 +349,26 @@ impl ClusterNode {
         self.not_ready.lock().len()
     }
 
+    /// Notes whether this member's replica copies of `slots` are whole
+    /// ([`Self::replica_whole`]'s bits).
+    pub fn set_replica_whole(&self, slots: &SlotSet, whole: bool) {
+        use std::sync::atomic::Ordering::Release;
+        for slot in slots.iter() {
+            let (word, bit) = (usize::from(slot) / 64, 1u64 << (slot % 64));
+            if whole {
+                self.replica_whole[word].fetch_or(bit, Release);
+            } else {
+                self.replica_whole[word].fetch_and(!bit, Release);
+            }
+        }
+    }
+
+    fn replica_copy_whole(&self, slot: u16) -> bool {
+        let word =
+            self.replica_whole[usize::from(slot) / 64].load(std::sync::atomic::Ordering::Acquire);
+        word & (1 << (slot % 64)) != 0
+    }
+
     fn ready(&self, slot: u16) -> bool {
         !self
             .any_not_ready
@@ -442,7 +470,8 @@ impl ClusterNode {
                 && (spec.flags.contains(CommandFlags::CHANNELS)
                     || (self.replica_reads
                         && conn.readonly
-                        && spec.flags.contains(CommandFlags::READONLY)));
+                        && spec.flags.contains(CommandFlags::READONLY)
+                        && self.replica_copy_whole(slot)));
             let elsewhere = |id: &NodeId| match view.node(id) {
                 Some(owner) if may_proxy => Verdict::Forward(Forward::relay(
                     owner.client,

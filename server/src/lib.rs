@@ -158,6 +158,10 @@ impl Server {
                     // Replication reads the change log the tier attached.
                     let _guard = runtime.enter();
                     start_replication(&loader);
+                    // Only now: a restarted member's slots must be marked not ready (to be
+                    // learned back) before a command can reach them. Opened between the
+                    // two, it served a few reads from its older copy.
+                    loader.loading.store(false, Relaxed);
                 }
             });
         } else {
@@ -263,8 +267,8 @@ fn start_replication(node: &Arc<Node>) {
     let _ = node.replication.set(replication);
 }
 
-/// Loads the persistence tier, then attaches it to the store and opens for commands;
-/// false when that failed (the node is stopping).
+/// Loads the persistence tier and attaches it to the store (the caller then opens for
+/// commands); false when that failed (the node is stopping).
 fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
     tracing::info!(dir = %persistence.dir.display(), "loading data from the persistence tier");
     let started = persistence.recover(&node.store).and_then(|report| {
@@ -292,7 +296,6 @@ fn recover(node: &Node, persistence: &Arc<Persistence>) -> bool {
     }
     node.databases.load(&node.store, unix_ms());
     node.scripting.restore_functions(&node.store, unix_ms());
-    node.loading.store(false, Relaxed);
     true
 }
 

@@ -1723,6 +1723,7 @@ impl Replication {
         }
         // Nor does a catch-up hear that a position here names them.
         self.unname_in_positions(&droppable, None);
+        self.cluster.set_replica_whole(&droppable, false);
         let keys = self.store.clear_slots(&droppable);
         tracing::info!(
             slots = droppable.len(),

@@ -1104,3 +1104,125 @@ fn a_whole_cluster_restarted_one_member_at_a_time_serves_every_acknowledged_writ
     wait_agreed(&ports, 3, Duration::from_secs(30));
     assert_all_holding(&ports, &keys, "kept", "after the restart one at a time");
 }
+
+/// A member restarted with an older copy of the slots it replicates resyncs them from
+/// scratch (slowed by a transfer budget, so the resync lasts): meanwhile a READONLY client
+/// reading them there is sent to the primary (`-MOVED`), and never reads a value from the
+/// older copy that the resync has not replaced yet. Once synced, it reads them there.
+#[test]
+fn readonly_reads_of_a_replica_copy_being_resynced_go_to_the_primary() {
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let flags = |dir: &tempfile::TempDir| -> Vec<String> {
+        [
+            "--persistence",
+            "yes",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--cluster-replicas",
+            "1",
+            "--cluster-replica-reads",
+            "yes",
+            "--cluster-transfer-max-rate",
+            "512kb",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let start_in = |seed: Option<u16>, dir: &tempfile::TempDir| {
+        let flags = flags(dir);
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        start(seed, &flags)
+    };
+    let first = start_in(None, &dirs[0]);
+    let mut second = start_in(Some(first.bus), &dirs[1]);
+    let ports = [first.port, second.port];
+    wait_agreed(&ports, 2, Duration::from_secs(30));
+    wait_replicated(&ports, Duration::from_secs(30));
+    let keys: Vec<String> = (0..1500).map(|i| format!("ro:{i}")).collect();
+    let old = format!("old:{}", "o".repeat(1000));
+    let new = format!("new:{}", "n".repeat(1000));
+    write_all_waited(&ports, &keys, &old);
+
+    drop(second); // SIGKILL: its copy keeps the old values
+    wait_agreed(&[first.port], 1, Duration::from_secs(30));
+    let mut pipe = redis::pipe();
+    for key in &keys {
+        pipe.cmd("SET").arg(key).arg(&new).ignore();
+    }
+    let () = pipe.query(&mut client(first.port)).unwrap();
+    second = start_in(Some(first.bus), &dirs[1]);
+
+    let mut reader = client(second.port);
+    let _: () = redis::cmd("READONLY").query(&mut reader).unwrap();
+    let (mut moved, mut served_new) = (0, 0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let synced = |port: u16| {
+        let info = support::cluster::info(port, "replication");
+        let field = |name: &str| info.get(name).cloned().unwrap_or_default();
+        field("repl_wanted_slots") == field("repl_synced_slots")
+            && !matches!(field("repl_wanted_slots").as_str(), "" | "0")
+    };
+    loop {
+        for key in keys.iter().step_by(3) {
+            match redis::cmd("GET")
+                .arg(key)
+                .query::<Option<String>>(&mut reader)
+            {
+                Ok(value) => {
+                    if value.as_deref() != Some(new.as_str()) {
+                        let slot = ringkv_cluster::key_slot(key.as_bytes());
+                        let nodes: String = redis::cmd("CLUSTER")
+                            .arg("SHARDS")
+                            .query::<redis::Value>(&mut client(second.port))
+                            .map(|v| format!("{v:?}"))
+                            .unwrap_or_default();
+                        let info: String = redis::cmd("CLUSTER")
+                            .arg("INFO")
+                            .query(&mut client(second.port))
+                            .unwrap_or_default();
+                        panic!(
+                            "{key} (slot {slot}) read on the restarted member {}: {:?} (moved {moved} times so far); its CLUSTER INFO: {info}; CLUSTER SHARDS: {nodes}",
+                            second.port,
+                            value.map(|v| v.chars().take(8).collect::<String>())
+                        );
+                    }
+                    served_new += 1;
+                }
+                // Sent to the primary, or not served yet while it loads, the cluster
+                // forms or the member learns its own slots back.
+                Err(error)
+                    if matches!(
+                        error.code(),
+                        Some("MOVED" | "TRYAGAIN" | "CLUSTERDOWN" | "LOADING")
+                    ) =>
+                {
+                    moved += usize::from(error.code() == Some("MOVED"));
+                }
+                Err(error) => panic!("GET {key}: {error}"),
+            }
+        }
+        if synced(second.port) && synced(first.port) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted member never synced"
+        );
+    }
+    assert!(
+        moved > 0,
+        "no read was sent to the primary during the resync"
+    );
+    // Synced: every key it replicates is read there, with its new value.
+    let routes = owners(&ports).expect("owners");
+    for key in &keys {
+        let slot = usize::from(ringkv_cluster::key_slot(key.as_bytes()));
+        if routes[slot].get(1) == Some(&second.port) {
+            let value: Option<String> = redis::cmd("GET").arg(key).query(&mut reader).unwrap();
+            assert_eq!(value.as_deref(), Some(new.as_str()), "{key} once synced");
+        }
+    }
+    eprintln!(
+        "during the resync: {moved} reads sent to the primary, {served_new} served with the new value"
+    );
+}

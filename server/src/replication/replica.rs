@@ -264,10 +264,16 @@ fn link(
         repl.copy_now_from(&primary, &streamed);
     }
     let mut synced = streamed.difference(&full);
+    if !learn {
+        // READONLY reads of the slots resynced from scratch go to the primary until the
+        // copy is whole again.
+        repl.cluster.set_replica_whole(&full, false);
+    }
     if !learn && !synced.is_empty() {
         // Resumed: the copy is the primary's history up to where we stood, and the
         // stream goes on from there.
         repl.copied_from(&primary, &synced);
+        repl.cluster.set_replica_whole(&synced, true);
     }
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
     // This node takes these slots over (it learns them, or presyncs them joining): what
@@ -372,6 +378,7 @@ fn link(
                 synced = streamed.clone();
                 if !learn {
                     repl.copied_from(&primary, &streamed);
+                    repl.cluster.set_replica_whole(&streamed, true);
                 }
                 ack_now = true;
             }
