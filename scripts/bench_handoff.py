@@ -263,6 +263,10 @@ def main():
         print(f"old copies dropped by the 3 first members {dropped_after:.2f} s after the join: "
               + ", ".join(info(p).get("cluster_handoff_keys_dropped", "?") for p in ports)
               + " keys")
+        links = info(BASE + 3)
+        print(f"links from the joiner to its replicas: {links.get('cluster_repl_full_syncs')} "
+              f"synced whole, {links.get('cluster_repl_partial_syncs')} resumed, "
+              f"{links.get('cluster_repl_snapshot_windows')} snapshot windows sent")
         probe.phase("after the join")
         time.sleep(2)
         t = time.monotonic()

@@ -128,6 +128,9 @@ pub struct ReplicaLink {
     pub last_ack_ms: AtomicU64,
     /// It acknowledged a fence: it serves the slots it took over from us.
     pub fence_taken: AtomicBool,
+    /// With its fence acknowledgement: its run and the last LSN of its own stream before
+    /// it served the slots (see `replica::acknowledge_fence`).
+    pub fence_position: Mutex<Option<(u64, u64)>>,
 }
 
 impl ReplicaLink {

@@ -16,8 +16,8 @@ use support::cluster::{Member, client, start, start_cluster, wait_agreed};
 use support::load::{Load, Outcome, assert_kept, owners, read_back, wait_replicated};
 use support::{env_count, env_seed, seeded};
 
-/// Every member's flags.
-const FLAGS: [&str; 2] = ["--cluster-replicas", "1"];
+/// Every member's flags (replica reads: the tests read the replicas' copies too).
+const FLAGS: [&str; 4] = ["--cluster-replicas", "1", "--cluster-replica-reads", "yes"];
 
 /// Keys loaded before the join, so the handoff moves real data.
 const PRELOADED: usize = 30_000;
@@ -77,6 +77,41 @@ fn lost_writes(ports: &[u16], keys: &[(String, String)]) -> Vec<(String, Option<
         }
     }
     lost
+}
+
+/// Reads `keys` back from their slots' replica among `ports` (`READONLY`), waiting a
+/// little for a lagging one: the ones whose copy there is gone, wrong or doubled. A
+/// handoff leaves the old holder replicating what it handed over, resumed from the new
+/// primary's stream at the fence: resumed from the wrong place, its copy would miss
+/// writes or apply some twice.
+fn replica_mismatches(ports: &[u16], keys: &[(String, String)]) -> Vec<(String, Option<String>)> {
+    let routes = owners(ports).expect("the owners at the end");
+    let mut connections: HashMap<u16, redis::Connection> = ports
+        .iter()
+        .map(|&p| {
+            let mut con = client(p);
+            let () = redis::cmd("READONLY").query(&mut con).unwrap();
+            (p, con)
+        })
+        .collect();
+    let mut pending: Vec<&(String, String)> = keys.iter().collect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut wrong = Vec::new();
+        pending.retain(|(key, value)| {
+            let replica = routes[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][1];
+            let got = read_back(connections.get_mut(&replica).unwrap(), key, value);
+            let bad = got.as_deref() != Some(value.as_str());
+            if bad {
+                wrong.push((key.clone(), got));
+            }
+            bad
+        });
+        if wrong.is_empty() || Instant::now() > deadline {
+            return wrong;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// For a failed round's log: each lost key's slot, its owners now, and which members still
@@ -166,12 +201,23 @@ fn join_rounds(wait_for: i64) {
             .query(&mut client(members[3].port))
             .unwrap();
         let total = keys.len() as i64;
+        let joiner_links = support::cluster::cluster_info(members[3].port);
         eprintln!(
-            "join round WAIT {wait_for} seed={seed}: joined and serving after {took:?}; acknowledged writes {total} (WAIT-covered {}), lost {}; the joiner serves {joiner_keys} of {total} keys; keys kept in slots given away, by member, right after the join: {kept_after_join:?}",
+            "join round WAIT {wait_for} seed={seed}: joined and serving after {took:?}; acknowledged writes {total} (WAIT-covered {}), lost {}; the joiner serves {joiner_keys} of {total} keys, its replicas' links resumed {} and synced whole {}; keys kept in slots given away, by member, right after the join: {kept_after_join:?}",
             outcome.waited.len(),
             lost.len(),
+            joiner_links["cluster_repl_partial_syncs"],
+            joiner_links["cluster_repl_full_syncs"],
         );
         assert_kept(seed, outcome.waited.len(), &lost, "the join");
+        let unreplicated = replica_mismatches(&ports, &keys);
+        assert!(
+            unreplicated.is_empty(),
+            "seed {seed}: {} of {} keys differ on their replica after the join, e.g. {:?}",
+            unreplicated.len(),
+            keys.len(),
+            &unreplicated[..unreplicated.len().min(5)]
+        );
         // About a quarter: the table gives it a quarter of the slots.
         assert!(
             joiner_keys > total * 15 / 100 && joiner_keys < total * 35 / 100,

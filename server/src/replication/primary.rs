@@ -167,6 +167,7 @@ fn serve(repl: &Arc<Replication>, mut stream: TcpStream) -> Result<(), LinkError
         learner: hello.learn,
         last_ack_ms: repl.uptime_ms().into(),
         fence_taken: false.into(),
+        fence_position: parking_lot::Mutex::new(None),
     });
     repl.replicas.lock().push(link.clone());
     tracing::info!(replica = %link.peer, slots = link.slots.len(), full = full.len(), "replica link up");
@@ -423,6 +424,24 @@ fn hand_over(
         .collect();
     // 0 means "not handed": a fence at the very start of the log still counts.
     repl.handed_over(&theirs, lsn.max(1));
+    // The slots this node replicates from their new primary now: its copy is that
+    // primary's stream up to where it stood at the fence, so the replica link resumes from
+    // there instead of copying them whole again (only with no position in its stream yet:
+    // one position speaks for one point in it).
+    let replicated: SlotSet = theirs
+        .iter()
+        .filter(|&s| view.table.is_replica(s, &repl.me))
+        .collect();
+    if let (Some((run, own_lsn)), false) = (*link.fence_position.lock(), replicated.is_empty()) {
+        repl.positions
+            .lock()
+            .entry(link.peer)
+            .or_insert_with(|| ringkv_cluster::link::Resume {
+                run,
+                applied: own_lsn,
+                synced: replicated.ranges(),
+            });
+    }
 }
 
 /// A window's records in frames under the limit, cut at record boundaries, each a
@@ -493,6 +512,11 @@ fn take_acks(
         let (lsn, rest) = read_u64(&payload)?;
         if rest.first() == Some(&1) {
             // It took our fence: what it serves now came from us, complete.
+            if let Ok((run, rest)) = read_u64(&rest[1..])
+                && let Ok((own_lsn, _)) = read_u64(rest)
+            {
+                *link.fence_position.lock() = Some((run, own_lsn));
+            }
             link.fence_taken.store(true, Relaxed);
         }
         // Nothing past the log's last record was ever sent: a WAIT must not count it.

@@ -174,11 +174,29 @@ pub(super) fn ask_position(
 /// seeing it), then waits for that side to end the link (bounded) rather than closing
 /// first: closing with its frames unread would reset the connection, and the reset could
 /// destroy the acknowledgement before it was read.
-fn acknowledge_fence(stream: &mut TcpStream, applied: u64) -> Result<(), LinkError> {
+///
+/// `mine` is where this node's own stream stood before it served the slots (its run and
+/// last LSN): everything of theirs in it up to there came from the old holder, so the old
+/// holder, should it replicate them from here now, resumes from that position instead of
+/// taking them whole again.
+fn acknowledge_fence(
+    stream: &mut TcpStream,
+    applied: u64,
+    mine: (u64, u64),
+) -> Result<(), LinkError> {
     // Flagged: this acknowledgement says the fence was taken. (Sent even while this node's
     // disk fails: the slots are served here now either way, and the old holder must not
     // wait for an acknowledgement that cannot come.)
-    write_frame(stream, FrameKind::Ack, &[&applied.to_le_bytes(), &[1]])?;
+    write_frame(
+        stream,
+        FrameKind::Ack,
+        &[
+            &applied.to_le_bytes(),
+            &[1],
+            &mine.0.to_le_bytes(),
+            &mine.1.to_le_bytes(),
+        ],
+    )?;
     let deadline = Instant::now() + Duration::from_secs(1);
     stream.set_read_timeout(Some(Duration::from_millis(100)))?;
     let mut discarded = Vec::new();
@@ -391,9 +409,12 @@ fn link(
                     .and_then(|b| b.try_into().ok())
                     .map(u64::from_le_bytes);
                 let fenced = their_table == Some(repl.view().table.version());
+                // Taken before the slots are served here: nothing of ours for them is
+                // logged before it.
+                let mine = (repl.run.load(Relaxed), repl.log.last_lsn());
                 // The slots it served until our table are all here: ours to serve.
                 if !learn && fenced && repl.fenced(&primary, &synced) {
-                    acknowledge_fence(&mut stream, receiver.applied())?;
+                    acknowledge_fence(&mut stream, receiver.applied(), mine)?;
                     return Ok(());
                 }
                 // Learned: every slot copied, and the old holder has our table, so it
@@ -401,7 +422,7 @@ fn link(
                 if learn && synced == streamed && fenced {
                     repl.learned(&streamed);
                     tracing::info!(from = %primary, slots = streamed.len(), "learned slots; serving them");
-                    acknowledge_fence(&mut stream, receiver.applied())?;
+                    acknowledge_fence(&mut stream, receiver.applied(), mine)?;
                     return Ok(());
                 }
             }
