@@ -1656,27 +1656,24 @@ impl Replication {
     /// it was their replica), once every owner the judged table gives them said it settled
     /// under that table: from then on nothing consults this copy (a learner asks the
     /// owners of the table before its own, and a catch-up after a death asks for positions,
-    /// which stop naming these slots here). Not while a link still copies one from or to
-    /// here, nor for slots kept for a member that may still learn them after a death
-    /// (`took_over`). The deletions are logged, so a restart does not bring them back;
-    /// no link carries them (none covers these slots).
+    /// which stop naming these slots here, and for slots taken over from the dead one,
+    /// which stop naming them too: an owner still waiting for them would not have settled).
+    /// Not while a link still copies one from or to here. The deletions are logged, so a
+    /// restart does not bring them back; no link carries them (none covers these slots).
     fn drop_leftovers(&self, view: &ClusterView) {
         use ringkv_cluster::SLOT_COUNT;
         let version = view.table.version();
         if view.is_joining(&self.me) || view.state != ringkv_cluster::ClusterState::Ok {
             return;
         }
-        let kept = {
+        {
             let own = self.holdings.lock();
             if own.table.as_ref().map(|t| t.version()) != Some(version)
                 || own.leftovers_gone_at == view.seq
             {
                 return;
             }
-            own.took_over
-                .values()
-                .fold(SlotSet::new(), |all, slots| all.union(slots))
-        };
+        }
         let will_own = will_own(view, &self.me);
         let left_over: SlotSet = (0..SLOT_COUNT)
             .filter(|&s| {
@@ -1702,9 +1699,7 @@ impl Replication {
         let settled = |id: &NodeId| view.node(id).is_some_and(|n| n.settled == version);
         let droppable: SlotSet = left_over
             .iter()
-            .filter(|&s| {
-                !kept.contains(s) && !in_use.contains(s) && view.table.owners(s).all(settled)
-            })
+            .filter(|&s| !in_use.contains(s) && view.table.owners(s).all(settled))
             .collect();
         self.handoff
             .slots_left_over
@@ -1717,6 +1712,12 @@ impl Replication {
             // A learner asking from now on hears that this node has no copy.
             own.handing = own.handing.difference(&droppable);
             own.orphans = own.orphans.difference(&droppable);
+            // Slots served here after a dead primary are kept for a member whose view
+            // skipped a table and still waits for them; every owner settled, none does.
+            for slots in own.took_over.values_mut() {
+                *slots = slots.difference(&droppable);
+            }
+            own.took_over.retain(|_, slots| !slots.is_empty());
             if left_over.len() == droppable.len() {
                 own.leftovers_gone_at = view.seq;
             }
