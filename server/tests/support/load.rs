@@ -97,21 +97,29 @@ pub fn is_list_key(key: &str) -> bool {
 /// a list key `value` when the element is there exactly once, otherwise what is there
 /// (`None` for missing, a count for duplicates).
 pub fn read_back(con: &mut redis::Connection, key: &str, value: &str) -> Option<String> {
+    try_read_back(con, key, value).unwrap()
+}
+
+/// [`read_back`], with the server's error (a `-MOVED`, say) returned.
+pub fn try_read_back(
+    con: &mut redis::Connection,
+    key: &str,
+    value: &str,
+) -> redis::RedisResult<Option<String>> {
     if !is_list_key(key) {
-        return redis::cmd("GET").arg(key).query(con).unwrap();
+        return redis::cmd("GET").arg(key).query(con);
     }
     let found: Vec<i64> = redis::cmd("LPOS")
         .arg(key)
         .arg(value)
         .arg("COUNT")
         .arg(0)
-        .query(con)
-        .unwrap();
-    match found.len() {
+        .query(con)?;
+    Ok(match found.len() {
         0 => None,
         1 => Some(value.to_string()),
         n => Some(format!("{value} {n} times")),
-    }
+    })
 }
 
 /// A writer: unique keys, each `SET` then `WAIT <wait_for> 500` pipelined to the slot's
