@@ -1180,6 +1180,8 @@ impl Replication {
     /// member was judged: its primary died meanwhile): a copy from a member that no longer
     /// serves the slot may lack writes its successor acknowledged, and is not a copy.
     fn copied_from(&self, primary: &NodeId, slots: &SlotSet) {
+        // READONLY reads of them are served here again.
+        self.cluster.set_replica_whole(slots, true);
         self.hold(slots, Some(primary));
     }
 

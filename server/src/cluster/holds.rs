@@ -37,16 +37,17 @@ impl HoldStats {
 
     /// (holds, p99 of the latest ones, max), in microseconds.
     pub fn summary(&self) -> (u64, u64, u64) {
-        let holds = self.inner.lock();
-        let mut recent: Vec<u64> = holds.recent_us.iter().copied().collect();
-        drop(holds);
+        let (count, max_us, mut recent) = {
+            let holds = self.inner.lock();
+            let recent: Vec<u64> = holds.recent_us.iter().copied().collect();
+            (holds.count, holds.max_us, recent)
+        };
         recent.sort_unstable();
         let p99 = match recent.len() {
             0 => 0,
             n => recent[(n * 99).div_ceil(100) - 1],
         };
-        let holds = self.inner.lock();
-        (holds.count, p99, holds.max_us)
+        (count, p99, max_us)
     }
 
     /// The figures as `<prefix>holds`, `<prefix>hold_p99_us` and `<prefix>hold_max_us`.

@@ -291,7 +291,6 @@ fn link(
         // Resumed: the copy is the primary's history up to where we stood, and the
         // stream goes on from there.
         repl.copied_from(&primary, &synced);
-        repl.cluster.set_replica_whole(&synced, true);
     }
     let mut receiver = StreamReceiver::new(streamed.clone(), welcome.after_lsn);
     // This node takes these slots over (it learns them, or presyncs them joining): what
@@ -396,7 +395,6 @@ fn link(
                 synced = streamed.clone();
                 if !learn {
                     repl.copied_from(&primary, &streamed);
-                    repl.cluster.set_replica_whole(&streamed, true);
                 }
                 ack_now = true;
             }
