@@ -351,6 +351,34 @@ fn a_member_joining_under_wait_1_writes_loses_none_of_them() {
     join_rounds(1);
 }
 
+/// Writes 3,000 keys `<prefix>:<i>` of 1 KB to `port`; their value.
+fn load_3_mb(port: u16, prefix: &str) -> String {
+    let value = "v".repeat(1024);
+    let mut pipe = redis::pipe();
+    for i in 0..3_000 {
+        pipe.cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(&value)
+            .ignore();
+    }
+    let () = pipe.query(&mut client(port)).unwrap();
+    value
+}
+
+/// Every 7th key [`load_3_mb`] wrote reads back whole from its primary among `ports`.
+fn assert_3_mb_whole(ports: &[u16], prefix: &str, value: &str) {
+    let table = owners(ports).expect("owners");
+    for i in (0..3_000).step_by(7) {
+        let key = format!("{prefix}:{i}");
+        let owner = table[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
+        let got: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query(&mut client(owner))
+            .unwrap();
+        assert_eq!(got.as_deref(), Some(value), "{key}");
+    }
+}
+
 /// The transfer budget paces what a joiner copies: at `--cluster-transfer-max-rate 1mb`,
 /// 3 MB take at least two seconds to reach the joiner, the member says how long it paused
 /// its copies (`cluster_repl_transfer_paced_ms`), and every key arrives whole.
@@ -359,16 +387,7 @@ fn a_transfer_budget_paces_the_copy_to_a_joiner() {
     let extra = ["--cluster-transfer-max-rate", "1mb"];
     let first = start(None, &extra);
     wait_agreed(&[first.port], 1, Duration::from_secs(20));
-    let value = "v".repeat(1024);
-    let mut con = client(first.port);
-    let mut pipe = redis::pipe();
-    for i in 0..3_000 {
-        pipe.cmd("SET")
-            .arg(format!("paced:{i}"))
-            .arg(&value)
-            .ignore();
-    }
-    let () = pipe.query(&mut con).unwrap();
+    let value = load_3_mb(first.port, "paced");
 
     let began = Instant::now();
     let second = start(Some(first.bus), &extra);
@@ -384,16 +403,7 @@ fn a_transfer_budget_paces_the_copy_to_a_joiner() {
         .parse()
         .unwrap();
     assert!(paced >= 1_000, "the copies paused {paced} ms");
-    let table = owners(&ports).expect("owners");
-    for i in (0..3_000).step_by(7) {
-        let key = format!("paced:{i}");
-        let owner = table[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
-        let got: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query(&mut client(owner))
-            .unwrap();
-        assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
-    }
+    assert_3_mb_whole(&ports, "paced", &value);
     drop(second);
 }
 
@@ -410,15 +420,7 @@ fn copies_beyond_the_transfer_limit_wait_their_turn() {
     ];
     let first = start(None, &extra);
     wait_agreed(&[first.port], 1, Duration::from_secs(20));
-    let value = "v".repeat(1024);
-    let mut pipe = redis::pipe();
-    for i in 0..3_000 {
-        pipe.cmd("SET")
-            .arg(format!("turn:{i}"))
-            .arg(&value)
-            .ignore();
-    }
-    let () = pipe.query(&mut client(first.port)).unwrap();
+    let value = load_3_mb(first.port, "turn");
 
     let second = start(Some(first.bus), &extra);
     let third = start(Some(first.bus), &extra);
@@ -445,15 +447,6 @@ fn copies_beyond_the_transfer_limit_wait_their_turn() {
         .parse()
         .unwrap();
     assert!(queued >= 200, "the second copy waited {queued} ms");
-    let table = owners(&ports).expect("owners");
-    for i in (0..3_000).step_by(7) {
-        let key = format!("turn:{i}");
-        let owner = table[usize::from(ringkv_cluster::key_slot(key.as_bytes()))][0];
-        let got: Option<String> = redis::cmd("GET")
-            .arg(&key)
-            .query(&mut client(owner))
-            .unwrap();
-        assert_eq!(got.as_deref(), Some(value.as_str()), "{key}");
-    }
+    assert_3_mb_whole(&ports, "turn", &value);
     drop((second, third));
 }
