@@ -1677,13 +1677,21 @@ impl Replication {
             }
         }
         let will_own = will_own(view, &self.me);
-        let left_over: SlotSet = (0..SLOT_COUNT)
-            .filter(|&s| {
-                !view.table.owners(s).any(|o| *o == self.me)
-                    && !will_own.contains(s)
-                    && self.store.count_in_slot(s) > 0
-            })
+        // Slots kept for a learner count too, keys or not: until released, a learner that
+        // asks here is told this node holds them (an empty slot handed at the cluster's
+        // formation stays claimed otherwise).
+        let kept = {
+            let own = self.holdings.lock();
+            own.took_over
+                .values()
+                .fold(own.handing.union(&own.orphans), |all, s| all.union(s))
+        };
+        let not_owned =
+            |s: u16| !view.table.owners(s).any(|o| *o == self.me) && !will_own.contains(s);
+        let with_keys: SlotSet = (0..SLOT_COUNT)
+            .filter(|&s| not_owned(s) && self.store.count_in_slot(s) > 0)
             .collect();
+        let left_over = with_keys.union(&kept.iter().filter(|&s| not_owned(s)).collect());
         // One lock at a time: other paths take these in other orders.
         let pulled = self
             .pullers
@@ -1705,7 +1713,7 @@ impl Replication {
             .collect();
         self.handoff
             .slots_left_over
-            .store((left_over.len() - droppable.len()) as u64, Relaxed);
+            .store(with_keys.difference(&droppable).len() as u64, Relaxed);
         {
             let mut own = self.holdings.lock();
             if own.table.as_ref().map(|t| t.version()) != Some(version) {
@@ -1730,15 +1738,19 @@ impl Replication {
         // Nor does a catch-up hear that a position here names them.
         self.unname_in_positions(&droppable, None);
         self.cluster.set_replica_whole(&droppable, false);
-        let keys = self.store.clear_slots(&droppable);
+        let cleared = droppable.intersection(&with_keys);
+        if cleared.is_empty() {
+            return;
+        }
+        let keys = self.store.clear_slots(&cleared);
         tracing::info!(
-            slots = droppable.len(),
+            slots = cleared.len(),
             keys,
             "dropped the keys of slots this node no longer owns: their new owners settled"
         );
         self.handoff
             .slots_dropped
-            .fetch_add(droppable.len() as u64, Relaxed);
+            .fetch_add(cleared.len() as u64, Relaxed);
         self.handoff.keys_dropped.fetch_add(keys as u64, Relaxed);
     }
 
