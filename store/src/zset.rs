@@ -178,6 +178,9 @@ impl ZSetValue {
             let fits = member.len() <= PACKED_MAX_MEMBER
                 && (!is_new || (*count as usize) < PACKED_MAX_MEMBERS);
             if fits {
+                // Redis's listpack keeps a zero score as "0": a -0 reads back as 0 there
+                // (and only there: its skiplist keeps the sign).
+                let score = if score == 0.0 { 0.0 } else { score };
                 if let Some((start, end)) = existing {
                     data.drain(start..end);
                 }
