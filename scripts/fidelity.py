@@ -255,6 +255,17 @@ def scripting():
         s("local ok, e = pcall(redis.call, 'incr', 'h'); return e"), s("local ok, e = pcall(cjson.decode, 'x'); return e"),
         s("return {map={a=1}}"), s("return {double=1.5}"), s("return {big_number='123'}"), s("return {set={a=true}}"),
         s("return redis.call('select', 1)"), s("return redis.call('xread','block','10','streams','s','$')"),
+        # Replies of every kind a command gives back to the script, nested ones too, and
+        # numbers as arguments (whole, fractional, past 2^53, negative zero).
+        s("return redis.call('ping')"), s("return redis.call('lrange','nolist',0,-1)"),
+        s("return redis.call('zadd','zz',1.5,'a',2^53,'b',-0.0,'c',1e20,'d')"),
+        s("return redis.call('zrange','zz',0,-1,'withscores')"),
+        s("redis.setresp(3) return redis.call('zrange','zz',0,-1,'withscores')"),
+        s("redis.setresp(3) return {redis.call('zscore','zz','a'), redis.call('exists','zz')}"),
+        s("redis.setresp(3) redis.call('sadd','ss','x') return redis.call('smembers','ss')"),
+        s("return {redis.call('set','n',2^53+2), redis.call('get','n'), redis.call('set','n',-7), redis.call('incrby','n',-3.0)}"),
+        s("return redis.call('mget','n','nokey','zz')"), s("return redis.pcall('incrby','n','x')"),
+        s("return {pcall(redis.call, 'set', 'n', nil)}"), s("return redis.call('get', true)"),
         Case(s("local t = {} t[1] = t return t"), known="a table that contains itself is cut at another depth"),
     ]
 

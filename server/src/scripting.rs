@@ -9,6 +9,7 @@
 mod api;
 mod args;
 mod bitop;
+mod call;
 mod cjson;
 pub mod convert;
 mod functions;
@@ -27,7 +28,7 @@ use mlua::{
     Function, HookTriggers, Lua, LuaOptions, MultiValue, RegistryKey, StdLib, Table, Value, VmState,
 };
 use parking_lot::{Mutex, RwLock};
-use ringkv_protocol::{Args, OwnedArgs, Protocol, ReplyWriter};
+use ringkv_protocol::{Args, OwnedArgs};
 use sha1::{Digest, Sha1};
 
 use crate::connection::ConnState;
@@ -289,9 +290,9 @@ impl Engine {
         )?;
         for raise in [true, false] {
             let state = state.clone();
-            let function = lua.create_function(move |lua, args: MultiValue| {
-                let reply = call_command(lua, &mut state.borrow_mut(), args)?;
-                match error_text(&reply) {
+            let function = lua.create_function(move |lua, args: call::CallArgs| {
+                let reply = call::call_command(lua, &state, args);
+                match reply.error_text() {
                     Some(text) if raise => Err(api::raise_table(&text)),
                     _ => Ok(reply),
                 }
@@ -939,62 +940,10 @@ fn script_error(error: &Value, sha: &str) -> CmdError {
     CmdError::Custom(text.replace(['\r', '\n'], " "))
 }
 
-/// One `redis.call`/`redis.pcall`: the command's reply as a Lua value (an error reply as
-/// Redis's error table, which `redis.call` raises).
-fn call_command(lua: &Lua, run: &mut RunState, args: MultiValue) -> mlua::Result<Value> {
-    if args.is_empty() {
-        return convert::error_table(
-            lua,
-            b"ERR Please specify at least one argument for this redis lib call",
-        );
-    }
-    let RunState {
-        node,
-        conn,
-        now,
-        flags,
-        resp,
-        args: owned,
-        reply,
-    } = run;
-    let (Some(node), Some(conn)) = (node.as_deref(), conn.as_mut()) else {
-        return convert::error_table(lua, b"ERR no script is running");
-    };
-    owned.clear();
-    let mut number = itoa::Buffer::new();
-    for arg in args.iter() {
-        match arg {
-            Value::String(s) => owned.push(&s.as_bytes()),
-            Value::Integer(i) => owned.push(number.format(*i).as_bytes()),
-            Value::Number(n) => owned.push(convert::format_g(*n, 17).as_bytes()),
-            _ => {
-                return convert::error_table(
-                    lua,
-                    b"ERR Lua redis lib command arguments must be strings or integers",
-                );
-            }
-        }
-    }
-    let protocol = if *resp == 3 {
-        Protocol::Resp3
-    } else {
-        Protocol::Resp2
-    };
-    reply.clear();
-    let result = {
-        let mut out = ReplyWriter::new(reply, protocol);
-        crate::dispatch::run_from_script(node, conn, &mut out, owned.args(), *now, *flags)
-    };
-    unlimited(lua, || match result {
-        Err(error) => convert::error_table(lua, error.to_string().as_bytes()),
-        Ok(()) => convert::reply_to_lua(lua, reply),
-    })
-}
-
 /// Runs `f` with the Lua state's memory limit lifted. While a limit is set, mlua wraps
 /// every value it creates from Rust in a protected call, which cost a short script a
-/// third of its time; what `f` creates is bounded by a command's own arguments or reply,
-/// and the script's next allocation meets the limit again.
+/// third of its time; what `f` creates is bounded by a run's own arguments, and the
+/// script's next allocation meets the limit again.
 fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
     let limit = lua.set_memory_limit(0).unwrap_or(0);
     let result = f();

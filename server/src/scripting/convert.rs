@@ -50,6 +50,14 @@ fn trim_zeros(text: &str) -> &str {
 /// A Redis error table (`{err = "CODE message"}`) for an error reply's text, as
 /// `luaPushErrorBuff` builds it.
 pub fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Value> {
+    let table = lua.create_table()?;
+    table.raw_set("err", lua.create_string(error_reply_text(text))?)?;
+    Ok(Value::Table(table))
+}
+
+/// The `err` text of Redis's error table for an error reply's text: its code (ERR when it
+/// has none), a space, the message without line breaks at its ends.
+pub fn error_reply_text(text: &[u8]) -> Vec<u8> {
     let text = text.strip_prefix(b"-").unwrap_or(text);
     let (code, message) = match text.iter().position(|&b| b == b' ') {
         Some(space) => (&text[..space], &text[space + 1..]),
@@ -60,9 +68,16 @@ pub fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Value> {
     err.extend_from_slice(code);
     err.push(b' ');
     err.extend_from_slice(trimmed);
-    let table = lua.create_table()?;
-    table.raw_set("err", lua.create_string(&err)?)?;
-    Ok(Value::Table(table))
+    err
+}
+
+/// A RESP3 double's text as a number (`inf`, `-inf`, NaN for what does not parse).
+pub fn parse_double(head: &[u8]) -> f64 {
+    match std::str::from_utf8(head).unwrap_or("nan") {
+        "inf" => f64::INFINITY,
+        "-inf" => f64::NEG_INFINITY,
+        other => other.parse().unwrap_or(f64::NAN),
+    }
 }
 
 fn trim_line_breaks(text: &[u8]) -> &[u8] {
@@ -164,15 +179,7 @@ fn parse(lua: &Lua, reply: &[u8], at: &mut usize) -> mlua::Result<Value> {
         }
         b'_' => Value::Nil,
         b'#' => Value::Boolean(head == b"t"),
-        b',' => {
-            let text = std::str::from_utf8(head).unwrap_or("nan");
-            let value = match text {
-                "inf" => f64::INFINITY,
-                "-inf" => f64::NEG_INFINITY,
-                other => other.parse().unwrap_or(f64::NAN),
-            };
-            single(lua, "double", Value::Number(value))?
-        }
+        b',' => single(lua, "double", Value::Number(parse_double(head)))?,
         b'(' => single(lua, "big_number", Value::String(lua.create_string(head)?))?,
         _ => {
             return Err(mlua::Error::RuntimeError(format!(
@@ -242,8 +249,9 @@ fn write_table(out: &mut ReplyWriter<'_>, table: &Table, script_resp: u8, depth:
         return;
     }
     match table.raw_get::<Value>("double") {
-        Ok(Value::Number(n)) => return out.double(n),
-        Ok(Value::Integer(i)) => return out.double(i as f64),
+        // As `addReplyDouble` writes it (`%.17g`'s shortest form), as a score is written.
+        Ok(Value::Number(n)) => return out.score(n),
+        Ok(Value::Integer(i)) => return out.score(i as f64),
         _ => {}
     }
     if let Some(big) = string_field(table, "big_number") {
