@@ -6,7 +6,7 @@
 use anyhow::Result;
 use redis::Value;
 use support::raw::Raw;
-use support::{client, query, start};
+use support::{client, query, start, waiting_client};
 
 mod support;
 
@@ -209,7 +209,9 @@ async fn info_counts_the_tracking_clients_and_the_keys_they_hold() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caching_client_that_does_not_read_does_not_hold_writers_back() -> Result<()> {
     let (addr, _node) = start(&[]).await?;
-    let mut writer = client(addr, false).await?;
+    // No response timeout: sending 64 MB on a loaded machine takes longer than the client
+    // library's 500 ms; the SETs below are timed by the test itself.
+    let mut writer = waiting_client(addr).await?;
     // Far more than the socket buffers take: its reply stalls the connection's writes.
     let big = "x".repeat(64 << 20);
     query(&mut writer, &["SET", "big", &big]).await?;

@@ -27,6 +27,7 @@ enum Command {
     Gone(crate::ring::NodeId),
     State(NodeState),
     Settled(u64),
+    ScriptsVersion(u64),
 }
 
 /// A running membership task.
@@ -108,6 +109,13 @@ impl Bus {
         let _ = self.commands.try_send(Command::Settled(version));
     }
 
+    /// Announces this member's count of script and library changes
+    /// ([`crate::membership::NodeInfo::scripts_version`]). Never blocks; a full queue drops
+    /// it (the caller asks again).
+    pub fn announce_scripts_version(&self, version: u64) {
+        let _ = self.commands.try_send(Command::ScriptsVersion(version));
+    }
+
     /// Announces draining, tells a few members we leave, and stops the task. Waits at
     /// most `limit`.
     pub async fn leave(&self, limit: Duration) {
@@ -157,6 +165,11 @@ impl Actor {
                         }
                         Some(Command::Settled(version)) => {
                             core.set_settled(version, &mut out);
+                            self.apply(&core, out).await;
+                            continue;
+                        }
+                        Some(Command::ScriptsVersion(version)) => {
+                            core.set_scripts_version(version, &mut out);
                             self.apply(&core, out).await;
                             continue;
                         }

@@ -95,6 +95,10 @@ pub struct NodeInfo {
     /// kept a copy of a slot the table moved away deletes it once the slot's new primary
     /// says this of the same table.
     pub settled: u64,
+    /// How many times its scripts and function libraries changed, counted as members
+    /// count them (a member that missed changes, paused or cut off, counts fewer and
+    /// takes the whole set from a member that counts more).
+    pub scripts_version: u64,
 }
 
 /// The key foca keeps per broadcast: one live version per node.
@@ -158,8 +162,19 @@ impl foca::BroadcastHandler<Identity> for InfoBook {
         // A periodic refresh repeats the same details under a new version: still worth
         // passing on, but the view (and its slot table) need not be rebuilt for it.
         let same_details = infos.by_id.get(&info.id).is_some_and(|known| {
-            (known.client, known.weight, known.state, known.settled)
-                == (info.client, info.weight, info.state, info.settled)
+            (
+                known.client,
+                known.weight,
+                known.state,
+                known.settled,
+                known.scripts_version,
+            ) == (
+                info.client,
+                info.weight,
+                info.state,
+                info.settled,
+                info.scripts_version,
+            )
         });
         infos.by_id.insert(info.id, info);
         infos.changed |= !same_details;
@@ -359,6 +374,8 @@ pub struct NodeView {
     pub state: NodeState,
     /// The table version it announced settled under ([`NodeInfo::settled`]).
     pub settled: u64,
+    /// Its count of script and library changes ([`NodeInfo::scripts_version`]).
+    pub scripts_version: u64,
     /// True for the node that holds this view.
     pub myself: bool,
 }
@@ -496,6 +513,7 @@ impl Core {
             weight: settings.weight,
             state: settings.initial_state,
             settled: 0,
+            scripts_version: 0,
         };
         let book = InfoBook::default();
         let infos = book.infos.clone();
@@ -645,6 +663,17 @@ impl Core {
         out.changed = true;
     }
 
+    /// Announces this member's count of script and library changes (see
+    /// [`NodeInfo::scripts_version`]).
+    pub fn set_scripts_version(&mut self, version: u64, out: &mut Output) {
+        if self.info.scripts_version == version {
+            return;
+        }
+        self.info.scripts_version = version;
+        self.publish_info(out);
+        out.changed = true;
+    }
+
     /// Leaves gracefully: tells a few members we are gone, then goes quiet.
     pub fn leave(&mut self, out: &mut Output) {
         if self.left {
@@ -696,6 +725,7 @@ impl Core {
             weight: self.info.weight,
             state: self.info.state,
             settled: self.info.settled,
+            scripts_version: self.info.scripts_version,
             myself: true,
         }];
         let mut unknown = 0;
@@ -709,6 +739,7 @@ impl Core {
                     weight: info.weight,
                     state: info.state,
                     settled: info.settled,
+                    scripts_version: info.scripts_version,
                     myself: false,
                 }),
                 None => unknown += 1,

@@ -306,6 +306,12 @@ impl ClusterNode {
         self.bus.announce(state);
     }
 
+    /// Announces this member's count of script and library changes (gossiped, so a
+    /// member that missed some takes the whole set from one that counts more).
+    pub fn announce_scripts_version(&self, version: u64) {
+        self.bus.announce_scripts_version(version);
+    }
+
     /// Announces that this member settled under the table of `version` (it serves every
     /// slot the table gives it, and its replica copies are synced).
     pub fn announce_settled(&self, version: u64) {
@@ -746,30 +752,35 @@ impl ClusterNode {
     /// Asks other members, one at a time, until one answers `args` with bulks (one, or an
     /// array of them): those bulks. None when no member answered so.
     pub async fn ask_members(&self, args: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
-        let command = encode(args.iter());
         for addr in self.other_members() {
-            let reply = tokio::time::timeout(
-                SHARE_TIMEOUT,
-                self.pool.call(addr, false, &self.password, &command, false),
-            )
-            .await
-            .unwrap_or(Err(ProxyError::Timeout));
-            let bulks = match reply.map(|r| r.reply) {
-                Ok(Reply::Bulk(bulk)) => Some(vec![bulk]),
-                Ok(Reply::Array(items)) => items
-                    .into_iter()
-                    .map(|item| match item {
-                        Reply::Bulk(bulk) => Some(bulk),
-                        _ => None,
-                    })
-                    .collect(),
-                _ => None,
-            };
-            if bulks.is_some() {
-                return bulks;
+            if let Some(bulks) = self.ask_member(addr, args).await {
+                return Some(bulks);
             }
         }
         None
+    }
+
+    /// Asks the member at `addr` (its client address): the bulks it answers `args` with
+    /// (one, or an array of them), None for any other answer or none in time.
+    pub async fn ask_member(&self, addr: SocketAddr, args: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
+        let command = encode(args.iter());
+        let reply = tokio::time::timeout(
+            SHARE_TIMEOUT,
+            self.pool.call(addr, false, &self.password, &command, false),
+        )
+        .await
+        .unwrap_or(Err(ProxyError::Timeout));
+        match reply.map(|r| r.reply) {
+            Ok(Reply::Bulk(bulk)) => Some(vec![bulk]),
+            Ok(Reply::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Reply::Bulk(bulk) => Some(bulk),
+                    _ => None,
+                })
+                .collect(),
+            _ => None,
+        }
     }
 }
 

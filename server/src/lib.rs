@@ -169,7 +169,7 @@ impl Server {
         }
         let cron = tokio::spawn(run_cron(node.clone()));
         if let Some(cluster) = &node.cluster {
-            tokio::spawn(scripting::shared::take_from_members(Arc::downgrade(&node)));
+            tokio::spawn(scripting::shared::keep_in_step(Arc::downgrade(&node)));
             tokio::spawn(follow_slot_moves(
                 Arc::downgrade(&node),
                 cluster.subscribe(),

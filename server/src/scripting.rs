@@ -179,6 +179,9 @@ pub struct Scripting {
     libraries: RwLock<functions::Libraries>,
     /// The libraries whose code the store holds, so a change touches only those keys.
     stored_libraries: Mutex<HashSet<String>>,
+    /// How many times the scripts or libraries changed here (gossiped: see
+    /// `shared::keep_in_step`).
+    changes: AtomicU64,
 }
 
 impl std::fmt::Debug for Scripting {
@@ -440,6 +443,7 @@ impl Scripting {
             node: OnceLock::new(),
             libraries: RwLock::new(functions::Libraries::default()),
             stored_libraries: Mutex::default(),
+            changes: AtomicU64::new(0),
         }
     }
 
@@ -490,6 +494,7 @@ impl Scripting {
         })?;
         let mut sources = self.sources.write();
         if !sources.contains_key(&sha) {
+            self.changes.fetch_add(1, Relaxed);
             self.source_bytes.fetch_add(body.len(), Relaxed);
             sources.insert(
                 sha.clone(),
@@ -515,6 +520,7 @@ impl Scripting {
 
     /// SCRIPT FLUSH: forgets every script, on every thread.
     pub fn flush(&self) {
+        self.changes.fetch_add(1, Relaxed);
         self.sources.write().clear();
         self.source_bytes.store(0, Relaxed);
         self.generation.fetch_add(1, Relaxed);
@@ -640,7 +646,14 @@ impl Scripting {
         };
         let mut libraries = self.libraries.write();
         libraries.check(&library, replace)?;
+        // The same code again (a cluster client loads it on every primary) changes nothing.
+        let same = libraries
+            .get(&name)
+            .is_some_and(|held| *held.code == *library.code);
         libraries.insert(library);
+        if !same {
+            self.changes.fetch_add(1, Relaxed);
+        }
         Ok(name)
     }
 
@@ -653,12 +666,39 @@ impl Scripting {
 
     /// FUNCTION DELETE: false when there is no such library.
     pub fn function_delete(&self, name: &str) -> bool {
-        self.libraries.write().remove(name)
+        let deleted = self.libraries.write().remove(name);
+        if deleted {
+            self.changes.fetch_add(1, Relaxed);
+        }
+        deleted
     }
 
     /// FUNCTION FLUSH.
     pub fn function_flush(&self) {
         self.libraries.write().clear();
+        self.changes.fetch_add(1, Relaxed);
+    }
+
+    /// How many times the scripts or libraries changed here.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Relaxed)
+    }
+
+    /// Takes another member's scripts and libraries in place of these (it counted
+    /// `version` changes, more than this member saw): `bodies` as CLUSTER SCRIPTS gives
+    /// them, `libraries` as FUNCTION DUMP does. Nothing changes when the payload is bad.
+    pub fn adopt(&self, bodies: &[Vec<u8>], libraries: &[u8], version: u64) -> CmdResult {
+        self.function_restore(libraries, RestorePolicy::Flush)?;
+        self.flush();
+        let refused = bodies
+            .iter()
+            .filter(|body| self.load(body).is_err())
+            .count();
+        if refused > 0 {
+            tracing::warn!(refused, "scripts another member holds did not compile here");
+        }
+        self.changes.store(version, Relaxed);
+        Ok(())
     }
 
     /// Reads the libraries (FUNCTION LIST, STATS, DUMP).
@@ -709,6 +749,7 @@ impl Scripting {
         for library in staged.all() {
             libraries.insert((**library).clone());
         }
+        self.changes.fetch_add(1, Relaxed);
         Ok(())
     }
 
@@ -956,6 +997,34 @@ fn unlimited<R>(lua: &Lua, f: impl FnOnce() -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn changes_count_what_changed_and_adopting_takes_the_other_members_set() {
+        let here = Scripting::new(0, Duration::from_secs(5));
+        let library = b"#!lua name=lib\nredis.register_function('f', function() return 1 end)";
+        here.load(b"return 1").unwrap();
+        here.load(b"return 1").unwrap();
+        here.function_load(library, false).unwrap();
+        // The same code again (a cluster client loads it on every primary) is no change.
+        here.function_load(library, true).unwrap();
+        assert_eq!(here.changes(), 2);
+        assert!(!here.function_delete("nope"));
+        assert_eq!(here.changes(), 2);
+
+        // A member that saw more: one script, no library.
+        let there = Scripting::new(0, Duration::from_secs(5));
+        there.load(b"return 2").unwrap();
+        let bodies: Vec<Vec<u8>> = there.bodies().into_iter().map(Vec::from).collect();
+        here.adopt(&bodies, &there.function_dump(), 7).unwrap();
+        assert_eq!(here.changes(), 7);
+        assert!(here.exists(&sha1_hex(b"return 2")));
+        assert!(!here.exists(&sha1_hex(b"return 1")));
+        assert!(here.with_libraries(|l| l.get("lib").is_none()));
+        // A payload that does not read changes nothing.
+        assert!(here.adopt(&[], b"garbage", 9).is_err());
+        assert_eq!(here.changes(), 7);
+        assert!(here.exists(&sha1_hex(b"return 2")));
+    }
 
     #[test]
     fn shas_and_shebangs_read_as_redis_reads_them() {

@@ -637,6 +637,64 @@ fn scripts_and_libraries_reach_every_member_and_one_that_joins_later() {
     }
 }
 
+#[test]
+fn a_member_out_of_the_view_while_scripts_changed_takes_them_when_it_is_back() {
+    let members = start_cluster(3, &[]);
+    let ports: Vec<u16> = members.iter().map(|m| m.port).collect();
+    wait_agreed(&ports, 3, Duration::from_secs(15));
+    let old = "return 'before'";
+    let old_sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(old)
+        .query(&mut client(ports[0]))
+        .unwrap();
+    // Member 2 stops answering until the others take it out of their view: what they
+    // change meanwhile is not sent to it.
+    signal(&members[2], "STOP");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while cluster_info(ports[0])["cluster_known_nodes"] != "2" {
+        assert!(Instant::now() < deadline, "member 2 is still in the view");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut client(ports[0]))
+        .unwrap();
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return redis.call('INCR', KEYS[1])")
+        .query(&mut client(ports[1]))
+        .unwrap();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=lib\nredis.register_function('ten', function() return 10 end)")
+        .query(&mut client(ports[0]))
+        .unwrap();
+    signal(&members[2], "CONT");
+    wait_agreed(&ports, 3, Duration::from_secs(20));
+    // Back in the view, it takes the set the others hold: the new script and library, and
+    // not the script flushed while it was away.
+    let mut con = client(ports[2]);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let exists: Vec<i64> = redis::cmd("SCRIPT")
+            .arg("EXISTS")
+            .arg(&sha)
+            .arg(&old_sha)
+            .query(&mut con)
+            .unwrap();
+        let ten: redis::RedisResult<i64> = redis::cmd("FCALL").arg("ten").arg(0).query(&mut con);
+        if exists == [1, 0] && ten.as_ref().is_ok_and(|&t| t == 10) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "member 2 after it came back: scripts {exists:?}, FCALL {ten:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A raw subscriber: sends a command, then reads until `expected` arrived (bounded).
 struct Subscriber {
     stream: std::net::TcpStream,
