@@ -242,6 +242,7 @@ def scripting():
         s("return tostring(1e15) .. ' ' .. tostring(0.1) .. ' ' .. tostring(2^53)"),
         s("return redis.call('set','k',1.5)"), s("return redis.call('get','k')"), ["EVAL_RO", "return redis.call('set','a',1)", "0"],
         s("#!lua flags=no-writes\nreturn redis.call('set','a',1)"), s("#!lua flags=bogus\nreturn 1"), s("#!python\nreturn 1"),
+        s("#!lua flags=no-cluster,allow-stale\nreturn 1"),
         s("redis.setresp(4)"), s("return redis.set_repl(99)"), s("return redis.log(99, 'x')"), ["SCRIPT", "KILL"],
         ["SCRIPT", "LOAD", "return 1"], ["SCRIPT", "EXISTS", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "ffff"],
         ["EVALSHA", "E0E1F9FABFC9D4800C877A703B823AC0578FF8DB", "0"], ["SCRIPT", "FLUSH", "foo"],

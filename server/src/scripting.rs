@@ -50,6 +50,20 @@ pub struct ScriptFlags {
     pub no_writes: bool,
     /// `allow-oom`: write commands run even over `maxmemory`.
     pub allow_oom: bool,
+    /// `no-cluster`: refused on a cluster member.
+    pub no_cluster: bool,
+}
+
+impl ScriptFlags {
+    /// Redis's refusal of a `no-cluster` script or function on a cluster member.
+    fn check_cluster(&self, node: &Node) -> Result<(), CmdError> {
+        if self.no_cluster && node.cluster.is_some() {
+            return Err(CmdError::Custom(
+                "ERR Can not run script on cluster, 'no-cluster' flag is set.".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// The lowercase hex SHA-1 of `body` (scripts are cached and called by it).
@@ -87,7 +101,8 @@ fn shebang_flags(body: &[u8]) -> Result<ScriptFlags, CmdError> {
             match flag {
                 "no-writes" => flags.no_writes = true,
                 "allow-oom" => flags.allow_oom = true,
-                "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                "no-cluster" => flags.no_cluster = true,
+                "allow-stale" | "allow-cross-slot-keys" => {}
                 other => {
                     return Err(CmdError::Custom(format!(
                         "ERR Unexpected flag in script shebang: {other}"
@@ -613,6 +628,7 @@ impl Scripting {
                     (function, source.flags)
                 }
             };
+            flags.check_cluster(&node)?;
             flags.no_writes |= invocation.read_only;
             let runner = engine.run.clone();
             self.watched(ctx.now, || {
@@ -770,6 +786,7 @@ impl Scripting {
         let node = self.node.get().and_then(Weak::upgrade).ok_or_else(|| {
             CmdError::Custom("ERR scripting is not ready on this node yet".into())
         })?;
+        flags.check_cluster(&node)?;
         self.with_engine(|engine| {
             if engine.functions_generation != generation {
                 // Another thread changed the libraries: load them all in this state.
@@ -1033,7 +1050,8 @@ mod tests {
             shebang_flags(b"#!lua flags=no-writes,allow-oom\nreturn 1").unwrap(),
             ScriptFlags {
                 no_writes: true,
-                allow_oom: true
+                allow_oom: true,
+                no_cluster: false,
             }
         );
         assert_eq!(

@@ -545,6 +545,21 @@ fn scripts_and_libraries_reach_every_member_and_one_that_joins_later() {
         "other code under the same name is still refused"
     );
 
+    // A script or function flagged no-cluster is refused on a member, as Redis refuses it.
+    let no_cluster: redis::RedisResult<i64> = redis::cmd("EVAL")
+        .arg("#!lua flags=no-cluster\nreturn 1")
+        .arg(0)
+        .query(&mut client(ports[0]));
+    let refused = no_cluster.unwrap_err();
+    assert_eq!(
+        (refused.code(), refused.detail()),
+        (
+            Some("ERR"),
+            Some("Can not run script on cluster, 'no-cluster' flag is set.")
+        ),
+        "{refused}"
+    );
+
     // The reply waited for the others: every member runs them at once, on its own slots.
     let owners = slot_owners(ports[0]);
     for &port in &ports {

@@ -272,7 +272,8 @@ pub fn register_function(lua: &mlua::Lua, collector: Collector) -> mlua::Result<
             match flag.as_str() {
                 "no-writes" => flags.no_writes = true,
                 "allow-oom" => flags.allow_oom = true,
-                "allow-stale" | "no-cluster" | "allow-cross-slot-keys" => {}
+                "no-cluster" => flags.no_cluster = true,
+                "allow-stale" | "allow-cross-slot-keys" => {}
                 _ => return Err(raise("ERR unknown flag given")),
             }
         }
