@@ -267,6 +267,12 @@ def scripting():
         s("return {redis.call('set','n',2^53+2), redis.call('get','n'), redis.call('set','n',-7), redis.call('incrby','n',-3.0)}"),
         s("return redis.call('mget','n','nokey','zz')"), s("return redis.pcall('incrby','n','x')"),
         s("return {pcall(redis.call, 'set', 'n', nil)}"), s("return redis.call('get', true)"),
+        # What a script's own xpcall handler is given for each kind of error.
+        s("return {xpcall(function() return redis.call('incr','zz') end, function(e) return e end)}"),
+        s("return {xpcall(function() return redis.call('incr','zz') end, function(e) return type(e) end)}"),
+        s("return {xpcall(function() return cjson.decode('x') end, function(e) return e end)}"),
+        s("return {xpcall(function() error('boom') end, function(e) return e end)}"),
+        s("return {xpcall(function() error({err='mine'}) end, function(e) return e end)}"),
         Case(s("local t = {} t[1] = t return t"), known="a table that contains itself is cut at another depth"),
     ]
 

@@ -132,6 +132,27 @@ fn caught(lua: &Lua, error: Value) -> mlua::Result<Value> {
     text_value(lua, text.as_bytes())
 }
 
+/// What a script's own `xpcall` handler gets for an error, as under Redis 7: the error
+/// table for one `redis.call` raised (`{err = text}`), the text (with where it was
+/// raised) for one a library function raised, anything else as it is.
+fn handed(lua: &Lua, error: Value) -> mlua::Result<Value> {
+    let Value::Error(e) = &error else {
+        return Ok(error);
+    };
+    match e.downcast_ref::<Raised>() {
+        Some(Raised::Table(text)) => {
+            let table = lua.create_table()?;
+            table.raw_set("err", text_value(lua, text.as_bytes())?)?;
+            Ok(Value::Table(table))
+        }
+        Some(Raised::Message(text)) => text_value(lua, text.as_bytes()),
+        None => {
+            let root = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
+            text_value(lua, root.lines().next().unwrap_or_default().as_bytes())
+        }
+    }
+}
+
 /// The `redis` table (without `call` and `pcall`); `resp` is where `setresp` keeps the
 /// protocol the run's commands reply in.
 fn redis_table(lua: &Lua, set_resp: SetResp, version: &str) -> mlua::Result<Table> {
@@ -409,6 +430,7 @@ pub fn native_functions(lua: &Lua, set_resp: SetResp, version: &str) -> mlua::Re
     native.set("redis", redis_table(lua, set_resp, version)?)?;
     native.set("error_table", lua.create_function(error_table)?)?;
     native.set("caught", lua.create_function(caught)?)?;
+    native.set("handed", lua.create_function(handed)?)?;
     native.set(
         "where",
         lua.create_function(|lua, ()| {

@@ -7,8 +7,9 @@ local hidden, native = ...
 local G = _G
 local error, type, rawset, tostring, setmetatable, pairs =
     error, type, rawset, tostring, setmetatable, pairs
-local error_table, where, caught = native.error_table, native.where, native.caught
-local raw_pcall = pcall
+local error_table, where, caught, handed = native.error_table, native.where, native.caught,
+    native.handed
+local raw_pcall, raw_xpcall = pcall, xpcall
 
 -- What a script may not reach, as in Redis 7.0.
 for _, name in pairs({ 'dofile', 'loadfile', 'print', 'getfenv', 'setfenv', 'newproxy',
@@ -49,13 +50,13 @@ hidden.run = function(f, nkeys, ...)
     rawset(G, 'KEYS', keys)
     rawset(G, 'ARGV', argv)
   end
-  return xpcall(f, handler)
+  return raw_xpcall(f, handler)
 end
 
 -- Runs a library function (FCALL): its keys and arguments are passed to it as tables.
 hidden.run_function = function(f, nkeys, ...)
   local keys, argv = split(nkeys, ...)
-  return xpcall(function() return f(keys, argv) end, handler)
+  return raw_xpcall(function() return f(keys, argv) end, handler)
 end
 
 -- Libraries' code sees, while it loads, only the loading API (a `redis` with
@@ -87,7 +88,7 @@ hidden.library_env = setmetatable({}, {
 })
 hidden.load_library = function(chunk)
   library_api = load_api
-  local ok, err = xpcall(chunk, handler)
+  local ok, err = raw_xpcall(chunk, handler)
   library_api = G
   return ok, err
 end
@@ -98,6 +99,11 @@ local function finish(ok, ...)
   return false, caught((...))
 end
 G.pcall = function(...) return finish(raw_pcall(...)) end
+-- A script's own handler sees an error a Rust function raised as Redis's C one would
+-- raise it: a table from redis.call, a string from the libraries.
+G.xpcall = function(f, h)
+  return raw_xpcall(f, function(e) return h(handed(e)) end)
+end
 
 -- A table no script can change: writes fail as Redis 7's read-only tables fail them
 -- (rawset too, so no script can leave state behind for the next one).
