@@ -655,21 +655,22 @@ impl Core {
     /// Announces that this member settled under the table of version `version` (see
     /// [`NodeInfo::settled`]).
     pub fn set_settled(&mut self, version: u64, out: &mut Output) {
-        if self.info.settled == version {
-            return;
-        }
-        self.info.settled = version;
-        self.publish_info(out);
-        out.changed = true;
+        self.set_counter(|info| &mut info.settled, version, out);
     }
 
     /// Announces this member's count of script and library changes (see
     /// [`NodeInfo::scripts_version`]).
     pub fn set_scripts_version(&mut self, version: u64, out: &mut Output) {
-        if self.info.scripts_version == version {
+        self.set_counter(|info| &mut info.scripts_version, version, out);
+    }
+
+    /// Sets one of our info's counters and publishes the info, when the value is new.
+    fn set_counter(&mut self, field: fn(&mut NodeInfo) -> &mut u64, value: u64, out: &mut Output) {
+        let counter = field(&mut self.info);
+        if *counter == value {
             return;
         }
-        self.info.scripts_version = version;
+        *counter = value;
         self.publish_info(out);
         out.changed = true;
     }
