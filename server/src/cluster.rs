@@ -749,17 +749,6 @@ impl ClusterNode {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Asks other members, one at a time, until one answers `args` with bulks (one, or an
-    /// array of them): those bulks. None when no member answered so.
-    pub async fn ask_members(&self, args: &[&[u8]]) -> Option<Vec<Vec<u8>>> {
-        for addr in self.other_members() {
-            if let Some(bulks) = self.ask_member(addr, args).await {
-                return Some(bulks);
-            }
-        }
-        None
-    }
-
     /// Asks the member at `addr` (its client address): the bulks it answers `args` with
     /// (one, or an array of them), None for any other answer or none in time.
     pub async fn ask_member(&self, addr: SocketAddr, args: &[&[u8]]) -> Option<Vec<Vec<u8>>> {

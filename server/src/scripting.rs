@@ -194,7 +194,7 @@ pub struct Scripting {
     libraries: RwLock<functions::Libraries>,
     /// The libraries whose code the store holds, so a change touches only those keys.
     stored_libraries: Mutex<HashSet<String>>,
-    /// How many times the scripts or libraries changed here (gossiped: see
+    /// How many of the changes every member applies were applied here (gossiped: see
     /// `shared::keep_in_step`).
     changes: AtomicU64,
 }
@@ -509,7 +509,6 @@ impl Scripting {
         })?;
         let mut sources = self.sources.write();
         if !sources.contains_key(&sha) {
-            self.changes.fetch_add(1, Relaxed);
             self.source_bytes.fetch_add(body.len(), Relaxed);
             sources.insert(
                 sha.clone(),
@@ -535,7 +534,6 @@ impl Scripting {
 
     /// SCRIPT FLUSH: forgets every script, on every thread.
     pub fn flush(&self) {
-        self.changes.fetch_add(1, Relaxed);
         self.sources.write().clear();
         self.source_bytes.store(0, Relaxed);
         self.generation.fetch_add(1, Relaxed);
@@ -662,14 +660,7 @@ impl Scripting {
         };
         let mut libraries = self.libraries.write();
         libraries.check(&library, replace)?;
-        // The same code again (a cluster client loads it on every primary) changes nothing.
-        let same = libraries
-            .get(&name)
-            .is_some_and(|held| *held.code == *library.code);
         libraries.insert(library);
-        if !same {
-            self.changes.fetch_add(1, Relaxed);
-        }
         Ok(name)
     }
 
@@ -682,20 +673,21 @@ impl Scripting {
 
     /// FUNCTION DELETE: false when there is no such library.
     pub fn function_delete(&self, name: &str) -> bool {
-        let deleted = self.libraries.write().remove(name);
-        if deleted {
-            self.changes.fetch_add(1, Relaxed);
-        }
-        deleted
+        self.libraries.write().remove(name)
     }
 
     /// FUNCTION FLUSH.
     pub fn function_flush(&self) {
         self.libraries.write().clear();
+    }
+
+    /// Counts one of the changes every member applies (SCRIPT LOAD and FLUSH, FUNCTION
+    /// LOAD and FLUSH, from a client or passed on by a member).
+    pub fn note_shared_change(&self) {
         self.changes.fetch_add(1, Relaxed);
     }
 
-    /// How many times the scripts or libraries changed here.
+    /// How many of the changes every member applies this member applied.
     pub fn changes(&self) -> u64 {
         self.changes.load(Relaxed)
     }
@@ -765,7 +757,6 @@ impl Scripting {
         for library in staged.all() {
             libraries.insert((**library).clone());
         }
-        self.changes.fetch_add(1, Relaxed);
         Ok(())
     }
 
@@ -1016,16 +1007,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn changes_count_what_changed_and_adopting_takes_the_other_members_set() {
+    fn adopting_takes_the_other_members_set_and_count_or_nothing() {
         let here = Scripting::new(0, Duration::from_secs(5));
         let library = b"#!lua name=lib\nredis.register_function('f', function() return 1 end)";
         here.load(b"return 1").unwrap();
-        here.load(b"return 1").unwrap();
         here.function_load(library, false).unwrap();
-        // The same code again (a cluster client loads it on every primary) is no change.
-        here.function_load(library, true).unwrap();
-        assert_eq!(here.changes(), 2);
-        assert!(!here.function_delete("nope"));
+        here.note_shared_change();
+        here.note_shared_change();
         assert_eq!(here.changes(), 2);
 
         // A member that saw more: one script, no library.

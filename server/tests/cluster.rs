@@ -650,6 +650,27 @@ fn scripts_and_libraries_reach_every_member_and_one_that_joins_later() {
             .unwrap();
         assert_eq!(exists, [0], "the member on {port} after SCRIPT FLUSH");
     }
+    // FUNCTION DELETE stays on the member it is sent to, as in Redis Cluster (a cluster
+    // client sends it to every primary): the others do not take the deletion from it.
+    let _: () = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("counters")
+        .query(&mut client(new_port))
+        .unwrap();
+    // Several rounds of the members' comparison (every 500 ms) and of gossip.
+    std::thread::sleep(Duration::from_secs(3));
+    for &port in &all {
+        let libraries: Vec<redis::Value> = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .query(&mut client(port))
+            .unwrap();
+        let wanted = usize::from(port != new_port);
+        assert_eq!(
+            libraries.len(),
+            wanted,
+            "libraries on {port} after one member's DELETE"
+        );
+    }
 }
 
 #[test]

@@ -81,7 +81,12 @@ pub fn script_help_or_arity(_: &mut Ctx<'_, '_>, _: Args<'_>) -> CmdResult {
 /// every other member before the client hears the reply, so an EVALSHA or FCALL routed to
 /// any member next finds it. A change another member passed on is not passed again; inside
 /// MULTI or a script, which cannot wait, it goes out without the reply waiting for it.
+/// Every member counts the changes it applied this way, from a client or from another
+/// member: one that missed some counts fewer and takes the whole set from one that counts
+/// more (`scripting::shared`). Changes that stay on one member (FUNCTION DELETE, RESTORE,
+/// an EVAL's script) are not counted, so they are not carried to the others that way.
 fn answer_shared(ctx: &mut Ctx<'_, '_>, args: &Args<'_>, reply: impl FnOnce(&mut ReplyWriter<'_>)) {
+    ctx.node.scripting.note_shared_change();
     let Some(cluster) = ctx.node.cluster.clone().filter(|_| !ctx.conn.forwarded) else {
         return reply(ctx.out);
     };
