@@ -98,10 +98,7 @@ fn error_table(lua: &Lua, error: Value) -> mlua::Result<Table> {
         Value::Error(e) => match e.downcast_ref::<Raised>() {
             Some(Raised::Table(text)) => text.clone(),
             Some(Raised::Message(message)) => format!("ERR {message}"),
-            None => {
-                let root = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
-                format!("ERR {}", root.lines().next().unwrap_or_default())
-            }
+            None => format!("ERR {}", root_line(e)),
         },
         Value::String(s) => format!("ERR {}", s.to_string_lossy()),
         other => format!(
@@ -132,6 +129,16 @@ fn caught(lua: &Lua, error: Value) -> mlua::Result<Value> {
     text_value(lua, text.as_bytes())
 }
 
+/// The first line of an mlua error's root cause (what Lua itself would have said).
+fn root_line(error: &mlua::Error) -> String {
+    let root = error
+        .chain()
+        .last()
+        .map(|c| c.to_string())
+        .unwrap_or_default();
+    root.lines().next().unwrap_or_default().to_string()
+}
+
 /// What a script's own `xpcall` handler gets for an error, as under Redis 7: the error
 /// table for one `redis.call` raised (`{err = text}`), the text (with where it was
 /// raised) for one a library function raised, anything else as it is.
@@ -146,10 +153,7 @@ fn handed(lua: &Lua, error: Value) -> mlua::Result<Value> {
             Ok(Value::Table(table))
         }
         Some(Raised::Message(text)) => text_value(lua, text.as_bytes()),
-        None => {
-            let root = e.chain().last().map(|c| c.to_string()).unwrap_or_default();
-            text_value(lua, root.lines().next().unwrap_or_default().as_bytes())
-        }
+        None => text_value(lua, root_line(e).as_bytes()),
     }
 }
 

@@ -24,23 +24,22 @@ use super::{RunState, convert};
 /// Nesting a reply may reach on the fast path (Redis's replies nest a few levels).
 const MAX_DEPTH: usize = 64;
 
-/// A command's arguments: where they lie on the stack of the calling C function, or (for
-/// a caller outside one) as values.
-pub enum CallArgs {
-    Stack {
-        state: *mut ffi::lua_State,
-        first: c_int,
-        count: c_int,
-    },
-    Values(MultiValue),
+/// A command's arguments, where they lie on the stack of the calling C function (mlua
+/// reads a callback's arguments only through `from_stack_args`).
+pub struct CallArgs {
+    state: *mut ffi::lua_State,
+    first: c_int,
+    count: c_int,
 }
 
 /// An argument that is neither a string nor a number.
 struct NotAnArgument;
 
 impl FromLuaMulti for CallArgs {
-    fn from_lua_multi(values: MultiValue, _: &Lua) -> mlua::Result<Self> {
-        Ok(CallArgs::Values(values))
+    fn from_lua_multi(_: MultiValue, _: &Lua) -> mlua::Result<Self> {
+        Err(mlua::Error::RuntimeError(
+            "redis.call's arguments are read on the Lua stack only".into(),
+        ))
     }
 
     // mlua's hook for a callback's arguments: they stay on the stack while it runs (the
@@ -54,7 +53,7 @@ impl FromLuaMulti for CallArgs {
         let state = lua.state();
         // SAFETY: `state` is the running callback's own stack.
         let top = unsafe { ffi::lua_gettop(state) };
-        Ok(CallArgs::Stack {
+        Ok(CallArgs {
             state,
             first: top - nargs + 1,
             count: nargs,
@@ -64,52 +63,31 @@ impl FromLuaMulti for CallArgs {
 
 impl CallArgs {
     fn is_empty(&self) -> bool {
-        match self {
-            CallArgs::Stack { count, .. } => *count == 0,
-            CallArgs::Values(values) => values.is_empty(),
-        }
+        self.count == 0
     }
 
     /// Copies the arguments into `owned`: strings as they are, numbers as Redis formats
     /// them (integers in full, others as `%.17g`).
     fn copy_into(&self, owned: &mut OwnedArgs) -> Result<(), NotAnArgument> {
         let mut digits = itoa::Buffer::new();
-        let mut push_number = |owned: &mut OwnedArgs, n: f64| match whole(n) {
-            Some(i) => owned.push(digits.format(i).as_bytes()),
-            None => owned.push(convert::format_g(n, 17).as_bytes()),
-        };
-        match self {
-            CallArgs::Stack {
-                state,
-                first,
-                count,
-            } => {
-                for index in *first..*first + *count {
-                    // SAFETY: the arguments are on the running callback's stack (see
-                    // `from_stack_args`), and a string's bytes live while it is there.
-                    unsafe {
-                        match ffi::lua_type(*state, index) {
-                            ffi::LUA_TSTRING => {
-                                let mut len = 0usize;
-                                let data = ffi::lua_tolstring(*state, index, &mut len);
-                                owned.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
-                            }
-                            ffi::LUA_TNUMBER => {
-                                push_number(owned, ffi::lua_tonumber(*state, index))
-                            }
-                            _ => return Err(NotAnArgument),
+        for index in self.first..self.first + self.count {
+            // SAFETY: the arguments are on the running callback's stack (see
+            // `from_stack_args`), and a string's bytes live while it is there.
+            unsafe {
+                match ffi::lua_type(self.state, index) {
+                    ffi::LUA_TSTRING => {
+                        let mut len = 0usize;
+                        let data = ffi::lua_tolstring(self.state, index, &mut len);
+                        owned.push(std::slice::from_raw_parts(data.cast::<u8>(), len));
+                    }
+                    ffi::LUA_TNUMBER => {
+                        let n = ffi::lua_tonumber(self.state, index);
+                        match whole(n) {
+                            Some(i) => owned.push(digits.format(i).as_bytes()),
+                            None => owned.push(convert::format_g(n, 17).as_bytes()),
                         }
                     }
-                }
-            }
-            CallArgs::Values(values) => {
-                for value in values.iter() {
-                    match value {
-                        Value::String(s) => owned.push(&s.as_bytes()),
-                        Value::Integer(i) => push_number(owned, *i as f64),
-                        Value::Number(n) => push_number(owned, *n),
-                        _ => return Err(NotAnArgument),
-                    }
+                    _ => return Err(NotAnArgument),
                 }
             }
         }
