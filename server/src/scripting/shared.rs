@@ -1,6 +1,6 @@
 //! Scripts and function libraries are the cluster's, not a member's. A change a client
 //! makes on one member reaches the others as it is made (`answer_shared` in
-//! `commands/scripting.rs`). Each member counts the changes it applied and gossips the
+//! `commands/scripting.rs`). Each member counts those shared changes it applied and gossips the
 //! count (`NodeInfo::scripts_version`); a member that counts fewer than another (it
 //! started, new or restarted, or it missed changes while paused or cut off) takes that
 //! member's whole set in place of its own. So EVALSHA and FCALL work on whichever member
